@@ -1,0 +1,96 @@
+//! The one place `bindgen!` runs on `wit/`: the generated types stay private here, and this
+//! module converts between them and the wire types in `switchyard-protocol`. Only the
+//! fields the WIT declares are marshalled.
+
+use switchyard_protocol::{
+    Decision, GpuSample, ModelVariant, NodeSnapshot, Reject, RequestInfo, Route, Target,
+};
+
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy",
+    });
+}
+
+pub(crate) use generated::switchyard::policy::host::{Host, LogLevel};
+pub(crate) use generated::switchyard::policy::types as wit;
+pub(crate) use generated::switchyard::policy::types::Host as TypesHost;
+pub(crate) use generated::{Policy, PolicyPre};
+
+pub(crate) fn request_to_wit(req: &RequestInfo) -> wit::Request {
+    wit::Request {
+        id: req.id.clone(),
+        api: req.api.clone(),
+        model: req.model.clone(),
+        stream: req.stream,
+        prompt_tokens: req.prompt_tokens,
+        max_tokens: req.max_tokens,
+        priority: req.priority,
+        task: req.task.clone(),
+        session: req.session.clone(),
+        tags: req.tags.clone(),
+    }
+}
+
+fn gpu_to_wit(gpu: &GpuSample) -> wit::Gpu {
+    wit::Gpu {
+        name: gpu.name.clone(),
+        util_pct: gpu.util_pct,
+        mem_used_mb: gpu.mem_used_mb,
+        mem_total_mb: gpu.mem_total_mb,
+        temp_c: gpu.temp_c,
+        power_w: gpu.power_w,
+        throttled: gpu.throttled,
+    }
+}
+
+fn variant_to_wit(model: &ModelVariant) -> wit::ModelVariant {
+    wit::ModelVariant {
+        logical: model.logical.clone(),
+        local: model.local.clone(),
+        quantization: model.quantization.clone(),
+        context_length: model.context_length,
+        loaded: model.loaded,
+    }
+}
+
+pub(crate) fn node_to_wit(node: &NodeSnapshot) -> wit::Node {
+    wit::Node {
+        name: node.name.clone(),
+        labels: node.labels.clone(),
+        runtime: node.runtime.clone(),
+        healthy: node.healthy,
+        in_flight: node.in_flight,
+        queued: node.queued,
+        max_concurrency: node.max_concurrency,
+        max_tokens: node.max_tokens,
+        cpu_util_pct: node.cpu_util_pct,
+        mem_used_mb: node.mem_used_mb,
+        mem_total_mb: node.mem_total_mb,
+        gpus: node.gpus.iter().map(gpu_to_wit).collect(),
+        on_battery: node.on_battery,
+        thermal_throttled: node.thermal_throttled,
+        tokens_per_sec: node.tokens_per_sec,
+        ttft_ms: node.ttft_ms,
+        models: node.models.iter().map(variant_to_wit).collect(),
+        last_seen_ms: node.last_seen_ms,
+    }
+}
+
+pub(crate) fn decision_from_wit(decision: wit::Decision) -> Decision {
+    match decision {
+        wit::Decision::Route(route) => Decision::Route(Route {
+            targets: route
+                .targets
+                .into_iter()
+                .map(|t| Target { node: t.node, model: t.model })
+                .collect(),
+            reason: route.reason,
+        }),
+        wit::Decision::Reject(reject) => Decision::Reject(Reject {
+            status: reject.status,
+            message: reject.message,
+        }),
+    }
+}

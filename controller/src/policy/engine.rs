@@ -1,0 +1,346 @@
+//! The policy engine: loads and validates policies, holds the active one behind an
+//! `ArcSwap` (the hot path takes no lock), swaps and rolls back atomically, and turns every
+//! policy fault into a fallback decision, reverting to the last known good policy after
+//! repeated faults.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use switchyard_protocol::{ClusterSnapshot, Decision, RequestInfo};
+
+use super::error::PolicyError;
+use super::fallback;
+use super::fault::PolicyFault;
+use super::loaded::{LoadedPolicy, PolicyStats, StatsView};
+use super::sandbox::Sandbox;
+use super::smoke;
+use super::spec::{ComponentRef, PolicySpec};
+use super::stage::Stage;
+
+/// Identity reported when the built-in fallback decided with no policy active.
+pub const FALLBACK_ID: &str = "builtin-fallback";
+
+/// How many loaded versions and activations are remembered.
+const HISTORY: usize = 32;
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Consecutive faults of the active policy that trigger a revert (0: never).
+    pub revert_after_faults: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { revert_after_faults: 5 }
+    }
+}
+
+/// The outcome of routing one request.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub decision: Decision,
+    /// `name@hash` of the policy that was active for this request.
+    pub policy_id: Arc<str>,
+    /// Set when the policy faulted and the fallback decided.
+    pub fault: Option<PolicyFault>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// Every loaded version, oldest first.
+    loaded: Vec<Arc<LoadedPolicy>>,
+    /// Earlier active policies, most recent last: the rollback chain.
+    previous: Vec<Arc<LoadedPolicy>>,
+    /// Components uploaded through the admin API, by sha256 hex.
+    uploads: HashMap<String, Arc<[u8]>>,
+}
+
+/// A summary of one loaded policy for `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyView {
+    pub id: String,
+    pub name: String,
+    pub hash: String,
+    pub description: String,
+    pub origin: String,
+    pub components: Vec<String>,
+    pub active: bool,
+    pub stats: StatsView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineView {
+    pub active: Option<String>,
+    /// Rollback chain, most recent first.
+    pub previous: Vec<String>,
+    pub policies: Vec<PolicyView>,
+    pub fallback_decisions: u64,
+    pub reverts: u64,
+}
+
+#[derive(Debug)]
+pub struct PolicyEngine {
+    sandbox: Sandbox,
+    options: EngineOptions,
+    active: ArcSwapOption<LoadedPolicy>,
+    registry: Mutex<Registry>,
+    fallback_decisions: AtomicU64,
+    reverts: AtomicU64,
+    fallback_id: Arc<str>,
+}
+
+impl PolicyEngine {
+    pub fn new(options: EngineOptions) -> anyhow::Result<Self> {
+        Ok(Self {
+            sandbox: Sandbox::new()?,
+            options,
+            active: ArcSwapOption::empty(),
+            registry: Mutex::new(Registry::default()),
+            fallback_decisions: AtomicU64::new(0),
+            reverts: AtomicU64::new(0),
+            fallback_id: Arc::from(FALLBACK_ID),
+        })
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        match self.registry.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Store an uploaded component; returns its `sha256:<hex>` reference.
+    pub fn upload_component(&self, bytes: Vec<u8>) -> String {
+        let hex = hex::encode(Sha256::digest(&bytes));
+        self.registry().uploads.insert(hex.clone(), Arc::from(bytes));
+        format!("sha256:{hex}")
+    }
+
+    /// Load and validate the policy file at `path` (components resolve against its folder).
+    pub fn load_file(&self, path: &Path, live: &ClusterSnapshot) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { origin: origin.clone(), source })?;
+        self.load_text(&text, &origin, path.parent(), live)
+    }
+
+    /// Load and validate a policy document. It is compiled, instantiated, configured and
+    /// smoke-tested; only then is it added to the loaded set (not activated).
+    pub fn load_text(
+        &self,
+        text: &str,
+        origin: &str,
+        base: Option<&Path>,
+        live: &ClusterSnapshot,
+    ) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        let spec = PolicySpec::parse(text, origin)?;
+        let mut hasher = Sha256::new();
+        hasher.update(text.as_bytes());
+        let mut components = Vec::with_capacity(spec.stages.len());
+        for (index, stage) in spec.stages.iter().enumerate() {
+            let bytes = self.component_bytes(&stage.component, origin, index, base)?;
+            hasher.update(Sha256::digest(&bytes));
+            components.push(bytes);
+        }
+        let hash = hex::encode(&hasher.finalize()[..6]);
+        let id: Arc<str> = Arc::from(format!("{}@{hash}", spec.name));
+        if let Some(existing) = self.registry().loaded.iter().find(|p| p.id == id) {
+            return Ok(existing.clone());
+        }
+
+        let mut stages = Vec::with_capacity(components.len());
+        for (index, (stage, bytes)) in spec.stages.iter().zip(&components).enumerate() {
+            let params_json = serde_json::to_string(&stage.params).map_err(|e| PolicyError::Invalid {
+                origin: origin.to_owned(),
+                field: format!("stage[{index}].params"),
+                message: e.to_string(),
+            })?;
+            let compiled = Stage::compile(&self.sandbox, bytes, params_json, spec.limits, id.clone()).map_err(|message| {
+                PolicyError::Compile { origin: origin.to_owned(), stage: index, component: stage.component.clone(), message }
+            })?;
+            compiled
+                .configure_check()
+                .map_err(|message| PolicyError::Configure { origin: origin.to_owned(), stage: index, message })?;
+            stages.push(compiled);
+        }
+        let policy = Arc::new(LoadedPolicy {
+            spec,
+            id,
+            hash,
+            origin: origin.to_owned(),
+            stages,
+            stats: PolicyStats::default(),
+        });
+        smoke::check(&policy, live).map_err(|message| PolicyError::Smoke { origin: origin.to_owned(), message })?;
+        let mut registry = self.registry();
+        registry.loaded.push(policy.clone());
+        let active = self.active.load_full();
+        trim_history(&mut registry.loaded, active.as_ref());
+        tracing::info!(policy = %policy.id, %origin, "policy loaded and validated");
+        Ok(policy)
+    }
+
+    fn component_bytes(&self, raw: &str, origin: &str, stage: usize, base: Option<&Path>) -> Result<Arc<[u8]>, PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid {
+            origin: origin.to_owned(),
+            field: format!("stage[{stage}].component"),
+            message,
+        };
+        match ComponentRef::parse(raw, base).map_err(invalid)? {
+            ComponentRef::Builtin(name) => switchyard_policy_artifacts::builtin(&name).map(Arc::from).ok_or_else(|| {
+                let known: Vec<_> = switchyard_policy_artifacts::builtin_names().collect();
+                invalid(format!("no builtin component {name:?}; builtins are {}", known.join(", ")))
+            }),
+            ComponentRef::Uploaded(hex) => self.registry().uploads.get(&hex).cloned().ok_or_else(|| {
+                invalid(format!("no component sha256:{hex} was uploaded to this controller; POST it to /admin/components first"))
+            }),
+            ComponentRef::File(path) => std::fs::read(&path).map(Arc::from).map_err(|source| PolicyError::ComponentRead {
+                origin: origin.to_owned(),
+                stage,
+                component: raw.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Make the loaded policy `id_or_name` active (an exact `name@hash`, or a name for its
+    /// newest version). Requests already deciding finish on the policy they started with.
+    pub fn activate(&self, id_or_name: &str) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        let mut registry = self.registry();
+        let policy = registry
+            .loaded
+            .iter()
+            .rev()
+            .find(|p| &*p.id == id_or_name || p.name() == id_or_name)
+            .cloned()
+            .ok_or_else(|| PolicyError::Unknown(id_or_name.to_owned()))?;
+        let old = self.active.swap(Some(policy.clone()));
+        if let Some(old) = old {
+            if !Arc::ptr_eq(&old, &policy) {
+                registry.previous.push(old);
+                let excess = registry.previous.len().saturating_sub(HISTORY);
+                registry.previous.drain(..excess);
+            }
+        }
+        policy.stats.consecutive_faults.store(0, Ordering::Relaxed);
+        tracing::info!(policy = %policy.id, "policy activated");
+        Ok(policy)
+    }
+
+    /// Re-activate the policy that was active before the current one.
+    pub fn rollback(&self) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        let mut registry = self.registry();
+        let previous = registry.previous.pop().ok_or(PolicyError::NoPrevious)?;
+        previous.stats.consecutive_faults.store(0, Ordering::Relaxed);
+        self.active.store(Some(previous.clone()));
+        tracing::info!(policy = %previous.id, "rolled back");
+        Ok(previous)
+    }
+
+    pub fn active(&self) -> Option<Arc<LoadedPolicy>> {
+        self.active.load_full()
+    }
+
+    /// Decide where `req` goes. Never fails: a policy fault yields the fallback's decision.
+    pub fn decide(&self, req: &RequestInfo, snapshot: &ClusterSnapshot) -> Routed {
+        let guard = self.active.load();
+        let Some(policy) = guard.as_ref() else {
+            self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+            return Routed {
+                decision: fallback::least_loaded(req, snapshot, "no policy active"),
+                policy_id: self.fallback_id.clone(),
+                fault: None,
+            };
+        };
+        match policy.decide(req, snapshot) {
+            Ok(decision) => {
+                policy.stats.record_success();
+                Routed { decision, policy_id: policy.id.clone(), fault: None }
+            }
+            Err(fault) => {
+                let consecutive = policy.stats.record_fault(fault.kind());
+                self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), consecutive, "policy fault, fallback decides: {fault}");
+                let policy = policy.clone();
+                drop(guard);
+                if self.options.revert_after_faults > 0 && consecutive >= self.options.revert_after_faults {
+                    self.revert_from(&policy, consecutive);
+                }
+                Routed {
+                    decision: fallback::least_loaded(req, snapshot, fault.kind().as_str()),
+                    policy_id: policy.id.clone(),
+                    fault: Some(fault),
+                }
+            }
+        }
+    }
+
+    /// Replace a repeatedly faulting active policy with the last known good one.
+    fn revert_from(&self, failing: &Arc<LoadedPolicy>, consecutive: u32) {
+        let mut registry = self.registry();
+        let still_active = self.active.load().as_ref().is_some_and(|a| Arc::ptr_eq(a, failing));
+        if !still_active {
+            return;
+        }
+        match registry.previous.pop() {
+            Some(good) => {
+                good.stats.consecutive_faults.store(0, Ordering::Relaxed);
+                self.active.store(Some(good.clone()));
+                self.reverts.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(failing = %failing.id, reverted_to = %good.id, consecutive, "policy reverted to last known good after repeated faults");
+            }
+            None => {
+                tracing::error!(failing = %failing.id, consecutive, "policy keeps faulting and there is no earlier policy to revert to; the fallback decides meanwhile");
+            }
+        }
+    }
+
+    pub fn view(&self) -> EngineView {
+        let registry = self.registry();
+        let active = self.active.load_full();
+        EngineView {
+            active: active.as_ref().map(|p| p.id.to_string()),
+            previous: registry.previous.iter().rev().map(|p| p.id.to_string()).collect(),
+            policies: registry
+                .loaded
+                .iter()
+                .map(|p| PolicyView {
+                    id: p.id.to_string(),
+                    name: p.name().to_owned(),
+                    hash: p.hash.clone(),
+                    description: p.spec.description.clone(),
+                    origin: p.origin.clone(),
+                    components: p.spec.stages.iter().map(|s| s.component.clone()).collect(),
+                    active: active.as_ref().is_some_and(|a| Arc::ptr_eq(a, p)),
+                    stats: p.stats.view(),
+                })
+                .collect(),
+            fallback_decisions: self.fallback_decisions.load(Ordering::Relaxed),
+            reverts: self.reverts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Total faults per kind across all loaded policies, for `/metrics`.
+    pub fn fallback_decisions(&self) -> u64 {
+        self.fallback_decisions.load(Ordering::Relaxed)
+    }
+
+    pub fn reverts(&self) -> u64 {
+        self.reverts.load(Ordering::Relaxed)
+    }
+}
+
+/// Forget the oldest loaded versions beyond `HISTORY`, never the active one.
+fn trim_history(loaded: &mut Vec<Arc<LoadedPolicy>>, active: Option<&Arc<LoadedPolicy>>) {
+    while loaded.len() > HISTORY {
+        let Some(position) = loaded.iter().position(|p| !active.is_some_and(|a| Arc::ptr_eq(a, p))) else {
+            return;
+        };
+        loaded.remove(position);
+    }
+}

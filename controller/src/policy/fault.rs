@@ -1,0 +1,63 @@
+//! Why a policy call did not produce a usable decision. Every fault sends the request to
+//! the built-in fallback; none reaches the client.
+
+/// A policy failure, classified for metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyFault {
+    #[error("deadline of {deadline_ms} ms exceeded")]
+    Deadline { deadline_ms: u32 },
+    #[error("memory cap of {memory_mib} MiB reached")]
+    Memory { memory_mib: u32 },
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+    #[error("invalid decision: {0}")]
+    InvalidDecision(String),
+}
+
+impl PolicyFault {
+    /// Stable label for the `kind` metric dimension.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Self::Deadline { .. } => FaultKind::Deadline,
+            Self::Memory { .. } => FaultKind::Memory,
+            Self::Trap(_) => FaultKind::Trap,
+            Self::Instantiate(_) => FaultKind::Instantiate,
+            Self::InvalidDecision(_) => FaultKind::InvalidDecision,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    Deadline,
+    Memory,
+    Trap,
+    Instantiate,
+    InvalidDecision,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Deadline,
+        FaultKind::Memory,
+        FaultKind::Trap,
+        FaultKind::Instantiate,
+        FaultKind::InvalidDecision,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Deadline => "deadline",
+            FaultKind::Memory => "memory",
+            FaultKind::Trap => "trap",
+            FaultKind::Instantiate => "instantiate",
+            FaultKind::InvalidDecision => "invalid_decision",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}

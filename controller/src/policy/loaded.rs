@@ -1,0 +1,110 @@
+//! A policy ready to run: its spec, identity (`name@hash`), compiled stage chain and
+//! counters. Immutable once built; swapping policies swaps `Arc<LoadedPolicy>`s.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use serde::Serialize;
+use switchyard_protocol::{ClusterSnapshot, Decision, RequestInfo};
+
+use super::bindings::{self, wit};
+use super::fault::{FaultKind, PolicyFault};
+use super::spec::PolicySpec;
+use super::stage::Stage;
+use super::validate::check_decision;
+
+/// Counters of one policy version.
+#[derive(Debug, Default)]
+pub struct PolicyStats {
+    pub decisions: AtomicU64,
+    pub faults: [AtomicU64; FaultKind::ALL.len()],
+    pub consecutive_faults: AtomicU32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsView {
+    pub decisions: u64,
+    pub faults: std::collections::BTreeMap<&'static str, u64>,
+    pub consecutive_faults: u32,
+}
+
+impl PolicyStats {
+    pub fn view(&self) -> StatsView {
+        StatsView {
+            decisions: self.decisions.load(Ordering::Relaxed),
+            faults: FaultKind::ALL
+                .iter()
+                .map(|k| (k.as_str(), self.faults[k.index()].load(Ordering::Relaxed)))
+                .collect(),
+            consecutive_faults: self.consecutive_faults.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Record a fault; returns the number of consecutive faults so far.
+    pub fn record_fault(&self, kind: FaultKind) -> u32 {
+        self.faults[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.consecutive_faults.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn record_success(&self) {
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+        if self.consecutive_faults.load(Ordering::Relaxed) != 0 {
+            self.consecutive_faults.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    pub spec: PolicySpec,
+    /// `name@<12 hex of sha256(policy text, components)>`.
+    pub id: Arc<str>,
+    pub hash: String,
+    /// Where it came from: a file path, or `upload`.
+    pub origin: String,
+    pub stages: Vec<Stage>,
+    pub stats: PolicyStats,
+}
+
+impl LoadedPolicy {
+    pub fn name(&self) -> &str {
+        self.spec.name.as_str()
+    }
+
+    /// Run the chain on `req`. The decision is checked against `snapshot` after each stage.
+    pub fn decide(&self, req: &RequestInfo, snapshot: &ClusterSnapshot) -> Result<Decision, PolicyFault> {
+        let wit_req = bindings::request_to_wit(req);
+        let mut nodes: Vec<wit::Node> = snapshot.nodes.iter().map(bindings::node_to_wit).collect();
+        let mut reasons: Vec<String> = Vec::new();
+        for (index, stage) in self.stages.iter().enumerate() {
+            let decision = bindings::decision_from_wit(stage.route(&wit_req, &nodes)?);
+            check_decision(&decision, snapshot)?;
+            let route = match decision {
+                Decision::Reject(_) => return Ok(decision),
+                Decision::Route(route) => route,
+            };
+            if index + 1 == self.stages.len() {
+                if reasons.is_empty() {
+                    return Ok(Decision::Route(route));
+                }
+                reasons.push(route.reason);
+                return Ok(Decision::Route(switchyard_protocol::Route {
+                    targets: route.targets,
+                    reason: reasons.join("; "),
+                }));
+            }
+            // The next stage sees only the chosen nodes, each with only the chosen model.
+            nodes = route
+                .targets
+                .iter()
+                .filter_map(|target| {
+                    let mut node = nodes.iter().find(|n| n.name == target.node)?.clone();
+                    node.models.retain(|m| m.local == target.model);
+                    Some(node)
+                })
+                .collect();
+            reasons.push(route.reason);
+        }
+        Err(PolicyFault::InvalidDecision("policy has no stages".to_owned()))
+    }
+}

@@ -1,0 +1,21 @@
+//! The policy engine: sandboxed Wasm components that decide where each request goes.
+
+mod bindings;
+mod engine;
+mod error;
+pub mod fallback;
+mod fault;
+mod guest_output;
+mod loaded;
+mod sandbox;
+mod smoke;
+mod spec;
+mod stage;
+mod validate;
+
+pub use engine::{EngineOptions, EngineView, FALLBACK_ID, PolicyEngine, PolicyView, Routed};
+pub use error::PolicyError;
+pub use fault::{FaultKind, PolicyFault};
+pub use loaded::{LoadedPolicy, StatsView};
+pub use spec::{ComponentRef, Limits, PolicyName, PolicySpec, StageSpec};
+pub use validate::{MAX_TARGETS, MAX_TEXT_BYTES};

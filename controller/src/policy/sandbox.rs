@@ -1,0 +1,162 @@
+//! The sandbox every policy runs in: one wasmtime `Engine` (pooling allocator, epoch
+//! interruption) with the ticker that drives its deadlines, one `Linker` with the only
+//! imports a policy gets (the WIT `host` interface, and a WASI context with no filesystem,
+//! network, environment, arguments or real clock), and the per-instance store state.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{Host, LogLevel, Policy, TypesHost};
+use super::guest_output::GuestOutput;
+
+/// How often the epoch advances: the granularity of policy deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Largest linear memory any policy may configure.
+pub const MAX_MEMORY_MIB: u32 = 256;
+
+/// State of one policy instance's `Store`.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) output: GuestOutput,
+    /// `name@hash` of the policy, for log lines.
+    pub(crate) policy_id: Arc<str>,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState").field("policy_id", &self.policy_id).finish_non_exhaustive()
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let message: String = message.chars().take(4096).collect();
+        let policy = &*self.policy_id;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "policy", %policy, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "policy", %policy, "{message}"),
+            LogLevel::Info => tracing::info!(target: "policy", %policy, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "policy", %policy, "{message}"),
+            LogLevel::Error => tracing::error!(target: "policy", %policy, "{message}"),
+        }
+    }
+}
+
+impl TypesHost for HostState {}
+
+/// The engine, linker and epoch ticker shared by every policy.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    ticker: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> anyhow::Result<Self> {
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(512)
+            .total_core_instances(1024)
+            .total_memories(1024)
+            .total_tables(1024)
+            .max_memory_size(MAX_MEMORY_MIB as usize * 1024 * 1024);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .wasm_component_model(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config)?;
+
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new().name("policy-epoch".into()).spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?
+        };
+        Ok(Self { engine, linker, ticker: Some(ticker), stop })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+
+    /// A WASI context with no authority: no preopens, env, args, network or real clocks;
+    /// stdout and stderr go to `output`, then to `tracing`.
+    pub(crate) fn wasi_ctx(output: &GuestOutput) -> WasiCtx {
+        WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .insecure_random_seed(0)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}
+
+/// A clock stopped at the epoch: policies get time only through what `route` passes in.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,156 @@
+//! One compiled component of a policy chain: compiled once (`InstancePre`), configured
+//! instances kept in a lock-free pool and reused, every call under an epoch deadline and a
+//! memory cap. An instance that faults is dropped, never reused.
+
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use super::bindings::{Policy, PolicyPre, wit};
+use super::fault::PolicyFault;
+use super::guest_output::GuestOutput;
+use super::sandbox::{HostState, Sandbox};
+use super::spec::Limits;
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: Policy,
+}
+
+/// A compiled, configurable stage.
+pub struct Stage {
+    pre: PolicyPre<HostState>,
+    params_json: String,
+    limits: Limits,
+    policy_id: Arc<str>,
+    warm: ArrayQueue<Instance>,
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage").field("policy_id", &self.policy_id).finish_non_exhaustive()
+    }
+}
+
+impl Stage {
+    /// Compile `bytes` and link it against the sandbox; fails if it is not a component of
+    /// the policy world.
+    pub fn compile(
+        sandbox: &Sandbox,
+        bytes: &[u8],
+        params_json: String,
+        limits: Limits,
+        policy_id: Arc<str>,
+    ) -> Result<Self, String> {
+        check_preamble(bytes)?;
+        let component = Component::new(sandbox.engine(), bytes).map_err(|e| format!("{e:#}"))?;
+        let instance_pre = sandbox.linker().instantiate_pre(&component).map_err(|e| format!("{e:#}"))?;
+        let pre = PolicyPre::new(instance_pre).map_err(|e| format!("{e:#}"))?;
+        Ok(Self {
+            pre,
+            params_json,
+            limits,
+            policy_id,
+            warm: ArrayQueue::new(limits.warm_instances as usize),
+        })
+    }
+
+    /// A new instance with `configure` already called. `Err(Ok(msg))` is the policy's own
+    /// refusal of its params; `Err(Err(fault))` is a failure of the sandboxed call.
+    fn instantiate(&self) -> Result<Instance, Result<String, PolicyFault>> {
+        let output = GuestOutput::default();
+        let state = HostState {
+            wasi: Sandbox::wasi_ctx(&output),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_mib as usize * 1024 * 1024)
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            output,
+            policy_id: self.policy_id.clone(),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Err(self.classify(e, PolicyFault::Instantiate)))?;
+        store.set_epoch_deadline(self.deadline_ticks());
+        let configured = bindings.call_configure(&mut store, &self.params_json);
+        store.data().output.drain_to_log(&self.policy_id);
+        match configured {
+            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Err(message)) => Err(Ok(message)),
+            Err(e) => Err(Err(self.classify(e, PolicyFault::Trap))),
+        }
+    }
+
+    /// Instantiate and configure once, to validate the params; the instance is kept warm.
+    pub fn configure_check(&self) -> Result<(), String> {
+        match self.instantiate() {
+            Ok(instance) => {
+                let _ = self.warm.push(instance);
+                Ok(())
+            }
+            Err(Ok(refusal)) => Err(refusal),
+            Err(Err(fault)) => Err(fault.to_string()),
+        }
+    }
+
+    /// Call `route` under the stage's limits.
+    pub fn route(&self, req: &wit::Request, nodes: &[wit::Node]) -> Result<wit::Decision, PolicyFault> {
+        let mut instance = match self.warm.pop() {
+            Some(instance) => instance,
+            None => self.instantiate().map_err(|e| match e {
+                Ok(refusal) => PolicyFault::Trap(format!("configure refused its params on a new instance: {refusal}")),
+                Err(fault) => fault,
+            })?,
+        };
+        instance.store.set_epoch_deadline(self.deadline_ticks());
+        let result = instance.bindings.call_route(&mut instance.store, req, nodes);
+        instance.store.data().output.drain_to_log(&self.policy_id);
+        match result {
+            Ok(decision) => {
+                // A full pool just drops the extra instance.
+                let _ = self.warm.push(instance);
+                Ok(decision)
+            }
+            Err(e) => Err(self.classify(e, PolicyFault::Trap)),
+        }
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        let tick_ms = super::sandbox::EPOCH_TICK.as_millis().max(1) as u64;
+        (u64::from(self.limits.deadline_ms) / tick_ms).max(1)
+    }
+
+    fn classify(&self, error: wasmtime::Error, other: fn(String) -> PolicyFault) -> PolicyFault {
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PolicyFault::Deadline { deadline_ms: self.limits.deadline_ms },
+            _ if is_memory_exhaustion(&error) => PolicyFault::Memory { memory_mib: self.limits.memory_mib },
+            _ => other(format!("{error:#}").chars().take(512).collect()),
+        }
+    }
+}
+
+fn is_memory_exhaustion(error: &wasmtime::Error) -> bool {
+    let text = format!("{error:#}");
+    text.contains("forcing trap when growing memory") || text.contains("memory limit") || text.contains("memory allocation")
+}
+
+/// Explain the two common mistakes (not Wasm at all; a core module) before wasmtime does.
+fn check_preamble(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 8 || bytes[..4] != *b"\0asm" {
+        return Err("not a WebAssembly file (no \\0asm header)".to_owned());
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err("a core Wasm module, not a component: build the policy with `--target wasm32-wasip2`".to_owned());
+    }
+    Ok(())
+}

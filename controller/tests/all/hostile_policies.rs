@@ -1,0 +1,103 @@
+//! Each hostile component, built from source by `plugins/artifacts`, passes validation and
+//! then misbehaves on a tagged request. Routing must still answer, through the fallback,
+//! within a bounded time; the engine keeps serving; the fault shows in logs and counters.
+
+use std::time::{Duration, Instant};
+
+use switchyard_controller::policy::FaultKind;
+use switchyard_protocol::Decision;
+
+use crate::support::*;
+
+/// Far above every limit involved (25 ms deadline), far below a hung test.
+const BOUND: Duration = Duration::from_secs(5);
+
+fn assert_contained(mode: &str, expected: FaultKind) {
+    let engine = engine();
+    let policy = engine
+        .load_text(&hostile_policy(mode), "hostile test", None, &cluster())
+        .unwrap_or_else(|e| panic!("hostile {mode} should pass validation: {e}"));
+    engine.activate(&policy.id).expect("activate");
+
+    let started = Instant::now();
+    let (routed, logs) = with_captured_logs(|| engine.decide(&trigger(), &cluster()));
+    let elapsed = started.elapsed();
+
+    assert!(elapsed < BOUND, "{mode}: decision took {elapsed:?}");
+    let fault = routed.fault.unwrap_or_else(|| panic!("{mode}: expected a fault"));
+    assert_eq!(fault.kind(), expected, "{mode}: {fault}");
+    assert_eq!(&*routed.policy_id, &*policy.id, "the decision names the policy that faulted");
+    match &routed.decision {
+        Decision::Route(route) => {
+            assert!(route.reason.starts_with("fallback least-loaded"), "{}", route.reason);
+            assert_eq!(route.targets[0].node, "ryzen", "least loaded of the seed cluster is the ryzen (0/4, fastest)");
+        }
+        Decision::Reject(r) => panic!("{mode}: the fallback should route, got {r:?}"),
+    }
+    assert!(logs.contains("policy fault, fallback decides"), "{mode}: log was:\n{logs}");
+    assert!(logs.contains(&*policy.id), "{mode}: log names the policy version:\n{logs}");
+
+    let view = engine.view();
+    let stats = &view.policies[0].stats;
+    assert_eq!(stats.faults[expected.as_str()], 1, "{mode}: {stats:?}");
+    assert_eq!(view.fallback_decisions, 1);
+
+    // The host is unharmed: the same policy still answers an ordinary request itself.
+    let routed = engine.decide(&request(Some("batch")), &cluster());
+    assert!(routed.fault.is_none(), "{mode}: {:?}", routed.fault);
+    assert_eq!(routed.decision.first_node(), Some("m4"), "hostile policy routes to the first eligible node");
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_by_the_epoch_deadline() {
+    assert_contained("spin", FaultKind::Deadline);
+}
+
+#[test]
+fn a_memory_bomb_is_stopped_by_the_memory_cap() {
+    assert_contained("memory-bomb", FaultKind::Memory);
+}
+
+#[test]
+fn a_panicking_policy_traps_and_the_fallback_decides() {
+    assert_contained("panic", FaultKind::Trap);
+}
+
+#[test]
+fn a_decision_naming_an_unknown_node_is_refused() {
+    assert_contained("unknown-node", FaultKind::InvalidDecision);
+}
+
+#[test]
+fn an_enormous_decision_is_refused() {
+    assert_contained("huge-output", FaultKind::InvalidDecision);
+}
+
+#[test]
+fn endless_printing_is_bounded_and_then_stopped_by_the_deadline() {
+    assert_contained("chatty", FaultKind::Deadline);
+}
+
+#[test]
+fn repeated_faults_revert_to_the_last_known_good_policy() {
+    let engine = engine();
+    let good = engine
+        .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
+        .expect("least-loaded loads");
+    engine.activate(&good.id).expect("activate good");
+    let bad = engine.load_text(&hostile_policy("panic"), "hostile test", None, &cluster()).expect("loads");
+    engine.activate(&bad.id).expect("activate bad");
+
+    let revert_after = 5;
+    for i in 0..revert_after {
+        let routed = engine.decide(&trigger(), &cluster());
+        assert!(routed.fault.is_some(), "fault {i}");
+        assert_eq!(&*routed.policy_id, &*bad.id);
+    }
+    let view = engine.view();
+    assert_eq!(view.active.as_deref(), Some(&*good.id), "{view:?}");
+    assert_eq!(view.reverts, 1);
+    let routed = engine.decide(&trigger(), &cluster());
+    assert!(routed.fault.is_none());
+    assert_eq!(&*routed.policy_id, &*good.id);
+}

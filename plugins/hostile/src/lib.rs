@@ -1,0 +1,107 @@
+//! `hostile`: a deliberately misbehaving policy for the host's safety tests. Never deploy.
+//!
+//! It passes validation (configure and the smoke `route` behave), then misbehaves on any
+//! request tagged `hostile=go`, the way a buggy policy fails only on inputs its author
+//! never tried. `[params] mode` picks the misbehaviour.
+
+use std::cell::RefCell;
+
+use serde::Deserialize;
+use switchyard_policy_sdk::{self as sdk, Decision, Guest, Node, Request, Route, Target};
+
+pub struct Hostile;
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Loop forever.
+    Spin,
+    /// Allocate until the memory cap stops it.
+    MemoryBomb,
+    /// Panic (a trap).
+    Panic,
+    /// Route to a node that does not exist.
+    UnknownNode,
+    /// Return a multi-megabyte reason and a huge target list.
+    HugeOutput,
+    /// Print to stdout and stderr without end, then loop.
+    Chatty,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    mode: Mode,
+}
+
+thread_local! {
+    static MODE: RefCell<Option<Mode>> = const { RefCell::new(None) };
+}
+
+impl Guest for Hostile {
+    fn configure(params: String) -> Result<(), String> {
+        let params: Params = sdk::decode_params(&params)?;
+        MODE.with(|m| *m.borrow_mut() = Some(params.mode));
+        Ok(())
+    }
+
+    fn route(req: Request, nodes: Vec<Node>) -> Decision {
+        let triggered = req.tags.iter().any(|(k, v)| k == "hostile" && v == "go");
+        let mode = MODE.with(|m| *m.borrow());
+        match (triggered, mode) {
+            (true, Some(mode)) => misbehave(mode, &req),
+            _ => behave(&req, &nodes),
+        }
+    }
+}
+
+sdk::export_policy!(Hostile);
+
+fn behave(req: &Request, nodes: &[Node]) -> Decision {
+    match nodes.iter().find(|n| sdk::ineligibility(n, req).is_none()) {
+        Some(node) => Decision::Route(Route {
+            targets: vec![sdk::target_for(node, req)],
+            reason: "first eligible".to_owned(),
+        }),
+        None => sdk::no_capacity(req, nodes),
+    }
+}
+
+fn misbehave(mode: Mode, req: &Request) -> Decision {
+    match mode {
+        Mode::Spin => spin(),
+        Mode::MemoryBomb => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![0xAB; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        Mode::Panic => panic!("hostile policy panics on request {}", req.id),
+        Mode::UnknownNode => Decision::Route(Route {
+            targets: vec![Target { node: "no-such-node".to_owned(), model: req.model.clone() }],
+            reason: "routing to a node that does not exist".to_owned(),
+        }),
+        Mode::HugeOutput => Decision::Route(Route {
+            targets: (0..10_000)
+                .map(|i| Target { node: format!("node-{i}"), model: req.model.clone() })
+                .collect(),
+            reason: "x".repeat(2 << 20),
+        }),
+        Mode::Chatty => {
+            #[allow(clippy::print_stdout)]
+            for i in 0..u64::MAX {
+                println!("chatty policy line {i} {}", "y".repeat(200));
+                eprintln!("chatty policy stderr {i}");
+            }
+            spin()
+        }
+    }
+}
+
+fn spin() -> ! {
+    let mut x: u64 = 0;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}

@@ -1,0 +1,288 @@
+//! `seed-rules`: the seed document's task routing guide and load-balancing flowchart as an
+//! ordered rule table in the policy's params.
+//!
+//! Each rule matches on the request (task, priority, size) and names preferred nodes. The
+//! first matching rule with a node that can take the request now (online, serves the model,
+//! within its max tokens and context, a free concurrency slot) wins; otherwise the request
+//! falls through to the next matching rule. A rule with `queue = true` (the seed's
+//! "fallback queue") accepts its nodes even when they are full: the controller queues there.
+//! Nodes of later matching rules follow as retry targets.
+
+use std::cell::RefCell;
+
+use serde::Deserialize;
+use switchyard_policy_sdk::{self as sdk, Decision, Guest, Node, Request, Route, Target};
+
+pub struct SeedRules;
+
+thread_local! {
+    static CONFIG: RefCell<Option<Params>> = const { RefCell::new(None) };
+}
+
+impl Guest for SeedRules {
+    fn configure(params: String) -> Result<(), String> {
+        let params: Params = sdk::decode_params(&params)?;
+        params.validate()?;
+        CONFIG.with(|c| *c.borrow_mut() = Some(params));
+        Ok(())
+    }
+
+    fn route(req: Request, nodes: Vec<Node>) -> Decision {
+        CONFIG.with(|c| match c.borrow().as_ref() {
+            Some(params) => decide(params, &req, &nodes),
+            None => sdk::no_capacity(&req, &[]),
+        })
+    }
+}
+
+sdk::export_policy!(SeedRules);
+
+/// The policy's `[params]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Evaluated in order; the first that yields a node wins.
+    pub rules: Vec<Rule>,
+}
+
+/// One line of the routing guide.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Shown in the decision's reason.
+    pub name: String,
+    /// Task classes (`x-switchyard-task`) this rule takes; empty or absent: any task.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// Only requests with at least this priority (0-9).
+    #[serde(default)]
+    pub min_priority: Option<u8>,
+    /// Only requests whose prompt + max_tokens estimate is at most this ("short" work).
+    #[serde(default)]
+    pub max_total_tokens: Option<u32>,
+    /// Skip nodes that report running on battery.
+    #[serde(default)]
+    pub avoid_on_battery: bool,
+    /// Accept a node even when all its slots are busy (the controller queues there).
+    #[serde(default)]
+    pub queue: bool,
+    /// Preferred nodes, best first.
+    pub nodes: Vec<String>,
+}
+
+impl Params {
+    fn validate(&self) -> Result<(), String> {
+        if self.rules.is_empty() {
+            return Err("[params] rules: at least one rule is needed".to_owned());
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.nodes.is_empty() {
+                return Err(format!("[params] rules[{i}] ('{}'): nodes is empty", rule.name));
+            }
+            if rule.min_priority.is_some_and(|p| p > 9) {
+                return Err(format!(
+                    "[params] rules[{i}] ('{}'): min_priority must be 0-9",
+                    rule.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Rule {
+    fn matches(&self, req: &Request) -> bool {
+        let task_ok = self.tasks.is_empty()
+            || req.task.as_ref().is_some_and(|t| self.tasks.iter().any(|x| x == t));
+        let priority_ok = self.min_priority.is_none_or(|min| req.priority >= min);
+        let total = req.prompt_tokens.saturating_add(req.max_tokens.unwrap_or(0));
+        let size_ok = self.max_total_tokens.is_none_or(|max| total <= max);
+        task_ok && priority_ok && size_ok
+    }
+
+    fn accepts(&self, node: &Node, req: &Request) -> bool {
+        sdk::ineligibility(node, req).is_none()
+            && (self.queue || sdk::has_free_slot(node))
+            && !(self.avoid_on_battery && node.on_battery == Some(true))
+    }
+}
+
+/// The whole policy, callable natively as well as from the export.
+pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
+    let mut targets: Vec<Target> = Vec::new();
+    let mut winner: Option<(&Rule, &str)> = None;
+    let mut skipped: Vec<&str> = Vec::new();
+    for rule in params.rules.iter().filter(|r| r.matches(req)) {
+        let mut yielded = false;
+        for name in &rule.nodes {
+            let Some(node) = nodes.iter().find(|n| &n.name == name) else {
+                continue;
+            };
+            if !rule.accepts(node, req) || targets.iter().any(|t| &t.node == name) {
+                continue;
+            }
+            targets.push(sdk::target_for(node, req));
+            yielded = true;
+            if winner.is_none() {
+                winner = Some((rule, node.name.as_str()));
+            }
+        }
+        if !yielded && winner.is_none() {
+            skipped.push(rule.name.as_str());
+        }
+    }
+    let Some((rule, node)) = winner else {
+        return sdk::no_capacity(req, nodes);
+    };
+    let task = req.task.as_deref().unwrap_or("none");
+    let mut reason = format!("rule '{}' (task {task}) -> {node}", rule.name);
+    if !skipped.is_empty() {
+        reason.push_str(&format!("; fell through {}", skipped.join(", ")));
+    }
+    Decision::Route(Route { targets, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sdk::fixture::{node, request};
+
+    /// The seed document's guide, as `policies/seed-rules.toml` ships it.
+    fn seed_params() -> Params {
+        let rule = |name: &str, tasks: &[&str], nodes: &[&str]| Rule {
+            name: name.to_owned(),
+            tasks: tasks.iter().map(|s| (*s).to_owned()).collect(),
+            min_priority: None,
+            max_total_tokens: None,
+            avoid_on_battery: false,
+            queue: false,
+            nodes: nodes.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let mut development = rule("development", &["development"], &["m4"]);
+        development.max_total_tokens = Some(2048);
+        development.avoid_on_battery = true;
+        let production = rule("production", &["production"], &["ryzen"]);
+        let mut high_priority = rule("high-priority", &[], &["ryzen"]);
+        high_priority.min_priority = Some(8);
+        let batch = rule("batch", &["batch", "preprocessing", "testing"], &["xeon"]);
+        let mut fallback = rule("fallback-queue", &[], &["ryzen", "xeon", "m4"]);
+        fallback.queue = true;
+        Params { rules: vec![development, production, high_priority, batch, fallback] }
+    }
+
+    fn cluster() -> Vec<Node> {
+        let mut m4 = node("m4", &[("qwen25-coder-7b", "qwen-7b-mlx")], 1);
+        m4.max_tokens = 2048;
+        let mut ryzen = node("ryzen", &[("qwen25-coder-7b", "qwen-7b"), ("qwen25-coder-32b", "qwen-32b")], 4);
+        ryzen.max_tokens = 4096;
+        let mut xeon = node("xeon", &[("qwen25-coder-7b", "qwen-7b-q4")], 2);
+        xeon.max_tokens = 2048;
+        vec![m4, ryzen, xeon]
+    }
+
+    fn with_task(task: &str) -> Request {
+        let mut req = request("qwen25-coder-7b");
+        req.task = Some(task.to_owned());
+        req
+    }
+
+    fn route(decision: Decision) -> Route {
+        match decision {
+            Decision::Route(route) => route,
+            Decision::Reject(r) => panic!("rejected: {} {}", r.status, r.message),
+        }
+    }
+
+    fn order(route: &Route) -> Vec<&str> {
+        route.targets.iter().map(|t| t.node.as_str()).collect()
+    }
+
+    #[test]
+    fn development_work_goes_to_the_m4_with_its_local_model_name() {
+        let route = route(decide(&seed_params(), &with_task("development"), &cluster()));
+        assert_eq!(route.targets[0].node, "m4");
+        assert_eq!(route.targets[0].model, "qwen-7b-mlx");
+        assert!(route.reason.contains("rule 'development'"), "{}", route.reason);
+    }
+
+    #[test]
+    fn long_development_work_skips_the_m4() {
+        let mut req = with_task("development");
+        req.prompt_tokens = 1900;
+        req.max_tokens = Some(512);
+        let route = route(decide(&seed_params(), &req, &cluster()));
+        assert_eq!(route.targets[0].node, "ryzen");
+    }
+
+    #[test]
+    fn development_falls_through_when_the_m4_is_offline_or_on_battery() {
+        let mut nodes = cluster();
+        nodes[0].healthy = false;
+        let r = route(decide(&seed_params(), &with_task("development"), &nodes));
+        assert_eq!(r.targets[0].node, "ryzen");
+        assert!(r.reason.contains("fell through development"), "{}", r.reason);
+
+        let mut nodes = cluster();
+        nodes[0].on_battery = Some(true);
+        let r = route(decide(&seed_params(), &with_task("development"), &nodes));
+        assert_eq!(r.targets[0].node, "ryzen");
+    }
+
+    #[test]
+    fn production_and_high_priority_go_to_the_ryzen() {
+        assert_eq!(route(decide(&seed_params(), &with_task("production"), &cluster())).targets[0].node, "ryzen");
+        let mut req = request("qwen25-coder-7b");
+        req.priority = 9;
+        assert_eq!(route(decide(&seed_params(), &req, &cluster())).targets[0].node, "ryzen");
+    }
+
+    #[test]
+    fn batch_goes_to_the_xeon_and_falls_back_to_the_ryzen_when_the_xeon_is_full() {
+        let r = route(decide(&seed_params(), &with_task("batch"), &cluster()));
+        assert_eq!(order(&r), ["xeon", "ryzen", "m4"]);
+
+        let mut nodes = cluster();
+        nodes[2].in_flight = 2;
+        let r = route(decide(&seed_params(), &with_task("batch"), &nodes));
+        assert_eq!(r.targets[0].node, "ryzen");
+    }
+
+    #[test]
+    fn untagged_work_queues_on_the_ryzen_even_when_it_is_full() {
+        let mut nodes = cluster();
+        nodes[1].in_flight = 4;
+        let r = route(decide(&seed_params(), &request("qwen25-coder-7b"), &nodes));
+        assert_eq!(r.targets[0].node, "ryzen");
+        assert!(r.reason.contains("fallback-queue"), "{}", r.reason);
+    }
+
+    #[test]
+    fn respects_model_availability_and_node_token_limits() {
+        let mut req = with_task("batch");
+        req.model = "qwen25-coder-32b".to_owned();
+        let r = route(decide(&seed_params(), &req, &cluster()));
+        assert_eq!(order(&r), ["ryzen"]);
+        assert_eq!(r.targets[0].model, "qwen-32b");
+
+        let mut req = with_task("batch");
+        req.max_tokens = Some(3000);
+        let r = route(decide(&seed_params(), &req, &cluster()));
+        assert_eq!(order(&r), ["ryzen"], "xeon and m4 cap max_tokens at 2048");
+    }
+
+    #[test]
+    fn rejects_when_nothing_can_serve() {
+        match decide(&seed_params(), &request("llama2-70b"), &cluster()) {
+            Decision::Reject(r) => assert_eq!(r.status, 404),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn configure_refuses_an_empty_rule_table() {
+        let err = SeedRules::configure(r#"{"rules": []}"#.to_owned()).unwrap_err();
+        assert!(err.contains("at least one rule"), "{err}");
+        let err = SeedRules::configure(r#"{"rules": [{"name": "x", "nodes": ["a"], "colour": 1}]}"#.to_owned()).unwrap_err();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+}

@@ -1,0 +1,42 @@
+//! Routing decisions: an ordered list of targets with a reason, or a rejection.
+
+use serde::{Deserialize, Serialize};
+
+/// A node and the model name local to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub node: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub targets: Vec<Target>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reject {
+    pub status: u16,
+    pub message: String,
+}
+
+/// What a policy (or the built-in fallback) decided for one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Decision {
+    Route(Route),
+    Reject(Reject),
+}
+
+impl Decision {
+    pub fn first_node(&self) -> Option<&str> {
+        match self {
+            Decision::Route(route) => route.targets.first().map(|t| t.node.as_str()),
+            Decision::Reject(_) => None,
+        }
+    }
+}

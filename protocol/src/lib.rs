@@ -1,0 +1,11 @@
+//! Wire types shared by the agent and the controller. Plain data with serde: no I/O, no
+//! runtime, no wasmtime. Every struct rejects unknown fields, so a typo in a fixture or a
+//! version skew between agent and controller is an error, not a silent default.
+
+mod decision;
+mod request;
+mod snapshot;
+
+pub use decision::{Decision, Reject, Route, Target};
+pub use request::RequestInfo;
+pub use snapshot::{ClusterSnapshot, GpuSample, ModelVariant, NodeSnapshot};

@@ -1,0 +1,58 @@
+//! Request metadata: what a policy learns about a prompt (never the prompt itself).
+
+use serde::{Deserialize, Serialize};
+
+/// The metadata of one prompt, as the front door extracted it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestInfo {
+    #[serde(default)]
+    pub id: String,
+    /// `openai-chat`, `openai-completions`, `openai-embeddings`, `ollama-chat`, ...
+    #[serde(default = "default_api")]
+    pub api: String,
+    pub model: String,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub prompt_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// 0 (lowest) to 9 (highest).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+}
+
+fn default_api() -> String {
+    "openai-chat".to_owned()
+}
+
+pub const DEFAULT_PRIORITY: u8 = 5;
+
+fn default_priority() -> u8 {
+    DEFAULT_PRIORITY
+}
+
+impl RequestInfo {
+    /// A request for `model` with every optional field at its default.
+    pub fn for_model(model: impl Into<String>) -> Self {
+        Self {
+            id: String::new(),
+            api: default_api(),
+            model: model.into(),
+            stream: false,
+            prompt_tokens: 0,
+            max_tokens: None,
+            priority: DEFAULT_PRIORITY,
+            task: None,
+            session: None,
+            tags: Vec::new(),
+        }
+    }
+}
