@@ -1,5 +1,23 @@
 //! Switchyard's controller: the endpoint for prompts, the policy engine that decides where
 //! each goes, the node table, and the admin API.
 
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod fixtures;
+pub mod http;
+pub mod metrics;
+pub mod node_table;
 pub mod policy;
 pub mod seed_cluster;
+pub mod watch;
+
+/// Write one message for the operator to stdout (the CLI's output, not a log line).
+pub fn say(message: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{message}");
+    let _ = out.flush();
+}

@@ -62,7 +62,7 @@ struct Registry {
 }
 
 /// A summary of one loaded policy for `list`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PolicyView {
     pub id: String,
     pub name: String,
@@ -74,7 +74,7 @@ pub struct PolicyView {
     pub stats: StatsView,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct EngineView {
     pub active: Option<String>,
     /// Rollback chain, most recent first.

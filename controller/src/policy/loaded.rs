@@ -21,10 +21,10 @@ pub struct PolicyStats {
     pub consecutive_faults: AtomicU32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StatsView {
     pub decisions: u64,
-    pub faults: std::collections::BTreeMap<&'static str, u64>,
+    pub faults: std::collections::BTreeMap<String, u64>,
     pub consecutive_faults: u32,
 }
 
@@ -34,7 +34,7 @@ impl PolicyStats {
             decisions: self.decisions.load(Ordering::Relaxed),
             faults: FaultKind::ALL
                 .iter()
-                .map(|k| (k.as_str(), self.faults[k.index()].load(Ordering::Relaxed)))
+                .map(|k| (k.as_str().to_owned(), self.faults[k.index()].load(Ordering::Relaxed)))
                 .collect(),
             consecutive_faults: self.consecutive_faults.load(Ordering::Relaxed),
         }

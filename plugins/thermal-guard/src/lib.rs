@@ -51,7 +51,7 @@ pub struct Params {
     #[serde(default = "yes")]
     pub avoid_on_battery: bool,
     /// Typical whole-machine draw under load, by node name (the seed: m4 30, ryzen 525,
-    /// xeon 260). Used when the node reports no GPU power.
+    /// xeon 260). Nodes not listed use their GPUs' live power draw.
     #[serde(default)]
     pub node_watts: BTreeMap<String, f32>,
     /// Draw assumed for nodes in neither telemetry nor `node_watts`.
@@ -100,10 +100,10 @@ fn overheated(params: &Params, node: &Node) -> Option<String> {
 /// Joules per generated token; unknown speed counts as 1 token/s (expensive).
 fn joules_per_token(params: &Params, node: &Node) -> f32 {
     let reported: f32 = node.gpus.iter().filter_map(|g| g.power_w).sum();
-    let watts = if reported > 0.0 {
-        reported
-    } else {
-        params.node_watts.get(&node.name).copied().unwrap_or(params.default_watts)
+    let watts = match params.node_watts.get(&node.name) {
+        Some(watts) => *watts,
+        None if reported > 0.0 => reported,
+        None => params.default_watts,
     };
     watts / node.tokens_per_sec.unwrap_or(1.0).max(0.001)
 }
@@ -200,11 +200,12 @@ mod tests {
     }
 
     #[test]
-    fn live_gpu_power_overrides_the_static_figure() {
+    fn live_gpu_power_is_used_for_nodes_without_a_figure() {
         let mut nodes = cluster();
         nodes.remove(0);
-        nodes[0].gpus[0].power_w = Some(150.0); // ryzen: 150 / 45 = 3.3 J/token
-        assert_eq!(order(&decide(&params(), &request("m"), &nodes)), ["ryzen", "xeon"]);
+        nodes[0].name = "new-box".to_owned();
+        nodes[0].gpus[0].power_w = Some(150.0); // 150 / 45 = 3.3 J/token, below the xeon's 11.8
+        assert_eq!(order(&decide(&params(), &request("m"), &nodes)), ["new-box", "xeon"]);
     }
 
     #[test]

@@ -1,0 +1,143 @@
+//! The admin API under `/admin/`, behind the admin bearer token: policies (list, upload,
+//! activate, rollback), components, route explanations, and the node table.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde::Serialize;
+use switchyard_protocol::{ClusterSnapshot, Decision, RequestInfo};
+
+use crate::app::App;
+use crate::http::{ResponseBody, error_json, json, read_body};
+use crate::policy::PolicyError;
+
+/// Largest policy document accepted over HTTP.
+const POLICY_LIMIT: usize = 256 * 1024;
+/// Largest component accepted over HTTP.
+const COMPONENT_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The reply to `POST /admin/route/explain`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Explanation {
+    pub policy: String,
+    pub decision: Decision,
+    /// Set when the policy faulted and the built-in fallback decided.
+    pub fault: Option<String>,
+}
+
+/// `POST /admin/route/explain` takes a request and, optionally, a snapshot to decide on
+/// instead of the live node table.
+#[derive(Debug, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainQuery {
+    pub request: RequestInfo,
+    #[serde(default)]
+    pub snapshot: Option<ClusterSnapshot>,
+}
+
+fn authorized(app: &App, request: &Request<Incoming>) -> bool {
+    let Some(value) = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(token) = value.strip_prefix("Bearer ") else {
+        return false;
+    };
+    constant_time_eq(token.trim().as_bytes(), app.admin_token.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn policy_error(error: PolicyError) -> Response<ResponseBody> {
+    let status = match error {
+        PolicyError::Unknown(_) => StatusCode::NOT_FOUND,
+        PolicyError::NoPrevious => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    error_json(status, "policy_error", error.to_string())
+}
+
+pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<ResponseBody> {
+    if !authorized(&app, &request) {
+        return error_json(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "the admin API needs `Authorization: Bearer <admin token>` (see `admin.token_file` in the controller config)",
+        );
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().trim_end_matches('/').to_owned();
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["policies"]) => json(StatusCode::OK, &app.engine.view()),
+        (&Method::POST, ["policies"]) => {
+            let body = match read_body(request.into_body(), POLICY_LIMIT).await {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            };
+            let Ok(text) = std::str::from_utf8(&body) else {
+                return error_json(StatusCode::BAD_REQUEST, "invalid_request_error", "the policy document is not UTF-8 TOML");
+            };
+            let activate = query.split('&').any(|kv| kv == "activate=true" || kv == "activate");
+            let engine = app.engine.clone();
+            let live = app.nodes.snapshot();
+            let text = text.to_owned();
+            let loaded = tokio::task::spawn_blocking(move || {
+                let policy = engine.load_text(&text, "upload", None, &live)?;
+                if activate {
+                    engine.activate(&policy.id)?;
+                }
+                Ok::<_, PolicyError>(policy)
+            })
+            .await;
+            match loaded {
+                Ok(Ok(policy)) => json(
+                    StatusCode::CREATED,
+                    &serde_json::json!({ "id": &*policy.id, "name": policy.name(), "active": activate }),
+                ),
+                Ok(Err(e)) => policy_error(e),
+                Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", format!("policy load task failed: {e}")),
+            }
+        }
+        (&Method::POST, ["components"]) => match read_body(request.into_body(), COMPONENT_LIMIT).await {
+            Ok(body) => {
+                let reference = app.engine.upload_component(body.to_vec());
+                json(StatusCode::CREATED, &serde_json::json!({ "component": reference }))
+            }
+            Err(reply) => reply,
+        },
+        (&Method::POST, ["policies", id, "activate"]) => match app.engine.activate(id) {
+            Ok(policy) => json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })),
+            Err(e) => policy_error(e),
+        },
+        (&Method::POST, ["rollback"]) => match app.engine.rollback() {
+            Ok(policy) => json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })),
+            Err(e) => policy_error(e),
+        },
+        (&Method::POST, ["route", "explain"]) => {
+            let body = match read_body(request.into_body(), POLICY_LIMIT).await {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            };
+            let query: ExplainQuery = match serde_json::from_slice(&body) {
+                Ok(query) => query,
+                Err(e) => return error_json(StatusCode::BAD_REQUEST, "invalid_request_error", format!("invalid explain query: {e}")),
+            };
+            let snapshot = query.snapshot.map(Arc::new).unwrap_or_else(|| app.nodes.snapshot());
+            let routed = app.engine.decide(&query.request, &snapshot);
+            json(
+                StatusCode::OK,
+                &Explanation {
+                    policy: routed.policy_id.to_string(),
+                    decision: routed.decision,
+                    fault: routed.fault.map(|f| f.to_string()),
+                },
+            )
+        }
+        (&Method::GET, ["nodes"]) => json(StatusCode::OK, &*app.nodes.snapshot()),
+        _ => error_json(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {method} {path}")),
+    }
+}

@@ -1,0 +1,113 @@
+//! The running controller: shared state, the request router, and start-up (load the
+//! policy folder, activate, watch, bind, serve until cancelled).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use switchyard_protocol::ClusterSnapshot;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{Handler, ResponseBody, error_json, json, text};
+use crate::node_table::NodeTable;
+use crate::policy::{EngineOptions, PolicyEngine};
+use crate::watch::PolicyDirWatcher;
+
+/// State shared by every request.
+#[derive(Debug)]
+pub struct App {
+    pub engine: Arc<PolicyEngine>,
+    pub nodes: Arc<NodeTable>,
+    pub admin_token: String,
+}
+
+impl Handler for App {
+    fn handle(self: Arc<Self>, request: Request<Incoming>) -> crate::http::server_future::HandlerFuture {
+        Box::pin(async move { route(self, request).await })
+    }
+}
+
+async fn route(app: Arc<App>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    if path.starts_with("/admin/") {
+        return crate::admin::handle(app, request).await;
+    }
+    match (request.method(), path) {
+        (&Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render(&app)),
+        (&Method::GET, "/healthz") => json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ok", "policy": app.engine.active().map(|p| p.id.to_string()) }),
+        ),
+        _ => error_json(StatusCode::NOT_FOUND, "not_found", format!("no endpoint {} {path}", request.method())),
+    }
+}
+
+/// Everything `serve` needs, resolved from a config file or built by `demo`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin_token: String,
+    pub policy_dir: Option<PathBuf>,
+    pub active_policy: Option<String>,
+    pub watch: bool,
+    pub watch_interval: Duration,
+    pub engine: EngineOptions,
+    pub snapshot: ClusterSnapshot,
+}
+
+/// A controller that has bound its port and loaded its policies.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    listener: TcpListener,
+    watcher: Option<PolicyDirWatcher>,
+}
+
+/// Load policies, activate, bind. Errors here are start-up errors (bad config, bad policy
+/// named active, port taken); nothing is served yet.
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    let engine = Arc::new(PolicyEngine::new(settings.engine)?);
+    let nodes = Arc::new(NodeTable::new(settings.snapshot));
+    let watcher = match &settings.policy_dir {
+        Some(dir) => {
+            let mut watcher = PolicyDirWatcher::new(dir.clone(), engine.clone(), nodes.clone(), settings.watch_interval);
+            let (watcher, report) = tokio::task::spawn_blocking(move || {
+                let report = watcher.scan();
+                (watcher, report)
+            })
+            .await?;
+            for (path, error) in &report.refused {
+                tracing::error!(file = %path.display(), "policy refused: {error}");
+            }
+            if let Some(active) = &settings.active_policy {
+                engine
+                    .activate(active)
+                    .map_err(|e| anyhow::anyhow!("cannot activate policy {active:?} from {}: {e}", dir.display()))?;
+            }
+            Some(watcher)
+        }
+        None => None,
+    };
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let app = Arc::new(App { engine, nodes, admin_token: settings.admin_token });
+    let watcher = if settings.watch { watcher } else { None };
+    Ok(Running { addr, app, listener, watcher })
+}
+
+impl Running {
+    /// Serve until `shutdown` is cancelled, then drain in-flight requests.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        if let Some(watcher) = self.watcher {
+            tokio::spawn(watcher.run(shutdown.clone()));
+        }
+        crate::http::serve(self.listener, self.app, shutdown, Duration::from_secs(10)).await;
+    }
+}

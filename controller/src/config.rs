@@ -1,0 +1,105 @@
+//! The controller's TOML configuration. Every field is documented in the README; unknown
+//! keys are errors that name the file and the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the controller config: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid controller config: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid { path: String, field: &'static str, message: String },
+}
+
+/// `controller.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// Address of the HTTP endpoint (prompts, admin API, metrics). Default 127.0.0.1:8080.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// File holding the admin bearer token (one line). Relative to this config file.
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Folder of policy files (`*.toml`), loaded at start. Relative to this config file.
+    pub dir: Option<PathBuf>,
+    /// Name of the policy to activate at start (it must be in `dir`).
+    pub active: Option<String>,
+    /// Reload changed files in `dir` while running; a changed active policy is swapped in.
+    pub watch: bool,
+    /// How often the folder is scanned, in milliseconds.
+    pub watch_interval_ms: u64,
+    /// Consecutive faults after which the active policy is replaced by the previous one
+    /// (0 disables).
+    pub revert_after_faults: u32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { dir: None, active: None, watch: true, watch_interval_ms: 500, revert_after_faults: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// A snapshot file (`[[nodes]]`, as in `policies/fixtures/seed-cluster.toml`) used as
+    /// the node table: for policy development without agents.
+    pub static_snapshot: Option<PathBuf>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl ControllerConfig {
+    /// Read `path`; relative paths inside become relative to its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let mut config: ControllerConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.admin.token_file = base.join(&config.admin.token_file);
+        config.policy.dir = config.policy.dir.map(|d| base.join(d));
+        config.cluster.static_snapshot = config.cluster.static_snapshot.map(|s| base.join(s));
+        if config.policy.active.is_some() && config.policy.dir.is_none() {
+            return Err(ConfigError::Invalid {
+                path: shown,
+                field: "policy.active",
+                message: "names a policy but `policy.dir` is not set; add `dir = \"policies\"`".into(),
+            });
+        }
+        if config.policy.watch_interval_ms < 50 {
+            return Err(ConfigError::Invalid {
+                path: shown,
+                field: "policy.watch_interval_ms",
+                message: "must be at least 50".into(),
+            });
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,12 @@
+//! HTTP plumbing shared by the controller's endpoints: the accept loop (TCP_NODELAY on
+//! every socket, HTTP/1.1 and HTTP/2, graceful drain), body limits, JSON and error replies.
+
+mod reply;
+mod server;
+
+pub use reply::{BoxError, ResponseBody, empty, error_json, json, read_body, text};
+pub use server::{Handler, serve};
+
+pub mod server_future {
+    pub use super::server::HandlerFuture;
+}
