@@ -1,1 +1,176 @@
-fn main(){}
+//! One routing decision through the Wasm sandbox versus the same policy code compiled
+//! natively, for 3, 16 and 256 nodes. The Wasm side is the engine's full request-path
+//! decision (`decide_prepared`: lowering the request and the prepared node list into the
+//! guest, the sandboxed call, lifting and validating the decision); the native side calls
+//! the policy crate's `decide` on the same inputs, already in memory. Results: BENCHMARKS.md.
+
+use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
+use switchyard_controller::policy::{EngineOptions, PolicyEngine, PreparedSnapshot};
+use switchyard_controller::seed_cluster::seed_cluster;
+use switchyard_policy_sdk as sdk;
+use switchyard_protocol::{ClusterSnapshot, NodeSnapshot, RequestInfo};
+
+/// `n` nodes: the seed machines, then copies of them under new names with varied load.
+fn cluster(n: usize) -> ClusterSnapshot {
+    let seed = seed_cluster();
+    let mut nodes: Vec<NodeSnapshot> = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut node = seed.nodes[i % seed.nodes.len()].clone();
+        if i >= seed.nodes.len() {
+            node.name = format!("{}-{i}", node.name);
+            node.in_flight = (i % 3) as u32;
+            node.tokens_per_sec = Some(10.0 + (i % 17) as f32);
+        }
+        nodes.push(node);
+    }
+    ClusterSnapshot { nodes }
+}
+
+fn request(task: &str) -> RequestInfo {
+    let mut req = RequestInfo::for_model("qwen25-coder-7b");
+    req.id = "bench".to_owned();
+    req.task = Some(task.to_owned());
+    req.prompt_tokens = 200;
+    req.max_tokens = Some(256);
+    req
+}
+
+fn to_sdk_request(req: &RequestInfo) -> sdk::Request {
+    sdk::Request {
+        id: req.id.clone(),
+        api: req.api.clone(),
+        model: req.model.clone(),
+        stream: req.stream,
+        prompt_tokens: req.prompt_tokens,
+        max_tokens: req.max_tokens,
+        priority: req.priority,
+        task: req.task.clone(),
+        session: req.session.clone(),
+        tags: req.tags.clone(),
+    }
+}
+
+fn to_sdk_node(node: &NodeSnapshot) -> sdk::Node {
+    sdk::Node {
+        name: node.name.clone(),
+        labels: node.labels.clone(),
+        runtime: node.runtime.clone(),
+        healthy: node.healthy,
+        in_flight: node.in_flight,
+        queued: node.queued,
+        max_concurrency: node.max_concurrency,
+        max_tokens: node.max_tokens,
+        cpu_util_pct: node.cpu_util_pct,
+        mem_used_mb: node.mem_used_mb,
+        mem_total_mb: node.mem_total_mb,
+        gpus: node
+            .gpus
+            .iter()
+            .map(|g| sdk::Gpu {
+                name: g.name.clone(),
+                util_pct: g.util_pct,
+                mem_used_mb: g.mem_used_mb,
+                mem_total_mb: g.mem_total_mb,
+                temp_c: g.temp_c,
+                power_w: g.power_w,
+                throttled: g.throttled,
+            })
+            .collect(),
+        on_battery: node.on_battery,
+        thermal_throttled: node.thermal_throttled,
+        tokens_per_sec: node.tokens_per_sec,
+        ttft_ms: node.ttft_ms,
+        models: node
+            .models
+            .iter()
+            .map(|m| sdk::ModelVariant {
+                logical: m.logical.clone(),
+                local: m.local.clone(),
+                quantization: m.quantization.clone(),
+                context_length: m.context_length,
+                loaded: m.loaded,
+            })
+            .collect(),
+        last_seen_ms: node.last_seen_ms,
+    }
+}
+
+fn policies_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+fn seed_params() -> seed_rules::Params {
+    let text =
+        std::fs::read_to_string(policies_dir().join("seed-rules.toml")).expect("seed-rules.toml");
+    let spec: toml::Table = toml::from_str(&text).expect("toml");
+    let params = &spec["stage"].as_array().expect("stages")[0]["params"];
+    serde_json::from_value(serde_json::to_value(params).expect("json")).expect("params")
+}
+
+fn bench_decisions(c: &mut Criterion) {
+    let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
+    let least = engine
+        .load_file(
+            &policies_dir().join("least-loaded.toml"),
+            &ClusterSnapshot::default(),
+        )
+        .expect("least-loaded");
+    let seed = engine
+        .load_file(
+            &policies_dir().join("seed-rules.toml"),
+            &ClusterSnapshot::default(),
+        )
+        .expect("seed-rules");
+    let params = seed_params();
+
+    let mut group = c.benchmark_group("decision");
+    for n in [3usize, 16, 256] {
+        let snapshot = cluster(n);
+        let req = request("batch");
+        let sdk_req = to_sdk_request(&req);
+        // The same input the Wasm policy gets: nodes serving the model, with only that variant.
+        let sdk_nodes: Vec<sdk::Node> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.variant(&req.model).is_some())
+            .map(|n| {
+                let mut node = to_sdk_node(n);
+                node.models.retain(|m| m.logical == req.model);
+                node
+            })
+            .collect();
+        let prepared = PreparedSnapshot::from(snapshot.clone());
+
+        engine.activate(&least.id).expect("activate");
+        assert!(engine.decide(&req, &snapshot).fault.is_none());
+        group.bench_with_input(BenchmarkId::new("least-loaded/wasm", n), &n, |b, _| {
+            b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
+        });
+        group.bench_with_input(BenchmarkId::new("least-loaded/native", n), &n, |b, _| {
+            b.iter(|| least_loaded::decide(black_box(&sdk_req), black_box(&sdk_nodes)))
+        });
+
+        engine.activate(&seed.id).expect("activate");
+        assert!(engine.decide(&req, &snapshot).fault.is_none());
+        group.bench_with_input(BenchmarkId::new("seed-rules/wasm", n), &n, |b, _| {
+            b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
+        });
+        group.bench_with_input(BenchmarkId::new("seed-rules/native", n), &n, |b, _| {
+            b.iter(|| {
+                seed_rules::decide(
+                    black_box(&params),
+                    black_box(&sdk_req),
+                    black_box(&sdk_nodes),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2)).sample_size(50);
+    targets = bench_decisions
+}
+criterion_main!(benches);

@@ -37,7 +37,11 @@ pub struct ExplainQuery {
 }
 
 fn authorized(app: &App, request: &Request<Incoming>) -> bool {
-    let Some(value) = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let Some(token) = value.strip_prefix("Bearer ") else {
@@ -79,9 +83,15 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
                 Err(reply) => return reply,
             };
             let Ok(text) = std::str::from_utf8(&body) else {
-                return error_json(StatusCode::BAD_REQUEST, "invalid_request_error", "the policy document is not UTF-8 TOML");
+                return error_json(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "the policy document is not UTF-8 TOML",
+                );
             };
-            let activate = query.split('&').any(|kv| kv == "activate=true" || kv == "activate");
+            let activate = query
+                .split('&')
+                .any(|kv| kv == "activate=true" || kv == "activate");
             let engine = app.engine.clone();
             let live = app.nodes.snapshot();
             let text = text.to_owned();
@@ -99,22 +109,37 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
                     &serde_json::json!({ "id": &*policy.id, "name": policy.name(), "active": activate }),
                 ),
                 Ok(Err(e)) => policy_error(e),
-                Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", format!("policy load task failed: {e}")),
+                Err(e) => error_json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    format!("policy load task failed: {e}"),
+                ),
             }
         }
-        (&Method::POST, ["components"]) => match read_body(request.into_body(), COMPONENT_LIMIT).await {
-            Ok(body) => {
-                let reference = app.engine.upload_component(body.to_vec());
-                json(StatusCode::CREATED, &serde_json::json!({ "component": reference }))
+        (&Method::POST, ["components"]) => {
+            match read_body(request.into_body(), COMPONENT_LIMIT).await {
+                Ok(body) => {
+                    let reference = app.engine.upload_component(body.to_vec());
+                    json(
+                        StatusCode::CREATED,
+                        &serde_json::json!({ "component": reference }),
+                    )
+                }
+                Err(reply) => reply,
             }
-            Err(reply) => reply,
-        },
+        }
         (&Method::POST, ["policies", id, "activate"]) => match app.engine.activate(id) {
-            Ok(policy) => json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })),
+            Ok(policy) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "active": &*policy.id }),
+            ),
             Err(e) => policy_error(e),
         },
         (&Method::POST, ["rollback"]) => match app.engine.rollback() {
-            Ok(policy) => json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })),
+            Ok(policy) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "active": &*policy.id }),
+            ),
             Err(e) => policy_error(e),
         },
         (&Method::POST, ["route", "explain"]) => {
@@ -124,10 +149,19 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             };
             let query: ExplainQuery = match serde_json::from_slice(&body) {
                 Ok(query) => query,
-                Err(e) => return error_json(StatusCode::BAD_REQUEST, "invalid_request_error", format!("invalid explain query: {e}")),
+                Err(e) => {
+                    return error_json(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        format!("invalid explain query: {e}"),
+                    );
+                }
             };
-            let snapshot = query.snapshot.map(Arc::new).unwrap_or_else(|| app.nodes.snapshot());
-            let routed = app.engine.decide(&query.request, &snapshot);
+            let prepared = match query.snapshot {
+                Some(snapshot) => Arc::new(crate::policy::PreparedSnapshot::from(snapshot)),
+                None => app.nodes.prepared(),
+            };
+            let routed = app.engine.decide_prepared(&query.request, &prepared);
             json(
                 StatusCode::OK,
                 &Explanation {
@@ -138,6 +172,10 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             )
         }
         (&Method::GET, ["nodes"]) => json(StatusCode::OK, &*app.nodes.snapshot()),
-        _ => error_json(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {method} {path}")),
+        _ => error_json(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no admin endpoint {method} {path}"),
+        ),
     }
 }

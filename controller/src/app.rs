@@ -26,7 +26,10 @@ pub struct App {
 }
 
 impl Handler for App {
-    fn handle(self: Arc<Self>, request: Request<Incoming>) -> crate::http::server_future::HandlerFuture {
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> crate::http::server_future::HandlerFuture {
         Box::pin(async move { route(self, request).await })
     }
 }
@@ -37,12 +40,20 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Response<ResponseBo
         return crate::admin::handle(app, request).await;
     }
     match (request.method(), path) {
-        (&Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render(&app)),
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            crate::metrics::render(&app),
+        ),
         (&Method::GET, "/healthz") => json(
             StatusCode::OK,
             &serde_json::json!({ "status": "ok", "policy": app.engine.active().map(|p| p.id.to_string()) }),
         ),
-        _ => error_json(StatusCode::NOT_FOUND, "not_found", format!("no endpoint {} {path}", request.method())),
+        _ => error_json(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint {} {path}", request.method()),
+        ),
     }
 }
 
@@ -75,7 +86,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let nodes = Arc::new(NodeTable::new(settings.snapshot));
     let watcher = match &settings.policy_dir {
         Some(dir) => {
-            let mut watcher = PolicyDirWatcher::new(dir.clone(), engine.clone(), nodes.clone(), settings.watch_interval);
+            let mut watcher = PolicyDirWatcher::new(
+                dir.clone(),
+                engine.clone(),
+                nodes.clone(),
+                settings.watch_interval,
+            );
             let (watcher, report) = tokio::task::spawn_blocking(move || {
                 let report = watcher.scan();
                 (watcher, report)
@@ -85,9 +101,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 tracing::error!(file = %path.display(), "policy refused: {error}");
             }
             if let Some(active) = &settings.active_policy {
-                engine
-                    .activate(active)
-                    .map_err(|e| anyhow::anyhow!("cannot activate policy {active:?} from {}: {e}", dir.display()))?;
+                engine.activate(active).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot activate policy {active:?} from {}: {e}",
+                        dir.display()
+                    )
+                })?;
             }
             Some(watcher)
         }
@@ -97,9 +116,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App { engine, nodes, admin_token: settings.admin_token });
+    let app = Arc::new(App {
+        engine,
+        nodes,
+        admin_token: settings.admin_token,
+    });
     let watcher = if settings.watch { watcher } else { None };
-    Ok(Running { addr, app, listener, watcher })
+    Ok(Running {
+        addr,
+        app,
+        listener,
+        watcher,
+    })
 }
 
 impl Running {

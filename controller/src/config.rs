@@ -17,7 +17,11 @@ pub enum ConfigError {
     #[error("{path}: invalid controller config: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: field `{field}`: {message}")]
-    Invalid { path: String, field: &'static str, message: String },
+    Invalid {
+        path: String,
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// `controller.toml`.
@@ -59,7 +63,13 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { dir: None, active: None, watch: true, watch_interval_ms: 500, revert_after_faults: 5 }
+        Self {
+            dir: None,
+            active: None,
+            watch: true,
+            watch_interval_ms: 500,
+            revert_after_faults: 5,
+        }
     }
 }
 
@@ -79,9 +89,15 @@ impl ControllerConfig {
     /// Read `path`; relative paths inside become relative to its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         let mut config: ControllerConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
+            toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.admin.token_file = base.join(&config.admin.token_file);
         config.policy.dir = config.policy.dir.map(|d| base.join(d));
@@ -90,7 +106,8 @@ impl ControllerConfig {
             return Err(ConfigError::Invalid {
                 path: shown,
                 field: "policy.active",
-                message: "names a policy but `policy.dir` is not set; add `dir = \"policies\"`".into(),
+                message: "names a policy but `policy.dir` is not set; add `dir = \"policies\"`"
+                    .into(),
             });
         }
         if config.policy.watch_interval_ms < 50 {

@@ -21,7 +21,8 @@ fn default_policy_dir() -> PathBuf {
 
 fn random_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
     Ok(hex::encode(bytes))
 }
 
@@ -40,7 +41,12 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>) -> anyhow::Resul
     };
     let running = app::start(settings).await?;
     let url = format!("http://{}", running.addr);
-    let active = running.app.engine.active().map(|p| p.id.to_string()).unwrap_or_default();
+    let active = running
+        .app
+        .engine
+        .active()
+        .map(|p| p.id.to_string())
+        .unwrap_or_default();
     crate::say(&format!(
         "switchyard listening on {url}\n\
          \n\

@@ -103,8 +103,14 @@ pub enum FixtureError {
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, FixtureError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Read { path: shown.clone(), source })?;
-    toml::from_str(&text).map_err(|e| FixtureError::Parse { path: shown, message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| FixtureError::Parse {
+        path: shown,
+        message: e.to_string(),
+    })
 }
 
 /// Load `policy` into a fresh engine and run every case of every fixture file.
@@ -129,15 +135,28 @@ pub fn run(policy: &Path, fixtures: &[PathBuf]) -> Result<Report, FixtureError> 
                 })?;
             }
             let routed = engine.decide(&case.request, &snapshot);
-            let failure = check(&case.expect, &routed.decision, routed.fault.is_some(), routed.fault.as_ref());
-            report.results.push(CaseResult { file: fixture_path.display().to_string(), name: case.name, failure });
+            let failure = check(
+                &case.expect,
+                &routed.decision,
+                routed.fault.is_some(),
+                routed.fault.as_ref(),
+            );
+            report.results.push(CaseResult {
+                file: fixture_path.display().to_string(),
+                name: case.name,
+                failure,
+            });
         }
     }
     Ok(report)
 }
 
 fn apply(snapshot: &mut ClusterSnapshot, patch: &NodePatch) -> Result<(), String> {
-    let node = snapshot.nodes.iter_mut().find(|n| n.name == patch.node).ok_or_else(|| patch.node.clone())?;
+    let node = snapshot
+        .nodes
+        .iter_mut()
+        .find(|n| n.name == patch.node)
+        .ok_or_else(|| patch.node.clone())?;
     if let Some(v) = patch.healthy {
         node.healthy = v;
     }
@@ -162,45 +181,73 @@ fn apply(snapshot: &mut ClusterSnapshot, patch: &NodePatch) -> Result<(), String
     Ok(())
 }
 
-fn check(expect: &Expect, decision: &Decision, fell_back: bool, fault: Option<&crate::policy::PolicyFault>) -> Option<String> {
+fn check(
+    expect: &Expect,
+    decision: &Decision,
+    fell_back: bool,
+    fault: Option<&crate::policy::PolicyFault>,
+) -> Option<String> {
     let mut problems = Vec::new();
     if fell_back != expect.fallback {
         match fault {
-            Some(fault) => problems.push(format!("the policy faulted ({fault}) and the fallback decided")),
-            None => problems.push("expected a policy fault and the fallback, but the policy decided".to_owned()),
+            Some(fault) => problems.push(format!(
+                "the policy faulted ({fault}) and the fallback decided"
+            )),
+            None => problems.push(
+                "expected a policy fault and the fallback, but the policy decided".to_owned(),
+            ),
         }
     }
     match decision {
         Decision::Reject(reject) => {
             if expect.reject != Some(reject.status) {
-                problems.push(format!("rejected with {} ({})", reject.status, reject.message));
+                problems.push(format!(
+                    "rejected with {} ({})",
+                    reject.status, reject.message
+                ));
             }
         }
         Decision::Route(route) => {
             if let Some(status) = expect.reject {
-                problems.push(format!("expected reject {status}, routed to {:?}", route.targets.first().map(|t| &t.node)));
+                problems.push(format!(
+                    "expected reject {status}, routed to {:?}",
+                    route.targets.first().map(|t| &t.node)
+                ));
             }
             let first = route.targets.first();
-            if let Some(node) = &expect.node {
-                if first.map(|t| &t.node) != Some(node) {
-                    problems.push(format!("first node is {:?}, expected {node:?}", first.map(|t| &t.node)));
-                }
+            if let Some(node) = &expect.node
+                && first.map(|t| &t.node) != Some(node)
+            {
+                problems.push(format!(
+                    "first node is {:?}, expected {node:?}",
+                    first.map(|t| &t.node)
+                ));
             }
-            if let Some(model) = &expect.model {
-                if first.map(|t| &t.model) != Some(model) {
-                    problems.push(format!("first model is {:?}, expected {model:?}", first.map(|t| &t.model)));
-                }
+            if let Some(model) = &expect.model
+                && first.map(|t| &t.model) != Some(model)
+            {
+                problems.push(format!(
+                    "first model is {:?}, expected {model:?}",
+                    first.map(|t| &t.model)
+                ));
             }
             if let Some(targets) = &expect.targets {
                 let actual: Vec<&String> = route.targets.iter().map(|t| &t.node).collect();
-                if actual.iter().map(|s| s.as_str()).ne(targets.iter().map(|s| s.as_str())) {
+                if actual
+                    .iter()
+                    .map(|s| s.as_str())
+                    .ne(targets.iter().map(|s| s.as_str()))
+                {
                     problems.push(format!("targets are {actual:?}, expected {targets:?}"));
                 }
             }
-            if let Some(needle) = &expect.reason_contains {
-                if !route.reason.contains(needle.as_str()) {
-                    problems.push(format!("reason {:?} does not contain {needle:?}", route.reason));
-                }
+            if let Some(needle) = &expect.reason_contains
+                && !route.reason.contains(needle.as_str())
+            {
+                problems.push(format!(
+                    "reason {:?} does not contain {needle:?}",
+                    route.reason
+                ));
             }
         }
     }

@@ -8,39 +8,86 @@ use crate::app::App;
 pub fn render(app: &App) -> String {
     let view = app.engine.view();
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP switchyard_policy_decisions_total Decisions a policy version made without a fault.");
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_policy_decisions_total Decisions a policy version made without a fault."
+    );
     let _ = writeln!(out, "# TYPE switchyard_policy_decisions_total counter");
     for p in &view.policies {
-        let _ = writeln!(out, "switchyard_policy_decisions_total{{policy=\"{}\"}} {}", p.id, p.stats.decisions);
+        let _ = writeln!(
+            out,
+            "switchyard_policy_decisions_total{{policy=\"{}\"}} {}",
+            p.id, p.stats.decisions
+        );
     }
-    let _ = writeln!(out, "# HELP switchyard_policy_faults_total Policy calls that faulted, by kind; the fallback decided.");
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_policy_faults_total Policy calls that faulted, by kind; the fallback decided."
+    );
     let _ = writeln!(out, "# TYPE switchyard_policy_faults_total counter");
     for p in &view.policies {
         for (kind, count) in &p.stats.faults {
-            let _ = writeln!(out, "switchyard_policy_faults_total{{policy=\"{}\",kind=\"{kind}\"}} {count}", p.id);
+            let _ = writeln!(
+                out,
+                "switchyard_policy_faults_total{{policy=\"{}\",kind=\"{kind}\"}} {count}",
+                p.id
+            );
         }
     }
-    let _ = writeln!(out, "# HELP switchyard_policy_active Whether a policy version is the active one.");
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_policy_active Whether a policy version is the active one."
+    );
     let _ = writeln!(out, "# TYPE switchyard_policy_active gauge");
     for p in &view.policies {
-        let _ = writeln!(out, "switchyard_policy_active{{policy=\"{}\"}} {}", p.id, u8::from(p.active));
+        let _ = writeln!(
+            out,
+            "switchyard_policy_active{{policy=\"{}\"}} {}",
+            p.id,
+            u8::from(p.active)
+        );
     }
-    let _ = writeln!(out, "# HELP switchyard_fallback_decisions_total Decisions made by the built-in fallback.");
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_fallback_decisions_total Decisions made by the built-in fallback."
+    );
     let _ = writeln!(out, "# TYPE switchyard_fallback_decisions_total counter");
-    let _ = writeln!(out, "switchyard_fallback_decisions_total {}", view.fallback_decisions);
-    let _ = writeln!(out, "# HELP switchyard_policy_reverts_total Reverts to the last known good policy after repeated faults.");
+    let _ = writeln!(
+        out,
+        "switchyard_fallback_decisions_total {}",
+        view.fallback_decisions
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_policy_reverts_total Reverts to the last known good policy after repeated faults."
+    );
     let _ = writeln!(out, "# TYPE switchyard_policy_reverts_total counter");
     let _ = writeln!(out, "switchyard_policy_reverts_total {}", view.reverts);
     let snapshot = app.nodes.snapshot();
-    let _ = writeln!(out, "# HELP switchyard_node_healthy Whether the node is in rotation.");
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_node_healthy Whether the node is in rotation."
+    );
     let _ = writeln!(out, "# TYPE switchyard_node_healthy gauge");
     for n in &snapshot.nodes {
-        let _ = writeln!(out, "switchyard_node_healthy{{node=\"{}\"}} {}", n.name, u8::from(n.healthy));
+        let _ = writeln!(
+            out,
+            "switchyard_node_healthy{{node=\"{}\"}} {}",
+            n.name,
+            u8::from(n.healthy)
+        );
     }
-    let _ = writeln!(out, "# HELP switchyard_node_in_flight Requests running on the node.");
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_node_in_flight Requests running on the node."
+    );
     let _ = writeln!(out, "# TYPE switchyard_node_in_flight gauge");
     for n in &snapshot.nodes {
-        let _ = writeln!(out, "switchyard_node_in_flight{{node=\"{}\"}} {}", n.name, n.in_flight);
+        let _ = writeln!(
+            out,
+            "switchyard_node_in_flight{{node=\"{}\"}} {}",
+            n.name, n.in_flight
+        );
     }
     out
 }

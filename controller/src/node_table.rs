@@ -1,27 +1,36 @@
-//! The node table: the cluster snapshot that policies see, swapped whole behind an
-//! `ArcSwap` so that the request path reads it without a lock. Agents feed it (issue #4);
-//! until then it holds a static snapshot.
+//! The node table: the cluster snapshot that policies see, prepared for them once per
+//! change and swapped whole behind an `ArcSwap`, so that the request path reads it without
+//! a lock. Agents feed it (issue #4); until then it holds a static snapshot.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use switchyard_protocol::ClusterSnapshot;
 
-#[derive(Debug, Default)]
+use crate::policy::PreparedSnapshot;
+
+#[derive(Debug)]
 pub struct NodeTable {
-    snapshot: ArcSwap<ClusterSnapshot>,
+    prepared: ArcSwap<PreparedSnapshot>,
 }
 
 impl NodeTable {
     pub fn new(snapshot: ClusterSnapshot) -> Self {
-        Self { snapshot: ArcSwap::from_pointee(snapshot) }
+        Self {
+            prepared: ArcSwap::from_pointee(PreparedSnapshot::from(snapshot)),
+        }
     }
 
     pub fn snapshot(&self) -> Arc<ClusterSnapshot> {
-        self.snapshot.load_full()
+        self.prepared.load().shared()
+    }
+
+    pub fn prepared(&self) -> Arc<PreparedSnapshot> {
+        self.prepared.load_full()
     }
 
     pub fn replace(&self, snapshot: ClusterSnapshot) {
-        self.snapshot.store(Arc::new(snapshot));
+        self.prepared
+            .store(Arc::new(PreparedSnapshot::from(snapshot)));
     }
 }

@@ -36,8 +36,20 @@ pub struct PolicyDirWatcher {
 }
 
 impl PolicyDirWatcher {
-    pub fn new(dir: PathBuf, engine: Arc<PolicyEngine>, nodes: Arc<NodeTable>, interval: Duration) -> Self {
-        Self { dir, engine, nodes, interval, seen: HashMap::new(), names: HashMap::new() }
+    pub fn new(
+        dir: PathBuf,
+        engine: Arc<PolicyEngine>,
+        nodes: Arc<NodeTable>,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            dir,
+            engine,
+            nodes,
+            interval,
+            seen: HashMap::new(),
+            names: HashMap::new(),
+        }
     }
 
     fn policy_files(dir: &Path) -> Vec<PathBuf> {
@@ -56,12 +68,19 @@ impl PolicyDirWatcher {
     pub fn scan(&mut self) -> ScanReport {
         let mut report = ScanReport::default();
         if !self.dir.is_dir() {
-            report.refused.push((self.dir.clone(), "policy folder does not exist".to_owned()));
+            report
+                .refused
+                .push((self.dir.clone(), "policy folder does not exist".to_owned()));
             return report;
         }
         for path in Self::policy_files(&self.dir) {
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
-            let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let stamp = (
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                meta.len(),
+            );
             if self.seen.get(&path) == Some(&stamp) {
                 continue;
             }
@@ -73,7 +92,9 @@ impl PolicyDirWatcher {
                     self.names.insert(path.clone(), policy.name().to_owned());
                     let active = self.engine.active();
                     let replaces_active = !first_time
-                        && active.as_ref().is_some_and(|a| a.name() == policy.name() && a.id != policy.id);
+                        && active
+                            .as_ref()
+                            .is_some_and(|a| a.name() == policy.name() && a.id != policy.id);
                     if replaces_active {
                         match self.engine.activate(&policy.id) {
                             Ok(_) => {

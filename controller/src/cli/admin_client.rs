@@ -20,7 +20,9 @@ pub struct AdminClient {
 impl AdminClient {
     pub fn new(remote: &Remote) -> anyhow::Result<Self> {
         let Some(token) = remote.admin_token.clone() else {
-            bail!("no admin token: pass --admin-token or set SWITCHYARD_ADMIN_TOKEN (the demo prints one)");
+            bail!(
+                "no admin token: pass --admin-token or set SWITCHYARD_ADMIN_TOKEN (the demo prints one)"
+            );
         };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -32,7 +34,13 @@ impl AdminClient {
     }
 
     /// Send a request; a non-2xx reply becomes an error carrying the server's message.
-    pub async fn call(&self, method: &str, path: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<Bytes> {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> anyhow::Result<Bytes> {
         let uri = format!("{}{path}", self.base);
         let request = Request::builder()
             .method(method)
@@ -40,7 +48,11 @@ impl AdminClient {
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
             .header(header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))?;
-        let response = self.client.request(request).await.with_context(|| format!("cannot reach the controller at {uri}"))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .with_context(|| format!("cannot reach the controller at {uri}"))?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         if !status.is_success() {

@@ -16,7 +16,11 @@ use crate::config::ControllerConfig;
 use crate::policy::EngineOptions;
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "One endpoint for LLM prompts across your machines, routed by hot-swappable Wasm policies")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "One endpoint for LLM prompts across your machines, routed by hot-swappable Wasm policies"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -72,7 +76,11 @@ pub enum RouteCommand {
 #[derive(Debug, Clone, Args)]
 pub struct Remote {
     /// Controller base URL.
-    #[arg(long, env = "SWITCHYARD_CONTROLLER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_CONTROLLER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub controller: String,
     /// Admin bearer token.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
@@ -84,7 +92,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, listen } => serve(config, listen).await,
         Command::Demo { listen, policies } => crate::demo::run(listen, policies).await,
         Command::Policy(command) => policy_cmd::run(command).await,
-        Command::Route(RouteCommand::Explain { controller, model, task, priority, prompt_tokens, max_tokens, session }) => {
+        Command::Route(RouteCommand::Explain {
+            controller,
+            model,
+            task,
+            priority,
+            prompt_tokens,
+            max_tokens,
+            session,
+        }) => {
             let mut request = switchyard_protocol::RequestInfo::for_model(model);
             request.id = "explain".to_owned();
             request.task = task;
@@ -93,8 +109,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             request.max_tokens = max_tokens;
             request.session = session;
             let client = admin_client::AdminClient::new(&controller)?;
-            let body = serde_json::to_vec(&crate::admin::ExplainQuery { request, snapshot: None })?;
-            let reply = client.call("POST", "/admin/route/explain", body, "application/json").await?;
+            let body = serde_json::to_vec(&crate::admin::ExplainQuery {
+                request,
+                snapshot: None,
+            })?;
+            let reply = client
+                .call("POST", "/admin/route/explain", body, "application/json")
+                .await?;
             crate::say(&String::from_utf8_lossy(&reply));
             Ok(())
         }
@@ -104,16 +125,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let config = ControllerConfig::load(&config_path)?;
     let admin_token = std::fs::read_to_string(&config.admin.token_file)
-        .with_context(|| format!("{}: field `admin.token_file`: cannot read {}", config_path.display(), config.admin.token_file.display()))?
+        .with_context(|| {
+            format!(
+                "{}: field `admin.token_file`: cannot read {}",
+                config_path.display(),
+                config.admin.token_file.display()
+            )
+        })?
         .trim()
         .to_owned();
     if admin_token.len() < 16 {
-        anyhow::bail!("{}: the admin token must be at least 16 characters", config.admin.token_file.display());
+        anyhow::bail!(
+            "{}: the admin token must be at least 16 characters",
+            config.admin.token_file.display()
+        );
     }
     let snapshot = match &config.cluster.static_snapshot {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("{}: invalid snapshot", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("{}: invalid snapshot", path.display()))?
         }
         None => Default::default(),
     };
@@ -124,7 +156,9 @@ async fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Resu
         active_policy: config.policy.active.clone(),
         watch: config.policy.watch,
         watch_interval: Duration::from_millis(config.policy.watch_interval_ms),
-        engine: EngineOptions { revert_after_faults: config.policy.revert_after_faults },
+        engine: EngineOptions {
+            revert_after_faults: config.policy.revert_after_faults,
+        },
         snapshot,
     };
     let running = app::start(settings).await?;
@@ -139,14 +173,15 @@ async fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Resu
 pub async fn stop_on_signal(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                shutdown.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -84,7 +84,10 @@ pub(crate) fn decision_from_wit(decision: wit::Decision) -> Decision {
             targets: route
                 .targets
                 .into_iter()
-                .map(|t| Target { node: t.node, model: t.model })
+                .map(|t| Target {
+                    node: t.node,
+                    model: t.model,
+                })
                 .collect(),
             reason: route.reason,
         }),

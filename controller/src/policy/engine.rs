@@ -17,10 +17,12 @@ use super::error::PolicyError;
 use super::fallback;
 use super::fault::PolicyFault;
 use super::loaded::{LoadedPolicy, PolicyStats, StatsView};
+use super::prepared::PreparedSnapshot;
 use super::sandbox::Sandbox;
 use super::smoke;
 use super::spec::{ComponentRef, PolicySpec};
-use super::stage::Stage;
+use super::stage::{Stage, compile_component};
+use wasmtime::component::Component;
 
 /// Identity reported when the built-in fallback decided with no policy active.
 pub const FALLBACK_ID: &str = "builtin-fallback";
@@ -37,7 +39,9 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { revert_after_faults: 5 }
+        Self {
+            revert_after_faults: 5,
+        }
     }
 }
 
@@ -59,6 +63,8 @@ struct Registry {
     previous: Vec<Arc<LoadedPolicy>>,
     /// Components uploaded through the admin API, by sha256 hex.
     uploads: HashMap<String, Arc<[u8]>>,
+    /// Compiled components by sha256 of their bytes: each is compiled once.
+    compiled: HashMap<[u8; 32], Component>,
 }
 
 /// A summary of one loaded policy for `list`.
@@ -118,14 +124,23 @@ impl PolicyEngine {
     /// Store an uploaded component; returns its `sha256:<hex>` reference.
     pub fn upload_component(&self, bytes: Vec<u8>) -> String {
         let hex = hex::encode(Sha256::digest(&bytes));
-        self.registry().uploads.insert(hex.clone(), Arc::from(bytes));
+        self.registry()
+            .uploads
+            .insert(hex.clone(), Arc::from(bytes));
         format!("sha256:{hex}")
     }
 
     /// Load and validate the policy file at `path` (components resolve against its folder).
-    pub fn load_file(&self, path: &Path, live: &ClusterSnapshot) -> Result<Arc<LoadedPolicy>, PolicyError> {
+    pub fn load_file(
+        &self,
+        path: &Path,
+        live: &ClusterSnapshot,
+    ) -> Result<Arc<LoadedPolicy>, PolicyError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { origin: origin.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
         self.load_text(&text, &origin, path.parent(), live)
     }
 
@@ -144,8 +159,9 @@ impl PolicyEngine {
         let mut components = Vec::with_capacity(spec.stages.len());
         for (index, stage) in spec.stages.iter().enumerate() {
             let bytes = self.component_bytes(&stage.component, origin, index, base)?;
-            hasher.update(Sha256::digest(&bytes));
-            components.push(bytes);
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            hasher.update(digest);
+            components.push((bytes, digest));
         }
         let hash = hex::encode(&hasher.finalize()[..6]);
         let id: Arc<str> = Arc::from(format!("{}@{hash}", spec.name));
@@ -154,18 +170,44 @@ impl PolicyEngine {
         }
 
         let mut stages = Vec::with_capacity(components.len());
-        for (index, (stage, bytes)) in spec.stages.iter().zip(&components).enumerate() {
-            let params_json = serde_json::to_string(&stage.params).map_err(|e| PolicyError::Invalid {
+        for (index, (stage, (bytes, digest))) in spec.stages.iter().zip(&components).enumerate() {
+            let params_json =
+                serde_json::to_string(&stage.params).map_err(|e| PolicyError::Invalid {
+                    origin: origin.to_owned(),
+                    field: format!("stage[{index}].params"),
+                    message: e.to_string(),
+                })?;
+            let compile_error = |message| PolicyError::Compile {
                 origin: origin.to_owned(),
-                field: format!("stage[{index}].params"),
-                message: e.to_string(),
-            })?;
-            let compiled = Stage::compile(&self.sandbox, bytes, params_json, spec.limits, id.clone()).map_err(|message| {
-                PolicyError::Compile { origin: origin.to_owned(), stage: index, component: stage.component.clone(), message }
-            })?;
+                stage: index,
+                component: stage.component.clone(),
+                message,
+            };
+            let cached = self.registry().compiled.get(digest).cloned();
+            let component = match cached {
+                Some(component) => component,
+                None => {
+                    let component =
+                        compile_component(&self.sandbox, bytes).map_err(compile_error)?;
+                    self.registry().compiled.insert(*digest, component.clone());
+                    component
+                }
+            };
+            let compiled = Stage::compile(
+                &self.sandbox,
+                &component,
+                params_json,
+                spec.limits,
+                id.clone(),
+            )
+            .map_err(compile_error)?;
             compiled
                 .configure_check()
-                .map_err(|message| PolicyError::Configure { origin: origin.to_owned(), stage: index, message })?;
+                .map_err(|message| PolicyError::Configure {
+                    origin: origin.to_owned(),
+                    stage: index,
+                    message,
+                })?;
             stages.push(compiled);
         }
         let policy = Arc::new(LoadedPolicy {
@@ -176,7 +218,10 @@ impl PolicyEngine {
             stages,
             stats: PolicyStats::default(),
         });
-        smoke::check(&policy, live).map_err(|message| PolicyError::Smoke { origin: origin.to_owned(), message })?;
+        smoke::check(&policy, live).map_err(|message| PolicyError::Smoke {
+            origin: origin.to_owned(),
+            message,
+        })?;
         let mut registry = self.registry();
         registry.loaded.push(policy.clone());
         let active = self.active.load_full();
@@ -185,7 +230,13 @@ impl PolicyEngine {
         Ok(policy)
     }
 
-    fn component_bytes(&self, raw: &str, origin: &str, stage: usize, base: Option<&Path>) -> Result<Arc<[u8]>, PolicyError> {
+    fn component_bytes(
+        &self,
+        raw: &str,
+        origin: &str,
+        stage: usize,
+        base: Option<&Path>,
+    ) -> Result<Arc<[u8]>, PolicyError> {
         let invalid = |message: String| PolicyError::Invalid {
             origin: origin.to_owned(),
             field: format!("stage[{stage}].component"),
@@ -220,12 +271,12 @@ impl PolicyEngine {
             .cloned()
             .ok_or_else(|| PolicyError::Unknown(id_or_name.to_owned()))?;
         let old = self.active.swap(Some(policy.clone()));
-        if let Some(old) = old {
-            if !Arc::ptr_eq(&old, &policy) {
-                registry.previous.push(old);
-                let excess = registry.previous.len().saturating_sub(HISTORY);
-                registry.previous.drain(..excess);
-            }
+        if let Some(old) = old
+            && !Arc::ptr_eq(&old, &policy)
+        {
+            registry.previous.push(old);
+            let excess = registry.previous.len().saturating_sub(HISTORY);
+            registry.previous.drain(..excess);
         }
         policy.stats.consecutive_faults.store(0, Ordering::Relaxed);
         tracing::info!(policy = %policy.id, "policy activated");
@@ -236,7 +287,10 @@ impl PolicyEngine {
     pub fn rollback(&self) -> Result<Arc<LoadedPolicy>, PolicyError> {
         let mut registry = self.registry();
         let previous = registry.previous.pop().ok_or(PolicyError::NoPrevious)?;
-        previous.stats.consecutive_faults.store(0, Ordering::Relaxed);
+        previous
+            .stats
+            .consecutive_faults
+            .store(0, Ordering::Relaxed);
         self.active.store(Some(previous.clone()));
         tracing::info!(policy = %previous.id, "rolled back");
         Ok(previous)
@@ -246,8 +300,15 @@ impl PolicyEngine {
         self.active.load_full()
     }
 
-    /// Decide where `req` goes. Never fails: a policy fault yields the fallback's decision.
+    /// Decide on a snapshot not prepared in advance (tools and tests; the request path uses
+    /// [`Self::decide_prepared`] with the node table's prepared snapshot).
     pub fn decide(&self, req: &RequestInfo, snapshot: &ClusterSnapshot) -> Routed {
+        self.decide_prepared(req, &PreparedSnapshot::from(snapshot.clone()))
+    }
+
+    /// Decide where `req` goes. Never fails: a policy fault yields the fallback's decision.
+    pub fn decide_prepared(&self, req: &RequestInfo, prepared: &PreparedSnapshot) -> Routed {
+        let snapshot = prepared.snapshot();
         let guard = self.active.load();
         let Some(policy) = guard.as_ref() else {
             self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
@@ -257,10 +318,14 @@ impl PolicyEngine {
                 fault: None,
             };
         };
-        match policy.decide(req, snapshot) {
+        match policy.decide(req, prepared) {
             Ok(decision) => {
                 policy.stats.record_success();
-                Routed { decision, policy_id: policy.id.clone(), fault: None }
+                Routed {
+                    decision,
+                    policy_id: policy.id.clone(),
+                    fault: None,
+                }
             }
             Err(fault) => {
                 let consecutive = policy.stats.record_fault(fault.kind());
@@ -268,7 +333,9 @@ impl PolicyEngine {
                 tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), consecutive, "policy fault, fallback decides: {fault}");
                 let policy = policy.clone();
                 drop(guard);
-                if self.options.revert_after_faults > 0 && consecutive >= self.options.revert_after_faults {
+                if self.options.revert_after_faults > 0
+                    && consecutive >= self.options.revert_after_faults
+                {
                     self.revert_from(&policy, consecutive);
                 }
                 Routed {
@@ -283,7 +350,11 @@ impl PolicyEngine {
     /// Replace a repeatedly faulting active policy with the last known good one.
     fn revert_from(&self, failing: &Arc<LoadedPolicy>, consecutive: u32) {
         let mut registry = self.registry();
-        let still_active = self.active.load().as_ref().is_some_and(|a| Arc::ptr_eq(a, failing));
+        let still_active = self
+            .active
+            .load()
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(a, failing));
         if !still_active {
             return;
         }
@@ -305,7 +376,12 @@ impl PolicyEngine {
         let active = self.active.load_full();
         EngineView {
             active: active.as_ref().map(|p| p.id.to_string()),
-            previous: registry.previous.iter().rev().map(|p| p.id.to_string()).collect(),
+            previous: registry
+                .previous
+                .iter()
+                .rev()
+                .map(|p| p.id.to_string())
+                .collect(),
             policies: registry
                 .loaded
                 .iter()
@@ -338,7 +414,10 @@ impl PolicyEngine {
 /// Forget the oldest loaded versions beyond `HISTORY`, never the active one.
 fn trim_history(loaded: &mut Vec<Arc<LoadedPolicy>>, active: Option<&Arc<LoadedPolicy>>) {
     while loaded.len() > HISTORY {
-        let Some(position) = loaded.iter().position(|p| !active.is_some_and(|a| Arc::ptr_eq(a, p))) else {
+        let Some(position) = loaded
+            .iter()
+            .position(|p| !active.is_some_and(|a| Arc::ptr_eq(a, p)))
+        else {
             return;
         };
         loaded.remove(position);

@@ -12,8 +12,14 @@ pub enum PolicyError {
     #[error("{origin}: not a valid policy file: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}: field `{field}`: {message}")]
-    Invalid { origin: String, field: String, message: String },
-    #[error("{origin}: stage {stage}: cannot read component {component:?} (paths are relative to the policy file): {source}")]
+    Invalid {
+        origin: String,
+        field: String,
+        message: String,
+    },
+    #[error(
+        "{origin}: stage {stage}: cannot read component {component:?} (paths are relative to the policy file): {source}"
+    )]
     ComponentRead {
         origin: String,
         stage: usize,
@@ -21,10 +27,21 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{origin}: stage {stage}: component {component} does not compile or does not implement switchyard:policy@0.1.0: {message}")]
-    Compile { origin: String, stage: usize, component: String, message: String },
+    #[error(
+        "{origin}: stage {stage}: component {component} does not compile or does not implement switchyard:policy@0.1.0: {message}"
+    )]
+    Compile {
+        origin: String,
+        stage: usize,
+        component: String,
+        message: String,
+    },
     #[error("{origin}: stage {stage}: configure rejected the params: {message}")]
-    Configure { origin: String, stage: usize, message: String },
+    Configure {
+        origin: String,
+        stage: usize,
+        message: String,
+    },
     #[error("{origin}: smoke test failed: {message} (the policy stays inactive)")]
     Smoke { origin: String, message: String },
     #[error("no policy named or identified {0:?} is loaded")]

@@ -1,7 +1,9 @@
 //! The built-in fallback: native Rust, no sandbox, cannot fail. When a policy faults, the
 //! least-loaded healthy node that serves the model decides.
 
-use switchyard_protocol::{ClusterSnapshot, Decision, NodeSnapshot, Reject, RequestInfo, Route, Target};
+use switchyard_protocol::{
+    ClusterSnapshot, Decision, NodeSnapshot, Reject, RequestInfo, Route, Target,
+};
 
 /// Route `req` to every healthy node serving its model that fits its token limits, least
 /// loaded first (ties: faster, then by name); reject with 404/503 when there is none.
@@ -13,22 +15,44 @@ pub fn least_loaded(req: &RequestInfo, snapshot: &ClusterSnapshot, why: &str) ->
     };
     let mut eligible: Vec<&NodeSnapshot> = snapshot.nodes.iter().filter(|n| fits(n)).collect();
     if eligible.is_empty() {
-        let (status, message) = if snapshot.nodes.iter().any(|n| n.variant(&req.model).is_some()) {
-            (503, format!("no healthy node can serve model '{}' right now", req.model))
+        let (status, message) = if snapshot
+            .nodes
+            .iter()
+            .any(|n| n.variant(&req.model).is_some())
+        {
+            (
+                503,
+                format!("no healthy node can serve model '{}' right now", req.model),
+            )
         } else {
-            (404, format!("model '{}' is not served by any node", req.model))
+            (
+                404,
+                format!("model '{}' is not served by any node", req.model),
+            )
         };
         return Decision::Reject(Reject { status, message });
     }
     eligible.sort_by(|a, b| {
         a.load_ratio()
             .total_cmp(&b.load_ratio())
-            .then_with(|| b.tokens_per_sec.unwrap_or(0.0).total_cmp(&a.tokens_per_sec.unwrap_or(0.0)))
+            .then_with(|| {
+                b.tokens_per_sec
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.tokens_per_sec.unwrap_or(0.0))
+            })
             .then_with(|| a.name.cmp(&b.name))
     });
     let targets = eligible
         .iter()
-        .filter_map(|n| n.variant(&req.model).map(|v| Target { node: n.name.clone(), model: v.local.clone() }))
+        .filter_map(|n| {
+            n.variant(&req.model).map(|v| Target {
+                node: n.name.clone(),
+                model: v.local.clone(),
+            })
+        })
         .collect();
-    Decision::Route(Route { targets, reason: format!("fallback least-loaded ({why})") })
+    Decision::Route(Route {
+        targets,
+        reason: format!("fallback least-loaded ({why})"),
+    })
 }

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use serde::Serialize;
-use switchyard_protocol::{ClusterSnapshot, Decision, RequestInfo};
+use switchyard_protocol::{Decision, RequestInfo};
 
 use super::bindings::{self, wit};
 use super::fault::{FaultKind, PolicyFault};
+use super::prepared::PreparedSnapshot;
 use super::spec::PolicySpec;
 use super::stage::Stage;
 use super::validate::check_decision;
@@ -34,7 +35,12 @@ impl PolicyStats {
             decisions: self.decisions.load(Ordering::Relaxed),
             faults: FaultKind::ALL
                 .iter()
-                .map(|k| (k.as_str().to_owned(), self.faults[k.index()].load(Ordering::Relaxed)))
+                .map(|k| {
+                    (
+                        k.as_str().to_owned(),
+                        self.faults[k.index()].load(Ordering::Relaxed),
+                    )
+                })
                 .collect(),
             consecutive_faults: self.consecutive_faults.load(Ordering::Relaxed),
         }
@@ -72,12 +78,22 @@ impl LoadedPolicy {
     }
 
     /// Run the chain on `req`. The decision is checked against `snapshot` after each stage.
-    pub fn decide(&self, req: &RequestInfo, snapshot: &ClusterSnapshot) -> Result<Decision, PolicyFault> {
+    pub fn decide(
+        &self,
+        req: &RequestInfo,
+        prepared: &PreparedSnapshot,
+    ) -> Result<Decision, PolicyFault> {
+        let snapshot = prepared.snapshot();
         let wit_req = bindings::request_to_wit(req);
-        let mut nodes: Vec<wit::Node> = snapshot.nodes.iter().map(bindings::node_to_wit).collect();
+        let mut chosen: Vec<wit::Node> = Vec::new();
         let mut reasons: Vec<String> = Vec::new();
         for (index, stage) in self.stages.iter().enumerate() {
-            let decision = bindings::decision_from_wit(stage.route(&wit_req, &nodes)?);
+            let nodes = if index == 0 {
+                prepared.nodes_for(&req.model)
+            } else {
+                chosen.as_slice()
+            };
+            let decision = bindings::decision_from_wit(stage.route(&wit_req, nodes)?);
             check_decision(&decision, snapshot)?;
             let route = match decision {
                 Decision::Reject(_) => return Ok(decision),
@@ -94,7 +110,7 @@ impl LoadedPolicy {
                 }));
             }
             // The next stage sees only the chosen nodes, each with only the chosen model.
-            nodes = route
+            chosen = route
                 .targets
                 .iter()
                 .filter_map(|target| {
@@ -105,6 +121,8 @@ impl LoadedPolicy {
                 .collect();
             reasons.push(route.reason);
         }
-        Err(PolicyFault::InvalidDecision("policy has no stages".to_owned()))
+        Err(PolicyFault::InvalidDecision(
+            "policy has no stages".to_owned(),
+        ))
     }
 }

@@ -7,6 +7,7 @@ pub mod fallback;
 mod fault;
 mod guest_output;
 mod loaded;
+mod prepared;
 mod sandbox;
 mod smoke;
 mod spec;
@@ -17,5 +18,6 @@ pub use engine::{EngineOptions, EngineView, FALLBACK_ID, PolicyEngine, PolicyVie
 pub use error::PolicyError;
 pub use fault::{FaultKind, PolicyFault};
 pub use loaded::{LoadedPolicy, StatsView};
+pub use prepared::PreparedSnapshot;
 pub use spec::{ComponentRef, Limits, PolicyName, PolicySpec, StageSpec};
 pub use validate::{MAX_TARGETS, MAX_TEXT_BYTES};

@@ -33,13 +33,18 @@ pub struct HostState {
 
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostState").field("policy_id", &self.policy_id).finish_non_exhaustive()
+        f.debug_struct("HostState")
+            .field("policy_id", &self.policy_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -97,14 +102,21 @@ impl Sandbox {
         let ticker = {
             let engine = engine.clone();
             let stop = stop.clone();
-            std::thread::Builder::new().name("policy-epoch".into()).spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })?
+            std::thread::Builder::new()
+                .name("policy-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?
         };
-        Ok(Self { engine, linker, ticker: Some(ticker), stop })
+        Ok(Self {
+            engine,
+            linker,
+            ticker: Some(ticker),
+            stop,
+        })
     }
 
     pub fn engine(&self) -> &Engine {

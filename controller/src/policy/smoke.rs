@@ -5,6 +5,7 @@
 use switchyard_protocol::{ClusterSnapshot, RequestInfo};
 
 use super::loaded::LoadedPolicy;
+use super::prepared::PreparedSnapshot;
 
 fn smoke_requests() -> Vec<RequestInfo> {
     let mut requests = Vec::new();
@@ -31,13 +32,21 @@ pub fn check(policy: &LoadedPolicy, live: &ClusterSnapshot) -> Result<(), String
     let snapshots: Vec<(&str, &ClusterSnapshot)> = if live.nodes.is_empty() {
         vec![("seed cluster", &seed), ("empty cluster", &empty)]
     } else {
-        vec![("seed cluster", &seed), ("empty cluster", &empty), ("live cluster", live)]
+        vec![
+            ("seed cluster", &seed),
+            ("empty cluster", &empty),
+            ("live cluster", live),
+        ]
     };
     for (label, snapshot) in snapshots {
+        let prepared = PreparedSnapshot::from(snapshot.clone());
         for req in smoke_requests() {
-            policy
-                .decide(&req, snapshot)
-                .map_err(|fault| format!("route(model {}, task {:?}) on the {label}: {fault}", req.model, req.task))?;
+            policy.decide(&req, &prepared).map_err(|fault| {
+                format!(
+                    "route(model {}, task {:?}) on the {label}: {fault}",
+                    req.model, req.task
+                )
+            })?;
         }
     }
     Ok(())

@@ -50,7 +50,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { deadline_ms: 20, memory_mib: 32, warm_instances: 16 }
+        Self {
+            deadline_ms: 20,
+            memory_mib: 32,
+            warm_instances: 16,
+        }
     }
 }
 
@@ -64,7 +68,9 @@ impl TryFrom<String> for PolicyName {
     fn try_from(name: String) -> Result<Self, String> {
         let ok = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-');
         if ok {
             Ok(Self(name))
@@ -141,11 +147,17 @@ impl PolicySpec {
             ));
         }
         if spec.stages.len() > 4 {
-            return Err(invalid("stage".into(), "at most 4 stages may be chained".into()));
+            return Err(invalid(
+                "stage".into(),
+                "at most 4 stages may be chained".into(),
+            ));
         }
         let limits = spec.limits;
         if !(1..=1000).contains(&limits.deadline_ms) {
-            return Err(invalid("limits.deadline_ms".into(), "must be between 1 and 1000".into()));
+            return Err(invalid(
+                "limits.deadline_ms".into(),
+                "must be between 1 and 1000".into(),
+            ));
         }
         if !(1..=super::sandbox::MAX_MEMORY_MIB).contains(&limits.memory_mib) {
             return Err(invalid(
@@ -154,7 +166,10 @@ impl PolicySpec {
             ));
         }
         if !(1..=256).contains(&limits.warm_instances) {
-            return Err(invalid("limits.warm_instances".into(), "must be between 1 and 256".into()));
+            return Err(invalid(
+                "limits.warm_instances".into(),
+                "must be between 1 and 256".into(),
+            ));
         }
         Ok(spec)
     }

@@ -30,7 +30,9 @@ pub struct Stage {
 
 impl std::fmt::Debug for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stage").field("policy_id", &self.policy_id).finish_non_exhaustive()
+        f.debug_struct("Stage")
+            .field("policy_id", &self.policy_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -39,14 +41,15 @@ impl Stage {
     /// the policy world.
     pub fn compile(
         sandbox: &Sandbox,
-        bytes: &[u8],
+        component: &Component,
         params_json: String,
         limits: Limits,
         policy_id: Arc<str>,
     ) -> Result<Self, String> {
-        check_preamble(bytes)?;
-        let component = Component::new(sandbox.engine(), bytes).map_err(|e| format!("{e:#}"))?;
-        let instance_pre = sandbox.linker().instantiate_pre(&component).map_err(|e| format!("{e:#}"))?;
+        let instance_pre = sandbox
+            .linker()
+            .instantiate_pre(component)
+            .map_err(|e| format!("{e:#}"))?;
         let pre = PolicyPre::new(instance_pre).map_err(|e| format!("{e:#}"))?;
         Ok(Self {
             pre,
@@ -104,16 +107,24 @@ impl Stage {
     }
 
     /// Call `route` under the stage's limits.
-    pub fn route(&self, req: &wit::Request, nodes: &[wit::Node]) -> Result<wit::Decision, PolicyFault> {
+    pub fn route(
+        &self,
+        req: &wit::Request,
+        nodes: &[wit::Node],
+    ) -> Result<wit::Decision, PolicyFault> {
         let mut instance = match self.warm.pop() {
             Some(instance) => instance,
             None => self.instantiate().map_err(|e| match e {
-                Ok(refusal) => PolicyFault::Trap(format!("configure refused its params on a new instance: {refusal}")),
+                Ok(refusal) => PolicyFault::Trap(format!(
+                    "configure refused its params on a new instance: {refusal}"
+                )),
                 Err(fault) => fault,
             })?,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        let result = instance.bindings.call_route(&mut instance.store, req, nodes);
+        let result = instance
+            .bindings
+            .call_route(&mut instance.store, req, nodes);
         instance.store.data().output.drain_to_log(&self.policy_id);
         match result {
             Ok(decision) => {
@@ -132,8 +143,12 @@ impl Stage {
 
     fn classify(&self, error: wasmtime::Error, other: fn(String) -> PolicyFault) -> PolicyFault {
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => PolicyFault::Deadline { deadline_ms: self.limits.deadline_ms },
-            _ if is_memory_exhaustion(&error) => PolicyFault::Memory { memory_mib: self.limits.memory_mib },
+            Some(Trap::Interrupt) => PolicyFault::Deadline {
+                deadline_ms: self.limits.deadline_ms,
+            },
+            _ if is_memory_exhaustion(&error) => PolicyFault::Memory {
+                memory_mib: self.limits.memory_mib,
+            },
             _ => other(format!("{error:#}").chars().take(512).collect()),
         }
     }
@@ -141,7 +156,15 @@ impl Stage {
 
 fn is_memory_exhaustion(error: &wasmtime::Error) -> bool {
     let text = format!("{error:#}");
-    text.contains("forcing trap when growing memory") || text.contains("memory limit") || text.contains("memory allocation")
+    text.contains("forcing trap when growing memory")
+        || text.contains("memory limit")
+        || text.contains("memory allocation")
+}
+
+/// Compile a component (the engine caches the result by content hash).
+pub fn compile_component(sandbox: &Sandbox, bytes: &[u8]) -> Result<Component, String> {
+    check_preamble(bytes)?;
+    Component::new(sandbox.engine(), bytes).map_err(|e| format!("{e:#}"))
 }
 
 /// Explain the two common mistakes (not Wasm at all; a core module) before wasmtime does.
@@ -150,7 +173,10 @@ fn check_preamble(bytes: &[u8]) -> Result<(), String> {
         return Err("not a WebAssembly file (no \\0asm header)".to_owned());
     }
     if bytes[4..8] == [1, 0, 0, 0] {
-        return Err("a core Wasm module, not a component: build the policy with `--target wasm32-wasip2`".to_owned());
+        return Err(
+            "a core Wasm module, not a component: build the policy with `--target wasm32-wasip2`"
+                .to_owned(),
+        );
     }
     Ok(())
 }

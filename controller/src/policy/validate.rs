@@ -14,10 +14,16 @@ pub fn check_decision(decision: &Decision, snapshot: &ClusterSnapshot) -> Result
     match decision {
         Decision::Reject(reject) => {
             if !(400..=599).contains(&reject.status) {
-                return invalid(format!("reject status {} is not a 4xx or 5xx", reject.status));
+                return invalid(format!(
+                    "reject status {} is not a 4xx or 5xx",
+                    reject.status
+                ));
             }
             if reject.message.len() > MAX_TEXT_BYTES {
-                return invalid(format!("reject message is {} bytes, limit {MAX_TEXT_BYTES}", reject.message.len()));
+                return invalid(format!(
+                    "reject message is {} bytes, limit {MAX_TEXT_BYTES}",
+                    reject.message.len()
+                ));
             }
             Ok(())
         }
@@ -26,10 +32,16 @@ pub fn check_decision(decision: &Decision, snapshot: &ClusterSnapshot) -> Result
                 return invalid("route has no targets".to_owned());
             }
             if route.targets.len() > MAX_TARGETS {
-                return invalid(format!("route has {} targets, limit {MAX_TARGETS}", route.targets.len()));
+                return invalid(format!(
+                    "route has {} targets, limit {MAX_TARGETS}",
+                    route.targets.len()
+                ));
             }
             if route.reason.len() > MAX_TEXT_BYTES {
-                return invalid(format!("reason is {} bytes, limit {MAX_TEXT_BYTES}", route.reason.len()));
+                return invalid(format!(
+                    "reason is {} bytes, limit {MAX_TEXT_BYTES}",
+                    route.reason.len()
+                ));
             }
             for target in &route.targets {
                 let Some(node) = snapshot.node(&target.node) else {
@@ -39,7 +51,11 @@ pub fn check_decision(decision: &Decision, snapshot: &ClusterSnapshot) -> Result
                     return invalid(format!("node '{}' is not healthy", node.name));
                 }
                 if !node.serves_local(&target.model) {
-                    return invalid(format!("node '{}' does not serve model '{}'", node.name, truncate(&target.model)));
+                    return invalid(format!(
+                        "node '{}' does not serve model '{}'",
+                        node.name,
+                        truncate(&target.model)
+                    ));
                 }
             }
             Ok(())

@@ -12,43 +12,76 @@ use crate::support::*;
 #[test]
 fn every_shipped_policy_loads_validates_and_routes_the_seed_cluster() {
     let engine = engine();
-    for name in ["seed-rules", "least-loaded", "thermal-guard", "seed-then-thermal"] {
+    for name in [
+        "seed-rules",
+        "least-loaded",
+        "thermal-guard",
+        "seed-then-thermal",
+    ] {
         let policy = engine
             .load_file(&repo_path(&format!("policies/{name}.toml")), &cluster())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(policy.name(), name);
-        assert!(policy.id.starts_with(&format!("{name}@")) && policy.id.len() == name.len() + 13, "{}", policy.id);
+        assert!(
+            policy.id.starts_with(&format!("{name}@")) && policy.id.len() == name.len() + 13,
+            "{}",
+            policy.id
+        );
         engine.activate(&policy.id).expect("activate");
         let routed = engine.decide(&request(Some("batch")), &cluster());
         assert!(routed.fault.is_none(), "{name}: {:?}", routed.fault);
-        assert!(matches!(routed.decision, Decision::Route(_)), "{name}: {:?}", routed.decision);
+        assert!(
+            matches!(routed.decision, Decision::Route(_)),
+            "{name}: {:?}",
+            routed.decision
+        );
     }
 }
 
 #[test]
 fn seed_rules_sends_each_task_class_where_the_seed_says() {
     let engine = engine();
-    engine.load_file(&repo_path("policies/seed-rules.toml"), &cluster()).expect("loads");
+    engine
+        .load_file(&repo_path("policies/seed-rules.toml"), &cluster())
+        .expect("loads");
     engine.activate("seed-rules").expect("activate by name");
-    for (task, node) in [(Some("development"), "m4"), (Some("production"), "ryzen"), (Some("batch"), "xeon"), (None, "ryzen")] {
+    for (task, node) in [
+        (Some("development"), "m4"),
+        (Some("production"), "ryzen"),
+        (Some("batch"), "xeon"),
+        (None, "ryzen"),
+    ] {
         let routed = engine.decide(&request(task), &cluster());
-        assert_eq!(routed.decision.first_node(), Some(node), "task {task:?}: {:?}", routed.decision);
+        assert_eq!(
+            routed.decision.first_node(),
+            Some(node),
+            "task {task:?}: {:?}",
+            routed.decision
+        );
     }
 }
 
 #[test]
 fn a_chain_narrows_with_the_first_stage_and_orders_with_the_second() {
     let engine = engine();
-    let policy = engine.load_file(&repo_path("policies/seed-then-thermal.toml"), &cluster()).expect("loads");
+    let policy = engine
+        .load_file(&repo_path("policies/seed-then-thermal.toml"), &cluster())
+        .expect("loads");
     engine.activate(&policy.id).expect("activate");
     let mut hot = cluster();
     // The xeon's GPU overheats: thermal-guard moves it behind the ryzen for batch work.
     hot.nodes[2].gpus[0].temp_c = Some(91.0);
     let routed = engine.decide(&request(Some("batch")), &hot);
-    let Decision::Route(route) = routed.decision else { panic!("{:?}", routed.decision) };
+    let Decision::Route(route) = routed.decision else {
+        panic!("{:?}", routed.decision)
+    };
     let order: Vec<_> = route.targets.iter().map(|t| t.node.as_str()).collect();
     assert_eq!(order, ["ryzen", "xeon"]);
-    assert!(route.reason.contains("rule 'batch'") && route.reason.contains("avoided xeon GPU at 91C"), "{}", route.reason);
+    assert!(
+        route.reason.contains("rule 'batch'") && route.reason.contains("avoided xeon GPU at 91C"),
+        "{}",
+        route.reason
+    );
     assert_eq!(route.targets[0].model, "Qwen/Qwen2.5-Coder-7B-Instruct");
 }
 
@@ -56,8 +89,12 @@ fn a_chain_narrows_with_the_first_stage_and_orders_with_the_second() {
 fn rollback_restores_the_previous_policy_and_fails_with_no_history() {
     let engine = engine();
     assert!(matches!(engine.rollback(), Err(PolicyError::NoPrevious)));
-    let least = engine.load_file(&repo_path("policies/least-loaded.toml"), &cluster()).expect("loads");
-    let seed = engine.load_file(&repo_path("policies/seed-rules.toml"), &cluster()).expect("loads");
+    let least = engine
+        .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
+        .expect("loads");
+    let seed = engine
+        .load_file(&repo_path("policies/seed-rules.toml"), &cluster())
+        .expect("loads");
     engine.activate(&least.id).expect("activate");
     engine.activate(&seed.id).expect("activate");
     assert_eq!(engine.view().previous, vec![least.id.to_string()]);
@@ -70,11 +107,17 @@ fn rollback_restores_the_previous_policy_and_fails_with_no_history() {
 fn the_same_document_loads_to_the_same_id_and_an_edit_to_a_new_one() {
     let engine = engine();
     let text = std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("read");
-    let a = engine.load_text(&text, "a", None, &cluster()).expect("loads");
-    let b = engine.load_text(&text, "b", None, &cluster()).expect("loads");
+    let a = engine
+        .load_text(&text, "a", None, &cluster())
+        .expect("loads");
+    let b = engine
+        .load_text(&text, "b", None, &cluster())
+        .expect("loads");
     assert_eq!(a.id, b.id);
     let edited = text.replace("ties go to the faster node", "edited");
-    let c = engine.load_text(&edited, "c", None, &cluster()).expect("loads");
+    let c = engine
+        .load_text(&edited, "c", None, &cluster())
+        .expect("loads");
     assert_ne!(a.id, c.id);
     assert_eq!(engine.view().policies.len(), 2);
 }
@@ -82,7 +125,9 @@ fn the_same_document_loads_to_the_same_id_and_an_edit_to_a_new_one() {
 #[test]
 fn bad_policies_are_refused_with_the_reviewed_message_and_the_active_policy_stays() {
     let engine = engine();
-    let good = engine.load_file(&repo_path("policies/least-loaded.toml"), &cluster()).expect("loads");
+    let good = engine
+        .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
+        .expect("loads");
     engine.activate(&good.id).expect("activate");
     let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
     let bless = std::env::var_os("BLESS").is_some();
@@ -95,7 +140,12 @@ fn bad_policies_are_refused_with_the_reviewed_message_and_the_active_policy_stay
     assert!(cases.len() >= 6, "expected the ui cases, found {cases:?}");
     let mut mismatches = Vec::new();
     for case in cases {
-        let relative = format!("tests/ui/{}", case.file_name().and_then(|n| n.to_str()).unwrap_or_default());
+        let relative = format!(
+            "tests/ui/{}",
+            case.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+        );
         let text = std::fs::read_to_string(&case).expect("read case");
         let error = match engine.load_text(&text, &relative, case.parent(), &cluster()) {
             Ok(policy) => panic!("{relative} was accepted as {}", policy.id),
@@ -108,9 +158,15 @@ fn bad_policies_are_refused_with_the_reviewed_message_and_the_active_policy_stay
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if expected != error {
-            mismatches.push(format!("{relative}\n  expected: {expected}  actual:   {error}"));
+            mismatches.push(format!(
+                "{relative}\n  expected: {expected}  actual:   {error}"
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "messages changed (BLESS=1 to accept):\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "messages changed (BLESS=1 to accept):\n{}",
+        mismatches.join("\n")
+    );
     assert_eq!(engine.view().active.as_deref(), Some(&*good.id));
 }

@@ -17,7 +17,9 @@ pub fn cluster() -> ClusterSnapshot {
 }
 
 pub fn repo_path(relative: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
 }
 
 pub fn request(task: Option<&str>) -> RequestInfo {
@@ -39,7 +41,7 @@ pub fn trigger() -> RequestInfo {
 pub fn hostile_policy(mode: &str) -> String {
     format!(
         "name = \"hostile-{mode}\"\n\
-         [limits]\ndeadline_ms = 25\nmemory_mib = 32\n\
+         [limits]\ndeadline_ms = 100\nmemory_mib = 32\n\
          [[stage]]\ncomponent = {:?}\n\
          [stage.params]\nmode = \"{mode}\"\n",
         switchyard_policy_artifacts::HOSTILE

@@ -12,8 +12,12 @@ use crate::support::*;
 #[test]
 fn swapping_the_active_policy_200_times_under_load_fails_no_decision() {
     let engine = Arc::new(engine());
-    let least = engine.load_file(&repo_path("policies/least-loaded.toml"), &cluster()).expect("least-loaded");
-    let seed = engine.load_file(&repo_path("policies/seed-rules.toml"), &cluster()).expect("seed-rules");
+    let least = engine
+        .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
+        .expect("least-loaded");
+    let seed = engine
+        .load_file(&repo_path("policies/seed-rules.toml"), &cluster())
+        .expect("seed-rules");
     engine.activate(&least.id).expect("activate");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -33,19 +37,37 @@ fn swapping_the_active_policy_200_times_under_load_fails_no_decision() {
                     }
                     req.id = format!("w{worker}-{i}");
                     let routed = engine.decide(&req, &snapshot);
-                    assert!(routed.fault.is_none(), "decision {} faulted: {:?}", req.id, routed.fault);
+                    assert!(
+                        routed.fault.is_none(),
+                        "decision {} faulted: {:?}",
+                        req.id,
+                        routed.fault
+                    );
                     let Decision::Route(route) = &routed.decision else {
                         panic!("decision {} rejected: {:?}", req.id, routed.decision);
                     };
                     if routed.policy_id == least_id {
-                        assert!(route.reason.starts_with("least loaded:"), "{}: {}", least_id, route.reason);
+                        assert!(
+                            route.reason.starts_with("least loaded:"),
+                            "{}: {}",
+                            least_id,
+                            route.reason
+                        );
                         seen[0] += 1;
                     } else if routed.policy_id == seed_id {
-                        assert!(route.reason.starts_with("rule 'development'"), "{}: {}", seed_id, route.reason);
+                        assert!(
+                            route.reason.starts_with("rule 'development'"),
+                            "{}: {}",
+                            seed_id,
+                            route.reason
+                        );
                         assert_eq!(route.targets[0].node, "m4");
                         seen[1] += 1;
                     } else {
-                        panic!("decision {} names an unknown policy {}", req.id, routed.policy_id);
+                        panic!(
+                            "decision {} names an unknown policy {}",
+                            req.id, routed.policy_id
+                        );
                     }
                     decided.fetch_add(1, Ordering::Relaxed);
                 }
@@ -75,9 +97,16 @@ fn swapping_the_active_policy_200_times_under_load_fails_no_decision() {
         totals[0] += seen[0];
         totals[1] += seen[1];
     }
-    assert!(totals[0] > 0 && totals[1] > 0, "both versions decided: {totals:?}");
+    assert!(
+        totals[0] > 0 && totals[1] > 0,
+        "both versions decided: {totals:?}"
+    );
     let view = engine.view();
     assert_eq!(view.fallback_decisions, 0);
     let counted: u64 = view.policies.iter().map(|p| p.stats.decisions).sum();
-    assert_eq!(counted, totals[0] + totals[1], "every decision is counted against exactly one version");
+    assert_eq!(
+        counted,
+        totals[0] + totals[1],
+        "every decision is counted against exactly one version"
+    );
 }

@@ -71,20 +71,27 @@ fn misbehave(mode: Mode, req: &Request) -> Decision {
     match mode {
         Mode::Spin => spin(),
         Mode::MemoryBomb => {
+            // Reserve (memory.grow) without touching the pages: the cap, not the clock, must stop it.
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
-                hoard.push(vec![0xAB; 1 << 20]);
+                hoard.push(Vec::with_capacity(4 << 20));
                 std::hint::black_box(&hoard);
             }
         }
         Mode::Panic => panic!("hostile policy panics on request {}", req.id),
         Mode::UnknownNode => Decision::Route(Route {
-            targets: vec![Target { node: "no-such-node".to_owned(), model: req.model.clone() }],
+            targets: vec![Target {
+                node: "no-such-node".to_owned(),
+                model: req.model.clone(),
+            }],
             reason: "routing to a node that does not exist".to_owned(),
         }),
         Mode::HugeOutput => Decision::Route(Route {
             targets: (0..10_000)
-                .map(|i| Target { node: format!("node-{i}"), model: req.model.clone() })
+                .map(|i| Target {
+                    node: format!("node-{i}"),
+                    model: req.model.clone(),
+                })
                 .collect(),
             reason: "x".repeat(2 << 20),
         }),

@@ -48,7 +48,11 @@ pub fn decide(req: &Request, nodes: &[Node]) -> Decision {
         best.max_concurrency
     );
     Decision::Route(Route {
-        targets: eligible.iter().map(|n| sdk::target_for(n, req)).collect(),
+        targets: eligible
+            .iter()
+            .take(sdk::MAX_TARGETS)
+            .map(|n| sdk::target_for(n, req))
+            .collect(),
         reason,
     })
 }
@@ -74,7 +78,9 @@ mod tests {
         let c = node("c", &[("m", "m-c")], 2);
         let decision = decide(&request("m"), &[a, b, c]);
         assert_eq!(first(&decision), "c");
-        let Decision::Route(route) = decision else { unreachable!() };
+        let Decision::Route(route) = decision else {
+            unreachable!()
+        };
         let order: Vec<_> = route.targets.iter().map(|t| t.node.as_str()).collect();
         assert_eq!(order, ["c", "a", "b"]);
         assert_eq!(route.targets[0].model, "m-c");

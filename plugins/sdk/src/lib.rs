@@ -18,17 +18,28 @@ pub use bindings::switchyard::policy::types::{
     Decision, Gpu, ModelVariant, Node, Reject, Request, Route, Target,
 };
 
-/// Export a type implementing [`Guest`] as the component's policy world.
+/// Export a type implementing [`Guest`] as the component's policy world. The exports exist
+/// only in the Wasm build: natively (unit tests, benchmarks) several policies can then be
+/// linked into one binary.
 #[macro_export]
 macro_rules! export_policy {
     ($ty:ident) => {
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::export_policy_world!($ty with_types_in $crate::bindings);
     };
 }
 
+/// Targets worth returning: the first is the choice, the rest are retries before the first
+/// byte. More than a handful only costs marshalling (the host refuses more than 64).
+pub const MAX_TARGETS: usize = 8;
+
 /// Decode `configure`'s JSON params into a typed config; the error names what was wrong.
 pub fn decode_params<T: serde::de::DeserializeOwned>(params: &str) -> Result<T, String> {
-    let params = if params.trim().is_empty() { "{}" } else { params };
+    let params = if params.trim().is_empty() {
+        "{}"
+    } else {
+        params
+    };
     serde_json::from_str(params).map_err(|e| format!("invalid [params]: {e}"))
 }
 
@@ -72,7 +83,10 @@ pub fn target_for(node: &Node, req: &Request) -> Target {
     let model = variant(node, &req.model)
         .map(|v| v.local.clone())
         .unwrap_or_else(|| req.model.clone());
-    Target { node: node.name.clone(), model }
+    Target {
+        node: node.name.clone(),
+        model,
+    }
 }
 
 /// The rejection for a request no node can take: 404 if no node serves the model at all,

@@ -1,0 +1,27 @@
+#!/usr/bin/env python3
+"""Print the decision benchmark's medians as a Markdown table (run after
+`cargo bench -p switchyard-controller --bench decision`)."""
+import json
+import pathlib
+import sys
+
+root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion/decision")
+
+
+def median_ns(policy, kind, n):
+    path = root / f"{policy}_{kind}" / str(n) / "new" / "estimates.json"
+    if not path.exists():
+        path = root / f"{policy}/{kind}" / str(n) / "new" / "estimates.json"
+    return json.loads(path.read_text())["median"]["point_estimate"]
+
+
+def fmt(ns):
+    return f"{ns / 1000:.2f} µs" if ns >= 1000 else f"{ns:.0f} ns"
+
+
+print("| policy | nodes | Wasm (median) | native (median) | Wasm / native |")
+print("|---|---|---|---|---|")
+for policy in ["least-loaded", "seed-rules"]:
+    for n in [3, 16, 256]:
+        wasm, native = median_ns(policy, "wasm", n), median_ns(policy, "native", n)
+        print(f"| {policy} | {n} | {fmt(wasm)} | {fmt(native)} | {wasm / native:.1f}x |")

@@ -1,0 +1,76 @@
+//! The demo: seed policy active over the seed cluster, explained through the CLI, swapped
+//! through the CLI, stopped cleanly by SIGTERM.
+
+use std::process::Command;
+
+use crate::process::{Controller, policies_copy};
+
+fn first_node(explanation: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(explanation).expect("explain JSON");
+    value["decision"]["route"]["targets"][0]["node"]
+        .as_str()
+        .unwrap_or("none")
+        .to_owned()
+}
+
+#[test]
+fn the_demo_routes_development_production_and_batch_work_to_the_seed_machines() {
+    let policies = policies_copy();
+    let demo = Controller::demo(policies.path());
+    assert!(
+        demo.active().starts_with("seed-rules@"),
+        "{}",
+        demo.active()
+    );
+    for (task, node) in [
+        ("development", "m4"),
+        ("production", "ryzen"),
+        ("batch", "xeon"),
+    ] {
+        let out = demo.cli_ok(&[
+            "route",
+            "explain",
+            "--model",
+            "qwen25-coder-7b",
+            "--task",
+            task,
+            "--max-tokens",
+            "256",
+        ]);
+        assert_eq!(first_node(&out), node, "task {task}: {out}");
+    }
+    let status = demo.stop();
+    assert!(status.success(), "demo exit: {status:?}");
+}
+
+#[test]
+fn the_admin_api_refuses_requests_without_the_admin_token() {
+    let policies = policies_copy();
+    let demo = Controller::demo(policies.path());
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg(format!("{}/admin/policies", demo.url))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "401");
+    let wrong = Command::new(crate::process::BIN)
+        .args(["policy", "list"])
+        .env("SWITCHYARD_CONTROLLER", &demo.url)
+        .env("SWITCHYARD_ADMIN_TOKEN", "not-the-token")
+        .output()
+        .expect("cli");
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: the README's second command, and exactly what .ci/run calls.
+# Installs what the tests need through the project's own files, then runs format and lint
+# checks and every test (unit, policy guests natively, sandbox integration, end-to-end
+# processes) with cargo-nextest, whose summary line ends the output.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# rust-toolchain.toml makes rustup add these on first use; say it explicitly for clarity.
+rustup target add wasm32-wasip2 >/dev/null
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+    cargo install cargo-nextest --locked
+fi
+if ! command -v curl >/dev/null 2>&1; then
+    apt-get update && apt-get install -y curl
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo nextest"
+cargo nextest run --workspace --no-fail-fast
