@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: the README's second command, and exactly what .ci/run calls.
-# Installs what the tests need through the project's own files, then runs format and lint
-# checks and every test (unit, policy guests natively, sandbox integration, end-to-end
-# processes) with cargo-nextest, whose summary line ends the output.
+# Installs what the tests need through the project's own files (the wasm target, cargo-nextest,
+# the real LLM runtimes in .venv), then runs format and lint checks and every test (unit,
+# policy guests natively, sandbox integration, real runtimes, end-to-end processes) with
+# cargo-nextest, whose summary line ends the output.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,6 +17,11 @@ fi
 if ! command -v curl >/dev/null 2>&1; then
     apt-get update && apt-get install -y curl
 fi
+
+# The real inference runtimes (llama.cpp's server, mlx_lm.server) and the Python clients the
+# agent's tests drive, in .venv (idempotent; uses ../shared/wheels when present).
+echo "== tests/runtimes/setup.sh"
+bash tests/runtimes/setup.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

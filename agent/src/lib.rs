@@ -1,1 +1,24 @@
-//! The Switchyard agent. Telemetry, runtime drivers and the controller link arrive with issue #3.
+//! The Switchyard agent: on each machine, it samples telemetry (NVML, sysinfo, battery and
+//! thermal state, the runtime's own queue), drives the local runtime through a driver, and
+//! serves both through an OpenAI-shaped API. It must not depend on the controller or on
+//! wasmtime.
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod init;
+pub mod openai_shapes;
+pub mod performance;
+pub mod server;
+pub mod supervise;
+pub mod telemetry;
+
+/// Write one message for the operator to stdout (the CLI's output, not a log line).
+pub fn say(message: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{message}");
+    let _ = out.flush();
+}

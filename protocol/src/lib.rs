@@ -5,7 +5,12 @@
 mod decision;
 mod request;
 mod snapshot;
+mod telemetry;
 
 pub use decision::{Decision, Reject, Route, Target};
 pub use request::RequestInfo;
 pub use snapshot::{ClusterSnapshot, GpuSample, ModelVariant, NodeSnapshot};
+pub use telemetry::{
+    AgentTelemetry, GpuTelemetry, HostInfo, LoadedModel, NodeLimits, Performance, PowerTelemetry,
+    RuntimeTelemetry, SupervisorState, SystemTelemetry,
+};

@@ -1,0 +1,291 @@
+//! The agent's HTTP API, in OpenAI's shapes, over whatever runtime the node drives:
+//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `GET /v1/models`, and
+//! `GET /telemetry` (the latest sample). Streams are SSE ending in `data: [DONE]`; a
+//! failure after the first byte ends the stream with an explicit error event.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use switchyard_protocol::AgentTelemetry;
+use tokio::sync::watch;
+
+use crate::config::{AgentConfig, RuntimeKind};
+use crate::driver::{DriverError, Event, EventStream, RuntimeDriver};
+use crate::openai_shapes::{self as shapes, ChatBody, CompletionBody, EmbeddingBody, Kind};
+use crate::performance::{Metered, PerformanceTracker};
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Largest request body the agent accepts.
+const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+#[derive(Debug)]
+pub struct AgentApi {
+    pub config: Arc<AgentConfig>,
+    pub driver: Arc<dyn RuntimeDriver>,
+    pub performance: Arc<PerformanceTracker>,
+    pub telemetry: watch::Receiver<AgentTelemetry>,
+}
+
+fn full(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, kind: &str, message: impl AsRef<str>) -> Response<Body> {
+    full(
+        status,
+        &shapes::error_body(message.as_ref(), kind, status.as_u16()),
+    )
+}
+
+fn driver_error(e: &DriverError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let kind = if status == StatusCode::NOT_FOUND {
+        "model_not_found"
+    } else {
+        "runtime_error"
+    };
+    error(status, kind, e.to_string())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn request_id(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{nanos:x}")
+}
+
+impl AgentApi {
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let mut response = self.route(request).await;
+        let headers = response.headers_mut();
+        if let Ok(node) = header::HeaderValue::from_str(&self.config.node) {
+            headers.insert("x-switchyard-node", node);
+        }
+        headers.insert(
+            "x-switchyard-runtime",
+            header::HeaderValue::from_static(self.driver.kind().as_str()),
+        );
+        if self.driver.kind() == RuntimeKind::Simulated {
+            headers.insert(
+                "x-switchyard-simulated",
+                header::HeaderValue::from_static("true"),
+            );
+        }
+        response
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        match (request.method().clone(), path.as_str()) {
+            (Method::GET, "/telemetry") => {
+                let sample = self.telemetry.borrow().clone();
+                full(
+                    StatusCode::OK,
+                    &serde_json::to_value(sample).unwrap_or_default(),
+                )
+            }
+            (Method::GET, "/healthz") => full(
+                StatusCode::OK,
+                &json!({ "status": "ok", "node": self.config.node }),
+            ),
+            (Method::GET, "/v1/models") => self.models().await,
+            (Method::POST, "/v1/chat/completions") => match read_json::<ChatBody>(request).await {
+                Ok(body) => {
+                    let started = Instant::now();
+                    let generation = self.driver.chat(body.request()).await;
+                    self.generation(Kind::Chat, &body.model, body.stream, started, generation)
+                        .await
+                }
+                Err(reply) => reply,
+            },
+            (Method::POST, "/v1/completions") => match read_json::<CompletionBody>(request).await {
+                Ok(body) => {
+                    let started = Instant::now();
+                    let generation = self.driver.complete(body.request()).await;
+                    self.generation(
+                        Kind::Completion,
+                        &body.model,
+                        body.stream,
+                        started,
+                        generation,
+                    )
+                    .await
+                }
+                Err(reply) => reply,
+            },
+            (Method::POST, "/v1/embeddings") => match read_json::<EmbeddingBody>(request).await {
+                Ok(body) => match self.driver.embed(body.request()).await {
+                    Ok(vectors) => {
+                        let data: Vec<Value> = vectors
+                            .into_iter()
+                            .enumerate()
+                            .map(|(index, embedding)| json!({ "object": "embedding", "index": index, "embedding": embedding }))
+                            .collect();
+                        full(
+                            StatusCode::OK,
+                            &json!({ "object": "list", "model": body.model, "data": data }),
+                        )
+                    }
+                    Err(e) => driver_error(&e),
+                },
+                Err(reply) => reply,
+            },
+            (method, path) => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no endpoint {method} {path}"),
+            ),
+        }
+    }
+
+    async fn models(&self) -> Response<Body> {
+        let data: Vec<Value> = self
+            .config
+            .models
+            .iter()
+            .map(|m| json!({ "id": m.local, "object": "model", "owned_by": self.config.node, "logical": m.logical }))
+            .collect();
+        full(StatusCode::OK, &json!({ "object": "list", "data": data }))
+    }
+
+    async fn generation(
+        &self,
+        kind: Kind,
+        model: &str,
+        stream: bool,
+        started: Instant,
+        generation: Result<EventStream, DriverError>,
+    ) -> Response<Body> {
+        let events = match generation {
+            Ok(events) => events,
+            Err(e) => return driver_error(&e),
+        };
+        let metered = Metered::new(
+            events,
+            started,
+            self.performance.clone(),
+            self.performance.start(),
+        );
+        let id = request_id(if kind == Kind::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        });
+        let created = now_secs();
+        if !stream {
+            return match crate::driver::collect(Box::pin(metered)).await {
+                Ok((text, finish, usage)) => full(
+                    StatusCode::OK,
+                    &shapes::whole_reply(kind, &id, created, model, &text, &finish, usage),
+                ),
+                Err(e) => driver_error(&e),
+            };
+        }
+        let model = model.to_owned();
+        let frames = metered
+            .map(move |event| {
+                let text = match event {
+                    Ok(Event::Delta(delta)) => sse(&shapes::chunk(
+                        kind,
+                        &id,
+                        created,
+                        &model,
+                        Some(&delta),
+                        None,
+                    )),
+                    Ok(Event::Done {
+                        finish_reason,
+                        usage,
+                    }) => {
+                        let mut last =
+                            shapes::chunk(kind, &id, created, &model, None, Some(&finish_reason));
+                        last["usage"] = shapes::usage_json(usage);
+                        format!("{}data: [DONE]\n\n", sse(&last))
+                    }
+                    Err(e) => {
+                        tracing::warn!("stream failed after the first byte: {e}");
+                        sse(&shapes::error_body(
+                            &e.to_string(),
+                            "runtime_error",
+                            e.status(),
+                        ))
+                    }
+                };
+                Ok::<_, Infallible>(Frame::data(Bytes::from(text)))
+            })
+            .boxed();
+        let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-cache"),
+        );
+        response
+    }
+}
+
+fn sse(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, Response<Body>> {
+    let body = match Limited::new(request.into_body(), BODY_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!("request body is over {BODY_LIMIT} bytes"),
+            ));
+        }
+        Err(e) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("cannot read the body: {e}"),
+            ));
+        }
+    };
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}

@@ -1,0 +1,220 @@
+//! The `switchyard-agent` command line: `run`, `telemetry --once`, `init`, `bench`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AgentApi;
+use crate::config::AgentConfig;
+use crate::performance::PerformanceTracker;
+use crate::telemetry::Sampler;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard-agent",
+    version,
+    about = "Switchyard's agent: telemetry and the local LLM runtime of one machine"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: sample telemetry and serve the runtime through the agent API.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Local address of the agent API (127.0.0.1:0 picks a free port and prints it).
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        listen: SocketAddr,
+    },
+    /// Detect this machine and write a starting config with the seed's recommendations.
+    Init {
+        /// Where to write the config.
+        #[arg(long, short, default_value = "agent.toml")]
+        output: PathBuf,
+        /// Node name (default: from the hostname).
+        #[arg(long)]
+        node: Option<String>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Time the runtime on each catalog model; saves the results beside the config.
+    Bench {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Rounds at each concurrency.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Tokens generated per request.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: u32,
+    },
+    /// Print telemetry as JSON.
+    Telemetry {
+        /// Print one sample and exit.
+        #[arg(long, required = true)]
+        once: bool,
+        /// Include the runtime and catalog from this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config, listen } => run_agent(config, listen).await,
+        Command::Init {
+            output,
+            node,
+            force,
+        } => {
+            if output.exists() && !force {
+                anyhow::bail!("{} exists; pass --force to overwrite it", output.display());
+            }
+            let mut sampler =
+                Sampler::new(None, None, Arc::new(PerformanceTracker::default()), None);
+            let facts = crate::init::MachineFacts::from_telemetry(&sampler.sample().await);
+            let node = node.unwrap_or_else(|| crate::init::node_name(&facts.hostname));
+            let text = crate::init::recommend(&facts, &node);
+            AgentConfig::parse(&text, "the generated config")?;
+            std::fs::write(&output, &text)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+            crate::say(&format!(
+                "wrote {} ({:?}):
+
+{text}",
+                output.display(),
+                facts.class()
+            ));
+            Ok(())
+        }
+        Command::Bench {
+            config: path,
+            rounds,
+            max_tokens,
+        } => {
+            let config = AgentConfig::load(&path)?;
+            let driver = crate::driver::from_config(&config);
+            let results =
+                crate::bench::run(&config, driver, rounds.max(1), max_tokens.max(2)).await?;
+            let file = AgentConfig::bench_file(&path);
+            std::fs::write(&file, serde_json::to_vec_pretty(&results)?)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+            crate::say(&results.table());
+            crate::say(&format!(
+                "saved to {}; `switchyard-agent run` reports these speeds until it has served requests",
+                file.display()
+            ));
+            Ok(())
+        }
+        Command::Telemetry { once: _, config } => {
+            let config = config
+                .map(|path| AgentConfig::load(&path))
+                .transpose()?
+                .map(Arc::new);
+            let driver = config.as_deref().map(crate::driver::from_config);
+            let mut sampler = Sampler::new(
+                config,
+                driver,
+                Arc::new(PerformanceTracker::default()),
+                None,
+            );
+            // CPU usage is a difference between two refreshes.
+            sampler.sample().await;
+            tokio::time::sleep(
+                sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(Duration::from_millis(250)),
+            )
+            .await;
+            let sample = sampler.sample().await;
+            crate::say(&serde_json::to_string_pretty(&sample)?);
+            Ok(())
+        }
+    }
+}
+
+async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+    let config = Arc::new(AgentConfig::load(&config_path)?);
+    let driver = crate::driver::from_config(&config);
+    let (tokens_per_sec, ttft_ms) =
+        crate::bench::BenchResults::load(&AgentConfig::bench_file(&config_path))
+            .map(|b| b.seed())
+            .unwrap_or((None, None));
+    let performance = Arc::new(PerformanceTracker::seeded(tokens_per_sec, ttft_ms));
+    let shutdown = CancellationToken::new();
+    let (supervisor_state, supervisor_task) = match &config.runtime.command {
+        Some(command) => {
+            let (supervisor, state) =
+                crate::supervise::Supervisor::new(command.clone(), driver.clone());
+            (
+                Some(state),
+                Some(tokio::spawn(supervisor.run(shutdown.clone()))),
+            )
+        }
+        None => (None, None),
+    };
+    let mut sampler = Sampler::new(
+        Some(config.clone()),
+        Some(driver.clone()),
+        performance.clone(),
+        supervisor_state,
+    );
+    let first = sampler.sample().await;
+    let (publish, telemetry) = watch::channel(first);
+    tokio::spawn(sampler.run(
+        publish,
+        Duration::from_millis(config.telemetry_interval_ms),
+        shutdown.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let api = Arc::new(AgentApi {
+        config: config.clone(),
+        driver,
+        performance,
+        telemetry,
+    });
+    crate::say(&format!(
+        "switchyard-agent {} listening on http://{addr}",
+        config.node
+    ));
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    crate::server::serve(listener, api, shutdown.clone()).await;
+    if let Some(task) = supervisor_task {
+        // The supervisor stops the runtime (SIGTERM, then SIGKILL after its grace period).
+        let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    }
+    Ok(())
+}
+
+/// Cancel `shutdown` on Ctrl-C or SIGTERM.
+pub async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        } else {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

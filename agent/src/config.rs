@@ -1,0 +1,261 @@
+//! The agent's TOML configuration (`agent.toml`). Unknown keys are errors naming the file
+//! and key; every field is documented in the README.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the agent config: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid agent config: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        path: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// `agent.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This node's name, e.g. `xeon`. Once agents join over mTLS it must match the
+    /// certificate's name.
+    pub node: String,
+    /// Free-form labels policies can read, e.g. `role = "batch"`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Requests this node runs at once (the seed: m4 1, ryzen 4, xeon 2).
+    pub max_concurrency: u32,
+    /// The largest `max_tokens` this node accepts (the seed: m4 2048, ryzen 4096, xeon 2048).
+    pub max_tokens: u32,
+    /// How often telemetry is sampled, in milliseconds (default 1000, at least 100).
+    #[serde(default = "default_interval")]
+    pub telemetry_interval_ms: u64,
+    pub runtime: RuntimeConfig,
+    /// Logical model name -> what this node's runtime serves it as.
+    #[serde(default, rename = "models")]
+    pub models: Vec<ModelEntry>,
+}
+
+fn default_interval() -> u64 {
+    1000
+}
+
+/// The runtime the agent drives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub kind: RuntimeKind,
+    /// Where the runtime listens, e.g. `http://127.0.0.1:11434` (Ollama) or
+    /// `http://127.0.0.1:8000` (vLLM). Not used by `simulated`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Start and supervise the runtime: the command and its arguments.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Ollama: pull a catalog model that is missing when a request needs it.
+    #[serde(default)]
+    pub pull_on_demand: bool,
+    /// Ollama: how long a model stays loaded after a request (e.g. `"30m"`, `"-1"`).
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+    /// `simulated`: which seed machine to imitate (`m4`, `ryzen`, `xeon`).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Per-request timeout towards the runtime, in seconds (default 600).
+    #[serde(default = "default_timeout")]
+    pub request_timeout_s: u64,
+}
+
+fn default_timeout() -> u64 {
+    600
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    Ollama,
+    Vllm,
+    Mlx,
+    LlamaCpp,
+    /// Any other OpenAI-compatible server (LM Studio, ...).
+    Openai,
+    Simulated,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Ollama => "ollama",
+            RuntimeKind::Vllm => "vllm",
+            RuntimeKind::Mlx => "mlx",
+            RuntimeKind::LlamaCpp => "llama-cpp",
+            RuntimeKind::Openai => "openai",
+            RuntimeKind::Simulated => "simulated",
+        }
+    }
+}
+
+/// One catalog entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// The cluster-wide name clients use, e.g. `qwen25-coder-7b`.
+    pub logical: String,
+    /// The runtime's name for it, e.g. `qwen2.5-coder:7b-instruct-q4_K_M`.
+    pub local: String,
+    #[serde(default)]
+    pub quantization: Option<String>,
+    /// Context window in tokens.
+    pub context_length: u32,
+    /// `best`, `good` or `fast`: what policies may prefer for quality.
+    #[serde(default)]
+    pub tier: Option<String>,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text, &shown)
+    }
+
+    pub fn parse(text: &str, shown: &str) -> Result<Self, ConfigError> {
+        let config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: shown.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(shown)?;
+        Ok(config)
+    }
+
+    fn validate(&self, shown: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: shown.to_owned(),
+            field: field.to_owned(),
+            message,
+        };
+        let name_ok = !self.node.is_empty()
+            && self.node.len() <= 63
+            && self
+                .node
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err(invalid(
+                "node",
+                format!(
+                    "{:?}: use 1-63 lowercase letters, digits and '-'",
+                    self.node
+                ),
+            ));
+        }
+        if self.max_concurrency == 0 {
+            return Err(invalid("max_concurrency", "must be at least 1".into()));
+        }
+        if self.max_tokens == 0 {
+            return Err(invalid("max_tokens", "must be at least 1".into()));
+        }
+        if self.telemetry_interval_ms < 100 {
+            return Err(invalid(
+                "telemetry_interval_ms",
+                "must be at least 100".into(),
+            ));
+        }
+        match self.runtime.kind {
+            RuntimeKind::Simulated => {
+                let profile = self.runtime.profile.as_deref().unwrap_or_default();
+                if crate::driver::simulated::Profile::named(profile).is_none() {
+                    return Err(invalid(
+                        "runtime.profile",
+                        format!(
+                            "{profile:?} is not a simulated machine; use \"m4\", \"ryzen\" or \"xeon\""
+                        ),
+                    ));
+                }
+            }
+            _ => {
+                let Some(url) = &self.runtime.base_url else {
+                    return Err(invalid(
+                        "runtime.base_url",
+                        "is required for this runtime kind, e.g. \"http://127.0.0.1:11434\"".into(),
+                    ));
+                };
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        "runtime.base_url",
+                        format!("{url:?} must start with http:// or https://"),
+                    ));
+                }
+            }
+        }
+        if let Some(command) = &self.runtime.command
+            && command.is_empty()
+        {
+            return Err(invalid(
+                "runtime.command",
+                "is empty; give the program and its arguments".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, model) in self.models.iter().enumerate() {
+            if !seen.insert(&model.logical) {
+                return Err(invalid(
+                    &format!("models[{i}].logical"),
+                    format!("{:?} is listed twice", model.logical),
+                ));
+            }
+            if model.context_length == 0 {
+                return Err(invalid(
+                    &format!("models[{i}].context_length"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn base_url(&self) -> String {
+        self.runtime
+            .base_url
+            .clone()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The catalog as the wire type, with `loaded` from the runtime's list (Ollama names an
+    /// untagged model `name:latest`).
+    pub fn variants(&self, loaded: &[String]) -> Vec<switchyard_protocol::ModelVariant> {
+        self.models
+            .iter()
+            .map(|m| switchyard_protocol::ModelVariant {
+                logical: m.logical.clone(),
+                local: m.local.clone(),
+                quantization: m.quantization.clone(),
+                context_length: m.context_length,
+                loaded: loaded
+                    .iter()
+                    .any(|l| l == &m.local || l.strip_suffix(":latest") == Some(m.local.as_str())),
+            })
+            .collect()
+    }
+
+    /// Where `switchyard-agent bench` keeps its results, beside the config file.
+    pub fn bench_file(config_path: &Path) -> PathBuf {
+        config_path.with_extension("bench.json")
+    }
+}

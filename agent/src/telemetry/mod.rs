@@ -1,0 +1,144 @@
+//! Telemetry: GPUs (NVML), CPU and memory (sysinfo), battery and thermal state, and the
+//! runtime's own queue and models, sampled on its own task and published through a `watch`
+//! channel that the agent's API and (later) its controller link read.
+
+pub mod gpu;
+pub mod power;
+pub mod runtime_state;
+pub mod system;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use switchyard_protocol::{AgentTelemetry, NodeLimits, RuntimeTelemetry, SupervisorState};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::driver::RuntimeDriver;
+use crate::performance::PerformanceTracker;
+
+pub struct Sampler {
+    config: Option<Arc<AgentConfig>>,
+    driver: Option<Arc<dyn RuntimeDriver>>,
+    system: system::SystemProbe,
+    gpus: gpu::GpuProbe,
+    power: power::PowerProbe,
+    performance: Arc<PerformanceTracker>,
+    supervisor: Option<watch::Receiver<SupervisorState>>,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("gpus", &self.gpus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sampler {
+    pub fn new(
+        config: Option<Arc<AgentConfig>>,
+        driver: Option<Arc<dyn RuntimeDriver>>,
+        performance: Arc<PerformanceTracker>,
+        supervisor: Option<watch::Receiver<SupervisorState>>,
+    ) -> Self {
+        Self {
+            config,
+            driver,
+            system: system::SystemProbe::new(),
+            gpus: gpu::GpuProbe::new(),
+            power: power::PowerProbe,
+            performance,
+            supervisor,
+        }
+    }
+
+    pub async fn sample(&mut self) -> AgentTelemetry {
+        let system = self.system.sample();
+        let gpus = self.gpus.sample();
+        let mut power = self.power.sample();
+        let performance = self.performance.snapshot();
+        let runtime = match (&self.config, &self.driver) {
+            (Some(_), Some(driver)) => {
+                let probe = driver.probe().await;
+                if probe.thermal_throttled == Some(true) {
+                    power.thermal_throttled = true;
+                }
+                Some(RuntimeTelemetry {
+                    kind: driver.kind().as_str().to_owned(),
+                    simulated: driver.kind() == crate::config::RuntimeKind::Simulated,
+                    base_url: driver.base_url(),
+                    healthy: probe.healthy,
+                    error: probe.error,
+                    running: probe.running.unwrap_or(performance.in_flight),
+                    waiting: probe.waiting.unwrap_or(0),
+                    kv_cache_usage_pct: probe.kv_cache_usage_pct,
+                    loaded_models: probe.loaded,
+                    supervisor: self.supervisor.as_ref().map(|rx| rx.borrow().clone()),
+                })
+            }
+            _ => None,
+        };
+        if gpus
+            .iter()
+            .any(|g| g.throttle_reasons.iter().any(|r| r.contains("thermal")))
+        {
+            power.thermal_throttled = true;
+        }
+        let loaded: Vec<String> = runtime
+            .as_ref()
+            .map(|r| r.loaded_models.iter().map(|m| m.name.clone()).collect())
+            .unwrap_or_default();
+        let config = self.config.as_deref();
+        AgentTelemetry {
+            node: config
+                .map(|c| c.node.clone())
+                .unwrap_or_else(|| self.system.host().hostname),
+            sampled_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            labels: config
+                .map(|c| {
+                    c.labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            host: self.system.host(),
+            system,
+            gpus,
+            gpu_status: self.gpus.status().to_owned(),
+            power,
+            runtime,
+            limits: NodeLimits {
+                max_concurrency: config.map(|c| c.max_concurrency).unwrap_or(0),
+                max_tokens: config.map(|c| c.max_tokens).unwrap_or(0),
+            },
+            models: config.map(|c| c.variants(&loaded)).unwrap_or_default(),
+            performance,
+        }
+    }
+
+    /// Sample every `interval` until cancelled, publishing each sample.
+    pub async fn run(
+        mut self,
+        publish: watch::Sender<AgentTelemetry>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let sample = self.sample().await;
+            publish.send_replace(sample);
+        }
+    }
+}

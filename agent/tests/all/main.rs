@@ -1,0 +1,12 @@
+//! Integration tests of the agent: drivers against REAL runtimes (llama.cpp's server and
+//! `mlx_lm.server` with a tiny generated model), the Ollama driver against a test double of
+//! Ollama's documented API backed by llama.cpp, and the real `switchyard-agent` process.
+//! `tests/runtimes/setup.sh` (run by the test command) installs the runtimes.
+
+mod support;
+
+mod agent_process;
+mod config_errors;
+mod ollama_driver;
+mod openai_driver;
+mod supervision;

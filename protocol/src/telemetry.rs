@@ -1,0 +1,183 @@
+//! What an agent reports about its machine and runtime: one JSON document per sample.
+//! `switchyard-agent telemetry --once` prints it; the controller turns it into the
+//! policy-facing [`crate::NodeSnapshot`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::ModelVariant;
+
+/// One telemetry sample of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTelemetry {
+    /// The node's name (the certificate's, once agents connect over mTLS).
+    pub node: String,
+    /// Milliseconds since the Unix epoch when the sample was taken.
+    pub sampled_at_ms: u64,
+    pub agent_version: String,
+    #[serde(default)]
+    pub labels: Vec<(String, String)>,
+    pub host: HostInfo,
+    pub system: SystemTelemetry,
+    /// Empty when the machine has no NVIDIA GPU or no driver; `gpu_status` says which.
+    #[serde(default)]
+    pub gpus: Vec<GpuTelemetry>,
+    /// `ok (driver 580.x, 1 GPU)` or why NVML is unavailable.
+    pub gpu_status: String,
+    pub power: PowerTelemetry,
+    /// Absent when the agent has no runtime configured (`telemetry --once` without config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeTelemetry>,
+    pub limits: NodeLimits,
+    #[serde(default)]
+    pub models: Vec<ModelVariant>,
+    pub performance: Performance,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub os: String,
+    pub os_version: String,
+    pub arch: String,
+    pub cpu_brand: String,
+    pub cpu_cores: u32,
+    /// Apple Silicon (unified memory, MLX-capable).
+    pub apple_silicon: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemTelemetry {
+    pub cpu_util_pct: f32,
+    pub mem_used_mb: u64,
+    pub mem_total_mb: u64,
+    pub swap_used_mb: u64,
+    pub swap_total_mb: u64,
+    pub load_1m: f64,
+    pub load_5m: f64,
+    pub load_15m: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuTelemetry {
+    pub index: u32,
+    pub name: String,
+    pub uuid: String,
+    pub util_pct: f32,
+    pub mem_util_pct: f32,
+    pub mem_used_mb: u64,
+    pub mem_total_mb: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_c: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_w: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_limit_w: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm_clock_mhz: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_clock_mhz: Option<u32>,
+    /// NVML's active clock throttle reasons, e.g. `sw_thermal_slowdown`; `gpu_idle` is not
+    /// a throttle and is left out.
+    #[serde(default)]
+    pub throttle_reasons: Vec<String>,
+}
+
+impl GpuTelemetry {
+    /// A throttle that costs speed (power or thermal), as policies see it.
+    pub fn throttled(&self) -> bool {
+        self.throttle_reasons
+            .iter()
+            .any(|r| r.contains("thermal") || r.contains("power") || r.contains("slowdown"))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerTelemetry {
+    /// `None` where the machine has no battery or the OS does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_battery: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_pct: Option<f32>,
+    /// The OS's thermal pressure level where exposed (macOS: `nominal`, `moderate`,
+    /// `heavy`, `trapping`, `sleeping`); on Linux, the hottest thermal zone above its trip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thermal_pressure: Option<String>,
+    pub thermal_throttled: bool,
+    /// Where these figures came from (`pmset`, `/sys/class/power_supply`, ...).
+    pub source: String,
+}
+
+/// The runtime's own view of its work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeTelemetry {
+    /// `ollama`, `vllm`, `mlx`, `llama-cpp`, `openai` or `simulated`.
+    pub kind: String,
+    /// True for the simulated runtime: never mistaken for real hardware.
+    pub simulated: bool,
+    pub base_url: String,
+    /// The runtime answered its last health probe.
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Requests the runtime reports running (vLLM, llama.cpp slots) or the agent counts.
+    pub running: u32,
+    /// Requests the runtime reports waiting in its own queue.
+    pub waiting: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_usage_pct: Option<f32>,
+    /// Models resident in the runtime (Ollama `/api/ps`, vLLM and llama.cpp: the served one).
+    #[serde(default)]
+    pub loaded_models: Vec<LoadedModel>,
+    /// Supervision state when the agent runs the runtime itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<SupervisorState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadedModel {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_mb: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorState {
+    /// `starting`, `running`, `backing-off` or `stopped`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLimits {
+    pub max_concurrency: u32,
+    pub max_tokens: u32,
+}
+
+/// Speeds the agent measured on the requests it served (or `switchyard-agent bench`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Performance {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_sec: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f32>,
+    /// Requests these figures are averaged over.
+    pub samples: u64,
+    /// `served` (live requests), `bench` (from `switchyard-agent bench`) or `none`.
+    pub source: String,
+    /// Requests being served by the agent right now.
+    pub in_flight: u32,
+}
