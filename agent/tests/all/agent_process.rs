@@ -247,3 +247,20 @@ async fn bench_times_each_model_and_run_reports_its_figures_until_it_serves() {
         "{reported} vs {speed}"
     );
 }
+
+#[test]
+fn the_telemetry_recorded_on_a_real_h100_parses_and_carries_nvml_figures() {
+    // Printed by `switchyard-agent telemetry --once` on the project's GPU machine (see README).
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/telemetry-h100.json");
+    let t: switchyard_protocol::AgentTelemetry =
+        serde_json::from_slice(&std::fs::read(path).expect("fixture"))
+            .expect("valid AgentTelemetry");
+    assert!(t.gpu_status.starts_with("ok (NVML"), "{}", t.gpu_status);
+    assert_eq!(t.gpus.len(), 1);
+    let gpu = &t.gpus[0];
+    assert_eq!(gpu.name, "NVIDIA H100 80GB HBM3");
+    assert!(
+        gpu.mem_total_mb > 80_000 && gpu.temp_c.is_some() && gpu.power_w.is_some_and(|w| w > 0.0)
+    );
+}
