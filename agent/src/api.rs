@@ -46,10 +46,7 @@ fn full(status: StatusCode, value: &Value) -> Response<Body> {
 }
 
 fn error(status: StatusCode, kind: &str, message: impl AsRef<str>) -> Response<Body> {
-    full(
-        status,
-        &shapes::error_body(message.as_ref(), kind, status.as_u16()),
-    )
+    full(status, &shapes::error_body(message.as_ref(), kind, status.as_u16()))
 }
 
 fn driver_error(e: &DriverError) -> Response<Body> {
@@ -89,10 +86,7 @@ impl AgentApi {
             header::HeaderValue::from_static(self.driver.kind().as_str()),
         );
         if self.driver.kind() == RuntimeKind::Simulated {
-            headers.insert(
-                "x-switchyard-simulated",
-                header::HeaderValue::from_static("true"),
-            );
+            headers.insert("x-switchyard-simulated", header::HeaderValue::from_static("true"));
         }
         response
     }
@@ -102,15 +96,24 @@ impl AgentApi {
         match (request.method().clone(), path.as_str()) {
             (Method::GET, "/telemetry") => {
                 let sample = self.telemetry.borrow().clone();
-                full(
-                    StatusCode::OK,
-                    &serde_json::to_value(sample).unwrap_or_default(),
-                )
+                full(StatusCode::OK, &serde_json::to_value(sample).unwrap_or_default())
             }
-            (Method::GET, "/healthz") => full(
-                StatusCode::OK,
-                &json!({ "status": "ok", "node": self.config.node }),
-            ),
+            (Method::GET, "/telemetry/stream") => self.telemetry_stream(),
+            (Method::POST, "/link/refused") => {
+                // The controller refused this agent (e.g. its certificate names another node).
+                let reason = match Limited::new(request.into_body(), 64 * 1024).collect().await {
+                    Ok(body) => serde_json::from_slice::<Value>(&body.to_bytes())
+                        .ok()
+                        .and_then(|v| v["reason"].as_str().map(str::to_owned)),
+                    Err(_) => None,
+                };
+                tracing::error!(
+                    "the controller refused this agent: {}",
+                    reason.as_deref().unwrap_or("no reason given")
+                );
+                full(StatusCode::OK, &json!({ "ok": true }))
+            }
+            (Method::GET, "/healthz") => full(StatusCode::OK, &json!({ "status": "ok", "node": self.config.node })),
             (Method::GET, "/v1/models") => self.models().await,
             (Method::POST, "/v1/chat/completions") => match read_json::<ChatBody>(request).await {
                 Ok(body) => {
@@ -125,14 +128,8 @@ impl AgentApi {
                 Ok(body) => {
                     let started = Instant::now();
                     let generation = self.driver.complete(body.request()).await;
-                    self.generation(
-                        Kind::Completion,
-                        &body.model,
-                        body.stream,
-                        started,
-                        generation,
-                    )
-                    .await
+                    self.generation(Kind::Completion, &body.model, body.stream, started, generation)
+                        .await
                 }
                 Err(reply) => reply,
             },
@@ -161,6 +158,31 @@ impl AgentApi {
         }
     }
 
+    /// Every telemetry sample as one NDJSON line, for as long as the client reads.
+    fn telemetry_stream(&self) -> Response<Body> {
+        let mut updates = self.telemetry.clone();
+        let lines = async_stream::stream! {
+            loop {
+                let line = {
+                    let sample = updates.borrow_and_update();
+                    let mut line = serde_json::to_vec(&*sample).unwrap_or_default();
+                    line.push(b'\n');
+                    line
+                };
+                yield Ok::<_, Infallible>(Frame::data(Bytes::from(line)));
+                if updates.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(lines)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/x-ndjson"),
+        );
+        response
+    }
+
     async fn models(&self) -> Response<Body> {
         let data: Vec<Value> = self
             .config
@@ -183,17 +205,8 @@ impl AgentApi {
             Ok(events) => events,
             Err(e) => return driver_error(&e),
         };
-        let metered = Metered::new(
-            events,
-            started,
-            self.performance.clone(),
-            self.performance.start(),
-        );
-        let id = request_id(if kind == Kind::Chat {
-            "chatcmpl"
-        } else {
-            "cmpl"
-        });
+        let metered = Metered::new(events, started, self.performance.clone(), self.performance.start());
+        let id = request_id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" });
         let created = now_secs();
         if !stream {
             return match crate::driver::collect(Box::pin(metered)).await {
@@ -208,30 +221,15 @@ impl AgentApi {
         let frames = metered
             .map(move |event| {
                 let text = match event {
-                    Ok(Event::Delta(delta)) => sse(&shapes::chunk(
-                        kind,
-                        &id,
-                        created,
-                        &model,
-                        Some(&delta),
-                        None,
-                    )),
-                    Ok(Event::Done {
-                        finish_reason,
-                        usage,
-                    }) => {
-                        let mut last =
-                            shapes::chunk(kind, &id, created, &model, None, Some(&finish_reason));
+                    Ok(Event::Delta(delta)) => sse(&shapes::chunk(kind, &id, created, &model, Some(&delta), None)),
+                    Ok(Event::Done { finish_reason, usage }) => {
+                        let mut last = shapes::chunk(kind, &id, created, &model, None, Some(&finish_reason));
                         last["usage"] = shapes::usage_json(usage);
                         format!("{}data: [DONE]\n\n", sse(&last))
                     }
                     Err(e) => {
                         tracing::warn!("stream failed after the first byte: {e}");
-                        sse(&shapes::error_body(
-                            &e.to_string(),
-                            "runtime_error",
-                            e.status(),
-                        ))
+                        sse(&shapes::error_body(&e.to_string(), "runtime_error", e.status()))
                     }
                 };
                 Ok::<_, Infallible>(Frame::data(Bytes::from(text)))
@@ -243,10 +241,7 @@ impl AgentApi {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/event-stream"),
         );
-        headers.insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-cache"),
-        );
+        headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
         response
     }
 }
@@ -255,18 +250,10 @@ fn sse(value: &Value) -> String {
     format!("data: {value}\n\n")
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
-    request: Request<Incoming>,
-) -> Result<T, Response<Body>> {
-    let body = match Limited::new(request.into_body(), BODY_LIMIT)
-        .collect()
-        .await
-    {
+async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, Response<Body>> {
+    let body = match Limited::new(request.into_body(), BODY_LIMIT).collect().await {
         Ok(body) => body.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",

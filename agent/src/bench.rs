@@ -63,11 +63,7 @@ impl BenchResults {
             for r in [&m.single, &m.loaded] {
                 out.push_str(&format!(
                     "| {} | {} | {:.0} ms | {:.1} | {:.1} |\n",
-                    m.logical,
-                    r.concurrency,
-                    r.ttft_ms,
-                    r.tokens_per_sec,
-                    r.aggregate_tokens_per_sec
+                    m.logical, r.concurrency, r.ttft_ms, r.tokens_per_sec, r.aggregate_tokens_per_sec
                 ));
             }
         }
@@ -76,11 +72,7 @@ impl BenchResults {
 }
 
 /// One timed request: (TTFT ms, decode tokens/s, tokens).
-async fn one(
-    driver: Arc<dyn RuntimeDriver>,
-    model: String,
-    max_tokens: u32,
-) -> anyhow::Result<(f32, f32, u32)> {
+async fn one(driver: Arc<dyn RuntimeDriver>, model: String, max_tokens: u32) -> anyhow::Result<(f32, f32, u32)> {
     let request = ChatRequest {
         model,
         messages: vec![ChatMessage {
@@ -155,10 +147,7 @@ pub async fn run(
     rounds: u32,
     max_tokens: u32,
 ) -> anyhow::Result<BenchResults> {
-    anyhow::ensure!(
-        !config.models.is_empty(),
-        "the config lists no [[models]] to time"
-    );
+    anyhow::ensure!(!config.models.is_empty(), "the config lists no [[models]] to time");
     let mut models = Vec::new();
     for model in &config.models {
         // One untimed request loads the model.
@@ -166,14 +155,7 @@ pub async fn run(
             .await
             .map_err(|e| anyhow::anyhow!("model {}: {e}", model.local))?;
         let single = measure(&driver, &model.local, 1, rounds, max_tokens).await?;
-        let loaded = measure(
-            &driver,
-            &model.local,
-            config.max_concurrency,
-            rounds,
-            max_tokens,
-        )
-        .await?;
+        let loaded = measure(&driver, &model.local, config.max_concurrency, rounds, max_tokens).await?;
         models.push(ModelResult {
             logical: model.logical.clone(),
             local: model.local.clone(),

@@ -72,22 +72,16 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config, listen } => run_agent(config, listen).await,
-        Command::Init {
-            output,
-            node,
-            force,
-        } => {
+        Command::Init { output, node, force } => {
             if output.exists() && !force {
                 anyhow::bail!("{} exists; pass --force to overwrite it", output.display());
             }
-            let mut sampler =
-                Sampler::new(None, None, Arc::new(PerformanceTracker::default()), None);
+            let mut sampler = Sampler::new(None, None, Arc::new(PerformanceTracker::default()), None);
             let facts = crate::init::MachineFacts::from_telemetry(&sampler.sample().await);
             let node = node.unwrap_or_else(|| crate::init::node_name(&facts.hostname));
             let text = crate::init::recommend(&facts, &node);
             AgentConfig::parse(&text, "the generated config")?;
-            std::fs::write(&output, &text)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+            std::fs::write(&output, &text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
             crate::say(&format!(
                 "wrote {} ({:?}):
 
@@ -104,8 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = AgentConfig::load(&path)?;
             let driver = crate::driver::from_config(&config);
-            let results =
-                crate::bench::run(&config, driver, rounds.max(1), max_tokens.max(2)).await?;
+            let results = crate::bench::run(&config, driver, rounds.max(1), max_tokens.max(2)).await?;
             let file = AgentConfig::bench_file(&path);
             std::fs::write(&file, serde_json::to_vec_pretty(&results)?)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
@@ -117,23 +110,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Telemetry { once: _, config } => {
-            let config = config
-                .map(|path| AgentConfig::load(&path))
-                .transpose()?
-                .map(Arc::new);
+            let config = config.map(|path| AgentConfig::load(&path)).transpose()?.map(Arc::new);
             let driver = config.as_deref().map(crate::driver::from_config);
-            let mut sampler = Sampler::new(
-                config,
-                driver,
-                Arc::new(PerformanceTracker::default()),
-                None,
-            );
+            let mut sampler = Sampler::new(config, driver, Arc::new(PerformanceTracker::default()), None);
             // CPU usage is a difference between two refreshes.
             sampler.sample().await;
-            tokio::time::sleep(
-                sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(Duration::from_millis(250)),
-            )
-            .await;
+            tokio::time::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(Duration::from_millis(250))).await;
             let sample = sampler.sample().await;
             crate::say(&serde_json::to_string_pretty(&sample)?);
             Ok(())
@@ -144,20 +126,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     let config = Arc::new(AgentConfig::load(&config_path)?);
     let driver = crate::driver::from_config(&config);
-    let (tokens_per_sec, ttft_ms) =
-        crate::bench::BenchResults::load(&AgentConfig::bench_file(&config_path))
-            .map(|b| b.seed())
-            .unwrap_or((None, None));
+    let (tokens_per_sec, ttft_ms) = crate::bench::BenchResults::load(&AgentConfig::bench_file(&config_path))
+        .map(|b| b.seed())
+        .unwrap_or((None, None));
     let performance = Arc::new(PerformanceTracker::seeded(tokens_per_sec, ttft_ms));
     let shutdown = CancellationToken::new();
     let (supervisor_state, supervisor_task) = match &config.runtime.command {
         Some(command) => {
-            let (supervisor, state) =
-                crate::supervise::Supervisor::new(command.clone(), driver.clone());
-            (
-                Some(state),
-                Some(tokio::spawn(supervisor.run(shutdown.clone()))),
-            )
+            let (supervisor, state) = crate::supervise::Supervisor::new(command.clone(), driver.clone());
+            (Some(state), Some(tokio::spawn(supervisor.run(shutdown.clone()))))
         }
         None => (None, None),
     };
@@ -185,12 +162,16 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
         performance,
         telemetry,
     });
-    crate::say(&format!(
-        "switchyard-agent {} listening on http://{addr}",
-        config.node
-    ));
+    crate::say(&format!("switchyard-agent {} listening on http://{addr}", config.node));
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    let link_task = config
+        .controller
+        .clone()
+        .map(|link| tokio::spawn(crate::link::Link::new(link, api.clone()).run(shutdown.clone())));
     crate::server::serve(listener, api, shutdown.clone()).await;
+    if let Some(task) = link_task {
+        let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+    }
     if let Some(task) = supervisor_task {
         // The supervisor stops the runtime (SIGTERM, then SIGKILL after its grace period).
         let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
@@ -202,9 +183,7 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
 pub async fn stop_on_signal(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -45,6 +45,36 @@ pub struct AgentConfig {
     /// Logical model name -> what this node's runtime serves it as.
     #[serde(default, rename = "models")]
     pub models: Vec<ModelEntry>,
+    /// The controller to join over mTLS. Absent: the agent serves only its local API.
+    #[serde(default)]
+    pub controller: Option<ControllerLink>,
+}
+
+/// How the agent reaches the controller. The paths are relative to the config file; they
+/// are read again at every connection attempt, so replaced certificates take effect at the
+/// next handshake.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerLink {
+    /// `host:port` of the controller's agent endpoint, e.g. `controller.lan:7443`.
+    pub address: String,
+    /// The name the controller's certificate must carry (default: the host of `address`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// The cluster CA (`ca.pem` of the bundle from `switchyard certs issue`).
+    pub ca: PathBuf,
+    /// This node's certificate and key (`node.pem`, `node.key`).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ControllerLink {
+    pub fn server_name(&self) -> String {
+        self.server_name.clone().unwrap_or_else(|| {
+            let host = self.address.rsplit_once(':').map(|(h, _)| h).unwrap_or(&self.address);
+            host.trim_start_matches('[').trim_end_matches(']').to_owned()
+        })
+    }
 }
 
 fn default_interval() -> u64 {
@@ -157,10 +187,7 @@ impl AgentConfig {
         if !name_ok {
             return Err(invalid(
                 "node",
-                format!(
-                    "{:?}: use 1-63 lowercase letters, digits and '-'",
-                    self.node
-                ),
+                format!("{:?}: use 1-63 lowercase letters, digits and '-'", self.node),
             ));
         }
         if self.max_concurrency == 0 {
@@ -170,10 +197,7 @@ impl AgentConfig {
             return Err(invalid("max_tokens", "must be at least 1".into()));
         }
         if self.telemetry_interval_ms < 100 {
-            return Err(invalid(
-                "telemetry_interval_ms",
-                "must be at least 100".into(),
-            ));
+            return Err(invalid("telemetry_interval_ms", "must be at least 100".into()));
         }
         match self.runtime.kind {
             RuntimeKind::Simulated => {
@@ -181,9 +205,7 @@ impl AgentConfig {
                 if crate::driver::simulated::Profile::named(profile).is_none() {
                     return Err(invalid(
                         "runtime.profile",
-                        format!(
-                            "{profile:?} is not a simulated machine; use \"m4\", \"ryzen\" or \"xeon\""
-                        ),
+                        format!("{profile:?} is not a simulated machine; use \"m4\", \"ryzen\" or \"xeon\""),
                     ));
                 }
             }
@@ -208,6 +230,14 @@ impl AgentConfig {
             return Err(invalid(
                 "runtime.command",
                 "is empty; give the program and its arguments".into(),
+            ));
+        }
+        if let Some(link) = &self.controller
+            && !link.address.contains(':')
+        {
+            return Err(invalid(
+                "controller.address",
+                format!("{:?} needs a port, e.g. \"controller.lan:7443\"", link.address),
             ));
         }
         let mut seen = std::collections::HashSet::new();

@@ -34,19 +34,13 @@ impl MachineFacts {
     pub fn from_telemetry(t: &AgentTelemetry) -> Self {
         Self {
             hostname: t.host.hostname.clone(),
-            os: format!("{} {}", t.host.os, t.host.os_version)
-                .trim()
-                .to_owned(),
+            os: format!("{} {}", t.host.os, t.host.os_version).trim().to_owned(),
             arch: t.host.arch.clone(),
             cpu_brand: t.host.cpu_brand.clone(),
             cpu_cores: t.host.cpu_cores,
             ram_mb: t.system.mem_total_mb,
             apple_silicon: t.host.apple_silicon,
-            gpus: t
-                .gpus
-                .iter()
-                .map(|g| (g.name.clone(), g.mem_total_mb))
-                .collect(),
+            gpus: t.gpus.iter().map(|g| (g.name.clone(), g.mem_total_mb)).collect(),
         }
     }
 
@@ -165,20 +159,8 @@ pub fn recommend(facts: &MachineFacts, node: &str) -> String {
                     32768,
                     "good",
                 ),
-                (
-                    "neural-chat-7b",
-                    "neural-chat:7b-v3.3-q4_K_M",
-                    "Q4_K_M",
-                    8192,
-                    "fast",
-                ),
-                (
-                    "mistral-7b",
-                    "mistral:7b-instruct-q4_K_M",
-                    "Q4_K_M",
-                    32768,
-                    "good",
-                ),
+                ("neural-chat-7b", "neural-chat:7b-v3.3-q4_K_M", "Q4_K_M", 8192, "fast"),
+                ("mistral-7b", "mistral:7b-instruct-q4_K_M", "Q4_K_M", 32768, "good"),
             ],
         ),
         MachineClass::CpuOnly => (
@@ -249,13 +231,9 @@ mod tests {
         ];
         for (facts, kind, concurrency, max_tokens, role) in cases {
             let text = recommend(&facts, &node_name(&facts.hostname));
-            let config =
-                AgentConfig::parse(&text, "init").unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let config = AgentConfig::parse(&text, "init").unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert_eq!(config.runtime.kind, kind, "{text}");
-            assert_eq!(
-                (config.max_concurrency, config.max_tokens),
-                (concurrency, max_tokens)
-            );
+            assert_eq!((config.max_concurrency, config.max_tokens), (concurrency, max_tokens));
             assert_eq!(config.labels["role"], role);
             assert_eq!(config.node, "ryzen-box");
             assert!(!config.models.is_empty());

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod init;
+pub mod link;
 pub mod openai_shapes;
 pub mod performance;
 pub mod server;

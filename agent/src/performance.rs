@@ -40,11 +40,7 @@ fn ewma(old: Option<f32>, new: f32) -> f32 {
 impl PerformanceTracker {
     /// Start from figures measured by `switchyard-agent bench`.
     pub fn seeded(tokens_per_sec: Option<f32>, ttft_ms: Option<f32>) -> Self {
-        let source = if tokens_per_sec.is_some() {
-            "bench"
-        } else {
-            "none"
-        };
+        let source = if tokens_per_sec.is_some() { "bench" } else { "none" };
         Self {
             figures: Mutex::new(Figures {
                 tokens_per_sec,
@@ -68,10 +64,7 @@ impl PerformanceTracker {
         self.with(|f| {
             f.ttft_ms = Some(ewma(f.ttft_ms.filter(|_| f.source == "served"), ttft_ms));
             if let Some(speed) = tokens_per_sec {
-                f.tokens_per_sec = Some(ewma(
-                    f.tokens_per_sec.filter(|_| f.source == "served"),
-                    speed,
-                ));
+                f.tokens_per_sec = Some(ewma(f.tokens_per_sec.filter(|_| f.source == "served"), speed));
             }
             f.samples += 1;
             f.source = "served";
@@ -99,9 +92,7 @@ impl PerformanceTracker {
     /// Count a request as in flight until the guard drops.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            tracker: self.clone(),
-        }
+        InFlight { tracker: self.clone() }
     }
 }
 
@@ -136,12 +127,7 @@ impl<S> std::fmt::Debug for Metered<S> {
 }
 
 impl<S> Metered<S> {
-    pub fn new(
-        inner: S,
-        started: Instant,
-        tracker: Arc<PerformanceTracker>,
-        in_flight: InFlight,
-    ) -> Self {
+    pub fn new(inner: S, started: Instant, tracker: Arc<PerformanceTracker>, in_flight: InFlight) -> Self {
         Self {
             inner,
             started,

@@ -34,11 +34,7 @@ pub async fn serve(listener: TcpListener, api: Arc<AgentApi>, shutdown: Cancella
             let api = api.clone();
             async move { Ok::<_, std::convert::Infallible>(api.handle(request).await) }
         });
-        let connection = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "connection ended: {e}");

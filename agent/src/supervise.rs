@@ -27,24 +27,14 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(
-        command: Vec<String>,
-        driver: Arc<dyn RuntimeDriver>,
-    ) -> (Self, watch::Receiver<SupervisorState>) {
+    pub fn new(command: Vec<String>, driver: Arc<dyn RuntimeDriver>) -> (Self, watch::Receiver<SupervisorState>) {
         let (state, receiver) = watch::channel(SupervisorState {
             state: "starting".to_owned(),
             pid: None,
             restarts: 0,
             last_exit: None,
         });
-        (
-            Self {
-                command,
-                driver,
-                state,
-            },
-            receiver,
-        )
+        (Self { command, driver, state }, receiver)
     }
 
     fn set(&self, f: impl FnOnce(&mut SupervisorState)) {
@@ -117,10 +107,7 @@ impl Supervisor {
                 Ok(status) => status.to_string(),
                 Err(e) => format!("wait failed: {e}"),
             };
-            tracing::warn!(
-                ?pid,
-                "runtime exited ({described}); restarting in {backoff:?}"
-            );
+            tracing::warn!(?pid, "runtime exited ({described}); restarting in {backoff:?}");
             self.set(|s| {
                 s.state = "backing-off".into();
                 s.pid = None;
@@ -139,10 +126,7 @@ impl Supervisor {
 /// SIGTERM, then SIGKILL after the grace period.
 async fn stop(child: &mut Child) {
     if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await;
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
         if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
             return;
         }

@@ -100,8 +100,7 @@ fn policies_dir() -> std::path::PathBuf {
 }
 
 fn seed_params() -> seed_rules::Params {
-    let text =
-        std::fs::read_to_string(policies_dir().join("seed-rules.toml")).expect("seed-rules.toml");
+    let text = std::fs::read_to_string(policies_dir().join("seed-rules.toml")).expect("seed-rules.toml");
     let spec: toml::Table = toml::from_str(&text).expect("toml");
     let params = &spec["stage"].as_array().expect("stages")[0]["params"];
     serde_json::from_value(serde_json::to_value(params).expect("json")).expect("params")
@@ -110,16 +109,10 @@ fn seed_params() -> seed_rules::Params {
 fn bench_decisions(c: &mut Criterion) {
     let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
     let least = engine
-        .load_file(
-            &policies_dir().join("least-loaded.toml"),
-            &ClusterSnapshot::default(),
-        )
+        .load_file(&policies_dir().join("least-loaded.toml"), &ClusterSnapshot::default())
         .expect("least-loaded");
     let seed = engine
-        .load_file(
-            &policies_dir().join("seed-rules.toml"),
-            &ClusterSnapshot::default(),
-        )
+        .load_file(&policies_dir().join("seed-rules.toml"), &ClusterSnapshot::default())
         .expect("seed-rules");
     let params = seed_params();
 
@@ -156,13 +149,7 @@ fn bench_decisions(c: &mut Criterion) {
             b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
         });
         group.bench_with_input(BenchmarkId::new("seed-rules/native", n), &n, |b, _| {
-            b.iter(|| {
-                seed_rules::decide(
-                    black_box(&params),
-                    black_box(&sdk_req),
-                    black_box(&sdk_nodes),
-                )
-            })
+            b.iter(|| seed_rules::decide(black_box(&params), black_box(&sdk_req), black_box(&sdk_nodes)))
         });
     }
     group.finish();

@@ -26,6 +26,13 @@ pub struct Explanation {
     pub fault: Option<String>,
 }
 
+/// `GET /admin/nodes`: the snapshot policies see, and every agent link.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct NodesView {
+    pub snapshot: ClusterSnapshot,
+    pub links: Vec<crate::node_table::LinkView>,
+}
+
 /// `POST /admin/route/explain` takes a request and, optionally, a snapshot to decide on
 /// instead of the live node table.
 #[derive(Debug, serde::Deserialize, Serialize)]
@@ -89,9 +96,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
                     "the policy document is not UTF-8 TOML",
                 );
             };
-            let activate = query
-                .split('&')
-                .any(|kv| kv == "activate=true" || kv == "activate");
+            let activate = query.split('&').any(|kv| kv == "activate=true" || kv == "activate");
             let engine = app.engine.clone();
             let live = app.nodes.snapshot();
             let text = text.to_owned();
@@ -116,30 +121,19 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
                 ),
             }
         }
-        (&Method::POST, ["components"]) => {
-            match read_body(request.into_body(), COMPONENT_LIMIT).await {
-                Ok(body) => {
-                    let reference = app.engine.upload_component(body.to_vec());
-                    json(
-                        StatusCode::CREATED,
-                        &serde_json::json!({ "component": reference }),
-                    )
-                }
-                Err(reply) => reply,
+        (&Method::POST, ["components"]) => match read_body(request.into_body(), COMPONENT_LIMIT).await {
+            Ok(body) => {
+                let reference = app.engine.upload_component(body.to_vec());
+                json(StatusCode::CREATED, &serde_json::json!({ "component": reference }))
             }
-        }
+            Err(reply) => reply,
+        },
         (&Method::POST, ["policies", id, "activate"]) => match app.engine.activate(id) {
-            Ok(policy) => json(
-                StatusCode::OK,
-                &serde_json::json!({ "active": &*policy.id }),
-            ),
+            Ok(policy) => json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })),
             Err(e) => policy_error(e),
         },
         (&Method::POST, ["rollback"]) => match app.engine.rollback() {
-            Ok(policy) => json(
-                StatusCode::OK,
-                &serde_json::json!({ "active": &*policy.id }),
-            ),
+            Ok(policy) => json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })),
             Err(e) => policy_error(e),
         },
         (&Method::POST, ["route", "explain"]) => {
@@ -171,7 +165,22 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
                 },
             )
         }
-        (&Method::GET, ["nodes"]) => json(StatusCode::OK, &*app.nodes.snapshot()),
+        (&Method::GET, ["nodes"]) => json(
+            StatusCode::OK,
+            &NodesView {
+                snapshot: (*app.nodes.snapshot()).clone(),
+                links: app.nodes.links(),
+            },
+        ),
+        (&Method::GET, ["certs"]) => {
+            let links: Vec<_> = app
+                .nodes
+                .links()
+                .into_iter()
+                .map(|l| serde_json::json!({ "node": l.node, "cert": l.cert }))
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({ "nodes": links }))
+        }
         _ => error_json(
             StatusCode::NOT_FOUND,
             "not_found",

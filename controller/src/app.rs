@@ -26,10 +26,7 @@ pub struct App {
 }
 
 impl Handler for App {
-    fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-    ) -> crate::http::server_future::HandlerFuture {
+    fn handle(self: Arc<Self>, request: Request<Incoming>) -> crate::http::server_future::HandlerFuture {
         Box::pin(async move { route(self, request).await })
     }
 }
@@ -68,6 +65,8 @@ pub struct Settings {
     pub watch_interval: Duration,
     pub engine: EngineOptions,
     pub snapshot: ClusterSnapshot,
+    /// Where agents link in, and the link's certificates.
+    pub agents: Option<(SocketAddr, crate::agents::TlsPaths)>,
 }
 
 /// A controller that has bound its port and loaded its policies.
@@ -75,8 +74,11 @@ pub struct Settings {
 pub struct Running {
     pub addr: SocketAddr,
     pub app: Arc<App>,
+    /// Where agents link in, if configured.
+    pub agents_addr: Option<SocketAddr>,
     listener: TcpListener,
     watcher: Option<PolicyDirWatcher>,
+    agents: Option<crate::agents::AgentListener>,
 }
 
 /// Load policies, activate, bind. Errors here are start-up errors (bad config, bad policy
@@ -86,12 +88,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let nodes = Arc::new(NodeTable::new(settings.snapshot));
     let watcher = match &settings.policy_dir {
         Some(dir) => {
-            let mut watcher = PolicyDirWatcher::new(
-                dir.clone(),
-                engine.clone(),
-                nodes.clone(),
-                settings.watch_interval,
-            );
+            let mut watcher =
+                PolicyDirWatcher::new(dir.clone(), engine.clone(), nodes.clone(), settings.watch_interval);
             let (watcher, report) = tokio::task::spawn_blocking(move || {
                 let report = watcher.scan();
                 (watcher, report)
@@ -101,12 +99,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 tracing::error!(file = %path.display(), "policy refused: {error}");
             }
             if let Some(active) = &settings.active_policy {
-                engine.activate(active).map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot activate policy {active:?} from {}: {e}",
-                        dir.display()
-                    )
-                })?;
+                engine
+                    .activate(active)
+                    .map_err(|e| anyhow::anyhow!("cannot activate policy {active:?} from {}: {e}", dir.display()))?;
             }
             Some(watcher)
         }
@@ -116,6 +111,23 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr()?;
+    let agents = match settings.agents {
+        Some((listen, paths)) => {
+            let tls =
+                crate::agents::ServerTls::load(paths).map_err(|e| anyhow::anyhow!("agent link certificates: {e:#}"))?;
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for agents on {listen}: {e}"))?;
+            Some(crate::agents::AgentListener::new(
+                listener,
+                Arc::new(tls),
+                nodes.clone(),
+                Default::default(),
+            ))
+        }
+        None => None,
+    };
+    let agents_addr = agents.as_ref().map(|a| a.local_addr()).transpose()?;
     let app = Arc::new(App {
         engine,
         nodes,
@@ -125,8 +137,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         app,
+        agents_addr,
         listener,
         watcher,
+        agents,
     })
 }
 
@@ -135,6 +149,9 @@ impl Running {
     pub async fn serve(self, shutdown: CancellationToken) {
         if let Some(watcher) = self.watcher {
             tokio::spawn(watcher.run(shutdown.clone()));
+        }
+        if let Some(agents) = self.agents {
+            tokio::spawn(agents.run(shutdown.clone()));
         }
         crate::http::serve(self.listener, self.app, shutdown, Duration::from_secs(10)).await;
     }

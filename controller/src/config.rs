@@ -36,6 +36,22 @@ pub struct ControllerConfig {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Where agents connect (mTLS). Absent: no agents, only the static snapshot.
+    #[serde(default)]
+    pub agents: Option<AgentsConfig>,
+}
+
+/// The agents' link endpoint and its certificates (from `switchyard certs init`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Address agents dial, e.g. `0.0.0.0:7443`.
+    pub listen: SocketAddr,
+    /// The cluster CA (`ca.pem`): agents' certificates must chain to it.
+    pub ca: PathBuf,
+    /// The controller's certificate and key (`controller.pem`, `controller.key`).
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,21 +109,24 @@ impl ControllerConfig {
             path: shown.clone(),
             source,
         })?;
-        let mut config: ControllerConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                path: shown.clone(),
-                message: e.to_string(),
-            })?;
+        let mut config: ControllerConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.admin.token_file = base.join(&config.admin.token_file);
         config.policy.dir = config.policy.dir.map(|d| base.join(d));
         config.cluster.static_snapshot = config.cluster.static_snapshot.map(|s| base.join(s));
+        if let Some(agents) = &mut config.agents {
+            agents.ca = base.join(&agents.ca);
+            agents.cert = base.join(&agents.cert);
+            agents.key = base.join(&agents.key);
+        }
         if config.policy.active.is_some() && config.policy.dir.is_none() {
             return Err(ConfigError::Invalid {
                 path: shown,
                 field: "policy.active",
-                message: "names a policy but `policy.dir` is not set; add `dir = \"policies\"`"
-                    .into(),
+                message: "names a policy but `policy.dir` is not set; add `dir = \"policies\"`".into(),
             });
         }
         if config.policy.watch_interval_ms < 50 {

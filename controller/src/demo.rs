@@ -21,8 +21,7 @@ fn default_policy_dir() -> PathBuf {
 
 fn random_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
     Ok(hex::encode(bytes))
 }
 
@@ -38,6 +37,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>) -> anyhow::Resul
         watch_interval: Duration::from_millis(500),
         engine: EngineOptions::default(),
         snapshot: crate::seed_cluster::seed_cluster(),
+        agents: None,
     };
     let running = app::start(settings).await?;
     let url = format!("http://{}", running.addr);

@@ -190,21 +190,14 @@ fn check(
     let mut problems = Vec::new();
     if fell_back != expect.fallback {
         match fault {
-            Some(fault) => problems.push(format!(
-                "the policy faulted ({fault}) and the fallback decided"
-            )),
-            None => problems.push(
-                "expected a policy fault and the fallback, but the policy decided".to_owned(),
-            ),
+            Some(fault) => problems.push(format!("the policy faulted ({fault}) and the fallback decided")),
+            None => problems.push("expected a policy fault and the fallback, but the policy decided".to_owned()),
         }
     }
     match decision {
         Decision::Reject(reject) => {
             if expect.reject != Some(reject.status) {
-                problems.push(format!(
-                    "rejected with {} ({})",
-                    reject.status, reject.message
-                ));
+                problems.push(format!("rejected with {} ({})", reject.status, reject.message));
             }
         }
         Decision::Route(route) => {
@@ -218,10 +211,7 @@ fn check(
             if let Some(node) = &expect.node
                 && first.map(|t| &t.node) != Some(node)
             {
-                problems.push(format!(
-                    "first node is {:?}, expected {node:?}",
-                    first.map(|t| &t.node)
-                ));
+                problems.push(format!("first node is {:?}, expected {node:?}", first.map(|t| &t.node)));
             }
             if let Some(model) = &expect.model
                 && first.map(|t| &t.model) != Some(model)
@@ -233,21 +223,14 @@ fn check(
             }
             if let Some(targets) = &expect.targets {
                 let actual: Vec<&String> = route.targets.iter().map(|t| &t.node).collect();
-                if actual
-                    .iter()
-                    .map(|s| s.as_str())
-                    .ne(targets.iter().map(|s| s.as_str()))
-                {
+                if actual.iter().map(|s| s.as_str()).ne(targets.iter().map(|s| s.as_str())) {
                     problems.push(format!("targets are {actual:?}, expected {targets:?}"));
                 }
             }
             if let Some(needle) = &expect.reason_contains
                 && !route.reason.contains(needle.as_str())
             {
-                problems.push(format!(
-                    "reason {:?} does not contain {needle:?}",
-                    route.reason
-                ));
+                problems.push(format!("reason {:?} does not contain {needle:?}", route.reason));
             }
         }
     }

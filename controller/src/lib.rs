@@ -2,7 +2,9 @@
 //! each goes, the node table, and the admin API.
 
 pub mod admin;
+pub mod agents;
 pub mod app;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod demo;

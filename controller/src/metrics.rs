@@ -52,11 +52,7 @@ pub fn render(app: &App) -> String {
         "# HELP switchyard_fallback_decisions_total Decisions made by the built-in fallback."
     );
     let _ = writeln!(out, "# TYPE switchyard_fallback_decisions_total counter");
-    let _ = writeln!(
-        out,
-        "switchyard_fallback_decisions_total {}",
-        view.fallback_decisions
-    );
+    let _ = writeln!(out, "switchyard_fallback_decisions_total {}", view.fallback_decisions);
     let _ = writeln!(
         out,
         "# HELP switchyard_policy_reverts_total Reverts to the last known good policy after repeated faults."
@@ -64,10 +60,7 @@ pub fn render(app: &App) -> String {
     let _ = writeln!(out, "# TYPE switchyard_policy_reverts_total counter");
     let _ = writeln!(out, "switchyard_policy_reverts_total {}", view.reverts);
     let snapshot = app.nodes.snapshot();
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_node_healthy Whether the node is in rotation."
-    );
+    let _ = writeln!(out, "# HELP switchyard_node_healthy Whether the node is in rotation.");
     let _ = writeln!(out, "# TYPE switchyard_node_healthy gauge");
     for n in &snapshot.nodes {
         let _ = writeln!(
@@ -77,17 +70,10 @@ pub fn render(app: &App) -> String {
             u8::from(n.healthy)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_node_in_flight Requests running on the node."
-    );
+    let _ = writeln!(out, "# HELP switchyard_node_in_flight Requests running on the node.");
     let _ = writeln!(out, "# TYPE switchyard_node_in_flight gauge");
     for n in &snapshot.nodes {
-        let _ = writeln!(
-            out,
-            "switchyard_node_in_flight{{node=\"{}\"}} {}",
-            n.name, n.in_flight
-        );
+        let _ = writeln!(out, "switchyard_node_in_flight{{node=\"{}\"}} {}", n.name, n.in_flight);
     }
     out
 }

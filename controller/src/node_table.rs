@@ -1,23 +1,67 @@
-//! The node table: the cluster snapshot that policies see, prepared for them once per
-//! change and swapped whole behind an `ArcSwap`, so that the request path reads it without
-//! a lock. Agents feed it (issue #4); until then it holds a static snapshot.
+//! The node table: nodes from the static snapshot (policy development, the demo without
+//! agents) plus every node linked over mTLS, with its latest telemetry, link state and
+//! certificate. Each change rebuilds the cluster snapshot, prepares it for policies once,
+//! and swaps it in behind an `ArcSwap`, so the request path reads it without a lock.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use switchyard_protocol::ClusterSnapshot;
+use serde::{Deserialize, Serialize};
+use switchyard_protocol::tls::CertInfo;
+use switchyard_protocol::{AgentTelemetry, ClusterSnapshot, GpuSample, NodeSnapshot};
 
 use crate::policy::PreparedSnapshot;
 
+/// A node linked over mTLS.
+#[derive(Debug, Clone)]
+struct Linked {
+    telemetry: AgentTelemetry,
+    received_at: Instant,
+    connection: u64,
+    connected: bool,
+    since: SystemTime,
+    cert: CertInfo,
+    peer: String,
+    last_error: Option<String>,
+}
+
+/// What `/admin/nodes` shows about a node's link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkView {
+    pub node: String,
+    pub connected: bool,
+    pub peer: String,
+    /// Seconds since the Unix epoch when the current (or last) link came up.
+    pub since_unix_s: u64,
+    pub telemetry_age_ms: u64,
+    pub cert: CertInfo,
+    pub last_error: Option<String>,
+    pub runtime: Option<String>,
+    pub simulated: bool,
+}
+
 #[derive(Debug)]
 pub struct NodeTable {
+    static_nodes: Vec<NodeSnapshot>,
+    linked: Mutex<HashMap<String, Linked>>,
     prepared: ArcSwap<PreparedSnapshot>,
 }
 
 impl NodeTable {
     pub fn new(snapshot: ClusterSnapshot) -> Self {
         Self {
-            prepared: ArcSwap::from_pointee(PreparedSnapshot::from(snapshot)),
+            prepared: ArcSwap::from_pointee(PreparedSnapshot::from(snapshot.clone())),
+            static_nodes: snapshot.nodes,
+            linked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn linked(&self) -> MutexGuard<'_, HashMap<String, Linked>> {
+        match self.linked.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
@@ -29,8 +73,139 @@ impl NodeTable {
         self.prepared.load_full()
     }
 
+    /// Replace the static nodes' snapshot (linked nodes stay).
     pub fn replace(&self, snapshot: ClusterSnapshot) {
+        let linked = self.linked();
+        self.publish(&snapshot.nodes, &linked);
+    }
+
+    fn rebuild(&self, linked: &HashMap<String, Linked>) {
+        self.publish(&self.static_nodes, linked);
+    }
+
+    fn publish(&self, static_nodes: &[NodeSnapshot], linked: &HashMap<String, Linked>) {
+        let mut nodes: Vec<NodeSnapshot> = static_nodes
+            .iter()
+            .filter(|n| !linked.contains_key(&n.name))
+            .cloned()
+            .collect();
+        let mut names: Vec<&String> = linked.keys().collect();
+        names.sort();
+        for name in names {
+            let entry = &linked[name];
+            nodes.push(to_snapshot(name, entry));
+        }
         self.prepared
-            .store(Arc::new(PreparedSnapshot::from(snapshot)));
+            .store(Arc::new(PreparedSnapshot::from(ClusterSnapshot { nodes })));
+    }
+
+    /// A link came up (or replaced an older one for the same node).
+    pub fn connected(&self, name: &str, connection: u64, peer: String, cert: CertInfo, telemetry: AgentTelemetry) {
+        let mut linked = self.linked();
+        linked.insert(
+            name.to_owned(),
+            Linked {
+                telemetry,
+                received_at: Instant::now(),
+                connection,
+                connected: true,
+                since: SystemTime::now(),
+                cert,
+                peer,
+                last_error: None,
+            },
+        );
+        self.rebuild(&linked);
+    }
+
+    /// New telemetry on a link; ignored if the link was replaced meanwhile.
+    pub fn update(&self, name: &str, connection: u64, telemetry: AgentTelemetry) {
+        let mut linked = self.linked();
+        let Some(entry) = linked.get_mut(name).filter(|e| e.connection == connection) else {
+            return;
+        };
+        entry.telemetry = telemetry;
+        entry.received_at = Instant::now();
+        self.rebuild(&linked);
+    }
+
+    /// A link went down: the node stays listed, unhealthy, until it returns.
+    pub fn disconnected(&self, name: &str, connection: u64, why: String) {
+        let mut linked = self.linked();
+        let Some(entry) = linked.get_mut(name).filter(|e| e.connection == connection) else {
+            return;
+        };
+        entry.connected = false;
+        entry.last_error = Some(why);
+        self.rebuild(&linked);
+    }
+
+    /// Rebuild the snapshot so that telemetry ages (and staleness) stay current.
+    pub fn refresh(&self) {
+        let linked = self.linked();
+        if !linked.is_empty() {
+            self.rebuild(&linked);
+        }
+    }
+
+    pub fn links(&self) -> Vec<LinkView> {
+        let linked = self.linked();
+        let mut views: Vec<LinkView> = linked
+            .iter()
+            .map(|(name, e)| LinkView {
+                node: name.clone(),
+                connected: e.connected,
+                peer: e.peer.clone(),
+                since_unix_s: e.since.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                telemetry_age_ms: e.received_at.elapsed().as_millis() as u64,
+                cert: e.cert.clone(),
+                last_error: e.last_error.clone(),
+                runtime: e.telemetry.runtime.as_ref().map(|r| r.kind.clone()),
+                simulated: e.telemetry.runtime.as_ref().is_some_and(|r| r.simulated),
+            })
+            .collect();
+        views.sort_by(|a, b| a.node.cmp(&b.node));
+        views
+    }
+
+    /// Telemetry older than this marks a connected node unhealthy too.
+    pub const STALE_AFTER: Duration = Duration::from_secs(5);
+}
+
+fn to_snapshot(name: &str, entry: &Linked) -> NodeSnapshot {
+    let t = &entry.telemetry;
+    let runtime = t.runtime.as_ref();
+    let fresh = entry.received_at.elapsed() < NodeTable::STALE_AFTER;
+    NodeSnapshot {
+        name: name.to_owned(),
+        labels: t.labels.clone(),
+        runtime: runtime.map(|r| r.kind.clone()).unwrap_or_else(|| "none".into()),
+        healthy: entry.connected && fresh && runtime.is_some_and(|r| r.healthy),
+        in_flight: t.performance.in_flight.max(runtime.map(|r| r.running).unwrap_or(0)),
+        queued: runtime.map(|r| r.waiting).unwrap_or(0),
+        max_concurrency: t.limits.max_concurrency,
+        max_tokens: t.limits.max_tokens,
+        cpu_util_pct: t.system.cpu_util_pct,
+        mem_used_mb: t.system.mem_used_mb,
+        mem_total_mb: t.system.mem_total_mb,
+        gpus: t
+            .gpus
+            .iter()
+            .map(|g| GpuSample {
+                name: g.name.clone(),
+                util_pct: g.util_pct,
+                mem_used_mb: g.mem_used_mb,
+                mem_total_mb: g.mem_total_mb,
+                temp_c: g.temp_c,
+                power_w: g.power_w,
+                throttled: g.throttled(),
+            })
+            .collect(),
+        on_battery: t.power.on_battery,
+        thermal_throttled: t.power.thermal_throttled,
+        tokens_per_sec: t.performance.tokens_per_sec,
+        ttft_ms: t.performance.ttft_ms,
+        models: t.models.clone(),
+        last_seen_ms: entry.received_at.elapsed().as_millis() as u64,
     }
 }

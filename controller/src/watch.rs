@@ -36,12 +36,7 @@ pub struct PolicyDirWatcher {
 }
 
 impl PolicyDirWatcher {
-    pub fn new(
-        dir: PathBuf,
-        engine: Arc<PolicyEngine>,
-        nodes: Arc<NodeTable>,
-        interval: Duration,
-    ) -> Self {
+    pub fn new(dir: PathBuf, engine: Arc<PolicyEngine>, nodes: Arc<NodeTable>, interval: Duration) -> Self {
         Self {
             dir,
             engine,
@@ -77,10 +72,7 @@ impl PolicyDirWatcher {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            let stamp = (
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                meta.len(),
-            );
+            let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
             if self.seen.get(&path) == Some(&stamp) {
                 continue;
             }

@@ -6,11 +6,13 @@ mod decision;
 mod request;
 mod snapshot;
 mod telemetry;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use decision::{Decision, Reject, Route, Target};
 pub use request::RequestInfo;
 pub use snapshot::{ClusterSnapshot, GpuSample, ModelVariant, NodeSnapshot};
 pub use telemetry::{
-    AgentTelemetry, GpuTelemetry, HostInfo, LoadedModel, NodeLimits, Performance, PowerTelemetry,
-    RuntimeTelemetry, SupervisorState, SystemTelemetry,
+    AgentTelemetry, GpuTelemetry, HostInfo, LoadedModel, NodeLimits, Performance, PowerTelemetry, RuntimeTelemetry,
+    SupervisorState, SystemTelemetry,
 };

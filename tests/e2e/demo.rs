@@ -17,16 +17,8 @@ fn first_node(explanation: &str) -> String {
 fn the_demo_routes_development_production_and_batch_work_to_the_seed_machines() {
     let policies = policies_copy();
     let demo = Controller::demo(policies.path());
-    assert!(
-        demo.active().starts_with("seed-rules@"),
-        "{}",
-        demo.active()
-    );
-    for (task, node) in [
-        ("development", "m4"),
-        ("production", "ryzen"),
-        ("batch", "xeon"),
-    ] {
+    assert!(demo.active().starts_with("seed-rules@"), "{}", demo.active());
+    for (task, node) in [("development", "m4"), ("production", "ryzen"), ("batch", "xeon")] {
         let out = demo.cli_ok(&[
             "route",
             "explain",
@@ -48,15 +40,7 @@ fn the_admin_api_refuses_requests_without_the_admin_token() {
     let policies = policies_copy();
     let demo = Controller::demo(policies.path());
     let output = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
         .arg(format!("{}/admin/policies", demo.url))
         .output()
         .expect("curl");

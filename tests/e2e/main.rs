@@ -3,5 +3,6 @@
 
 mod process;
 
+mod agent_link;
 mod demo;
 mod policy_cli;

@@ -43,13 +43,12 @@ fn uploading_a_policy_with_its_own_component_file_activates_it() {
     )
     .expect("copy wasm");
     let policy = work.path().join("mine.toml");
-    std::fs::write(&policy, "name = \"mine\"\ndescription = \"uploaded\"\n[[stage]]\ncomponent = \"my-balancer.wasm\"\n").expect("write");
-    let out = demo.cli_ok(&[
-        "policy",
-        "upload",
-        policy.to_str().expect("utf-8 path"),
-        "--activate",
-    ]);
+    std::fs::write(
+        &policy,
+        "name = \"mine\"\ndescription = \"uploaded\"\n[[stage]]\ncomponent = \"my-balancer.wasm\"\n",
+    )
+    .expect("write");
+    let out = demo.cli_ok(&["policy", "upload", policy.to_str().expect("utf-8 path"), "--activate"]);
     assert!(out.contains("mine@"), "{out}");
     assert!(demo.active().starts_with("mine@"), "{}", demo.active());
     let components = demo.policies()["policies"]
@@ -62,13 +61,12 @@ fn uploading_a_policy_with_its_own_component_file_activates_it() {
     assert!(components.starts_with("sha256:"), "{components}");
 
     // A broken upload is refused with the reason, and the active policy stays.
-    std::fs::write(&policy, "name = \"mine\"\n[[stage]]\ncomponent = \"builtin:seed-rules\"\n[stage.params]\nrules = []\n").expect("write");
-    let refused = demo.cli(&[
-        "policy",
-        "upload",
-        policy.to_str().expect("utf-8 path"),
-        "--activate",
-    ]);
+    std::fs::write(
+        &policy,
+        "name = \"mine\"\n[[stage]]\ncomponent = \"builtin:seed-rules\"\n[stage.params]\nrules = []\n",
+    )
+    .expect("write");
+    let refused = demo.cli(&["policy", "upload", policy.to_str().expect("utf-8 path"), "--activate"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("at least one rule is needed"), "{stderr}");
@@ -115,11 +113,7 @@ fn editing_the_active_policy_file_swaps_it_in_and_a_broken_edit_is_refused() {
         "log:\n{}",
         demo.log_text()
     );
-    assert!(
-        demo.log_text().contains("unknown field `rulez`"),
-        "{}",
-        demo.log_text()
-    );
+    assert!(demo.log_text().contains("unknown field `rulez`"), "{}", demo.log_text());
     assert_eq!(demo.active(), after);
 }
 

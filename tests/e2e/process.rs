@@ -16,69 +16,170 @@ pub struct Controller {
     child: Child,
     pub url: String,
     pub token: String,
+    /// Where agents link in (`serve` with `[agents]`).
+    pub agents: Option<String>,
     /// Every stderr line so far (the log), filled by a reader thread.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// A child process whose stdout lines and stderr log are collected by reader threads.
+struct Spawned {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn spawn(mut command: Command) -> Spawned {
+    let mut child = command
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start process");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("stderr piped");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().expect("log").push(line);
+        }
+    });
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Spawned { child, stdout: rx, log }
+}
+
+impl Spawned {
+    /// Read stdout until every prefix has been seen once; returns what followed each.
+    fn wait_for_lines(&mut self, prefixes: &[&str], within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
+        while found.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.stdout.recv_timeout(left) else {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "no {prefixes:?} on stdout within {within:?}; log:\n{}",
+                    self.log.lock().expect("log").join("\n")
+                );
+            };
+            for (i, prefix) in prefixes.iter().enumerate() {
+                if found[i].is_none()
+                    && let Some(at) = line.find(prefix)
+                {
+                    found[i] = Some(line[at + prefix.len()..].trim().to_owned());
+                }
+            }
+        }
+        found.into_iter().map(|f| f.unwrap_or_default()).collect()
+    }
+
+    /// Keep draining stdout so the child never blocks on a full pipe.
+    fn drain(&mut self) {
+        let (_, rx) = mpsc::channel();
+        let stdout = std::mem::replace(&mut self.stdout, rx);
+        std::thread::spawn(move || while stdout.recv().is_ok() {});
+    }
+}
+
+/// Send SIGTERM to `child` and wait (bounded) for its exit status.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within 20 s of SIGTERM", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl Controller {
     /// `switchyard demo --listen 127.0.0.1:0 --policies <dir>`.
     pub fn demo(policies: &Path) -> Controller {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["demo", "--listen", "127.0.0.1:0", "--policies"])
             .arg(policies)
-            .env("SWITCHYARD_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start switchyard demo");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr piped");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("log").push(line);
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + READY_WITHIN;
-        let (mut url, mut token) = (None, None);
-        while url.is_none() || token.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!(
-                    "switchyard demo printed no URL and token within {READY_WITHIN:?}; log:\n{}",
-                    log.lock().expect("log").join("\n")
-                )
-            });
-            if let Some(rest) = line.strip_prefix("switchyard listening on ") {
-                url = Some(rest.trim().to_owned());
-            }
-            if let Some(at) = line.find("SWITCHYARD_ADMIN_TOKEN=") {
-                token = Some(
-                    line[at + "SWITCHYARD_ADMIN_TOKEN=".len()..]
-                        .trim()
-                        .to_owned(),
-                );
-            }
-        }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+            .env("SWITCHYARD_LOG", "info");
+        let mut spawned = spawn(command);
+        let found = spawned.wait_for_lines(&["switchyard listening on ", "SWITCHYARD_ADMIN_TOKEN="], READY_WITHIN);
+        spawned.drain();
         Controller {
-            child,
-            url: url.expect("url"),
-            token: token.expect("token"),
-            log,
+            child: spawned.child,
+            url: found[0].clone(),
+            token: found[1].clone(),
+            agents: None,
+            log: spawned.log,
         }
+    }
+
+    /// `switchyard serve --config <config> --listen 127.0.0.1:0 [--agents-listen <addr>]`;
+    /// the admin token is read from `token_file`.
+    pub fn serve(config: &Path, token: &str, agents_listen: &str) -> Controller {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--agents-listen",
+                agents_listen,
+                "--config",
+            ])
+            .arg(config)
+            .env("SWITCHYARD_LOG", "info");
+        let mut spawned = spawn(command);
+        let found = spawned.wait_for_lines(&["switchyard listening on ", "agents link to "], READY_WITHIN);
+        spawned.drain();
+        let agents = found[1].split_whitespace().next().map(str::to_owned);
+        Controller {
+            child: spawned.child,
+            url: found[0].clone(),
+            token: token.to_owned(),
+            agents,
+            log: spawned.log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `GET` an admin endpoint as JSON.
+    pub fn admin(&self, path: &str) -> serde_json::Value {
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-H"])
+            .arg(format!("Authorization: Bearer {}", self.token))
+            .arg(format!("{}{path}", self.url))
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&output.stdout)))
+    }
+
+    /// Whether the node table lists `node` as healthy (`None`: not listed).
+    pub fn node_healthy(&self, node: &str) -> Option<bool> {
+        let nodes = self.admin("/admin/nodes");
+        nodes["snapshot"]["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == node)
+            .and_then(|n| n["healthy"].as_bool())
     }
 
     /// Run the CLI against this controller.
@@ -111,19 +212,12 @@ impl Controller {
             .arg(format!("{}/admin/policies", self.url))
             .output()
             .expect("curl");
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!(
-                "policies JSON: {e}: {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        })
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("policies JSON: {e}: {}", String::from_utf8_lossy(&output.stdout)))
     }
 
     pub fn active(&self) -> String {
-        self.policies()["active"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.policies()["active"].as_str().unwrap_or_default().to_owned()
     }
 
     /// Poll `condition` every 100 ms for at most `within`; true if it held.
@@ -144,19 +238,7 @@ impl Controller {
 
     /// Send SIGTERM and wait for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("switchyard did not exit within 20 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child)
     }
 }
 
@@ -188,4 +270,85 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).expect("copy");
         }
     }
+}
+
+/// The agent binary, built beside `switchyard` by the workspace build.
+pub fn agent_bin() -> std::path::PathBuf {
+    let path = Path::new(BIN).with_file_name("switchyard-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p switchyard-agent`",
+        path.display()
+    );
+    path
+}
+
+/// A real `switchyard-agent run` process.
+pub struct Agent {
+    child: Child,
+    /// The agent's local API.
+    #[allow(dead_code)]
+    pub url: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Start the agent with `config`, optionally inside a network namespace.
+    pub fn start(config: &Path, netns: Option<&str>) -> Agent {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(agent_bin());
+                c
+            }
+            None => Command::new(agent_bin()),
+        };
+        command
+            .args(["run", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("SWITCHYARD_LOG", "info");
+        let mut spawned = spawn(command);
+        let found = spawned.wait_for_lines(&[" listening on "], Duration::from_secs(60));
+        spawned.drain();
+        Agent {
+            child: spawned.child,
+            url: found[0].clone(),
+            log: spawned.log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&mut self.child)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Poll `condition` every 50 ms for at most `within`; true as soon as it holds.
+pub fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
 }

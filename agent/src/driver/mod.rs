@@ -140,9 +140,8 @@ pub fn from_config(config: &AgentConfig) -> Arc<dyn RuntimeDriver> {
             timeout,
         )),
         RuntimeKind::Simulated => {
-            let profile =
-                simulated::Profile::named(config.runtime.profile.as_deref().unwrap_or_default())
-                    .unwrap_or_else(simulated::Profile::xeon);
+            let profile = simulated::Profile::named(config.runtime.profile.as_deref().unwrap_or_default())
+                .unwrap_or_else(simulated::Profile::xeon);
             Arc::new(simulated::SimulatedDriver::new(
                 profile,
                 config.models.iter().map(|m| m.local.clone()).collect(),
@@ -159,13 +158,8 @@ pub async fn collect(mut stream: EventStream) -> Result<(String, String, Usage),
     while let Some(event) = stream.next().await {
         match event? {
             Event::Delta(delta) => text.push_str(&delta),
-            Event::Done {
-                finish_reason,
-                usage,
-            } => return Ok((text, finish_reason, usage)),
+            Event::Done { finish_reason, usage } => return Ok((text, finish_reason, usage)),
         }
     }
-    Err(DriverError::Protocol(
-        "the stream ended without a final event".into(),
-    ))
+    Err(DriverError::Protocol("the stream ended without a final event".into()))
 }

@@ -16,8 +16,8 @@ use ollama_rs::models::ModelOptions;
 use serde_json::{Value, json};
 
 use super::{
-    ChatRequest, CompletionRequest, DriverError, EmbedRequest, Event, EventStream, RuntimeDriver,
-    RuntimeProbe, Sampling, Usage,
+    ChatRequest, CompletionRequest, DriverError, EmbedRequest, Event, EventStream, RuntimeDriver, RuntimeProbe,
+    Sampling, Usage,
 };
 use crate::config::RuntimeKind;
 use crate::telemetry::runtime_state;
@@ -33,12 +33,7 @@ pub struct OllamaDriver {
 }
 
 impl OllamaDriver {
-    pub fn new(
-        base_url: &str,
-        keep_alive: Option<String>,
-        pullable: Vec<String>,
-        timeout: Duration,
-    ) -> Self {
+    pub fn new(base_url: &str, keep_alive: Option<String>, pullable: Vec<String>, timeout: Duration) -> Self {
         let base = base_url.trim_end_matches('/').to_owned();
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
@@ -122,8 +117,8 @@ impl OllamaDriver {
                 OllamaMessage::new(role, m.content.clone())
             })
             .collect();
-        let mut chat = ChatMessageRequest::new(request.model.clone(), messages)
-            .options(Self::options(&request.sampling));
+        let mut chat =
+            ChatMessageRequest::new(request.model.clone(), messages).options(Self::options(&request.sampling));
         if let Some(keep_alive) = self.keep_alive() {
             chat = chat.keep_alive(keep_alive);
         }
@@ -374,14 +369,8 @@ mod tests {
                 unit: TimeUnit::Minutes
             })
         ));
-        assert!(matches!(
-            parse_keep_alive("-1"),
-            Some(KeepAlive::Indefinitely)
-        ));
-        assert!(matches!(
-            parse_keep_alive("0"),
-            Some(KeepAlive::UnloadOnCompletion)
-        ));
+        assert!(matches!(parse_keep_alive("-1"), Some(KeepAlive::Indefinitely)));
+        assert!(matches!(parse_keep_alive("0"), Some(KeepAlive::UnloadOnCompletion)));
         assert!(parse_keep_alive("soon").is_none());
     }
 

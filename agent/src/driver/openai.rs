@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::sse::SseDecoder;
 use super::{
-    ChatRequest, CompletionRequest, DriverError, EmbedRequest, Event, EventStream, RuntimeDriver,
-    RuntimeProbe, Sampling, Usage,
+    ChatRequest, CompletionRequest, DriverError, EmbedRequest, Event, EventStream, RuntimeDriver, RuntimeProbe,
+    Sampling, Usage,
 };
 use crate::config::RuntimeKind;
 use crate::telemetry::runtime_state;
@@ -51,13 +51,7 @@ impl OpenAiDriver {
         }
     }
 
-    async fn stream(
-        &self,
-        path: &str,
-        model: &str,
-        mut body: Value,
-        chat: bool,
-    ) -> Result<EventStream, DriverError> {
+    async fn stream(&self, path: &str, model: &str, mut body: Value, chat: bool) -> Result<EventStream, DriverError> {
         body["stream"] = json!(true);
         body["stream_options"] = json!({ "include_usage": true });
         let response = self
@@ -185,15 +179,13 @@ impl RuntimeDriver for OpenAiDriver {
     async fn chat(&self, request: ChatRequest) -> Result<EventStream, DriverError> {
         let mut body = json!({ "model": request.model, "messages": request.messages });
         sampling_json(&mut body, &request.sampling);
-        self.stream("/v1/chat/completions", &request.model, body, true)
-            .await
+        self.stream("/v1/chat/completions", &request.model, body, true).await
     }
 
     async fn complete(&self, request: CompletionRequest) -> Result<EventStream, DriverError> {
         let mut body = json!({ "model": request.model, "prompt": request.prompt });
         sampling_json(&mut body, &request.sampling);
-        self.stream("/v1/completions", &request.model, body, false)
-            .await
+        self.stream("/v1/completions", &request.model, body, false).await
     }
 
     async fn embed(&self, request: EmbedRequest) -> Result<Vec<Vec<f32>>, DriverError> {
@@ -209,8 +201,8 @@ impl RuntimeDriver for OpenAiDriver {
         if !status.is_success() {
             return Err(upstream_error(status.as_u16(), &text, &request.model));
         }
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| DriverError::Protocol(format!("embeddings: {e}")))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| DriverError::Protocol(format!("embeddings: {e}")))?;
         value["data"]
             .as_array()
             .ok_or_else(|| DriverError::Protocol("embeddings reply has no data".into()))?
@@ -218,14 +210,8 @@ impl RuntimeDriver for OpenAiDriver {
             .map(|item| {
                 item["embedding"]
                     .as_array()
-                    .map(|v| {
-                        v.iter()
-                            .filter_map(|x| x.as_f64().map(|f| f as f32))
-                            .collect()
-                    })
-                    .ok_or_else(|| {
-                        DriverError::Protocol("embedding is not a list of numbers".into())
-                    })
+                    .map(|v| v.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect())
+                    .ok_or_else(|| DriverError::Protocol("embedding is not a list of numbers".into()))
             })
             .collect()
     }
@@ -237,10 +223,7 @@ impl RuntimeDriver for OpenAiDriver {
                 probe.healthy = true;
                 probe.loaded = models
                     .into_iter()
-                    .map(|name| switchyard_protocol::LoadedModel {
-                        name,
-                        vram_mb: None,
-                    })
+                    .map(|name| switchyard_protocol::LoadedModel { name, vram_mb: None })
                     .collect();
             }
             Err(e) => {
@@ -260,12 +243,8 @@ impl RuntimeDriver for OpenAiDriver {
         };
         let queue = match (self.kind, metrics) {
             (RuntimeKind::Vllm, Some(text)) => Some(runtime_state::parse_vllm_metrics(&text)),
-            (_, Some(text)) if text.contains("llamacpp:") => {
-                Some(runtime_state::parse_llama_cpp_metrics(&text))
-            }
-            (_, Some(text)) if text.contains("vllm:") => {
-                Some(runtime_state::parse_vllm_metrics(&text))
-            }
+            (_, Some(text)) if text.contains("llamacpp:") => Some(runtime_state::parse_llama_cpp_metrics(&text)),
+            (_, Some(text)) if text.contains("vllm:") => Some(runtime_state::parse_vllm_metrics(&text)),
             _ => None,
         };
         if let Some(queue) = queue {
@@ -273,11 +252,7 @@ impl RuntimeDriver for OpenAiDriver {
             probe.waiting = queue.waiting.map(|v| v as u32);
             probe.kv_cache_usage_pct = queue.kv_cache_usage_pct.map(|v| v as f32);
         } else if self.kind == RuntimeKind::LlamaCpp
-            && let Ok(response) = self
-                .probe_client
-                .get(format!("{}/slots", self.base))
-                .send()
-                .await
+            && let Ok(response) = self.probe_client.get(format!("{}/slots", self.base)).send().await
             && response.status().is_success()
             && let Ok(slots) = response.json::<Value>().await
         {

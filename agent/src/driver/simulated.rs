@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use super::{
-    ChatRequest, CompletionRequest, DriverError, EmbedRequest, Event, EventStream, RuntimeDriver,
-    RuntimeProbe, Sampling, Usage,
+    ChatRequest, CompletionRequest, DriverError, EmbedRequest, Event, EventStream, RuntimeDriver, RuntimeProbe,
+    Sampling, Usage,
 };
 use crate::config::RuntimeKind;
 
@@ -105,18 +105,16 @@ impl Profile {
 pub fn model_size_b(model: &str) -> Option<f32> {
     let lower = model.to_ascii_lowercase();
     let bytes = lower.as_bytes();
-    (0..bytes.len())
-        .filter(|&i| bytes[i] == b'b')
-        .find_map(|end| {
-            let start = lower[..end]
-                .rfind(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .map(|i| i + 1)
-                .unwrap_or(0);
-            let boundary = end + 1 == bytes.len() || !bytes[end + 1].is_ascii_alphanumeric();
-            (start < end && boundary)
-                .then(|| lower[start..end].parse().ok())
-                .flatten()
-        })
+    (0..bytes.len()).filter(|&i| bytes[i] == b'b').find_map(|end| {
+        let start = lower[..end]
+            .rfind(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let boundary = end + 1 == bytes.len() || !bytes[end + 1].is_ascii_alphanumeric();
+        (start < end && boundary)
+            .then(|| lower[start..end].parse().ok())
+            .flatten()
+    })
 }
 
 #[derive(Debug)]
@@ -186,12 +184,7 @@ impl SimulatedDriver {
         }
     }
 
-    fn generate(
-        &self,
-        model: &str,
-        prompt_text: &str,
-        sampling: &Sampling,
-    ) -> Result<EventStream, DriverError> {
+    fn generate(&self, model: &str, prompt_text: &str, sampling: &Sampling) -> Result<EventStream, DriverError> {
         if !self.models.iter().any(|m| m == model) {
             return Err(DriverError::ModelNotFound(model.to_owned()));
         }
@@ -255,16 +248,13 @@ impl SimulatedHandle {
     }
 
     fn throttled_speed(&self) -> f32 {
-        self.profile
-            .thermal
-            .map(|t| t.throttled_speed)
-            .unwrap_or(1.0)
+        self.profile.thermal.map(|t| t.throttled_speed).unwrap_or(1.0)
     }
 }
 
 const WORDS: &[&str] = &[
-    "route", "token", "batch", "queue", "model", "node", "policy", "latency", "stream", "cache",
-    "tensor", "prompt", "reply", "switch", "yard", "signal", "rail", "engine", "carriage", "depot",
+    "route", "token", "batch", "queue", "model", "node", "policy", "latency", "stream", "cache", "tensor", "prompt",
+    "reply", "switch", "yard", "signal", "rail", "engine", "carriage", "depot",
 ];
 
 #[async_trait::async_trait]
@@ -303,9 +293,9 @@ impl RuntimeDriver for SimulatedDriver {
             .input
             .iter()
             .map(|text| {
-                let mut h = text.bytes().fold(0x811c_9dc5u32, |h, b| {
-                    (h ^ b as u32).wrapping_mul(0x0100_0193)
-                });
+                let mut h = text
+                    .bytes()
+                    .fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
                 (0..16)
                     .map(|_| {
                         h = h.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -383,11 +373,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_beyond_the_batch_size_wait() {
-        let driver = Arc::new(SimulatedDriver::with_time_scale(
-            Profile::m4(),
-            vec!["q".into()],
-            0.01,
-        ));
+        let driver = Arc::new(SimulatedDriver::with_time_scale(Profile::m4(), vec!["q".into()], 0.01));
         let first = driver.chat(chat("q", 40)).await.expect("starts");
         let second = driver.chat(chat("q", 40)).await.expect("starts");
         let a = tokio::spawn(collect(first));
@@ -401,10 +387,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert!(
-            saw_waiting,
-            "the m4 runs one request at a time; the second must wait"
-        );
+        assert!(saw_waiting, "the m4 runs one request at a time; the second must wait");
         a.await.expect("join").expect("a");
         b.await.expect("join").expect("b");
     }

@@ -25,8 +25,7 @@ impl SseDecoder {
                     self.data.clear();
                 }
             } else if let Some(value) = line.strip_prefix("data:") {
-                self.data
-                    .push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+                self.data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
             }
         }
         events
@@ -35,10 +34,7 @@ impl SseDecoder {
     /// The last event, if the stream ended without its blank line.
     pub fn finish(&mut self) -> Option<String> {
         let rest = std::mem::take(&mut self.buffer);
-        if let Some(value) = String::from_utf8_lossy(&rest)
-            .trim_end()
-            .strip_prefix("data:")
-        {
+        if let Some(value) = String::from_utf8_lossy(&rest).trim_end().strip_prefix("data:") {
             self.data.push(value.trim_start().to_owned());
         }
         (!self.data.is_empty()).then(|| std::mem::take(&mut self.data).join("\n"))
@@ -51,8 +47,7 @@ mod tests {
 
     #[test]
     fn events_survive_any_chunking_and_comments_are_skipped() {
-        let stream =
-            b": keepalive 1/1\n\ndata: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\ndata: [DONE]\n\n";
+        let stream = b": keepalive 1/1\n\ndata: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\ndata: [DONE]\n\n";
         let whole: Vec<String> = SseDecoder::default().push(stream);
         assert_eq!(whole, ["{\"a\":1}", "{\"b\":2}", "[DONE]"]);
         for split in 1..stream.len() {
@@ -66,10 +61,7 @@ mod tests {
     #[test]
     fn multi_line_data_joins_and_a_missing_final_blank_line_is_tolerated() {
         let mut decoder = SseDecoder::default();
-        assert_eq!(
-            decoder.push(b"data: one\ndata: two\n\ndata: last"),
-            ["one\ntwo"]
-        );
+        assert_eq!(decoder.push(b"data: one\ndata: two\n\ndata: last"), ["one\ntwo"]);
         assert_eq!(decoder.finish().as_deref(), Some("last"));
     }
 }

@@ -13,9 +13,7 @@ pub struct GpuProbe {
 
 impl std::fmt::Debug for GpuProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuProbe")
-            .field("status", &self.status)
-            .finish()
+        f.debug_struct("GpuProbe").field("status", &self.status).finish()
     }
 }
 
@@ -24,9 +22,7 @@ impl GpuProbe {
     pub fn new() -> Self {
         match Nvml::init() {
             Ok(nvml) => {
-                let driver = nvml
-                    .sys_driver_version()
-                    .unwrap_or_else(|_| "unknown".into());
+                let driver = nvml.sys_driver_version().unwrap_or_else(|_| "unknown".into());
                 let count = nvml.device_count().unwrap_or(0);
                 let status = format!(
                     "ok (NVML, driver {driver}, {count} GPU{})",
@@ -70,25 +66,13 @@ impl GpuProbe {
                 util_pct: utilization.as_ref().map(|u| u.gpu as f32).unwrap_or(0.0),
                 mem_util_pct: utilization.as_ref().map(|u| u.memory as f32).unwrap_or(0.0),
                 mem_used_mb: memory.as_ref().map(|m| m.used / (1024 * 1024)).unwrap_or(0),
-                mem_total_mb: memory
-                    .as_ref()
-                    .map(|m| m.total / (1024 * 1024))
-                    .unwrap_or(0),
-                temp_c: device
-                    .temperature(TemperatureSensor::Gpu)
-                    .ok()
-                    .map(|t| t as f32),
+                mem_total_mb: memory.as_ref().map(|m| m.total / (1024 * 1024)).unwrap_or(0),
+                temp_c: device.temperature(TemperatureSensor::Gpu).ok().map(|t| t as f32),
                 power_w: device.power_usage().ok().map(|mw| mw as f32 / 1000.0),
-                power_limit_w: device
-                    .enforced_power_limit()
-                    .ok()
-                    .map(|mw| mw as f32 / 1000.0),
+                power_limit_w: device.enforced_power_limit().ok().map(|mw| mw as f32 / 1000.0),
                 sm_clock_mhz: device.clock_info(Clock::SM).ok(),
                 mem_clock_mhz: device.clock_info(Clock::Memory).ok(),
-                throttle_reasons: device
-                    .current_throttle_reasons()
-                    .map(reason_names)
-                    .unwrap_or_default(),
+                throttle_reasons: device.current_throttle_reasons().map(reason_names).unwrap_or_default(),
             });
         }
         gpus
@@ -114,14 +98,8 @@ pub fn reason_names(reasons: ThrottleReasons) -> Vec<String> {
         (ThrottleReasons::SYNC_BOOST, "sync_boost"),
         (ThrottleReasons::SW_THERMAL_SLOWDOWN, "sw_thermal_slowdown"),
         (ThrottleReasons::HW_THERMAL_SLOWDOWN, "hw_thermal_slowdown"),
-        (
-            ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN,
-            "hw_power_brake_slowdown",
-        ),
-        (
-            ThrottleReasons::DISPLAY_CLOCK_SETTING,
-            "display_clock_setting",
-        ),
+        (ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN, "hw_power_brake_slowdown"),
+        (ThrottleReasons::DISPLAY_CLOCK_SETTING, "display_clock_setting"),
     ];
     table
         .iter()

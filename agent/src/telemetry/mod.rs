@@ -101,12 +101,7 @@ impl Sampler {
                 .unwrap_or(0),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             labels: config
-                .map(|c| {
-                    c.labels
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                })
+                .map(|c| c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
             host: self.system.host(),
             system,

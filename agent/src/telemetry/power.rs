@@ -46,10 +46,7 @@ impl PowerProbe {
 
 #[cfg(target_os = "macos")]
 fn run(program: &str, args: &[&str]) -> Option<String> {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()?;
+    let output = std::process::Command::new(program).args(args).output().ok()?;
     output
         .status
         .success()
@@ -119,7 +116,8 @@ mod tests {
         let power = parse_pmset_batt(batt);
         assert_eq!(power.on_battery, Some(true));
         assert_eq!(power.battery_pct, Some(85.0));
-        let ac = "Now drawing from 'AC Power'\n -InternalBattery-0 (id=1234)\t100%; charged; 0:00 remaining present: true\n";
+        let ac =
+            "Now drawing from 'AC Power'\n -InternalBattery-0 (id=1234)\t100%; charged; 0:00 remaining present: true\n";
         assert_eq!(parse_pmset_batt(ac).on_battery, Some(false));
         assert_eq!(parse_pmset_batt("").on_battery, None);
     }

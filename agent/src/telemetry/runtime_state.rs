@@ -41,8 +41,8 @@ pub fn prometheus_sum(text: &str, name: &str) -> Option<f64> {
 /// vLLM: `vllm:num_requests_running`, `vllm:num_requests_waiting`, and
 /// `vllm:kv_cache_usage_perc` (or the older `vllm:gpu_cache_usage_perc`), a 0-1 ratio.
 pub fn parse_vllm_metrics(text: &str) -> QueueMetrics {
-    let cache = prometheus_sum(text, "vllm:kv_cache_usage_perc")
-        .or_else(|| prometheus_sum(text, "vllm:gpu_cache_usage_perc"));
+    let cache =
+        prometheus_sum(text, "vllm:kv_cache_usage_perc").or_else(|| prometheus_sum(text, "vllm:gpu_cache_usage_perc"));
     QueueMetrics {
         running: prometheus_sum(text, "vllm:num_requests_running"),
         waiting: prometheus_sum(text, "vllm:num_requests_waiting"),
@@ -56,8 +56,7 @@ pub fn parse_llama_cpp_metrics(text: &str) -> QueueMetrics {
     QueueMetrics {
         running: prometheus_sum(text, "llamacpp:requests_processing"),
         waiting: prometheus_sum(text, "llamacpp:requests_deferred"),
-        kv_cache_usage_pct: prometheus_sum(text, "llamacpp:kv_cache_usage_ratio")
-            .map(|r| r * 100.0),
+        kv_cache_usage_pct: prometheus_sum(text, "llamacpp:kv_cache_usage_ratio").map(|r| r * 100.0),
     }
 }
 
@@ -81,10 +80,7 @@ pub fn parse_ollama_ps(json: &serde_json::Value) -> Vec<switchyard_protocol::Loa
                 .iter()
                 .filter_map(|m| {
                     Some(switchyard_protocol::LoadedModel {
-                        name: m["name"]
-                            .as_str()
-                            .or_else(|| m["model"].as_str())?
-                            .to_owned(),
+                        name: m["name"].as_str().or_else(|| m["model"].as_str())?.to_owned(),
                         vram_mb: m["size_vram"].as_u64().map(|b| b / (1024 * 1024)),
                     })
                 })

@@ -22,9 +22,7 @@ fn refresh_kind() -> RefreshKind {
 impl SystemProbe {
     pub fn new() -> Self {
         Self {
-            system: System::new_with_specifics(
-                refresh_kind().with_cpu(CpuRefreshKind::everything()),
-            ),
+            system: System::new_with_specifics(refresh_kind().with_cpu(CpuRefreshKind::everything())),
         }
     }
 
@@ -52,8 +50,7 @@ impl SystemProbe {
         HostInfo {
             hostname: System::host_name().unwrap_or_default(),
             os_version: System::os_version().unwrap_or_default(),
-            apple_silicon: std::env::consts::OS == "macos"
-                && (arch == "arm64" || arch == "aarch64"),
+            apple_silicon: std::env::consts::OS == "macos" && (arch == "arm64" || arch == "aarch64"),
             os,
             arch,
             cpu_brand: self

@@ -47,11 +47,7 @@ async fn the_agent_serves_chat_whole_and_streamed_and_reports_what_it_measured()
     assert_eq!(body["choices"][0]["finish_reason"], "length");
     assert_eq!(body["usage"]["completion_tokens"], 10);
     assert!(
-        printable(
-            body["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap_or_default()
-        ),
+        printable(body["choices"][0]["message"]["content"].as_str().unwrap_or_default()),
         "{body}"
     );
 
@@ -65,8 +61,7 @@ async fn the_agent_serves_chat_whole_and_streamed_and_reports_what_it_measured()
     let text = response.text().await.expect("body");
     let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
     assert_eq!(events.last().copied(), Some("data: [DONE]"), "{text}");
-    let last: Value = serde_json::from_str(events[events.len() - 2].trim_start_matches("data: "))
-        .expect("last chunk");
+    let last: Value = serde_json::from_str(events[events.len() - 2].trim_start_matches("data: ")).expect("last chunk");
     assert_eq!(last["choices"][0]["finish_reason"], "length");
     assert!(events.len() > 10, "{} events", events.len());
 
@@ -103,17 +98,10 @@ async fn the_agent_serves_chat_whole_and_streamed_and_reports_what_it_measured()
     assert_eq!(t["models"][0]["loaded"], true);
     assert_eq!(t["limits"]["max_concurrency"], 2);
     assert!(
-        t["performance"]["tokens_per_sec"]
-            .as_f64()
-            .is_some_and(|s| s > 0.0),
+        t["performance"]["tokens_per_sec"].as_f64().is_some_and(|s| s > 0.0),
         "{t}"
     );
-    assert!(
-        t["performance"]["ttft_ms"]
-            .as_f64()
-            .is_some_and(|s| s > 0.0),
-        "{t}"
-    );
+    assert!(t["performance"]["ttft_ms"].as_f64().is_some_and(|s| s > 0.0), "{t}");
     assert_eq!(t["performance"]["source"], "served");
     assert!(t["system"]["mem_total_mb"].as_u64().is_some_and(|m| m > 0));
 }
@@ -129,11 +117,7 @@ async fn a_runtime_that_dies_mid_stream_ends_the_stream_with_an_explicit_error_e
         .send()
         .await
         .expect("stream");
-    let first = response
-        .chunk()
-        .await
-        .expect("first chunk")
-        .expect("some bytes");
+    let first = response.chunk().await.expect("first chunk").expect("some bytes");
     assert!(String::from_utf8_lossy(&first).starts_with("data: "));
     runtime.stop();
     let mut rest = String::new();
@@ -185,20 +169,12 @@ fn telemetry_once_prints_one_snapshot_and_says_when_there_is_no_gpu() {
         .args(["telemetry", "--once"])
         .output()
         .expect("run");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let t: switchyard_protocol::AgentTelemetry =
         serde_json::from_slice(&output.stdout).expect("one AgentTelemetry document");
     assert!(t.system.mem_total_mb > 0);
     if t.gpus.is_empty() {
-        assert!(
-            t.gpu_status.starts_with("no NVIDIA GPU visible"),
-            "{}",
-            t.gpu_status
-        );
+        assert!(t.gpu_status.starts_with("no NVIDIA GPU visible"), "{}", t.gpu_status);
     }
     assert!(t.runtime.is_none(), "no config, no runtime section");
 }
@@ -225,11 +201,8 @@ async fn bench_times_each_model_and_run_reports_its_figures_until_it_serves() {
         "{stdout}"
     );
     let saved: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("xeon.bench.json")).expect("saved"))
-            .expect("json");
-    let speed = saved["models"][0]["single"]["tokens_per_sec"]
-        .as_f64()
-        .expect("speed");
+        serde_json::from_slice(&std::fs::read(dir.path().join("xeon.bench.json")).expect("saved")).expect("json");
+    let speed = saved["models"][0]["single"]["tokens_per_sec"].as_f64().expect("speed");
     assert!(speed > 0.0);
 
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-agent"));
@@ -239,9 +212,7 @@ async fn bench_times_each_model_and_run_reports_its_figures_until_it_serves() {
     let agent = Process::spawn(command, Duration::from_secs(60));
     let t = telemetry(&reqwest::Client::new(), &agent).await;
     assert_eq!(t["performance"]["source"], "bench", "{t}");
-    let reported = t["performance"]["tokens_per_sec"]
-        .as_f64()
-        .expect("reported");
+    let reported = t["performance"]["tokens_per_sec"].as_f64().expect("reported");
     assert!(
         (reported - speed).abs() < 0.01 * speed.max(1.0),
         "{reported} vs {speed}"
@@ -251,16 +222,12 @@ async fn bench_times_each_model_and_run_reports_its_figures_until_it_serves() {
 #[test]
 fn the_telemetry_recorded_on_a_real_h100_parses_and_carries_nvml_figures() {
     // Printed by `switchyard-agent telemetry --once` on the project's GPU machine (see README).
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/telemetry-h100.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/telemetry-h100.json");
     let t: switchyard_protocol::AgentTelemetry =
-        serde_json::from_slice(&std::fs::read(path).expect("fixture"))
-            .expect("valid AgentTelemetry");
+        serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("valid AgentTelemetry");
     assert!(t.gpu_status.starts_with("ok (NVML"), "{}", t.gpu_status);
     assert_eq!(t.gpus.len(), 1);
     let gpu = &t.gpus[0];
     assert_eq!(gpu.name, "NVIDIA H100 80GB HBM3");
-    assert!(
-        gpu.mem_total_mb > 80_000 && gpu.temp_c.is_some() && gpu.power_w.is_some_and(|w| w > 0.0)
-    );
+    assert!(gpu.mem_total_mb > 80_000 && gpu.temp_c.is_some() && gpu.power_w.is_some_and(|w| w > 0.0));
 }

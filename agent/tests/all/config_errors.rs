@@ -20,9 +20,7 @@ fn bad_agent_configs_are_refused_with_the_reviewed_message() {
     for case in cases {
         let shown = format!(
             "tests/ui/{}",
-            case.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
+            case.file_name().and_then(|n| n.to_str()).unwrap_or_default()
         );
         let text = std::fs::read_to_string(&case).expect("read");
         let error = match AgentConfig::parse(&text, &shown) {
@@ -47,8 +45,7 @@ fn bad_agent_configs_are_refused_with_the_reviewed_message() {
 fn the_shipped_example_configs_for_the_seed_machines_load() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-config");
     for name in ["m4", "ryzen", "xeon"] {
-        let config =
-            AgentConfig::load(&dir.join(format!("{name}.toml"))).unwrap_or_else(|e| panic!("{e}"));
+        let config = AgentConfig::load(&dir.join(format!("{name}.toml"))).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.node, name);
     }
 }

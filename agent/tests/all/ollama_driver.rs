@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use switchyard_agent::driver::ollama::OllamaDriver;
 use switchyard_agent::driver::{
-    ChatMessage, ChatRequest, CompletionRequest, DriverError, EmbedRequest, RuntimeDriver,
-    Sampling, collect,
+    ChatMessage, ChatRequest, CompletionRequest, DriverError, EmbedRequest, RuntimeDriver, Sampling, collect,
 };
 
 use crate::support::*;
@@ -31,12 +30,7 @@ fn chat(model: &str, max_tokens: u32) -> ChatRequest {
 async fn the_ollama_driver_chats_generates_lists_embeds_and_reports_loaded_models() {
     let backend = Runtime::start("llama-cpp");
     let double = ollama_double(&backend, &[]);
-    let driver = OllamaDriver::new(
-        &double.url,
-        Some("30m".into()),
-        Vec::new(),
-        Duration::from_secs(60),
-    );
+    let driver = OllamaDriver::new(&double.url, Some("30m".into()), Vec::new(), Duration::from_secs(60));
 
     // /api/tags through ollama-rs; like Ollama, the double names untagged models `:latest`.
     let models = driver.models().await.expect("tags");
@@ -71,10 +65,7 @@ async fn the_ollama_driver_chats_generates_lists_embeds_and_reports_loaded_model
     // /api/ps: the model is loaded after a request.
     let probe = driver.probe().await;
     assert!(probe.healthy, "{probe:?}");
-    assert!(
-        probe.loaded.iter().any(|m| m.name == "tiny:latest"),
-        "{probe:?}"
-    );
+    assert!(probe.loaded.iter().any(|m| m.name == "tiny:latest"), "{probe:?}");
 
     // /api/embed.
     let vectors = driver
@@ -88,11 +79,7 @@ async fn the_ollama_driver_chats_generates_lists_embeds_and_reports_loaded_model
     assert!(!vectors[0].is_empty());
 
     // An unknown model is named.
-    let error = driver
-        .chat(chat("nope", 4))
-        .await
-        .err()
-        .expect("unknown model fails");
+    let error = driver.chat(chat("nope", 4)).await.err().expect("unknown model fails");
     assert!(
         matches!(error, DriverError::ModelNotFound(ref m) if m == "nope"),
         "{error:?}"
@@ -109,27 +96,10 @@ async fn a_missing_catalog_model_is_pulled_on_demand_and_then_served() {
         Err(DriverError::ModelNotFound(_))
     ));
 
-    let driver = OllamaDriver::new(
-        &double.url,
-        None,
-        vec!["tiny2:1b".into()],
-        Duration::from_secs(60),
-    );
-    let (text, _, usage) = collect(
-        driver
-            .chat(chat("tiny2:1b", 5))
-            .await
-            .expect("pulled, then chat"),
-    )
-    .await
-    .expect("completes");
+    let driver = OllamaDriver::new(&double.url, None, vec!["tiny2:1b".into()], Duration::from_secs(60));
+    let (text, _, usage) = collect(driver.chat(chat("tiny2:1b", 5)).await.expect("pulled, then chat"))
+        .await
+        .expect("completes");
     assert!(printable(&text) && usage.completion_tokens == 5, "{text:?}");
-    assert!(
-        driver
-            .models()
-            .await
-            .expect("tags")
-            .iter()
-            .any(|m| m == "tiny2:1b")
-    );
+    assert!(driver.models().await.expect("tags").iter().any(|m| m == "tiny2:1b"));
 }

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use switchyard_agent::config::RuntimeKind;
 use switchyard_agent::driver::openai::OpenAiDriver;
-use switchyard_agent::driver::{
-    ChatMessage, ChatRequest, CompletionRequest, Event, RuntimeDriver, Sampling, collect,
-};
+use switchyard_agent::driver::{ChatMessage, ChatRequest, CompletionRequest, Event, RuntimeDriver, Sampling, collect};
 use switchyard_agent::performance::{Metered, PerformanceTracker};
 
 use crate::support::*;
@@ -34,10 +32,7 @@ async fn exercise(runtime: &Runtime, kind: RuntimeKind) {
     let model = runtime.model();
 
     let models = driver.models().await.expect("models");
-    assert!(
-        models.iter().any(|m| m == &model),
-        "{models:?} lacks {model}"
-    );
+    assert!(models.iter().any(|m| m == &model), "{models:?} lacks {model}");
 
     // Whole reply: runs to max_tokens (the tiny model never emits its end token).
     let (text, finish, usage) = collect(driver.chat(chat(&model, 12)).await.expect("chat"))
@@ -51,21 +46,13 @@ async fn exercise(runtime: &Runtime, kind: RuntimeKind) {
     let tracker = Arc::new(PerformanceTracker::default());
     let started = Instant::now();
     let stream = driver.chat(chat(&model, 24)).await.expect("chat stream");
-    let mut metered = Box::pin(Metered::new(
-        stream,
-        started,
-        tracker.clone(),
-        tracker.start(),
-    ));
+    let mut metered = Box::pin(Metered::new(stream, started, tracker.clone(), tracker.start()));
     let mut deltas = 0;
     let mut done = None;
     while let Some(event) = metered.next().await {
         match event.expect("event") {
             Event::Delta(_) => deltas += 1,
-            Event::Done {
-                finish_reason,
-                usage,
-            } => done = Some((finish_reason, usage)),
+            Event::Done { finish_reason, usage } => done = Some((finish_reason, usage)),
         }
     }
     drop(metered);
@@ -76,14 +63,8 @@ async fn exercise(runtime: &Runtime, kind: RuntimeKind) {
     let performance = tracker.snapshot();
     assert_eq!(performance.samples, 1);
     assert_eq!(performance.in_flight, 0);
-    assert!(
-        performance.ttft_ms.is_some_and(|t| t > 0.0),
-        "{performance:?}"
-    );
-    assert!(
-        performance.tokens_per_sec.is_some_and(|s| s > 0.0),
-        "{performance:?}"
-    );
+    assert!(performance.ttft_ms.is_some_and(|t| t > 0.0), "{performance:?}");
+    assert!(performance.tokens_per_sec.is_some_and(|s| s > 0.0), "{performance:?}");
 
     // Completions too.
     let completion = CompletionRequest {

@@ -66,18 +66,10 @@ async fn a_supervised_runtime_is_restarted_after_it_is_killed_and_stopped_with_t
             && state["pid"].as_u64() != Some(first_pid as u64)
     })
     .await;
-    assert!(
-        restarted,
-        "not restarted: {:?}\n{}",
-        supervisor().await,
-        agent.log()
-    );
+    assert!(restarted, "not restarted: {:?}\n{}", supervisor().await, agent.log());
     let (state, _) = supervisor().await;
     assert!(
-        state["last_exit"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("signal"),
+        state["last_exit"].as_str().unwrap_or_default().contains("signal"),
         "{state}"
     );
     let second_pid = state["pid"].as_u64().expect("pid") as u32;
@@ -88,8 +80,5 @@ async fn a_supervised_runtime_is_restarted_after_it_is_killed_and_stopped_with_t
         .args(["-0", &second_pid.to_string()])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(
-        gone,
-        "the agent left its runtime (pid {second_pid}) running"
-    );
+    assert!(gone, "the agent left its runtime (pid {second_pid}) running");
 }

@@ -31,8 +31,7 @@ pub fn python() -> PathBuf {
 pub fn model_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("tiny-model-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-model-{}", std::process::id()));
         let status = Command::new(python())
             .arg(repo().join("tests/runtimes/gen_tiny_model.py"))
             .arg(&dir)
@@ -45,9 +44,7 @@ pub fn model_dir() -> &'static Path {
 }
 
 fn kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status();
+    let _ = Command::new("kill").args([signal, &pid.to_string()]).status();
 }
 
 fn alive(pid: u32) -> bool {
@@ -155,10 +152,10 @@ impl Process {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    let url = line.strip_prefix("url=").map(str::to_owned).or_else(|| {
-                        line.split_once(" listening on ")
-                            .map(|(_, url)| url.trim().to_owned())
-                    });
+                    let url = line
+                        .strip_prefix("url=")
+                        .map(str::to_owned)
+                        .or_else(|| line.split_once(" listening on ").map(|(_, url)| url.trim().to_owned()));
                     if let Some(url) = url {
                         std::thread::spawn(move || while rx.recv().is_ok() {});
                         return Process {
@@ -215,14 +212,7 @@ pub fn ollama_double(backend: &Runtime, pullable: &[&str]) -> Process {
     let mut command = Command::new(python());
     command
         .arg(repo().join("tests/runtimes/ollama_double.py"))
-        .args([
-            "--backend",
-            &backend.url,
-            "--model",
-            "tiny=tiny",
-            "--quiet",
-            "--gguf",
-        ])
+        .args(["--backend", &backend.url, "--model", "tiny=tiny", "--quiet", "--gguf"])
         .arg(model_dir().join("tiny.gguf"));
     for name in pullable {
         command.args(["--pullable", &format!("{name}=tiny")]);

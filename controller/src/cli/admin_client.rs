@@ -20,9 +20,7 @@ pub struct AdminClient {
 impl AdminClient {
     pub fn new(remote: &Remote) -> anyhow::Result<Self> {
         let Some(token) = remote.admin_token.clone() else {
-            bail!(
-                "no admin token: pass --admin-token or set SWITCHYARD_ADMIN_TOKEN (the demo prints one)"
-            );
+            bail!("no admin token: pass --admin-token or set SWITCHYARD_ADMIN_TOKEN (the demo prints one)");
         };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -34,13 +32,7 @@ impl AdminClient {
     }
 
     /// Send a request; a non-2xx reply becomes an error carrying the server's message.
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Vec<u8>,
-        content_type: &str,
-    ) -> anyhow::Result<Bytes> {
+    pub async fn call(&self, method: &str, path: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<Bytes> {
         let uri = format!("{}{path}", self.base);
         let request = Request::builder()
             .method(method)

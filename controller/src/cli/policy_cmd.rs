@@ -52,11 +52,7 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             let view: crate::policy::EngineView = serde_json::from_slice(&body)?;
             crate::say(&format_list(&view));
         }
-        PolicyCommand::Upload {
-            remote,
-            file,
-            activate,
-        } => {
+        PolicyCommand::Upload { remote, file, activate } => {
             let client = AdminClient::new(&remote)?;
             let text = upload_components(&client, &file).await?;
             let path = if activate {
@@ -64,9 +60,7 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             } else {
                 "/admin/policies"
             };
-            let body = client
-                .call("POST", path, text.into_bytes(), "application/toml")
-                .await?;
+            let body = client.call("POST", path, text.into_bytes(), "application/toml").await?;
             crate::say(&String::from_utf8_lossy(&body));
         }
         PolicyCommand::Activate { remote, policy } => {
@@ -83,23 +77,14 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             crate::say(&String::from_utf8_lossy(&body));
         }
         PolicyCommand::Test { policy, fixtures } => {
-            let report =
-                tokio::task::spawn_blocking(move || crate::fixtures::run(&policy, &fixtures))
-                    .await??;
+            let report = tokio::task::spawn_blocking(move || crate::fixtures::run(&policy, &fixtures)).await??;
             for result in &report.results {
                 match &result.failure {
                     None => crate::say(&format!("PASS {}: {}", result.file, result.name)),
-                    Some(why) => crate::say(&format!(
-                        "FAIL {}: {}\n     {why}",
-                        result.file, result.name
-                    )),
+                    Some(why) => crate::say(&format!("FAIL {}: {}\n     {why}", result.file, result.name)),
                 }
             }
-            crate::say(&format!(
-                "{} passed, {} failed",
-                report.passed(),
-                report.failed()
-            ));
+            crate::say(&format!("{} passed, {} failed", report.passed(), report.failed()));
             if report.failed() > 0 {
                 bail!("{} fixture case(s) failed", report.failed());
             }
@@ -111,19 +96,13 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
 /// Upload every file component the policy names and rewrite those references to
 /// `sha256:<hex>`; builtin and already-uploaded references pass through.
 async fn upload_components(client: &AdminClient, file: &Path) -> anyhow::Result<String> {
-    let mut text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let spec = PolicySpec::parse(&text, &file.display().to_string())?;
     let base = file.parent().unwrap_or(Path::new("."));
     for stage in &spec.stages {
         if let Ok(ComponentRef::File(path)) = ComponentRef::parse(&stage.component, Some(base)) {
-            let bytes = std::fs::read(&path).with_context(|| {
-                format!(
-                    "{}: cannot read component {}",
-                    file.display(),
-                    path.display()
-                )
-            })?;
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("{}: cannot read component {}", file.display(), path.display()))?;
             let reply = client
                 .call("POST", "/admin/components", bytes, "application/wasm")
                 .await?;

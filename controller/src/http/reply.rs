@@ -11,9 +11,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ResponseBody = BoxBody<Bytes, BoxError>;
 
 fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
 pub fn empty(status: StatusCode) -> Response<ResponseBody> {
@@ -23,8 +21,7 @@ pub fn empty(status: StatusCode) -> Response<ResponseBody> {
 }
 
 pub fn json(status: StatusCode, value: &impl Serialize) -> Response<ResponseBody> {
-    let body = serde_json::to_vec_pretty(value)
-        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -34,26 +31,17 @@ pub fn json(status: StatusCode, value: &impl Serialize) -> Response<ResponseBody
     response
 }
 
-pub fn text(
-    status: StatusCode,
-    content_type: &'static str,
-    body: String,
-) -> Response<ResponseBody> {
+pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     response
 }
 
 /// `{"error": {"message", "type", "code"}}`: OpenAI's error shape, used everywhere.
-pub fn error_json(
-    status: StatusCode,
-    kind: &str,
-    message: impl Into<String>,
-) -> Response<ResponseBody> {
+pub fn error_json(status: StatusCode, kind: &str, message: impl Into<String>) -> Response<ResponseBody> {
     let value = serde_json::json!({
         "error": { "message": message.into(), "type": kind, "code": status.as_u16() }
     });
@@ -64,16 +52,11 @@ pub fn error_json(
 pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<ResponseBody>> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(error_json(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                format!("request body is larger than the {limit}-byte limit"),
-            ))
-        }
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(error_json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("request body is larger than the {limit}-byte limit"),
+        )),
         Err(e) => Err(error_json(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",

@@ -25,12 +25,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Serve `handler` on `listener` until `shutdown`, then drain for at most `grace`.
-pub async fn serve<H: Handler>(
-    listener: TcpListener,
-    handler: Arc<H>,
-    shutdown: CancellationToken,
-    grace: Duration,
-) {
+pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown: CancellationToken, grace: Duration) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     loop {
@@ -63,10 +58,7 @@ pub async fn serve<H: Handler>(
             }
         });
     }
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace of {grace:?} elapsed with connections still open");
     }
 }

@@ -2,9 +2,7 @@
 //! module converts between them and the wire types in `switchyard-protocol`. Only the
 //! fields the WIT declares are marshalled.
 
-use switchyard_protocol::{
-    Decision, GpuSample, ModelVariant, NodeSnapshot, Reject, RequestInfo, Route, Target,
-};
+use switchyard_protocol::{Decision, GpuSample, ModelVariant, NodeSnapshot, Reject, RequestInfo, Route, Target};
 
 mod generated {
     wasmtime::component::bindgen!({

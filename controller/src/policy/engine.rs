@@ -39,9 +39,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self {
-            revert_after_faults: 5,
-        }
+        Self { revert_after_faults: 5 }
     }
 }
 
@@ -124,18 +122,12 @@ impl PolicyEngine {
     /// Store an uploaded component; returns its `sha256:<hex>` reference.
     pub fn upload_component(&self, bytes: Vec<u8>) -> String {
         let hex = hex::encode(Sha256::digest(&bytes));
-        self.registry()
-            .uploads
-            .insert(hex.clone(), Arc::from(bytes));
+        self.registry().uploads.insert(hex.clone(), Arc::from(bytes));
         format!("sha256:{hex}")
     }
 
     /// Load and validate the policy file at `path` (components resolve against its folder).
-    pub fn load_file(
-        &self,
-        path: &Path,
-        live: &ClusterSnapshot,
-    ) -> Result<Arc<LoadedPolicy>, PolicyError> {
+    pub fn load_file(&self, path: &Path, live: &ClusterSnapshot) -> Result<Arc<LoadedPolicy>, PolicyError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
             origin: origin.clone(),
@@ -171,12 +163,11 @@ impl PolicyEngine {
 
         let mut stages = Vec::with_capacity(components.len());
         for (index, (stage, (bytes, digest))) in spec.stages.iter().zip(&components).enumerate() {
-            let params_json =
-                serde_json::to_string(&stage.params).map_err(|e| PolicyError::Invalid {
-                    origin: origin.to_owned(),
-                    field: format!("stage[{index}].params"),
-                    message: e.to_string(),
-                })?;
+            let params_json = serde_json::to_string(&stage.params).map_err(|e| PolicyError::Invalid {
+                origin: origin.to_owned(),
+                field: format!("stage[{index}].params"),
+                message: e.to_string(),
+            })?;
             let compile_error = |message| PolicyError::Compile {
                 origin: origin.to_owned(),
                 stage: index,
@@ -187,27 +178,18 @@ impl PolicyEngine {
             let component = match cached {
                 Some(component) => component,
                 None => {
-                    let component =
-                        compile_component(&self.sandbox, bytes).map_err(compile_error)?;
+                    let component = compile_component(&self.sandbox, bytes).map_err(compile_error)?;
                     self.registry().compiled.insert(*digest, component.clone());
                     component
                 }
             };
-            let compiled = Stage::compile(
-                &self.sandbox,
-                &component,
-                params_json,
-                spec.limits,
-                id.clone(),
-            )
-            .map_err(compile_error)?;
-            compiled
-                .configure_check()
-                .map_err(|message| PolicyError::Configure {
-                    origin: origin.to_owned(),
-                    stage: index,
-                    message,
-                })?;
+            let compiled = Stage::compile(&self.sandbox, &component, params_json, spec.limits, id.clone())
+                .map_err(compile_error)?;
+            compiled.configure_check().map_err(|message| PolicyError::Configure {
+                origin: origin.to_owned(),
+                stage: index,
+                message,
+            })?;
             stages.push(compiled);
         }
         let policy = Arc::new(LoadedPolicy {
@@ -243,19 +225,32 @@ impl PolicyEngine {
             message,
         };
         match ComponentRef::parse(raw, base).map_err(invalid)? {
-            ComponentRef::Builtin(name) => switchyard_policy_artifacts::builtin(&name).map(Arc::from).ok_or_else(|| {
-                let known: Vec<_> = switchyard_policy_artifacts::builtin_names().collect();
-                invalid(format!("no builtin component {name:?}; builtins are {}", known.join(", ")))
-            }),
+            ComponentRef::Builtin(name) => {
+                switchyard_policy_artifacts::builtin(&name)
+                    .map(Arc::from)
+                    .ok_or_else(|| {
+                        let known: Vec<_> = switchyard_policy_artifacts::builtin_names().collect();
+                        invalid(format!(
+                            "no builtin component {name:?}; builtins are {}",
+                            known.join(", ")
+                        ))
+                    })
+            }
             ComponentRef::Uploaded(hex) => self.registry().uploads.get(&hex).cloned().ok_or_else(|| {
-                invalid(format!("no component sha256:{hex} was uploaded to this controller; POST it to /admin/components first"))
+                invalid(format!(
+                    "no component sha256:{hex} was uploaded to this controller; POST it to /admin/components first"
+                ))
             }),
-            ComponentRef::File(path) => std::fs::read(&path).map(Arc::from).map_err(|source| PolicyError::ComponentRead {
-                origin: origin.to_owned(),
-                stage,
-                component: raw.to_owned(),
-                source,
-            }),
+            ComponentRef::File(path) => {
+                std::fs::read(&path)
+                    .map(Arc::from)
+                    .map_err(|source| PolicyError::ComponentRead {
+                        origin: origin.to_owned(),
+                        stage,
+                        component: raw.to_owned(),
+                        source,
+                    })
+            }
         }
     }
 
@@ -287,10 +282,7 @@ impl PolicyEngine {
     pub fn rollback(&self) -> Result<Arc<LoadedPolicy>, PolicyError> {
         let mut registry = self.registry();
         let previous = registry.previous.pop().ok_or(PolicyError::NoPrevious)?;
-        previous
-            .stats
-            .consecutive_faults
-            .store(0, Ordering::Relaxed);
+        previous.stats.consecutive_faults.store(0, Ordering::Relaxed);
         self.active.store(Some(previous.clone()));
         tracing::info!(policy = %previous.id, "rolled back");
         Ok(previous)
@@ -333,9 +325,7 @@ impl PolicyEngine {
                 tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), consecutive, "policy fault, fallback decides: {fault}");
                 let policy = policy.clone();
                 drop(guard);
-                if self.options.revert_after_faults > 0
-                    && consecutive >= self.options.revert_after_faults
-                {
+                if self.options.revert_after_faults > 0 && consecutive >= self.options.revert_after_faults {
                     self.revert_from(&policy, consecutive);
                 }
                 Routed {
@@ -350,11 +340,7 @@ impl PolicyEngine {
     /// Replace a repeatedly faulting active policy with the last known good one.
     fn revert_from(&self, failing: &Arc<LoadedPolicy>, consecutive: u32) {
         let mut registry = self.registry();
-        let still_active = self
-            .active
-            .load()
-            .as_ref()
-            .is_some_and(|a| Arc::ptr_eq(a, failing));
+        let still_active = self.active.load().as_ref().is_some_and(|a| Arc::ptr_eq(a, failing));
         if !still_active {
             return;
         }
@@ -376,12 +362,7 @@ impl PolicyEngine {
         let active = self.active.load_full();
         EngineView {
             active: active.as_ref().map(|p| p.id.to_string()),
-            previous: registry
-                .previous
-                .iter()
-                .rev()
-                .map(|p| p.id.to_string())
-                .collect(),
+            previous: registry.previous.iter().rev().map(|p| p.id.to_string()).collect(),
             policies: registry
                 .loaded
                 .iter()
@@ -414,10 +395,7 @@ impl PolicyEngine {
 /// Forget the oldest loaded versions beyond `HISTORY`, never the active one.
 fn trim_history(loaded: &mut Vec<Arc<LoadedPolicy>>, active: Option<&Arc<LoadedPolicy>>) {
     while loaded.len() > HISTORY {
-        let Some(position) = loaded
-            .iter()
-            .position(|p| !active.is_some_and(|a| Arc::ptr_eq(a, p)))
-        else {
+        let Some(position) = loaded.iter().position(|p| !active.is_some_and(|a| Arc::ptr_eq(a, p))) else {
             return;
         };
         loaded.remove(position);

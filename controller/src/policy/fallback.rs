@@ -1,34 +1,23 @@
 //! The built-in fallback: native Rust, no sandbox, cannot fail. When a policy faults, the
 //! least-loaded healthy node that serves the model decides.
 
-use switchyard_protocol::{
-    ClusterSnapshot, Decision, NodeSnapshot, Reject, RequestInfo, Route, Target,
-};
+use switchyard_protocol::{ClusterSnapshot, Decision, NodeSnapshot, Reject, RequestInfo, Route, Target};
 
 /// Route `req` to every healthy node serving its model that fits its token limits, least
 /// loaded first (ties: faster, then by name); reject with 404/503 when there is none.
 pub fn least_loaded(req: &RequestInfo, snapshot: &ClusterSnapshot, why: &str) -> Decision {
     let fits = |node: &NodeSnapshot| {
-        node.healthy
-            && node.variant(&req.model).is_some()
-            && req.max_tokens.is_none_or(|max| max <= node.max_tokens)
+        node.healthy && node.variant(&req.model).is_some() && req.max_tokens.is_none_or(|max| max <= node.max_tokens)
     };
     let mut eligible: Vec<&NodeSnapshot> = snapshot.nodes.iter().filter(|n| fits(n)).collect();
     if eligible.is_empty() {
-        let (status, message) = if snapshot
-            .nodes
-            .iter()
-            .any(|n| n.variant(&req.model).is_some())
-        {
+        let (status, message) = if snapshot.nodes.iter().any(|n| n.variant(&req.model).is_some()) {
             (
                 503,
                 format!("no healthy node can serve model '{}' right now", req.model),
             )
         } else {
-            (
-                404,
-                format!("model '{}' is not served by any node", req.model),
-            )
+            (404, format!("model '{}' is not served by any node", req.model))
         };
         return Decision::Reject(Reject { status, message });
     }

@@ -46,8 +46,7 @@ impl GuestOutput {
 
     /// Move what the policy printed into the log, one event per line.
     pub fn drain_to_log(&self, policy_id: &str) {
-        let (bytes, dropped) =
-            self.with(|b| (std::mem::take(&mut b.bytes), std::mem::take(&mut b.dropped)));
+        let (bytes, dropped) = self.with(|b| (std::mem::take(&mut b.bytes), std::mem::take(&mut b.dropped)));
         if bytes.is_empty() && dropped == 0 {
             return;
         }
@@ -98,11 +97,7 @@ impl OutputStream for GuestOutput {
 }
 
 impl AsyncWrite for GuestOutput {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.with(|b| b.push(buf));
         Poll::Ready(Ok(buf.len()))
     }

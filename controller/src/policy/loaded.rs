@@ -35,12 +35,7 @@ impl PolicyStats {
             decisions: self.decisions.load(Ordering::Relaxed),
             faults: FaultKind::ALL
                 .iter()
-                .map(|k| {
-                    (
-                        k.as_str().to_owned(),
-                        self.faults[k.index()].load(Ordering::Relaxed),
-                    )
-                })
+                .map(|k| (k.as_str().to_owned(), self.faults[k.index()].load(Ordering::Relaxed)))
                 .collect(),
             consecutive_faults: self.consecutive_faults.load(Ordering::Relaxed),
         }
@@ -78,11 +73,7 @@ impl LoadedPolicy {
     }
 
     /// Run the chain on `req`. The decision is checked against `snapshot` after each stage.
-    pub fn decide(
-        &self,
-        req: &RequestInfo,
-        prepared: &PreparedSnapshot,
-    ) -> Result<Decision, PolicyFault> {
+    pub fn decide(&self, req: &RequestInfo, prepared: &PreparedSnapshot) -> Result<Decision, PolicyFault> {
         let snapshot = prepared.snapshot();
         let wit_req = bindings::request_to_wit(req);
         let mut chosen: Vec<wit::Node> = Vec::new();
@@ -121,8 +112,6 @@ impl LoadedPolicy {
                 .collect();
             reasons.push(route.reason);
         }
-        Err(PolicyFault::InvalidDecision(
-            "policy has no stages".to_owned(),
-        ))
+        Err(PolicyFault::InvalidDecision("policy has no stages".to_owned()))
     }
 }

@@ -25,10 +25,7 @@ impl PreparedSnapshot {
             for (index, model) in node.models.iter().enumerate() {
                 let mut view = marshalled.clone();
                 view.models = vec![marshalled.models[index].clone()];
-                by_model
-                    .entry(model.logical.clone())
-                    .or_default()
-                    .push(view);
+                by_model.entry(model.logical.clone()).or_default().push(view);
             }
         }
         Self { snapshot, by_model }

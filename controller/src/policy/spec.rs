@@ -147,10 +147,7 @@ impl PolicySpec {
             ));
         }
         if spec.stages.len() > 4 {
-            return Err(invalid(
-                "stage".into(),
-                "at most 4 stages may be chained".into(),
-            ));
+            return Err(invalid("stage".into(), "at most 4 stages may be chained".into()));
         }
         let limits = spec.limits;
         if !(1..=1000).contains(&limits.deadline_ms) {

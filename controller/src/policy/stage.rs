@@ -107,24 +107,16 @@ impl Stage {
     }
 
     /// Call `route` under the stage's limits.
-    pub fn route(
-        &self,
-        req: &wit::Request,
-        nodes: &[wit::Node],
-    ) -> Result<wit::Decision, PolicyFault> {
+    pub fn route(&self, req: &wit::Request, nodes: &[wit::Node]) -> Result<wit::Decision, PolicyFault> {
         let mut instance = match self.warm.pop() {
             Some(instance) => instance,
             None => self.instantiate().map_err(|e| match e {
-                Ok(refusal) => PolicyFault::Trap(format!(
-                    "configure refused its params on a new instance: {refusal}"
-                )),
+                Ok(refusal) => PolicyFault::Trap(format!("configure refused its params on a new instance: {refusal}")),
                 Err(fault) => fault,
             })?,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        let result = instance
-            .bindings
-            .call_route(&mut instance.store, req, nodes);
+        let result = instance.bindings.call_route(&mut instance.store, req, nodes);
         instance.store.data().output.drain_to_log(&self.policy_id);
         match result {
             Ok(decision) => {
@@ -173,10 +165,7 @@ fn check_preamble(bytes: &[u8]) -> Result<(), String> {
         return Err("not a WebAssembly file (no \\0asm header)".to_owned());
     }
     if bytes[4..8] == [1, 0, 0, 0] {
-        return Err(
-            "a core Wasm module, not a component: build the policy with `--target wasm32-wasip2`"
-                .to_owned(),
-        );
+        return Err("a core Wasm module, not a component: build the policy with `--target wasm32-wasip2`".to_owned());
     }
     Ok(())
 }

@@ -14,10 +14,7 @@ pub fn check_decision(decision: &Decision, snapshot: &ClusterSnapshot) -> Result
     match decision {
         Decision::Reject(reject) => {
             if !(400..=599).contains(&reject.status) {
-                return invalid(format!(
-                    "reject status {} is not a 4xx or 5xx",
-                    reject.status
-                ));
+                return invalid(format!("reject status {} is not a 4xx or 5xx", reject.status));
             }
             if reject.message.len() > MAX_TEXT_BYTES {
                 return invalid(format!(

@@ -24,9 +24,7 @@ fn assert_contained(mode: &str, expected: FaultKind) {
     let elapsed = started.elapsed();
 
     assert!(elapsed < BOUND, "{mode}: decision took {elapsed:?}");
-    let fault = routed
-        .fault
-        .unwrap_or_else(|| panic!("{mode}: expected a fault"));
+    let fault = routed.fault.unwrap_or_else(|| panic!("{mode}: expected a fault"));
     assert_eq!(fault.kind(), expected, "{mode}: {fault}");
     assert_eq!(
         &*routed.policy_id, &*policy.id,
@@ -34,11 +32,7 @@ fn assert_contained(mode: &str, expected: FaultKind) {
     );
     match &routed.decision {
         Decision::Route(route) => {
-            assert!(
-                route.reason.starts_with("fallback least-loaded"),
-                "{}",
-                route.reason
-            );
+            assert!(route.reason.starts_with("fallback least-loaded"), "{}", route.reason);
             assert_eq!(
                 route.targets[0].node, "ryzen",
                 "least loaded of the seed cluster is the ryzen (0/4, fastest)"

@@ -12,12 +12,7 @@ use crate::support::*;
 #[test]
 fn every_shipped_policy_loads_validates_and_routes_the_seed_cluster() {
     let engine = engine();
-    for name in [
-        "seed-rules",
-        "least-loaded",
-        "thermal-guard",
-        "seed-then-thermal",
-    ] {
+    for name in ["seed-rules", "least-loaded", "thermal-guard", "seed-then-thermal"] {
         let policy = engine
             .load_file(&repo_path(&format!("policies/{name}.toml")), &cluster())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -107,17 +102,11 @@ fn rollback_restores_the_previous_policy_and_fails_with_no_history() {
 fn the_same_document_loads_to_the_same_id_and_an_edit_to_a_new_one() {
     let engine = engine();
     let text = std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("read");
-    let a = engine
-        .load_text(&text, "a", None, &cluster())
-        .expect("loads");
-    let b = engine
-        .load_text(&text, "b", None, &cluster())
-        .expect("loads");
+    let a = engine.load_text(&text, "a", None, &cluster()).expect("loads");
+    let b = engine.load_text(&text, "b", None, &cluster()).expect("loads");
     assert_eq!(a.id, b.id);
     let edited = text.replace("ties go to the faster node", "edited");
-    let c = engine
-        .load_text(&edited, "c", None, &cluster())
-        .expect("loads");
+    let c = engine.load_text(&edited, "c", None, &cluster()).expect("loads");
     assert_ne!(a.id, c.id);
     assert_eq!(engine.view().policies.len(), 2);
 }
@@ -142,9 +131,7 @@ fn bad_policies_are_refused_with_the_reviewed_message_and_the_active_policy_stay
     for case in cases {
         let relative = format!(
             "tests/ui/{}",
-            case.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
+            case.file_name().and_then(|n| n.to_str()).unwrap_or_default()
         );
         let text = std::fs::read_to_string(&case).expect("read case");
         let error = match engine.load_text(&text, &relative, case.parent(), &cluster()) {
@@ -158,9 +145,7 @@ fn bad_policies_are_refused_with_the_reviewed_message_and_the_active_policy_stay
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if expected != error {
-            mismatches.push(format!(
-                "{relative}\n  expected: {expected}  actual:   {error}"
-            ));
+            mismatches.push(format!("{relative}\n  expected: {expected}  actual:   {error}"));
         }
     }
     assert!(

@@ -64,10 +64,7 @@ fn swapping_the_active_policy_200_times_under_load_fails_no_decision() {
                         assert_eq!(route.targets[0].node, "m4");
                         seen[1] += 1;
                     } else {
-                        panic!(
-                            "decision {} names an unknown policy {}",
-                            req.id, routed.policy_id
-                        );
+                        panic!("decision {} names an unknown policy {}", req.id, routed.policy_id);
                     }
                     decided.fetch_add(1, Ordering::Relaxed);
                 }
@@ -97,10 +94,7 @@ fn swapping_the_active_policy_200_times_under_load_fails_no_decision() {
         totals[0] += seen[0];
         totals[1] += seen[1];
     }
-    assert!(
-        totals[0] > 0 && totals[1] > 0,
-        "both versions decided: {totals:?}"
-    );
+    assert!(totals[0] > 0 && totals[1] > 0, "both versions decided: {totals:?}");
     let view = engine.view();
     assert_eq!(view.fallback_decisions, 0);
     let counted: u64 = view.policies.iter().map(|p| p.stats.decisions).sum();

@@ -5,10 +5,7 @@ include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
 /// The bytes of the builtin component `name` (e.g. `seed-rules`), if there is one.
 pub fn builtin(name: &str) -> Option<&'static [u8]> {
-    BUILTINS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, bytes)| *bytes)
+    BUILTINS.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
 }
 
 /// The names of every builtin component.

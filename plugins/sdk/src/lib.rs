@@ -14,9 +14,7 @@ pub mod bindings {
 
 pub use bindings::Guest;
 pub use bindings::switchyard::policy::host::{LogLevel, log};
-pub use bindings::switchyard::policy::types::{
-    Decision, Gpu, ModelVariant, Node, Reject, Request, Route, Target,
-};
+pub use bindings::switchyard::policy::types::{Decision, Gpu, ModelVariant, Node, Reject, Request, Route, Target};
 
 /// Export a type implementing [`Guest`] as the component's policy world. The exports exist
 /// only in the Wasm build: natively (unit tests, benchmarks) several policies can then be
@@ -35,11 +33,7 @@ pub const MAX_TARGETS: usize = 8;
 
 /// Decode `configure`'s JSON params into a typed config; the error names what was wrong.
 pub fn decode_params<T: serde::de::DeserializeOwned>(params: &str) -> Result<T, String> {
-    let params = if params.trim().is_empty() {
-        "{}"
-    } else {
-        params
-    };
+    let params = if params.trim().is_empty() { "{}" } else { params };
     serde_json::from_str(params).map_err(|e| format!("invalid [params]: {e}"))
 }
 

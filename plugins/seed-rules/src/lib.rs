@@ -77,10 +77,7 @@ impl Params {
         }
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.nodes.is_empty() {
-                return Err(format!(
-                    "[params] rules[{i}] ('{}'): nodes is empty",
-                    rule.name
-                ));
+                return Err(format!("[params] rules[{i}] ('{}'): nodes is empty", rule.name));
             }
             if rule.min_priority.is_some_and(|p| p > 9) {
                 return Err(format!(
@@ -95,15 +92,9 @@ impl Params {
 
 impl Rule {
     fn matches(&self, req: &Request) -> bool {
-        let task_ok = self.tasks.is_empty()
-            || req
-                .task
-                .as_ref()
-                .is_some_and(|t| self.tasks.iter().any(|x| x == t));
+        let task_ok = self.tasks.is_empty() || req.task.as_ref().is_some_and(|t| self.tasks.iter().any(|x| x == t));
         let priority_ok = self.min_priority.is_none_or(|min| req.priority >= min);
-        let total = req
-            .prompt_tokens
-            .saturating_add(req.max_tokens.unwrap_or(0));
+        let total = req.prompt_tokens.saturating_add(req.max_tokens.unwrap_or(0));
         let size_ok = self.max_total_tokens.is_none_or(|max| total <= max);
         task_ok && priority_ok && size_ok
     }
@@ -126,9 +117,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
             let Some(node) = nodes.iter().find(|n| &n.name == name) else {
                 continue;
             };
-            if targets.len() == sdk::MAX_TARGETS
-                || !rule.accepts(node, req)
-                || targets.iter().any(|t| &t.node == name)
+            if targets.len() == sdk::MAX_TARGETS || !rule.accepts(node, req) || targets.iter().any(|t| &t.node == name)
             {
                 continue;
             }
@@ -188,10 +177,7 @@ mod tests {
         m4.max_tokens = 2048;
         let mut ryzen = node(
             "ryzen",
-            &[
-                ("qwen25-coder-7b", "qwen-7b"),
-                ("qwen25-coder-32b", "qwen-32b"),
-            ],
+            &[("qwen25-coder-7b", "qwen-7b"), ("qwen25-coder-32b", "qwen-32b")],
             4,
         );
         ryzen.max_tokens = 4096;
@@ -219,18 +205,10 @@ mod tests {
 
     #[test]
     fn development_work_goes_to_the_m4_with_its_local_model_name() {
-        let route = route(decide(
-            &seed_params(),
-            &with_task("development"),
-            &cluster(),
-        ));
+        let route = route(decide(&seed_params(), &with_task("development"), &cluster()));
         assert_eq!(route.targets[0].node, "m4");
         assert_eq!(route.targets[0].model, "qwen-7b-mlx");
-        assert!(
-            route.reason.contains("rule 'development'"),
-            "{}",
-            route.reason
-        );
+        assert!(route.reason.contains("rule 'development'"), "{}", route.reason);
     }
 
     #[test]
@@ -248,11 +226,7 @@ mod tests {
         nodes[0].healthy = false;
         let r = route(decide(&seed_params(), &with_task("development"), &nodes));
         assert_eq!(r.targets[0].node, "ryzen");
-        assert!(
-            r.reason.contains("fell through development"),
-            "{}",
-            r.reason
-        );
+        assert!(r.reason.contains("fell through development"), "{}", r.reason);
 
         let mut nodes = cluster();
         nodes[0].on_battery = Some(true);
@@ -268,10 +242,7 @@ mod tests {
         );
         let mut req = request("qwen25-coder-7b");
         req.priority = 9;
-        assert_eq!(
-            route(decide(&seed_params(), &req, &cluster())).targets[0].node,
-            "ryzen"
-        );
+        assert_eq!(route(decide(&seed_params(), &req, &cluster())).targets[0].node, "ryzen");
     }
 
     #[test]
@@ -320,10 +291,8 @@ mod tests {
     fn configure_refuses_an_empty_rule_table() {
         let err = SeedRules::configure(r#"{"rules": []}"#.to_owned()).unwrap_err();
         assert!(err.contains("at least one rule"), "{err}");
-        let err = SeedRules::configure(
-            r#"{"rules": [{"name": "x", "nodes": ["a"], "colour": 1}]}"#.to_owned(),
-        )
-        .unwrap_err();
+        let err =
+            SeedRules::configure(r#"{"rules": [{"name": "x", "nodes": ["a"], "colour": 1}]}"#.to_owned()).unwrap_err();
         assert!(err.contains("unknown field `colour`"), "{err}");
     }
 }

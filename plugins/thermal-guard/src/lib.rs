@@ -82,11 +82,7 @@ fn overheated(params: &Params, node: &Node) -> Option<String> {
     }
     for gpu in &node.gpus {
         if gpu.temp_c.is_some_and(|t| t > params.max_gpu_temp_c) {
-            return Some(format!(
-                "{} GPU at {:.0}C",
-                node.name,
-                gpu.temp_c.unwrap_or(0.0)
-            ));
+            return Some(format!("{} GPU at {:.0}C", node.name, gpu.temp_c.unwrap_or(0.0)));
         }
         if gpu.mem_total_mb > 0 {
             let pct = gpu.mem_used_mb as f32 * 100.0 / gpu.mem_total_mb as f32;
@@ -115,10 +111,7 @@ fn joules_per_token(params: &Params, node: &Node) -> f32 {
 pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let mut ranked: Vec<(u8, f32, &Node)> = Vec::new();
     let mut avoided: Vec<String> = Vec::new();
-    for node in nodes
-        .iter()
-        .filter(|n| sdk::ineligibility(n, req).is_none())
-    {
+    for node in nodes.iter().filter(|n| sdk::ineligibility(n, req).is_none()) {
         let tier = match overheated(params, node) {
             Some(why) => {
                 avoided.push(why);
@@ -132,11 +125,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     if ranked.is_empty() {
         return sdk::no_capacity(req, nodes);
     }
-    ranked.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then(a.1.total_cmp(&b.1))
-            .then(a.2.name.cmp(&b.2.name))
-    });
+    ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.name.cmp(&b.2.name)));
     let (_, cost, best) = ranked[0];
     let mut reason = format!("cheapest cool node: {} at {cost:.1} J/token", best.name);
     if !avoided.is_empty() {
@@ -208,9 +197,7 @@ mod tests {
         nodes[0].on_battery = Some(true);
         let d = decide(&params(), &request("m"), &nodes);
         assert_eq!(order(&d), ["xeon", "m4", "ryzen"]);
-        let Decision::Route(r) = d else {
-            unreachable!()
-        };
+        let Decision::Route(r) = d else { unreachable!() };
         assert!(r.reason.contains("ryzen GPU at 86C"), "{}", r.reason);
 
         let mut nodes = cluster();
@@ -228,10 +215,7 @@ mod tests {
         nodes.remove(0);
         nodes[0].name = "new-box".to_owned();
         nodes[0].gpus[0].power_w = Some(150.0); // 150 / 45 = 3.3 J/token, below the xeon's 11.8
-        assert_eq!(
-            order(&decide(&params(), &request("m"), &nodes)),
-            ["new-box", "xeon"]
-        );
+        assert_eq!(order(&decide(&params(), &request("m"), &nodes)), ["new-box", "xeon"]);
     }
 
     #[test]

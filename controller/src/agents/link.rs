@@ -1,0 +1,289 @@
+//! The agent link: accept an agent's TLS connection, take its node name from its
+//! certificate, run HTTP/2 as the client over the accepted stream (keepalive pings every
+//! `ping_interval`), register the node from its `/telemetry`, then follow its
+//! `/telemetry/stream` until the link ends. A node whose link or pings fail is marked
+//! unhealthy at once and comes back when it reconnects.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use switchyard_protocol::AgentTelemetry;
+use switchyard_protocol::tls::cert_info;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::ServerTls;
+use crate::node_table::NodeTable;
+
+/// Timing of agent links.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSettings {
+    /// HTTP/2 ping interval on every link.
+    pub ping_interval: Duration,
+    /// A ping unanswered this long ends the link.
+    pub ping_timeout: Duration,
+    /// Time allowed for the TLS handshake and registration.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_millis(800),
+            ping_timeout: Duration::from_millis(1000),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct AgentListener {
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    nodes: Arc<NodeTable>,
+    settings: LinkSettings,
+    connections: Arc<AtomicU64>,
+}
+
+impl AgentListener {
+    pub fn new(listener: TcpListener, tls: Arc<ServerTls>, nodes: Arc<NodeTable>, settings: LinkSettings) -> Self {
+        Self {
+            listener,
+            tls,
+            nodes,
+            settings,
+            connections: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        tokio::spawn(self.tls.clone().watch(shutdown.clone()));
+        // Refresh telemetry ages (and staleness) in the snapshot every second.
+        let nodes = self.nodes.clone();
+        let ticker_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = ticker_shutdown.cancelled() => return,
+                    _ = ticker.tick() => nodes.refresh(),
+                }
+            }
+        });
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!("agent link accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let link = Link {
+                peer,
+                tls: self.tls.clone(),
+                nodes: self.nodes.clone(),
+                settings: self.settings,
+                id: self.connections.fetch_add(1, Ordering::Relaxed) + 1,
+            };
+            tokio::spawn(link.run(stream, shutdown.clone()));
+        }
+    }
+}
+
+struct Link {
+    peer: SocketAddr,
+    tls: Arc<ServerTls>,
+    nodes: Arc<NodeTable>,
+    settings: LinkSettings,
+    id: u64,
+}
+
+fn handshake_hint(error: &std::io::Error) -> &'static str {
+    let text = error.to_string();
+    if text.contains("corrupt message") || text.contains("InvalidContentType") || text.contains("invalid content type")
+    {
+        " (the peer is not speaking TLS: agents must connect with TLS and a client certificate)"
+    } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        " (its certificate was not issued by this cluster's CA)"
+    } else if text.contains("xpired") {
+        " (its certificate has expired: issue a new one with `switchyard certs issue`)"
+    } else if text.contains("NoCertificatesPresented") || text.contains("no certificates") {
+        " (it presented no client certificate)"
+    } else {
+        ""
+    }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    sender: &mut SendRequest<Full<Bytes>>,
+    path: &str,
+) -> anyhow::Result<T> {
+    sender.ready().await?;
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(format!("http://agent{path}"))
+        .body(Full::new(Bytes::new()))?;
+    let response = sender.send_request(request).await?;
+    anyhow::ensure!(response.status().is_success(), "GET {path}: {}", response.status());
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body)?)
+}
+
+async fn tell_refused(sender: &mut SendRequest<Full<Bytes>>, reason: &str) {
+    let body = serde_json::json!({ "reason": reason }).to_string();
+    let Ok(request) = Request::builder()
+        .method(Method::POST)
+        .uri("http://agent/link/refused")
+        .body(Full::new(Bytes::from(body)))
+    else {
+        return;
+    };
+    if sender.ready().await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), sender.send_request(request)).await;
+    }
+}
+
+impl Link {
+    async fn run(self, stream: tokio::net::TcpStream, shutdown: CancellationToken) {
+        let peer = self.peer;
+        let acceptor = TlsAcceptor::from(self.tls.current());
+        let tls = match tokio::time::timeout(self.settings.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, "agent link refused: TLS handshake failed: {e}{}", handshake_hint(&e));
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "agent link refused: no TLS handshake within {:?}", self.settings.handshake_timeout);
+                return;
+            }
+        };
+        let Some(info) = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| cert_info(c).ok())
+        else {
+            tracing::warn!(%peer, "agent link refused: its certificate carries no node name");
+            return;
+        };
+        let name = info.common_name.clone();
+
+        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.settings.ping_interval)
+            .keep_alive_timeout(self.settings.ping_timeout)
+            .keep_alive_while_idle(true);
+        let (mut sender, connection) = match builder.handshake::<_, Full<Bytes>>(TokioIo::new(tls)).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(%peer, node = %name, "agent link refused: HTTP/2 handshake failed: {e}");
+                return;
+            }
+        };
+        let mut connection = tokio::spawn(connection);
+
+        let telemetry: AgentTelemetry = match tokio::time::timeout(
+            self.settings.handshake_timeout,
+            get_json(&mut sender, "/telemetry"),
+        )
+        .await
+        {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, node = %name, "agent link refused: registration failed: {e:#}");
+                connection.abort();
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, node = %name, "agent link refused: no registration within {:?}", self.settings.handshake_timeout);
+                connection.abort();
+                return;
+            }
+        };
+        if telemetry.node != name {
+            let reason = format!(
+                "certificate is for node '{name}' but the agent says it is '{}': a node's name comes from its certificate; \
+                 set `node = \"{name}\"` in the agent config or issue a certificate for '{}'",
+                telemetry.node, telemetry.node
+            );
+            tracing::error!(%peer, "agent link refused: {reason}");
+            tell_refused(&mut sender, &reason).await;
+            connection.abort();
+            return;
+        }
+        tracing::info!(%peer, node = %name, serial = %info.serial, expires_in_days = info.expires_in_s / 86_400, "agent linked");
+        self.nodes.connected(&name, self.id, peer.to_string(), info, telemetry);
+
+        let why = tokio::select! {
+            _ = shutdown.cancelled() => "controller shutting down".to_owned(),
+            ended = &mut connection => match ended {
+                Ok(Ok(())) => "link closed".to_owned(),
+                Ok(Err(e)) => format!("link failed: {e}"),
+                Err(e) => format!("link task ended: {e}"),
+            },
+            ended = self.follow_telemetry(&mut sender, &name) => ended,
+        };
+        connection.abort();
+        tracing::warn!(%peer, node = %name, "node out of rotation: {why}");
+        self.nodes.disconnected(&name, self.id, why);
+    }
+
+    /// Read the agent's NDJSON telemetry stream until it ends; returns why it ended.
+    async fn follow_telemetry(&self, sender: &mut SendRequest<Full<Bytes>>, name: &str) -> String {
+        if let Err(e) = sender.ready().await {
+            return format!("link failed: {e}");
+        }
+        let request = match Request::builder()
+            .method(Method::GET)
+            .uri("http://agent/telemetry/stream")
+            .body(Full::new(Bytes::new()))
+        {
+            Ok(request) => request,
+            Err(e) => return format!("bad request: {e}"),
+        };
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => return format!("telemetry stream failed: {e}"),
+        };
+        let mut body = response.into_body();
+        let mut buffer: Vec<u8> = Vec::new();
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    let Some(data) = frame.data_ref() else { continue };
+                    buffer.extend_from_slice(data);
+                    while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = buffer.drain(..=end).collect();
+                        match serde_json::from_slice::<AgentTelemetry>(&line) {
+                            Ok(telemetry) if telemetry.node == name => self.nodes.update(name, self.id, telemetry),
+                            Ok(other) => return format!("telemetry for another node ({}) on this link", other.node),
+                            Err(e) => tracing::warn!(node = %name, "unreadable telemetry line: {e}"),
+                        }
+                    }
+                }
+                Some(Err(e)) => return format!("telemetry stream failed: {e}"),
+                None => return "telemetry stream ended".to_owned(),
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Agents join the controller here: one mTLS connection per agent, dialled by the agent,
+//! with HTTP/2 running the other way (the controller is the client). The node name comes
+//! from the agent's certificate; liveness is the connection plus HTTP/2 pings.
+
+mod link;
+mod server_tls;
+
+pub use link::{AgentListener, LinkSettings};
+pub use server_tls::{ServerTls, TlsPaths};
