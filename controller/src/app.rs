@@ -23,6 +23,7 @@ pub struct App {
     pub engine: Arc<PolicyEngine>,
     pub nodes: Arc<NodeTable>,
     pub admin_token: String,
+    pub front: crate::front::Front,
 }
 
 impl Handler for App {
@@ -35,6 +36,18 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Response<ResponseBo
     let path = request.uri().path();
     if path.starts_with("/admin/") {
         return crate::admin::handle(app, request).await;
+    }
+    if path.starts_with("/v1/") || path.starts_with("/api/") || path == "/" {
+        let method = request.method().clone();
+        let path = path.to_owned();
+        return match crate::front::handle(app, request).await {
+            Some(response) => response,
+            None => error_json(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no endpoint {method} {path}"),
+            ),
+        };
     }
     match (request.method(), path) {
         (&Method::GET, "/metrics") => text(
@@ -67,6 +80,9 @@ pub struct Settings {
     pub snapshot: ClusterSnapshot,
     /// Where agents link in, and the link's certificates.
     pub agents: Option<(SocketAddr, crate::agents::TlsPaths)>,
+    /// Prompt API keys (empty: open).
+    pub keys: crate::front::keys::ApiKeys,
+    pub limits: crate::front::forward::FrontLimits,
 }
 
 /// A controller that has bound its port and loaded its policies.
@@ -128,10 +144,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         None => None,
     };
     let agents_addr = agents.as_ref().map(|a| a.local_addr()).transpose()?;
+    if settings.keys.is_open() {
+        tracing::warn!("no [[api_keys]] configured: the prompt API is open to anyone who can reach it");
+    }
+    let front = crate::front::Front::new(settings.keys, settings.limits);
     let app = Arc::new(App {
         engine,
         nodes,
         admin_token: settings.admin_token,
+        front,
     });
     let watcher = if settings.watch { watcher } else { None };
     Ok(Running {

@@ -39,6 +39,53 @@ pub struct ControllerConfig {
     /// Where agents connect (mTLS). Absent: no agents, only the static snapshot.
     #[serde(default)]
     pub agents: Option<AgentsConfig>,
+    /// Keys for the prompt API; none: the API is open.
+    #[serde(default)]
+    pub api_keys: Vec<crate::front::keys::ApiKeyConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Front-door limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest prompt request body, in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Requests that may wait for a node slot at once (default 64).
+    pub queue_capacity: usize,
+    /// The longest a request waits for a node slot, in ms (default 30000).
+    pub queue_timeout_ms: u64,
+    /// The longest a node may take to start answering, in ms (default 60000).
+    pub first_byte_timeout_ms: u64,
+    /// The longest a whole response may take, in ms (default 600000).
+    pub total_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = crate::front::forward::FrontLimits::default();
+        Self {
+            max_body_bytes: d.max_body_bytes,
+            queue_capacity: d.queue_capacity,
+            queue_timeout_ms: d.queue_timeout.as_millis() as u64,
+            first_byte_timeout_ms: d.first_byte_timeout.as_millis() as u64,
+            total_timeout_ms: d.total_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn limits(&self) -> crate::front::forward::FrontLimits {
+        use std::time::Duration;
+        crate::front::forward::FrontLimits {
+            max_body_bytes: self.max_body_bytes,
+            queue_capacity: self.queue_capacity,
+            queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+            first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
+            total_timeout: Duration::from_millis(self.total_timeout_ms),
+        }
+    }
 }
 
 /// The agents' link endpoint and its certificates (from `switchyard certs init`).
@@ -117,6 +164,9 @@ impl ControllerConfig {
         config.admin.token_file = base.join(&config.admin.token_file);
         config.policy.dir = config.policy.dir.map(|d| base.join(d));
         config.cluster.static_snapshot = config.cluster.static_snapshot.map(|s| base.join(s));
+        for key in &mut config.api_keys {
+            key.key_file = key.key_file.as_ref().map(|f| base.join(f));
+        }
         if let Some(agents) = &mut config.agents {
             agents.ca = base.join(&agents.ca);
             agents.cert = base.join(&agents.cert);

@@ -38,6 +38,8 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>) -> anyhow::Resul
         engine: EngineOptions::default(),
         snapshot: crate::seed_cluster::seed_cluster(),
         agents: None,
+        keys: Default::default(),
+        limits: Default::default(),
     };
     let running = app::start(settings).await?;
     let url = format!("http://{}", running.addr);

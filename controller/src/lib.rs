@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod fixtures;
+pub mod front;
 pub mod http;
 pub mod metrics;
 pub mod node_table;

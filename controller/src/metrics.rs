@@ -75,5 +75,6 @@ pub fn render(app: &App) -> String {
     for n in &snapshot.nodes {
         let _ = writeln!(out, "switchyard_node_in_flight{{node=\"{}\"}} {}", n.name, n.in_flight);
     }
+    app.front.metrics.render(&mut out, app.front.admission.queue_depth());
     out
 }

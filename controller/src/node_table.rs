@@ -25,7 +25,12 @@ struct Linked {
     cert: CertInfo,
     peer: String,
     last_error: Option<String>,
+    /// The HTTP/2 client over this node's link, for forwarding requests.
+    sender: Option<AgentSender>,
 }
+
+/// The controller's HTTP/2 client over one agent link.
+pub type AgentSender = hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>;
 
 /// What `/admin/nodes` shows about a node's link.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,7 +105,15 @@ impl NodeTable {
     }
 
     /// A link came up (or replaced an older one for the same node).
-    pub fn connected(&self, name: &str, connection: u64, peer: String, cert: CertInfo, telemetry: AgentTelemetry) {
+    pub fn connected(
+        &self,
+        name: &str,
+        connection: u64,
+        peer: String,
+        cert: CertInfo,
+        telemetry: AgentTelemetry,
+        sender: AgentSender,
+    ) {
         let mut linked = self.linked();
         linked.insert(
             name.to_owned(),
@@ -113,6 +126,7 @@ impl NodeTable {
                 cert,
                 peer,
                 last_error: None,
+                sender: Some(sender),
             },
         );
         self.rebuild(&linked);
@@ -137,7 +151,16 @@ impl NodeTable {
         };
         entry.connected = false;
         entry.last_error = Some(why);
+        entry.sender = None;
         self.rebuild(&linked);
+    }
+
+    /// The link to `node`, if it is connected.
+    pub fn sender(&self, node: &str) -> Option<AgentSender> {
+        self.linked()
+            .get(node)
+            .filter(|e| e.connected)
+            .and_then(|e| e.sender.clone())
     }
 
     /// Rebuild the snapshot so that telemetry ages (and staleness) stay current.

@@ -5,6 +5,7 @@
 mod decision;
 mod request;
 mod snapshot;
+pub mod sse;
 mod telemetry;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -6,7 +6,6 @@
 pub mod ollama;
 pub mod openai;
 pub mod simulated;
-pub mod sse;
 
 use std::pin::Pin;
 use std::sync::Arc;

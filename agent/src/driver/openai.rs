@@ -7,13 +7,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::sse::SseDecoder;
 use super::{
     ChatRequest, CompletionRequest, DriverError, EmbedRequest, Event, EventStream, RuntimeDriver, RuntimeProbe,
     Sampling, Usage,
 };
 use crate::config::RuntimeKind;
 use crate::telemetry::runtime_state;
+use switchyard_protocol::sse::SseDecoder;
 
 #[derive(Debug, Clone)]
 pub struct OpenAiDriver {

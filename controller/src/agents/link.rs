@@ -232,7 +232,8 @@ impl Link {
             return;
         }
         tracing::info!(%peer, node = %name, serial = %info.serial, expires_in_days = info.expires_in_s / 86_400, "agent linked");
-        self.nodes.connected(&name, self.id, peer.to_string(), info, telemetry);
+        self.nodes
+            .connected(&name, self.id, peer.to_string(), info, telemetry, sender.clone());
 
         let why = tokio::select! {
             _ = shutdown.cancelled() => "controller shutting down".to_owned(),

@@ -321,6 +321,9 @@ async fn serve(
                 },
             )
         }),
+        keys: crate::front::keys::ApiKeys::from_config(&config.api_keys)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?,
+        limits: config.limits.limits(),
     };
     let running = app::start(settings).await?;
     crate::say(&format!("switchyard listening on http://{}", running.addr));

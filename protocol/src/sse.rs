@@ -1,4 +1,5 @@
-//! An incremental Server-Sent Events decoder: bytes in (any chunking), `data:` payloads out.
+//! An incremental Server-Sent Events decoder (the agent reads runtimes with it, the
+//! controller translates streams with it): bytes in (any chunking), `data:` payloads out.
 //! Comment lines (`: keepalive`) and other fields are skipped; events end at a blank line.
 
 #[derive(Debug, Default)]

@@ -1,0 +1,235 @@
+//! Per-node concurrency limits, enforced by the controller, and a bounded priority queue:
+//! a request takes a slot on the first of its targets (in the policy's order) that has one;
+//! when none has, it waits, higher priority first, until a slot frees or its deadline passes.
+//! A full queue or an expired deadline is an explicit answer (429/503 with `Retry-After`),
+//! never an unbounded buffer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+struct State {
+    in_use: HashMap<String, u32>,
+    /// Waiting requests: (255 - priority, arrival) -> the nodes they may use.
+    waiting: BTreeMap<(u8, u64), Vec<String>>,
+    arrivals: u64,
+}
+
+#[derive(Debug)]
+pub struct Admission {
+    state: Mutex<State>,
+    freed: Notify,
+    capacity: usize,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("every eligible node is busy and the queue is full ({0} waiting)")]
+    QueueFull(usize),
+    #[error("every eligible node stayed busy for {0:?}, the longest a request may wait")]
+    Deadline(Duration),
+}
+
+/// A held slot on a node; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Permit {
+    pub node: String,
+    admission: Arc<Admission>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        {
+            let mut state = self.admission.lock();
+            if let Some(n) = state.in_use.get_mut(&self.node) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.admission.freed.notify_waiters();
+    }
+}
+
+impl Admission {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            freed: Notify::new(),
+            capacity,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    pub fn in_use(&self, node: &str) -> u32 {
+        self.lock().in_use.get(node).copied().unwrap_or(0)
+    }
+
+    /// The first of `targets` (node, limit) with a free slot, unless an earlier waiter with
+    /// at least this priority could take that node.
+    fn try_take(state: &mut State, targets: &[(String, u32)], me: Option<(u8, u64)>) -> Option<String> {
+        for (node, limit) in targets {
+            let used = state.in_use.get(node).copied().unwrap_or(0);
+            if used >= *limit {
+                continue;
+            }
+            let ahead = state
+                .waiting
+                .iter()
+                .take_while(|(key, _)| Some(**key) != me)
+                .any(|(_, nodes)| nodes.contains(node));
+            if ahead {
+                continue;
+            }
+            *state.in_use.entry(node.clone()).or_insert(0) += 1;
+            return Some(node.clone());
+        }
+        None
+    }
+
+    /// Take a slot on one of `targets` (node, max concurrency), in order, waiting at most
+    /// `deadline` in the queue.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        targets: &[(String, u32)],
+        priority: u8,
+        deadline: Duration,
+    ) -> Result<Permit, Refusal> {
+        let key = {
+            let mut state = self.lock();
+            if let Some(node) = Self::try_take(&mut state, targets, None) {
+                return Ok(Permit {
+                    node,
+                    admission: self.clone(),
+                });
+            }
+            if state.waiting.len() >= self.capacity {
+                return Err(Refusal::QueueFull(state.waiting.len()));
+            }
+            state.arrivals += 1;
+            let key = (255 - priority, state.arrivals);
+            state
+                .waiting
+                .insert(key, targets.iter().map(|(n, _)| n.clone()).collect());
+            key
+        };
+        let waited = tokio::time::timeout(deadline, async {
+            loop {
+                let freed = self.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                {
+                    let mut state = self.lock();
+                    if let Some(node) = Self::try_take(&mut state, targets, Some(key)) {
+                        state.waiting.remove(&key);
+                        return node;
+                    }
+                }
+                freed.await;
+            }
+        })
+        .await;
+        match waited {
+            Ok(node) => Ok(Permit {
+                node,
+                admission: self.clone(),
+            }),
+            Err(_) => {
+                self.lock().waiting.remove(&key);
+                // Others may now be first in line.
+                self.freed.notify_waiters();
+                Err(Refusal::Deadline(deadline))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(list: &[(&str, u32)]) -> Vec<(String, u32)> {
+        list.iter().map(|(n, l)| ((*n).to_owned(), *l)).collect()
+    }
+
+    #[tokio::test]
+    async fn slots_are_taken_in_target_order_and_freed_on_drop() {
+        let admission = Admission::new(4);
+        let t = targets(&[("a", 1), ("b", 2)]);
+        let first = admission.acquire(&t, 5, Duration::from_secs(1)).await.expect("a");
+        assert_eq!(first.node, "a");
+        let second = admission.acquire(&t, 5, Duration::from_secs(1)).await.expect("b");
+        assert_eq!(second.node, "b");
+        drop(first);
+        assert_eq!(
+            admission
+                .acquire(&t, 5, Duration::from_secs(1))
+                .await
+                .expect("a again")
+                .node,
+            "a"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_and_an_expired_deadline_are_refusals() {
+        let admission = Admission::new(1);
+        let t = targets(&[("a", 1)]);
+        let _held = admission.acquire(&t, 5, Duration::from_secs(1)).await.expect("slot");
+        let waiter = {
+            let admission = admission.clone();
+            let t = t.clone();
+            tokio::spawn(async move { admission.acquire(&t, 5, Duration::from_millis(200)).await })
+        };
+        while admission.queue_depth() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            admission
+                .acquire(&t, 5, Duration::from_secs(1))
+                .await
+                .expect_err("full"),
+            Refusal::QueueFull(1)
+        );
+        assert!(matches!(waiter.await.expect("join"), Err(Refusal::Deadline(_))));
+        assert_eq!(admission.queue_depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_highest_priority_waiter() {
+        let admission = Admission::new(8);
+        let t = targets(&[("a", 1)]);
+        let held = admission.acquire(&t, 5, Duration::from_secs(1)).await.expect("slot");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (queued, priority) in [1u8, 9, 5].into_iter().enumerate() {
+            let (waiter, t, tx) = (admission.clone(), t.clone(), tx.clone());
+            tokio::spawn(async move {
+                let permit = waiter
+                    .acquire(&t, priority, Duration::from_secs(5))
+                    .await
+                    .expect("eventually");
+                tx.send(priority).expect("send");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                drop(permit);
+            });
+            while admission.queue_depth() < queued + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(held);
+        let order = [rx.recv().await, rx.recv().await, rx.recv().await];
+        assert_eq!(order, [Some(9), Some(5), Some(1)]);
+    }
+}

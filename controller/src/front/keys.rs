@@ -1,0 +1,136 @@
+//! API keys for prompt submission: each key has a name, the logical models it may use, and
+//! a cap on the priority it may ask for. No keys configured means an open endpoint (the
+//! controller says so at start).
+
+use std::path::PathBuf;
+
+use http::HeaderMap;
+use serde::Deserialize;
+
+/// One `[[api_keys]]` entry of the controller config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Shown in logs and metrics, never the key itself.
+    pub name: String,
+    /// The key, inline (prefer `key_file`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A file holding the key (one line), relative to the config file.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Logical models this key may use; `["*"]` (the default) for all.
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    /// Highest priority (0-9) requests with this key may ask for (default 9).
+    #[serde(default = "max_priority")]
+    pub max_priority: u8,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+fn max_priority() -> u8 {
+    9
+}
+
+/// What a key allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub name: String,
+    pub models: Vec<String>,
+    pub max_priority: u8,
+}
+
+impl Grant {
+    pub fn open() -> Self {
+        Self {
+            name: "open".to_owned(),
+            models: all_models(),
+            max_priority: 9,
+        }
+    }
+
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == "*" || m == model)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys {
+    keys: Vec<(String, Grant)>,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl ApiKeys {
+    pub fn new(keys: Vec<(String, Grant)>) -> Self {
+        Self { keys }
+    }
+
+    /// Resolve `[[api_keys]]`, reading key files; errors name the entry.
+    pub fn from_config(entries: &[ApiKeyConfig]) -> anyhow::Result<Self> {
+        let mut keys = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let key = match (&entry.key, &entry.key_file) {
+                (Some(key), None) => key.clone(),
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "api_keys[{i}] ({}): cannot read key_file {}: {e}",
+                            entry.name,
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned(),
+                _ => anyhow::bail!(
+                    "api_keys[{i}] ({}): give exactly one of `key` and `key_file`",
+                    entry.name
+                ),
+            };
+            anyhow::ensure!(
+                key.len() >= 16,
+                "api_keys[{i}] ({}): the key must be at least 16 characters",
+                entry.name
+            );
+            anyhow::ensure!(
+                entry.max_priority <= 9,
+                "api_keys[{i}] ({}): max_priority must be 0-9",
+                entry.name
+            );
+            keys.push((
+                key,
+                Grant {
+                    name: entry.name.clone(),
+                    models: entry.models.clone(),
+                    max_priority: entry.max_priority,
+                },
+            ));
+        }
+        Ok(Self { keys })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The grant for the request's bearer key; `Err` explains what is missing or wrong.
+    pub fn check(&self, headers: &HeaderMap) -> Result<Grant, &'static str> {
+        if self.keys.is_empty() {
+            return Ok(Grant::open());
+        }
+        let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return Err("missing API key: send `Authorization: Bearer <key>`");
+        };
+        let token = value.strip_prefix("Bearer ").unwrap_or_default().trim();
+        self.keys
+            .iter()
+            .find(|(key, _)| constant_time_eq(key.as_bytes(), token.as_bytes()))
+            .map(|(_, grant)| grant.clone())
+            .ok_or("invalid API key")
+    }
+}

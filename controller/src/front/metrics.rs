@@ -1,0 +1,148 @@
+//! Request metrics for `/metrics`: requests by node, model and status; time to first byte
+//! and total latency histograms; policy decision latency.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A fixed-bucket histogram (seconds).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            if seconds <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros.fetch_add(value.as_micros() as u64, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", count.load(Ordering::Relaxed));
+        }
+        let total = self.total.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {total}");
+    }
+}
+
+const LATENCY: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+const DECISION: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.001, 0.01, 0.1,
+];
+
+#[derive(Debug)]
+pub struct FrontMetrics {
+    requests: Mutex<HashMap<(String, String, u16), u64>>,
+    pub ttfb: Histogram,
+    pub total: Histogram,
+    pub decision: Histogram,
+    pub retries: AtomicU64,
+    pub cancelled: AtomicU64,
+}
+
+impl Default for FrontMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Mutex::new(HashMap::new()),
+            ttfb: Histogram::new(LATENCY),
+            total: Histogram::new(LATENCY),
+            decision: Histogram::new(DECISION),
+            retries: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FrontMetrics {
+    pub fn request(&self, node: &str, model: &str, status: u16) {
+        let mut requests = match self.requests.lock() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *requests.entry((node.to_owned(), model.to_owned(), status)).or_insert(0) += 1;
+    }
+
+    pub fn render(&self, out: &mut String, queue_depth: usize) {
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_requests_total Prompt requests by serving node, logical model and HTTP status."
+        );
+        let _ = writeln!(out, "# TYPE switchyard_requests_total counter");
+        let requests = match self.requests.lock() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut rows: Vec<_> = requests.into_iter().collect();
+        rows.sort();
+        for ((node, model, status), count) in rows {
+            let _ = writeln!(
+                out,
+                "switchyard_requests_total{{node=\"{node}\",model=\"{model}\",status=\"{status}\"}} {count}"
+            );
+        }
+        self.ttfb.render(
+            out,
+            "switchyard_time_to_first_byte_seconds",
+            "Time from request to the first byte from the node.",
+        );
+        self.total.render(
+            out,
+            "switchyard_request_duration_seconds",
+            "Time from request to the end of the response.",
+        );
+        self.decision.render(
+            out,
+            "switchyard_policy_decision_seconds",
+            "Time the policy (or fallback) took to decide.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_retries_total Requests retried on the next target before the first byte."
+        );
+        let _ = writeln!(out, "# TYPE switchyard_retries_total counter");
+        let _ = writeln!(out, "switchyard_retries_total {}", self.retries.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_cancelled_total Responses cancelled by the client before their end."
+        );
+        let _ = writeln!(out, "# TYPE switchyard_cancelled_total counter");
+        let _ = writeln!(
+            out,
+            "switchyard_cancelled_total {}",
+            self.cancelled.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# HELP switchyard_queue_depth Requests waiting for a node slot.");
+        let _ = writeln!(out, "# TYPE switchyard_queue_depth gauge");
+        let _ = writeln!(out, "switchyard_queue_depth {queue_depth}");
+    }
+}

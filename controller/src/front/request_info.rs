@@ -1,0 +1,176 @@
+//! What the policy learns about a request: the logical model, streaming, token estimates,
+//! and the routing hints (`x-switchyard-task`, `x-switchyard-priority`,
+//! `x-switchyard-session`, OpenAI's `metadata` and `user`). Never the prompt itself.
+
+use http::HeaderMap;
+use serde_json::Value;
+use switchyard_protocol::RequestInfo;
+
+use super::keys::Grant;
+
+/// Which API a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAiChat,
+    OpenAiCompletions,
+    OpenAiEmbeddings,
+    OllamaChat,
+    OllamaGenerate,
+    OllamaEmbed,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::OpenAiChat => "openai-chat",
+            Api::OpenAiCompletions => "openai-completions",
+            Api::OpenAiEmbeddings => "openai-embeddings",
+            Api::OllamaChat => "ollama-chat",
+            Api::OllamaGenerate => "ollama-generate",
+            Api::OllamaEmbed => "ollama-embed",
+        }
+    }
+
+    pub fn is_ollama(self) -> bool {
+        matches!(self, Api::OllamaChat | Api::OllamaGenerate | Api::OllamaEmbed)
+    }
+
+    /// Whether the client gets a stream when it does not say (Ollama streams by default).
+    fn streams_by_default(self) -> bool {
+        matches!(self, Api::OllamaChat | Api::OllamaGenerate)
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Text the prompt is made of, for the token estimate (about 4 bytes a token).
+fn prompt_bytes(body: &Value) -> usize {
+    let mut bytes = 0;
+    if let Some(messages) = body["messages"].as_array() {
+        for m in messages {
+            bytes += match &m["content"] {
+                Value::String(s) => s.len(),
+                other => other.to_string().len(),
+            };
+        }
+    }
+    for key in ["prompt", "system", "input"] {
+        bytes += match &body[key] {
+            Value::String(s) => s.len(),
+            Value::Null => 0,
+            other => other.to_string().len(),
+        };
+    }
+    bytes
+}
+
+/// Build the policy's view of a request. `Err` is a client error message (400).
+pub fn request_info(
+    api: Api,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Value,
+    grant: &Grant,
+) -> Result<RequestInfo, String> {
+    let model = body["model"]
+        .as_str()
+        .filter(|m| !m.is_empty())
+        .ok_or("the request needs a `model`")?
+        .to_owned();
+    let stream = body["stream"].as_bool().unwrap_or(api.streams_by_default());
+    let max_tokens = body["max_completion_tokens"]
+        .as_u64()
+        .or_else(|| body["max_tokens"].as_u64())
+        .or_else(|| body["options"]["num_predict"].as_u64())
+        .map(|n| n.min(u64::from(u32::MAX)) as u32);
+    let priority = match header(headers, "x-switchyard-priority") {
+        Some(raw) => raw.parse::<u8>().ok().filter(|p| *p <= 9).ok_or_else(|| {
+            format!("x-switchyard-priority must be a number from 0 (lowest) to 9 (highest), got {raw:?}")
+        })?,
+        None => switchyard_protocol::RequestInfo::for_model("").priority,
+    }
+    .min(grant.max_priority);
+    let mut tags: Vec<(String, String)> = vec![("api-key".to_owned(), grant.name.clone())];
+    if let Some(metadata) = body["metadata"].as_object() {
+        for (key, value) in metadata.iter().take(16) {
+            if let Some(text) = value.as_str() {
+                tags.push((key.chars().take(64).collect(), text.chars().take(256).collect()));
+            }
+        }
+    }
+    let task = header(headers, "x-switchyard-task")
+        .map(str::to_owned)
+        .or_else(|| body["metadata"]["task"].as_str().map(str::to_owned));
+    let session = header(headers, "x-switchyard-session")
+        .map(str::to_owned)
+        .or_else(|| body["user"].as_str().map(str::to_owned));
+    Ok(RequestInfo {
+        id: id.to_owned(),
+        api: api.as_str().to_owned(),
+        model,
+        stream,
+        prompt_tokens: (prompt_bytes(body) / 4) as u32,
+        max_tokens,
+        priority,
+        task,
+        session,
+        tags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_come_from_headers_and_openai_fields_and_the_key_caps_priority() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-switchyard-task", "batch".parse().expect("header"));
+        headers.insert("x-switchyard-priority", "9".parse().expect("header"));
+        let body = serde_json::json!({
+            "model": "qwen25-coder-7b", "max_tokens": 64, "user": "alice",
+            "metadata": {"team": "eval"}, "messages": [{"role": "user", "content": "x".repeat(400)}],
+        });
+        let grant = Grant {
+            name: "ci".into(),
+            models: vec!["*".into()],
+            max_priority: 6,
+        };
+        let info = request_info(Api::OpenAiChat, "r1", &headers, &body, &grant).expect("valid");
+        assert_eq!(info.task.as_deref(), Some("batch"));
+        assert_eq!(info.priority, 6, "capped by the key");
+        assert_eq!(info.session.as_deref(), Some("alice"));
+        assert_eq!(info.max_tokens, Some(64));
+        assert_eq!(info.prompt_tokens, 100);
+        assert!(!info.stream);
+        assert!(info.tags.contains(&("team".into(), "eval".into())));
+        assert!(info.tags.contains(&("api-key".into(), "ci".into())));
+    }
+
+    #[test]
+    fn ollama_streams_by_default_and_bad_hints_are_client_errors() {
+        let body = serde_json::json!({ "model": "m", "options": { "num_predict": 12 } });
+        let info = request_info(Api::OllamaChat, "r", &HeaderMap::new(), &body, &Grant::open()).expect("valid");
+        assert!(info.stream);
+        assert_eq!(info.max_tokens, Some(12));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-switchyard-priority", "urgent".parse().expect("header"));
+        let err = request_info(Api::OpenAiChat, "r", &headers, &body, &Grant::open()).expect_err("invalid");
+        assert!(err.contains("0 (lowest) to 9"), "{err}");
+        let err = request_info(
+            Api::OpenAiChat,
+            "r",
+            &HeaderMap::new(),
+            &serde_json::json!({}),
+            &Grant::open(),
+        )
+        .expect_err("no model");
+        assert!(err.contains("`model`"), "{err}");
+    }
+}
