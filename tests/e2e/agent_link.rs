@@ -3,88 +3,12 @@
 //! impersonation, expired certificate, plaintext) are asserted by their text on both sides;
 //! failures (kill -9, controller restart, network partition) by the node table.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::{Agent, BIN, Controller, eventually};
-
-/// A cluster folder: certificates, admin token, controller config.
-struct Cluster {
-    dir: tempfile::TempDir,
-    token: String,
-}
-
-fn switchyard(args: &[&str]) {
-    let output = Command::new(BIN).args(args).output().expect("run switchyard");
-    assert!(
-        output.status.success(),
-        "switchyard {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-impl Cluster {
-    fn new(sans: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let certs = dir.path().join("certs");
-        let mut args = vec!["certs", "init", "--dir", certs.to_str().expect("utf-8")];
-        for san in sans {
-            args.extend(["--san", san]);
-        }
-        switchyard(&args);
-        let token = "e2e-admin-token-0123456789abcdef".to_owned();
-        std::fs::write(dir.path().join("admin.token"), &token).expect("token");
-        std::fs::write(
-            dir.path().join("controller.toml"),
-            "listen = \"127.0.0.1:0\"\n[admin]\ntoken_file = \"admin.token\"\n\
-             [agents]\nlisten = \"127.0.0.1:0\"\nca = \"certs/ca.pem\"\ncert = \"certs/controller.pem\"\nkey = \"certs/controller.key\"\n",
-        )
-        .expect("controller.toml");
-        Cluster { dir, token }
-    }
-
-    fn certs(&self) -> PathBuf {
-        self.dir.path().join("certs")
-    }
-
-    fn issue(&self, node: &str, extra: &[&str]) -> PathBuf {
-        let certs = self.certs();
-        let mut args = vec![
-            "certs",
-            "issue",
-            "--dir",
-            certs.to_str().expect("utf-8"),
-            "--node",
-            node,
-        ];
-        args.extend(extra);
-        switchyard(&args);
-        certs.join("nodes").join(node)
-    }
-
-    fn controller(&self, agents_listen: &str) -> Controller {
-        Controller::serve(&self.dir.path().join("controller.toml"), &self.token, agents_listen)
-    }
-
-    /// An agent config: simulated runtime, the given name, linking with `bundle`.
-    fn agent_config(&self, file: &str, node: &str, bundle: &Path, address: &str) -> PathBuf {
-        let path = self.dir.path().join(file);
-        std::fs::write(
-            &path,
-            format!(
-                "node = \"{node}\"\nmax_concurrency = 2\nmax_tokens = 2048\ntelemetry_interval_ms = 250\n\
-                 [runtime]\nkind = \"simulated\"\nprofile = \"xeon\"\n\
-                 [[models]]\nlogical = \"qwen25-coder-7b\"\nlocal = \"qwen2.5-coder:7b\"\ncontext_length = 32768\n\
-                 [controller]\naddress = \"{address}\"\nserver_name = \"localhost\"\n\
-                 ca = \"{b}/ca.pem\"\ncert = \"{b}/node.pem\"\nkey = \"{b}/node.key\"\n",
-                b = bundle.display()
-            ),
-        )
-        .expect("agent config");
-        path
-    }
-}
+use crate::cluster::{Cluster, switchyard};
+use crate::process::{Agent, eventually};
 
 const JOIN_WITHIN: Duration = Duration::from_secs(30);
 

@@ -1,8 +1,12 @@
 //! End-to-end tests: real `switchyard` processes on 127.0.0.1:0, driven over HTTP and by
 //! the CLI, the way an operator would.
 
+mod cluster;
 mod process;
+#[path = "../support/runtimes.rs"]
+mod runtimes;
 
 mod agent_link;
 mod demo;
+mod front_door;
 mod policy_cli;

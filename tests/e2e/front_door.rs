@@ -1,0 +1,442 @@
+//! The front door end to end: real clients (the official `openai` and `ollama` Python
+//! packages) through a real controller and real agents to real inference (llama.cpp with the
+//! tiny model; Ollama's API through the agent's ollama driver and the Ollama double in front
+//! of llama.cpp), plus the failure paths: bad input, retries, a node dying mid-stream,
+//! cancellation reaching the runtime, a full queue and an expired queue deadline.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::Cluster;
+use crate::process::{Agent, Controller, eventually};
+use crate::runtimes::{Runtime, ollama_double, python, repo};
+
+const KEY: &str = "e2e-prompt-key-0123456789";
+const JOIN_WITHIN: Duration = Duration::from_secs(30);
+
+fn with_keys_and_policy(cluster: &Cluster, extra: &str) {
+    let policies = repo().join("policies");
+    cluster.configure(&format!(
+        "[policy]\ndir = {:?}\nactive = \"seed-rules\"\nwatch = false\n\
+         [[api_keys]]\nname = \"e2e\"\nkey = \"{KEY}\"\n{extra}",
+        policies.display().to_string()
+    ));
+}
+
+fn link_head(kind: &str, url: &str, interval_ms: u64) -> String {
+    format!(
+        "max_concurrency = 2\ntelemetry_interval_ms = {interval_ms}\n[runtime]\nkind = \"{kind}\"\nbase_url = \"{url}\"\n"
+    )
+}
+
+fn run_client(script: &str, controller: &Controller, task: &str) -> Value {
+    let output = Command::new(python())
+        .arg(repo().join("tests/e2e/clients").join(script))
+        .args([&controller.url, KEY, "qwen25-coder-7b", task])
+        .output()
+        .expect("run the Python client");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}\ncontroller log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        controller.log_text()
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON document")
+}
+
+fn printable(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c == '\n' || (' '..='~').contains(&c))
+}
+
+/// `curl` with the prompt key; returns (status, headers and body).
+fn curl(controller: &Controller, path: &str, args: &[&str]) -> (u16, String) {
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "-i",
+            "--max-time",
+            "30",
+            "-H",
+            &format!("Authorization: Bearer {KEY}"),
+        ])
+        .args(args)
+        .arg(format!("{}{path}", controller.url))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn real_openai_and_ollama_clients_get_real_inference_through_the_controller() {
+    let llama = Runtime::start("llama-cpp");
+    let double = ollama_double(&llama, &[]);
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(&cluster, "");
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    // The seed policy sends production work to the ryzen (here: llama.cpp through the openai
+    // driver) and batch work to the xeon (here: Ollama's API through the ollama driver).
+    let ryzen = cluster.agent_config_with(
+        "ryzen.toml",
+        "ryzen",
+        &cluster.issue("ryzen", &[]),
+        &address,
+        &link_head("llama-cpp", &llama.url, 500),
+        "tiny",
+    );
+    let xeon = cluster.agent_config_with(
+        "xeon.toml",
+        "xeon",
+        &cluster.issue("xeon", &[]),
+        &address,
+        &link_head("ollama", &double.url, 500),
+        "tiny",
+    );
+    let _ryzen = Agent::start(&ryzen, None);
+    let _xeon = Agent::start(&xeon, None);
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("ryzen")
+        == Some(true)
+        && controller.node_healthy("xeon") == Some(true)));
+
+    let openai = run_client("openai_client.py", &controller, "production");
+    assert_eq!(openai["models"], serde_json::json!(["qwen25-coder-7b"]));
+    assert_eq!(openai["headers"]["x-switchyard-node"], "ryzen");
+    assert!(
+        openai["headers"]["x-switchyard-policy"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("seed-rules@"),
+        "{openai}"
+    );
+    assert!(
+        openai["headers"]["x-switchyard-reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("production"),
+        "{openai}"
+    );
+    assert!(
+        printable(openai["chat"]["content"].as_str().unwrap_or_default()),
+        "{openai}"
+    );
+    assert_eq!(openai["chat"]["finish"], "length");
+    assert_eq!(openai["chat"]["completion_tokens"], 8);
+    assert!(openai["stream"]["chunks"].as_u64().is_some_and(|n| n > 3), "{openai}");
+    assert_eq!(openai["stream"]["finish"], "length");
+    assert_eq!(openai["completion"]["finish"], "length");
+    assert_eq!(openai["unknown_model"]["status"], 404, "{openai}");
+    assert!(
+        openai["unknown_model"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no-such-model")
+    );
+    assert_eq!(openai["bad_key"]["status"], 401);
+
+    let ollama = run_client("ollama_client.py", &controller, "batch");
+    assert_eq!(ollama["chat"]["done"], true);
+    assert_eq!(ollama["chat"]["done_reason"], "length");
+    assert_eq!(ollama["chat"]["eval_count"], 8);
+    assert!(
+        printable(ollama["chat"]["content"].as_str().unwrap_or_default()),
+        "{ollama}"
+    );
+    assert!(
+        ollama["chat_stream"]["parts"].as_u64().is_some_and(|n| n > 3),
+        "{ollama}"
+    );
+    assert_eq!(ollama["chat_stream"]["last_done"], true);
+    assert_eq!(ollama["generate"]["done"], true);
+    assert_eq!(ollama["generate"]["eval_count"], 6);
+    assert_eq!(ollama["tags"], serde_json::json!(["qwen25-coder-7b"]));
+    assert_eq!(ollama["embed"], 2);
+    assert_eq!(ollama["unknown_model"]["status"], 404, "{ollama}");
+
+    // Where each went, by the metrics.
+    let (_, metrics) = curl(&controller, "/metrics", &[]);
+    assert!(
+        metrics.contains("switchyard_requests_total{node=\"ryzen\",model=\"qwen25-coder-7b\",status=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_requests_total{node=\"xeon\",model=\"qwen25-coder-7b\",status=\"200\"}"),
+        "{metrics}"
+    );
+    drop(double);
+}
+
+#[test]
+fn bad_requests_get_clear_errors_in_openai_shape() {
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(&cluster, "[limits]\nmax_body_bytes = 4096\n");
+    let controller = cluster.controller("127.0.0.1:0");
+
+    let output = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10", "-d", "{}"])
+        .arg(format!("{}/v1/chat/completions", controller.url))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(text.contains("missing API key"), "{text}");
+
+    let (status, text) = curl(
+        &controller,
+        "/v1/chat/completions",
+        &["-d", "{\"model\": \"qwen25-coder-7b\", "],
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("malformed JSON"), "{text}");
+
+    let big = format!(
+        "{{\"model\": \"qwen25-coder-7b\", \"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
+        "x".repeat(8000)
+    );
+    let (status, text) = curl(&controller, "/v1/chat/completions", &["-d", &big]);
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("4096-byte limit"), "{text}");
+
+    let (status, text) = curl(
+        &controller,
+        "/v1/chat/completions",
+        &["-d", "{\"model\": \"gpt-5\", \"messages\": []}"],
+    );
+    assert_eq!(status, 404, "{text}");
+    assert!(
+        text.contains("\"type\": \"model_not_found\"") && text.contains("gpt-5"),
+        "{text}"
+    );
+
+    let (status, text) = curl(
+        &controller,
+        "/v1/chat/completions",
+        &["-H", "x-switchyard-priority: urgent", "-d", "{\"model\": \"m\"}"],
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("x-switchyard-priority"), "{text}");
+}
+
+#[test]
+fn a_target_that_fails_before_the_first_byte_is_retried_on_the_next() {
+    let llama = Runtime::start("llama-cpp");
+    let dead = Runtime::start("llama-cpp");
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(&cluster, "");
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    // Production goes to the ryzen first; its runtime is stopped after it reported healthy
+    // (telemetry every 60 s, so the node table still says healthy): the xeon must answer.
+    let ryzen = cluster.agent_config_with(
+        "ryzen.toml",
+        "ryzen",
+        &cluster.issue("ryzen", &[]),
+        &address,
+        &link_head("llama-cpp", &dead.url, 60_000),
+        "tiny",
+    );
+    let xeon = cluster.agent_config_with(
+        "xeon.toml",
+        "xeon",
+        &cluster.issue("xeon", &[]),
+        &address,
+        &link_head("llama-cpp", &llama.url, 60_000),
+        "tiny",
+    );
+    let _ryzen = Agent::start(&ryzen, None);
+    let _xeon = Agent::start(&xeon, None);
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("ryzen")
+        == Some(true)
+        && controller.node_healthy("xeon") == Some(true)));
+    dead.stop();
+
+    let (status, text) = curl(
+        &controller,
+        "/v1/chat/completions",
+        &[
+            "-H",
+            "x-switchyard-task: production",
+            "-d",
+            "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 4, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
+        ],
+    );
+    assert_eq!(status, 200, "{text}\n{}", controller.log_text());
+    assert!(text.to_ascii_lowercase().contains("x-switchyard-node: xeon"), "{text}");
+    assert!(
+        controller.log_text().contains("trying the next target"),
+        "{}",
+        controller.log_text()
+    );
+    let (_, metrics) = curl(&controller, "/metrics", &[]);
+    assert!(metrics.contains("switchyard_retries_total 1"), "{metrics}");
+}
+
+#[test]
+fn a_node_that_dies_mid_stream_ends_the_stream_with_an_explicit_error_event() {
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(&cluster, "");
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    let config = cluster.agent_config("xeon.toml", "xeon", &cluster.issue("xeon", &[]), &address);
+    let mut agent = Agent::start(&config, None);
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+
+    // The simulated xeon streams 22 tokens/s: 200 tokens take about 9 s.
+    let mut child = Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "30", "-H", &format!("Authorization: Bearer {KEY}")])
+        .args(["-d", "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 200, \"stream\": true, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}"])
+        .arg(format!("{}/v1/chat/completions", controller.url))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("first line");
+    assert!(first.starts_with("data: "), "{first}");
+    agent.kill_hard();
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).expect("rest");
+    let _ = child.wait();
+    assert!(
+        rest.contains("\"error\"") && rest.contains("failed mid-response"),
+        "expected an error event, got:\n{rest}"
+    );
+    assert!(!rest.contains("[DONE]"), "{rest}");
+}
+
+#[test]
+fn a_client_that_disconnects_cancels_the_generation_at_the_runtime() {
+    let llama = Runtime::start("llama-cpp");
+    let double = ollama_double(&llama, &[]);
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(&cluster, "");
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    let xeon = cluster.agent_config_with(
+        "xeon.toml",
+        "xeon",
+        &cluster.issue("xeon", &[]),
+        &address,
+        &link_head("ollama", &double.url, 500),
+        "tiny",
+    );
+    let _xeon = Agent::start(&xeon, None);
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+    let stats = || -> Value {
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .arg(format!("{}/_double/stats", double.url))
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&output.stdout).unwrap_or_default()
+    };
+    assert_eq!(stats()["cancelled"], 0);
+
+    let address = controller.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    let body = "{\"model\": \"qwen25-coder-7b\", \"stream\": true, \"options\": {\"num_predict\": 230}, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
+    write!(
+        stream,
+        "POST /api/chat HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {KEY}\r\nx-switchyard-task: batch\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    while !line.contains("\"done\":false") {
+        line.clear();
+        reader.read_line(&mut line).expect("read");
+        assert!(!line.is_empty(), "stream ended before the first token");
+    }
+    stream.shutdown(std::net::Shutdown::Both).expect("disconnect");
+    drop(reader);
+    assert!(
+        eventually(Duration::from_secs(15), || stats()["cancelled"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)),
+        "the runtime never saw the cancellation: {}\ncontroller log:\n{}",
+        stats(),
+        controller.log_text()
+    );
+    assert!(eventually(Duration::from_secs(5), || curl(
+        &controller,
+        "/metrics",
+        &[]
+    )
+    .1
+    .contains("switchyard_cancelled_total 1")));
+}
+
+#[test]
+fn a_full_queue_is_a_429_and_an_expired_queue_deadline_a_503_both_with_retry_after() {
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(&cluster, "[limits]\nqueue_capacity = 1\nqueue_timeout_ms = 1500\n");
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    let config = cluster.agent_config_with(
+        "xeon.toml",
+        "xeon",
+        &cluster.issue("xeon", &[]),
+        &address,
+        "max_concurrency = 1\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"simulated\"\nprofile = \"xeon\"\n",
+        "qwen2.5-coder:7b",
+    );
+    let _agent = Agent::start(&config, None);
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+    let long = "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 200, \"stream\": true, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
+    let spawn = |body: &str| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-i",
+                "-N",
+                "--max-time",
+                "30",
+                "-H",
+                &format!("Authorization: Bearer {KEY}"),
+                "-d",
+                body,
+            ])
+            .arg(format!("{}/v1/chat/completions", controller.url))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl")
+    };
+    // The only slot: held by a 9-second stream.
+    let mut holder = spawn(long);
+    let mut first = String::new();
+    BufReader::new(holder.stdout.as_mut().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // The one queue place: taken by a request that will wait out its deadline.
+    let waiter = spawn(long);
+    assert!(eventually(Duration::from_secs(5), || curl(
+        &controller,
+        "/metrics",
+        &[]
+    )
+    .1
+    .contains("switchyard_queue_depth 1")));
+    // No place left: 429 at once.
+    let (status, text) = curl(&controller, "/v1/chat/completions", &["-d", long]);
+    assert_eq!(status, 429, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 2") && text.contains("queue is full"),
+        "{text}"
+    );
+    // The waiter's deadline passes: 503.
+    let output = waiter.wait_with_output().expect("waiter");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 5") && text.contains("stayed busy"),
+        "{text}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
