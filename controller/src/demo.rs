@@ -1,15 +1,29 @@
-//! `switchyard demo`: the controller on the seed cluster (three nodes with SIMULATED
-//! telemetry, as the seed document describes them) with the seed routing policy active and
-//! this repository's `policies/` folder watched, so that editing a policy file swaps it live.
+//! `switchyard demo`: a whole cluster on this machine. A controller, and three real agent
+//! processes named after the seed machines (m4, ryzen, xeon) with SIMULATED runtimes that
+//! follow the seed's speeds, batch sizes and models, linked over mTLS with certificates made
+//! in a temporary folder; the seed routing policy active; this repository's `policies/`
+//! watched, so editing a policy file swaps it live. `--local-runtime` adds a real fourth
+//! node. Ctrl-C stops everything.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, Settings};
+use crate::front::keys::{ApiKeys, Grant};
 use crate::policy::EngineOptions;
+
+/// A runtime already running on this machine, added as the node `local`.
+#[derive(Debug, Clone)]
+pub struct LocalRuntime {
+    pub url: String,
+    pub model: Option<String>,
+    pub kind: String,
+}
 
 fn default_policy_dir() -> PathBuf {
     let local = PathBuf::from("policies");
@@ -19,15 +33,73 @@ fn default_policy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
-fn random_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
-    Ok(hex::encode(bytes))
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(hex::encode(buffer))
 }
 
-pub async fn run(listen: SocketAddr, policies: Option<PathBuf>) -> anyhow::Result<()> {
+/// The agent config of one simulated seed machine, from the seed cluster's catalog.
+fn seed_agent_config(node: &switchyard_protocol::NodeSnapshot, link: &str) -> String {
+    let role = node
+        .labels
+        .iter()
+        .find(|(k, _)| k == "role")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("demo");
+    let mut text = format!(
+        "node = \"{name}\"\nmax_concurrency = {concurrency}\nmax_tokens = {max_tokens}\ntelemetry_interval_ms = 1000\n\
+         [labels]\nrole = \"{role}\"\nsimulated = \"true\"\n\
+         [runtime]\nkind = \"simulated\"\nprofile = \"{name}\"\n",
+        name = node.name,
+        concurrency = node.max_concurrency,
+        max_tokens = node.max_tokens,
+    );
+    for model in &node.models {
+        text.push_str(&format!(
+            "[[models]]\nlogical = \"{}\"\nlocal = \"{}\"\ncontext_length = {}\n",
+            model.logical, model.local, model.context_length
+        ));
+        if let Some(q) = &model.quantization {
+            text.push_str(&format!("quantization = \"{q}\"\n"));
+        }
+    }
+    text.push_str(link);
+    text
+}
+
+fn link_section(address: SocketAddr, bundle: &Path) -> String {
+    format!(
+        "[controller]\naddress = \"{address}\"\nserver_name = \"localhost\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        bundle.join("ca.pem").display().to_string(),
+        bundle.join("node.pem").display().to_string(),
+        bundle.join("node.key").display().to_string(),
+    )
+}
+
+async fn start_agent(config: &Path) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    Command::new(exe)
+        .args(["agent", "run", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env(
+            "SWITCHYARD_LOG",
+            std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start the agent for {}: {e}", config.display()))
+}
+
+pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<LocalRuntime>) -> anyhow::Result<()> {
     let policy_dir = policies.unwrap_or_else(default_policy_dir);
-    let admin_token = random_token()?;
+    let work = tempfile::Builder::new().prefix("switchyard-demo-").tempdir()?;
+    let certs = work.path().join("certs");
+    crate::certs::init(&certs, &[], 30, false)?;
+    let admin_token = random_hex(16)?;
+    let api_key = format!("sk-demo-{}", random_hex(12)?);
     let settings = Settings {
         listen,
         admin_token: admin_token.clone(),
@@ -36,44 +108,137 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>) -> anyhow::Resul
         watch: true,
         watch_interval: Duration::from_millis(500),
         engine: EngineOptions::default(),
-        snapshot: crate::seed_cluster::seed_cluster(),
-        agents: None,
-        keys: Default::default(),
+        snapshot: Default::default(),
+        agents: Some((
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            crate::agents::TlsPaths {
+                ca: certs.join("ca.pem"),
+                cert: certs.join("controller.pem"),
+                key: certs.join("controller.key"),
+            },
+        )),
+        keys: ApiKeys::new(vec![(
+            api_key.clone(),
+            Grant {
+                name: "demo".into(),
+                models: vec!["*".into()],
+                max_priority: 9,
+            },
+        )]),
         limits: Default::default(),
     };
     let running = app::start(settings).await?;
     let url = format!("http://{}", running.addr);
-    let active = running
-        .app
-        .engine
-        .active()
-        .map(|p| p.id.to_string())
-        .unwrap_or_default();
+    let agents_addr = running
+        .agents_addr
+        .ok_or_else(|| anyhow::anyhow!("the demo controller has no agent endpoint"))?;
+    let app = running.app.clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(running.serve(shutdown.clone()));
+
+    let mut children = Vec::new();
+    let mut names = Vec::new();
+    for node in crate::seed_cluster::seed_cluster().nodes {
+        let bundle = crate::certs::issue_node(&certs, &node.name, 30, None)?;
+        let config = work.path().join(format!("{}.toml", node.name));
+        std::fs::write(&config, seed_agent_config(&node, &link_section(agents_addr, &bundle)))?;
+        children.push(start_agent(&config).await?);
+        names.push(node.name.clone());
+    }
+    if let Some(local) = &local {
+        let model = local.model.clone().unwrap_or_else(|| "local".to_owned());
+        let bundle = crate::certs::issue_node(&certs, "local", 30, None)?;
+        let config = work.path().join("local.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "node = \"local\"\nmax_concurrency = 1\nmax_tokens = 4096\n[labels]\nrole = \"local\"\n\
+                 [runtime]\nkind = {kind:?}\nbase_url = {url:?}\n\
+                 [[models]]\nlogical = {model:?}\nlocal = {model:?}\ncontext_length = 4096\n{link}",
+                kind = local.kind,
+                url = local.url,
+                link = link_section(agents_addr, &bundle)
+            ),
+        )?;
+        switchyard_agent::config::AgentConfig::load(&config)
+            .map_err(|e| anyhow::anyhow!("--local-runtime: {e} (use --local-kind openai or ollama)"))?;
+        children.push(start_agent(&config).await?);
+        names.push("local".to_owned());
+    }
+
+    // Wait (bounded) until every agent has linked.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let snapshot = app.nodes.snapshot();
+        let up = names
+            .iter()
+            .filter(|n| snapshot.node(n).is_some_and(|node| node.healthy))
+            .count();
+        if up == names.len() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!("only {up} of {} agents linked within 30 s; continuing", names.len());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let active = app.engine.active().map(|p| p.id.to_string()).unwrap_or_default();
     crate::say(&format!(
         "switchyard listening on {url}\n\
          \n\
-         Demo cluster: m4 (MLX), ryzen (vLLM), xeon (Ollama) with SIMULATED telemetry from the seed document.\n\
+         Demo cluster: {nodes} as real agent processes linked over mTLS, with SIMULATED runtimes\n\
+         that generate at the seed document's speeds (replies start with \"[simulated <node>]\").\n\
          Active policy: {active}; watching {dir} (edit a policy file and it is swapped in live).\n\
          \n\
-         export SWITCHYARD_CONTROLLER={url} SWITCHYARD_ADMIN_TOKEN={admin_token}\n\
+         export SWITCHYARD_CONTROLLER={url} SWITCHYARD_ADMIN_TOKEN={admin_token} OPENAI_API_KEY={api_key}\n\
          \n\
-         Where would each kind of request go, and why?\n\
-         \x20 switchyard route explain --model qwen25-coder-7b --task development\n\
+         A prompt (the task header picks the machine: development -> m4, production -> ryzen, batch -> xeon):\n\
+         \x20 curl -s {url}/v1/chat/completions -H \"Authorization: Bearer $OPENAI_API_KEY\" -H 'x-switchyard-task: development' \\\n\
+         \x20      -d '{{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 16, \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'\n\
+         With the OpenAI SDK (pip install openai):\n\
+         \x20 python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"{url}/v1\"); print(c.chat.completions.create(model=\"qwen25-coder-32b\", max_tokens=16, messages=[{{\"role\": \"user\", \"content\": \"Hi\"}}], extra_headers={{\"x-switchyard-task\": \"production\"}}).choices[0].message.content)'\n\
+         The cluster and the policy:\n\
+         \x20 switchyard nodes\n\
          \x20 switchyard route explain --model qwen25-coder-7b --task batch\n\
-         \x20 curl -s -H \"Authorization: Bearer $SWITCHYARD_ADMIN_TOKEN\" {url}/admin/route/explain \\\n\
-         \x20      -d '{{\"request\": {{\"model\": \"qwen25-coder-7b\", \"task\": \"production\"}}}}'\n\
-         Swap the policy while it runs:\n\
-         \x20 switchyard policy activate least-loaded\n\
-         \x20 switchyard policy rollback\n\
-         \x20 switchyard policy list\n\
+         \x20 switchyard policy activate least-loaded; switchyard policy rollback\n\
          Metrics: curl {url}/metrics\n\
          \n\
-         Ctrl-C stops the demo.",
+         Ctrl-C stops the demo. Requests as they are routed:",
+        nodes = names.join(", "),
         dir = policy_dir.display()
     ));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(crate::cli::stop_on_signal(shutdown.clone()));
-    running.serve(shutdown).await;
+
+    let mut routed = app.front.routed.subscribe();
+    let stop = CancellationToken::new();
+    tokio::spawn(crate::cli::stop_on_signal(stop.clone()));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            line = routed.recv() => match line {
+                Ok(line) => crate::say(&line),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => crate::say(&format!("({n} requests not shown)")),
+                Err(_) => break,
+            },
+        }
+    }
+    for child in &mut children {
+        if let Some(pid) = child.id() {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        }
+    }
+    for child in &mut children {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(12), server).await;
+    drop(work);
     crate::say("switchyard demo stopped");
     Ok(())
 }

@@ -36,6 +36,33 @@ fn the_demo_routes_development_production_and_batch_work_to_the_seed_machines() 
 }
 
 #[test]
+fn the_demo_answers_a_chat_completion_from_each_seed_machine_chosen_by_the_seed_policy() {
+    let policies = policies_copy();
+    let demo = Controller::demo(policies.path());
+    let key = demo.api_key.clone().expect("the demo prints an API key");
+    for (task, node) in [("development", "m4"), ("production", "ryzen"), ("batch", "xeon")] {
+        let output = Command::new("curl")
+            .args(["-sS", "-i", "--max-time", "30", "-H", &format!("Authorization: Bearer {key}"), "-H"])
+            .arg(format!("x-switchyard-task: {task}"))
+            .args(["-d", "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 4, \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}"])
+            .arg(format!("{}/v1/chat/completions", demo.url))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{task}: {text}");
+        assert!(text.contains(&format!("x-switchyard-node: {node}")), "{task}: {text}");
+        assert!(text.contains(&format!("[simulated {node}]")), "{task}: {text}");
+        assert!(text.contains("x-switchyard-policy: seed-rules@"), "{task}: {text}");
+    }
+    // The live log shows each routed request, and Ctrl-C (SIGTERM) stops agents and all.
+    assert!(demo.wait_for(std::time::Duration::from_secs(5), |d| {
+        d.stdout_text().contains("-> xeon")
+    }));
+    let status = demo.stop();
+    assert!(status.success(), "demo exit: {status:?}");
+}
+
+#[test]
 fn the_admin_api_refuses_requests_without_the_admin_token() {
     let policies = policies_copy();
     let demo = Controller::demo(policies.path());

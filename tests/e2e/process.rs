@@ -18,6 +18,10 @@ pub struct Controller {
     pub token: String,
     /// Where agents link in (`serve` with `[agents]`).
     pub agents: Option<String>,
+    /// The prompt API key the demo printed.
+    pub api_key: Option<String>,
+    /// Stdout after the readiness lines.
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// Every stderr line so far (the log), filled by a reader thread.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -84,10 +88,17 @@ impl Spawned {
     }
 
     /// Keep draining stdout so the child never blocks on a full pipe.
-    fn drain(&mut self) {
+    fn drain(&mut self) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
         let (_, rx) = mpsc::channel();
         let stdout = std::mem::replace(&mut self.stdout, rx);
-        std::thread::spawn(move || while stdout.recv().is_ok() {});
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            while let Ok(line) = stdout.recv() {
+                sink.lock().expect("stdout").push(line);
+            }
+        });
+        lines
     }
 }
 
@@ -117,12 +128,23 @@ impl Controller {
             .arg(policies)
             .env("SWITCHYARD_LOG", "info");
         let mut spawned = spawn(command);
-        let found = spawned.wait_for_lines(&["switchyard listening on ", "SWITCHYARD_ADMIN_TOKEN="], READY_WITHIN);
-        spawned.drain();
+        let found = spawned.wait_for_lines(
+            &[
+                "switchyard listening on ",
+                "SWITCHYARD_ADMIN_TOKEN=",
+                "OPENAI_API_KEY=",
+                "Requests as they are routed",
+            ],
+            READY_WITHIN,
+        );
+        let stdout = spawned.drain();
+        let word = |s: &str| s.split_whitespace().next().unwrap_or_default().to_owned();
         Controller {
+            stdout,
             child: spawned.child,
             url: found[0].clone(),
-            token: found[1].clone(),
+            token: word(&found[1]),
+            api_key: Some(word(&found[2])),
             agents: None,
             log: spawned.log,
         }
@@ -145,12 +167,14 @@ impl Controller {
             .env("SWITCHYARD_LOG", "info");
         let mut spawned = spawn(command);
         let found = spawned.wait_for_lines(&["switchyard listening on ", "agents link to "], READY_WITHIN);
-        spawned.drain();
+        let stdout = spawned.drain();
         let agents = found[1].split_whitespace().next().map(str::to_owned);
         Controller {
+            stdout,
             child: spawned.child,
             url: found[0].clone(),
             token: token.to_owned(),
+            api_key: None,
             agents,
             log: spawned.log,
         }
@@ -236,6 +260,10 @@ impl Controller {
         self.log.lock().expect("log").join("\n")
     }
 
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().expect("stdout").join("\n")
+    }
+
     /// Send SIGTERM and wait for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         terminate(&mut self.child)
@@ -309,7 +337,7 @@ impl Agent {
             .env("SWITCHYARD_LOG", "info");
         let mut spawned = spawn(command);
         let found = spawned.wait_for_lines(&[" listening on "], Duration::from_secs(60));
-        spawned.drain();
+        let _ = spawned.drain();
         Agent {
             child: spawned.child,
             url: found[0].clone(),

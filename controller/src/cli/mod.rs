@@ -47,13 +47,30 @@ pub enum Command {
         #[command(flatten)]
         controller: Remote,
     },
-    /// Run the demo: the seed cluster (simulated telemetry) with the seed routing policy.
+    /// Run the demo: a controller and three agent processes named after the seed machines
+    /// (simulated runtimes), linked over mTLS, with the seed routing policy.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Policy folder to load and watch (default: this repository's `policies/`).
         #[arg(long)]
         policies: Option<PathBuf>,
+        /// An LLM server already running here (an OpenAI-compatible or Ollama URL) to add as a
+        /// fourth, real node named `local`.
+        #[arg(long)]
+        local_runtime: Option<String>,
+        /// The model the local runtime serves (its own name; also the logical name).
+        #[arg(long, requires = "local_runtime")]
+        local_model: Option<String>,
+        /// `openai` (vLLM, llama.cpp, MLX, LM Studio) or `ollama`.
+        #[arg(long, default_value = "openai", requires = "local_runtime")]
+        local_kind: String,
+    },
+    /// Run agent commands (the same as `switchyard-agent`; the demo starts its agents so).
+    #[command(hide = true)]
+    Agent {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Manage policies on a running controller, or test one locally.
     #[command(subcommand)]
@@ -151,7 +168,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::say(&format_nodes(&view));
             Ok(())
         }
-        Command::Demo { listen, policies } => crate::demo::run(listen, policies).await,
+        Command::Demo {
+            listen,
+            policies,
+            local_runtime,
+            local_model,
+            local_kind,
+        } => {
+            let local = local_runtime.map(|url| crate::demo::LocalRuntime {
+                url,
+                model: local_model,
+                kind: local_kind,
+            });
+            crate::demo::run(listen, policies, local).await
+        }
+        Command::Agent { args } => {
+            use clap::Parser as _;
+            let cli =
+                switchyard_agent::cli::Cli::try_parse_from(std::iter::once("switchyard-agent".to_owned()).chain(args))?;
+            switchyard_agent::cli::run(cli).await
+        }
         Command::Policy(command) => policy_cmd::run(command).await,
         Command::Route(RouteCommand::Explain {
             controller,

@@ -41,6 +41,8 @@ pub struct Front {
     pub limits: FrontLimits,
     pub admission: Arc<Admission>,
     pub metrics: FrontMetrics,
+    /// One line per routed request (the demo prints them).
+    pub routed: tokio::sync::broadcast::Sender<String>,
     next_id: AtomicU64,
 }
 
@@ -51,6 +53,7 @@ impl Front {
             keys,
             limits,
             metrics: FrontMetrics::default(),
+            routed: tokio::sync::broadcast::channel(256).0,
             next_id: AtomicU64::new(1),
         }
     }
@@ -270,6 +273,19 @@ async fn prompt(app: Arc<App>, api: Api, request: Request<Incoming>) -> Response
     let node = upstream.node.clone();
     let status = upstream.response.status();
     tracing::info!(request = %id, %node, model = %info.model, task = info.task.as_deref().unwrap_or("-"), %policy, reason = %route.reason, retries = upstream.retries, "routed");
+    let _ = app.front.routed.send(format!(
+        "{id} {} {} -> {node} ({}) task={} by {policy}: {}{}",
+        api.as_str(),
+        info.model,
+        upstream.local_model,
+        info.task.as_deref().unwrap_or("-"),
+        route.reason,
+        if upstream.retries > 0 {
+            format!(" [{} retries]", upstream.retries)
+        } else {
+            String::new()
+        }
+    ));
 
     let mut response = if !status.is_success() {
         // The node refused (e.g. 400, 404): its message, in the client's API shape.
