@@ -10,3 +10,4 @@ mod agent_link;
 mod demo;
 mod front_door;
 mod policy_cli;
+mod real_cluster;

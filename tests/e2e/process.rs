@@ -184,6 +184,13 @@ impl Controller {
         self.child.id()
     }
 
+    pub fn active_id(&self) -> String {
+        self.admin("/admin/policies")["active"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// `GET` an admin endpoint as JSON.
     pub fn admin(&self, path: &str) -> serde_json::Value {
         let output = Command::new("curl")

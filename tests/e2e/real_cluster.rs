@@ -1,0 +1,164 @@
+//! The whole system on real inference: a controller and two agents, one in front of
+//! `mlx_lm.server` (the M4's runtime) and one in front of llama.cpp's server (the Xeon's
+//! engine), both serving the generated tiny model. A steady stream of prompts through the
+//! OpenAI and Ollama APIs keeps flowing while the policy is hot-swapped, an agent is killed
+//! and comes back, and the controller restarts; every prompt ends in an answer or an
+//! explicit, retryable error.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cluster::Cluster;
+use crate::process::{Agent, Controller, eventually};
+use crate::runtimes::{Runtime, repo};
+
+const KEY: &str = "e2e-prompt-key-0123456789";
+
+fn prompt(url: &str, api: &str, task: &str) -> (u16, String) {
+    let (path, body) = match api {
+        "openai" => (
+            "/v1/chat/completions",
+            "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 6, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
+        ),
+        _ => (
+            "/api/chat",
+            "{\"model\": \"qwen25-coder-7b\", \"stream\": false, \"options\": {\"num_predict\": 6}, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
+        ),
+    };
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "-i",
+            "--max-time",
+            "30",
+            "-H",
+            &format!("Authorization: Bearer {KEY}"),
+            "-H",
+        ])
+        .arg(format!("x-switchyard-task: {task}"))
+        .args(["-d", body])
+        .arg(format!("{url}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    (
+        text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+        text.to_ascii_lowercase(),
+    )
+}
+
+fn served_by(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("x-switchyard-node: "))
+        .unwrap_or("none")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn prompts_keep_flowing_on_real_runtimes_through_a_policy_swap_an_agent_kill_and_a_controller_restart() {
+    let mlx = Runtime::start("mlx");
+    let llama = Runtime::start("llama-cpp");
+    let cluster = Cluster::new(&[]);
+    cluster.configure(&format!(
+        "[policy]\ndir = {:?}\nactive = \"seed-rules\"\nwatch = false\n[[api_keys]]\nname = \"e2e\"\nkey = \"{KEY}\"\n",
+        repo().join("policies").display().to_string()
+    ));
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    let head = |kind: &str, url: &str| {
+        format!(
+            "max_concurrency = 2\ntelemetry_interval_ms = 300\n[runtime]\nkind = \"{kind}\"\nbase_url = \"{url}\"\n"
+        )
+    };
+    let m4 = cluster.agent_config_with(
+        "m4.toml",
+        "m4",
+        &cluster.issue("m4", &[]),
+        &address,
+        &head("mlx", &mlx.url),
+        &mlx.model(),
+    );
+    let xeon = cluster.agent_config_with(
+        "xeon.toml",
+        "xeon",
+        &cluster.issue("xeon", &[]),
+        &address,
+        &head("llama-cpp", &llama.url),
+        "tiny",
+    );
+    let _m4 = Agent::start(&m4, None);
+    let mut xeon_agent = Agent::start(&xeon, None);
+    let both_up = |c: &Controller| c.node_healthy("m4") == Some(true) && c.node_healthy("xeon") == Some(true);
+    assert!(eventually(Duration::from_secs(30), || both_up(&controller)));
+
+    // The seed policy: development work to the m4 (MLX), batch work to the xeon (llama.cpp),
+    // through both APIs.
+    for (api, task, node) in [
+        ("openai", "development", "m4"),
+        ("ollama", "development", "m4"),
+        ("openai", "batch", "xeon"),
+        ("ollama", "batch", "xeon"),
+    ] {
+        let (status, text) = prompt(&controller.url, api, task);
+        assert_eq!(status, 200, "{api} {task}: {text}");
+        assert_eq!(served_by(&text), node, "{api} {task}: {text}");
+    }
+
+    // Hot-swap the policy back and forth while prompts flow: none fails, and each is
+    // answered by the node the policy active at the time chose.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flow = {
+        let (url, stop) = (controller.url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            for i in 0..200 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let api = if i % 2 == 0 { "openai" } else { "ollama" };
+                let (status, text) = prompt(&url, api, "development");
+                assert_eq!(status, 200, "prompt {i} during the swaps: {text}");
+                answered += 1;
+            }
+            answered
+        })
+    };
+    for round in 0..10 {
+        let next = if round % 2 == 0 { "least-loaded" } else { "seed-rules" };
+        controller.cli_ok(&["policy", "activate", next]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = flow.join().expect("no prompt failed during the swaps");
+    assert!(answered >= 5, "only {answered} prompts during the swaps");
+    assert!(controller.active_id().starts_with("seed-rules@"));
+
+    // Kill the xeon's agent mid-run: batch work falls back (the seed's fallback queue sends
+    // it to the m4), and the xeon serves again once its agent is back.
+    xeon_agent.kill_hard();
+    assert!(eventually(Duration::from_secs(5), || controller.node_healthy("xeon")
+        == Some(false)));
+    let (status, text) = prompt(&controller.url, "openai", "batch");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(served_by(&text), "m4");
+    let _xeon_again = Agent::start(&xeon, None);
+    assert!(eventually(Duration::from_secs(30), || controller.node_healthy("xeon")
+        == Some(true)));
+    let (status, text) = prompt(&controller.url, "ollama", "batch");
+    assert_eq!((status, served_by(&text).as_str()), (200, "xeon"), "{text}");
+
+    // Restart the controller on the same addresses: the agents come back by themselves.
+    let agents_address = address.clone();
+    assert!(controller.stop().success());
+    let controller = cluster.controller(&agents_address);
+    assert!(
+        eventually(Duration::from_secs(30), || both_up(&controller)),
+        "{}",
+        controller.log_text()
+    );
+    for (task, node) in [("development", "m4"), ("batch", "xeon")] {
+        let (status, text) = prompt(&controller.url, "openai", task);
+        assert_eq!((status, served_by(&text).as_str()), (200, node), "{text}");
+    }
+}
