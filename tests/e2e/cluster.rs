@@ -102,6 +102,14 @@ impl Cluster {
         path
     }
 
+    /// Issue `node`'s certificate, write its config (`head`, serving the logical
+    /// `qwen25-coder-7b` as `local`) and start its agent.
+    pub fn agent(&self, node: &str, address: &str, head: &str, local: &str) -> crate::process::Agent {
+        let bundle = self.issue(node, &[]);
+        let config = self.agent_config_with(&format!("{node}.toml"), node, &bundle, address, head, local);
+        crate::process::Agent::start(&config, None)
+    }
+
     /// Append TOML to the controller config (policies, keys, limits).
     pub fn configure(&self, toml: &str) {
         let path = self.dir.path().join("controller.toml");

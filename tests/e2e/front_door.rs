@@ -81,24 +81,8 @@ fn real_openai_and_ollama_clients_get_real_inference_through_the_controller() {
     let address = controller.agents.clone().expect("agents");
     // The seed policy sends production work to the ryzen (here: llama.cpp through the openai
     // driver) and batch work to the xeon (here: Ollama's API through the ollama driver).
-    let ryzen = cluster.agent_config_with(
-        "ryzen.toml",
-        "ryzen",
-        &cluster.issue("ryzen", &[]),
-        &address,
-        &link_head("llama-cpp", &llama.url, 500),
-        "tiny",
-    );
-    let xeon = cluster.agent_config_with(
-        "xeon.toml",
-        "xeon",
-        &cluster.issue("xeon", &[]),
-        &address,
-        &link_head("ollama", &double.url, 500),
-        "tiny",
-    );
-    let _ryzen = Agent::start(&ryzen, None);
-    let _xeon = Agent::start(&xeon, None);
+    let _ryzen = cluster.agent("ryzen", &address, &link_head("llama-cpp", &llama.url, 500), "tiny");
+    let _xeon = cluster.agent("xeon", &address, &link_head("ollama", &double.url, 500), "tiny");
     assert!(eventually(JOIN_WITHIN, || controller.node_healthy("ryzen")
         == Some(true)
         && controller.node_healthy("xeon") == Some(true)));
@@ -231,24 +215,8 @@ fn a_target_that_fails_before_the_first_byte_is_retried_on_the_next() {
     let address = controller.agents.clone().expect("agents");
     // Production goes to the ryzen first; its runtime is stopped after it reported healthy
     // (telemetry every 60 s, so the node table still says healthy): the xeon must answer.
-    let ryzen = cluster.agent_config_with(
-        "ryzen.toml",
-        "ryzen",
-        &cluster.issue("ryzen", &[]),
-        &address,
-        &link_head("llama-cpp", &dead.url, 60_000),
-        "tiny",
-    );
-    let xeon = cluster.agent_config_with(
-        "xeon.toml",
-        "xeon",
-        &cluster.issue("xeon", &[]),
-        &address,
-        &link_head("llama-cpp", &llama.url, 60_000),
-        "tiny",
-    );
-    let _ryzen = Agent::start(&ryzen, None);
-    let _xeon = Agent::start(&xeon, None);
+    let _ryzen = cluster.agent("ryzen", &address, &link_head("llama-cpp", &dead.url, 60_000), "tiny");
+    let _xeon = cluster.agent("xeon", &address, &link_head("llama-cpp", &llama.url, 60_000), "tiny");
     assert!(eventually(JOIN_WITHIN, || controller.node_healthy("ryzen")
         == Some(true)
         && controller.node_healthy("xeon") == Some(true)));
@@ -316,15 +284,7 @@ fn a_client_that_disconnects_cancels_the_generation_at_the_runtime() {
     with_keys_and_policy(&cluster, "");
     let controller = cluster.controller("127.0.0.1:0");
     let address = controller.agents.clone().expect("agents");
-    let xeon = cluster.agent_config_with(
-        "xeon.toml",
-        "xeon",
-        &cluster.issue("xeon", &[]),
-        &address,
-        &link_head("ollama", &double.url, 500),
-        "tiny",
-    );
-    let _xeon = Agent::start(&xeon, None);
+    let _xeon = cluster.agent("xeon", &address, &link_head("ollama", &double.url, 500), "tiny");
     assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
     let stats = || -> Value {
         let output = Command::new("curl")
@@ -377,15 +337,12 @@ fn a_full_queue_is_a_429_and_an_expired_queue_deadline_a_503_both_with_retry_aft
     with_keys_and_policy(&cluster, "[limits]\nqueue_capacity = 1\nqueue_timeout_ms = 1500\n");
     let controller = cluster.controller("127.0.0.1:0");
     let address = controller.agents.clone().expect("agents");
-    let config = cluster.agent_config_with(
-        "xeon.toml",
+    let _agent = cluster.agent(
         "xeon",
-        &cluster.issue("xeon", &[]),
         &address,
         "max_concurrency = 1\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"simulated\"\nprofile = \"xeon\"\n",
         "qwen2.5-coder:7b",
     );
-    let _agent = Agent::start(&config, None);
     assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
     let long = "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 200, \"stream\": true, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
     let spawn = |body: &str| {

@@ -71,24 +71,9 @@ fn prompts_keep_flowing_on_real_runtimes_through_a_policy_swap_an_agent_kill_and
             "max_concurrency = 2\ntelemetry_interval_ms = 300\n[runtime]\nkind = \"{kind}\"\nbase_url = \"{url}\"\n"
         )
     };
-    let m4 = cluster.agent_config_with(
-        "m4.toml",
-        "m4",
-        &cluster.issue("m4", &[]),
-        &address,
-        &head("mlx", &mlx.url),
-        &mlx.model(),
-    );
-    let xeon = cluster.agent_config_with(
-        "xeon.toml",
-        "xeon",
-        &cluster.issue("xeon", &[]),
-        &address,
-        &head("llama-cpp", &llama.url),
-        "tiny",
-    );
-    let _m4 = Agent::start(&m4, None);
-    let mut xeon_agent = Agent::start(&xeon, None);
+    let _m4 = cluster.agent("m4", &address, &head("mlx", &mlx.url), &mlx.model());
+    let xeon = cluster.dir.path().join("xeon.toml");
+    let mut xeon_agent = cluster.agent("xeon", &address, &head("llama-cpp", &llama.url), "tiny");
     let both_up = |c: &Controller| c.node_healthy("m4") == Some(true) && c.node_healthy("xeon") == Some(true);
     assert!(eventually(Duration::from_secs(30), || both_up(&controller)));
 

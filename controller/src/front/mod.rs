@@ -235,39 +235,26 @@ async fn prompt(app: Arc<App>, api: Api, request: Request<Incoming>) -> Response
         };
         Bytes::from(value.to_string())
     };
+    let refused = |status: StatusCode, kind: &str, message: String, retry_after: u64| {
+        app.front.metrics.request("none", &info.model, status.as_u16());
+        with_retry_after(api_error(ollama, status, kind, message), retry_after)
+    };
     let upstream = match forward(&app, &route.targets, path, info.priority, body_for).await {
         Ok(upstream) => upstream,
         Err(ForwardError::Refused(refusal @ Refusal::QueueFull(_))) => {
-            app.front.metrics.request("none", &info.model, 429);
-            return with_retry_after(
-                api_error(
-                    ollama,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    refusal.to_string(),
-                ),
+            return refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                refusal.to_string(),
                 2,
             );
         }
         Err(ForwardError::Refused(refusal)) => {
-            app.front.metrics.request("none", &info.model, 503);
-            return with_retry_after(
-                api_error(
-                    ollama,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    refusal.to_string(),
-                ),
-                5,
-            );
+            return refused(StatusCode::SERVICE_UNAVAILABLE, "unavailable", refusal.to_string(), 5);
         }
         Err(ForwardError::Exhausted(last)) => {
-            app.front.metrics.request("none", &info.model, 503);
             let message = format!("no node could serve the request: {last}");
-            return with_retry_after(
-                api_error(ollama, StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
-                5,
-            );
+            return refused(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, 5);
         }
     };
     let node = upstream.node.clone();
