@@ -102,6 +102,10 @@ pub struct RuntimeConfig {
     /// `simulated`: which seed machine to imitate (`m4`, `ryzen`, `xeon`).
     #[serde(default)]
     pub profile: Option<String>,
+    /// `simulated`: real seconds per simulated second (default 1.0; 0 generates at once,
+    /// for measuring the routing path itself).
+    #[serde(default)]
+    pub time_scale: Option<f32>,
     /// Per-request timeout towards the runtime, in seconds (default 600).
     #[serde(default = "default_timeout")]
     pub request_timeout_s: u64,

@@ -40,7 +40,8 @@ pub struct StageSpec {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Wall-clock budget for one `route` or `configure` call (default 20 ms).
+    /// Wall-clock budget for one `route` or `configure` call (default 50 ms: a decision
+    /// takes microseconds; the margin absorbs a host thread being descheduled).
     pub deadline_ms: u32,
     /// Linear memory cap per instance (default 32 MiB, at most 256).
     pub memory_mib: u32,
@@ -51,7 +52,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            deadline_ms: 20,
+            deadline_ms: 50,
             memory_mib: 32,
             warm_instances: 16,
         }
