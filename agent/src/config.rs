@@ -164,7 +164,15 @@ impl AgentConfig {
             path: shown.clone(),
             source,
         })?;
-        Self::parse(&text, &shown)
+        let mut config = Self::parse(&text, &shown)?;
+        // Certificate paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(link) = &mut config.controller {
+            link.ca = base.join(&link.ca);
+            link.cert = base.join(&link.cert);
+            link.key = base.join(&link.key);
+        }
+        Ok(config)
     }
 
     pub fn parse(text: &str, shown: &str) -> Result<Self, ConfigError> {
@@ -291,5 +299,27 @@ impl AgentConfig {
     /// Where `switchyard-agent bench` keeps its results, beside the config file.
     pub fn bench_file(config_path: &Path) -> PathBuf {
         config_path.with_extension("bench.json")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "node = \"xeon\"\nmax_concurrency = 1\nmax_tokens = 1\n[runtime]\nkind = \"simulated\"\nprofile = \"xeon\"\n\
+             [controller]\naddress = \"c:1\"\nca = \"certs/ca.pem\"\ncert = \"/abs/node.pem\"\nkey = \"certs/node.key\"\n",
+        )
+        .expect("write");
+        let link = AgentConfig::load(&path).expect("loads").controller.expect("link");
+        assert_eq!(link.ca, dir.path().join("certs/ca.pem"));
+        assert_eq!(link.cert, PathBuf::from("/abs/node.pem"));
+        assert_eq!(link.key, dir.path().join("certs/node.key"));
+        assert_eq!(link.server_name(), "c");
     }
 }

@@ -64,7 +64,7 @@ cert = "certs/nodes/bench/node.pem"
 key = "certs/nodes/bench/node.key"
 TOML
 SWITCHYARD_LOG=warn "$bin/switchyard-agent" run --config "$work/agent.toml" --listen 127.0.0.1:0 >"$work/agent.out" 2>"$work/agent.err" &
-pids+=($!)
+pids+=($!); agent_pid=$!
 for _ in $(seq 1 100); do grep -q "listening on" "$work/agent.out" 2>/dev/null && break; sleep 0.1; done
 agent=$(grep -o 'http://[0-9.:]*' "$work/agent.out" | head -1)
 for _ in $(seq 1 100); do
@@ -120,7 +120,8 @@ def ms(label):
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 reqs = int(re.search(r"(\d+) requests in", text).group(1))
-print(f"{ms(\"50%\"):.3f} {ms(\"99%\"):.3f} {rps:.0f} {reqs}")'
+p50, p99 = ms("50%"), ms("99%")
+print(f"{p50:.3f} {p99:.3f} {rps:.0f} {reqs}")'
 }
 
 first_byte() { # url -> median ms to the first streamed byte over 200 sequential requests
@@ -141,7 +142,12 @@ print(f"{statistics.median(samples):.3f}")
 PY
 }
 
-declare -A p50 p99 rps cpu fb
+for url in "$agent" "http://127.0.0.1:$nginx_port" "$controller"; do
+  status=$(curl -s -o "$work/check.json" -w '%{http_code}' -H 'Content-Type: application/json' -d "$BODY" "$url/v1/chat/completions")
+  [[ "$status" == 200 ]] || { echo "$url answered $status: $(cat "$work/check.json")" >&2; cat "$work/agent.err" "$work/controller.err" | tail -n 8 >&2; exit 1; }
+done
+
+declare -A p50 p99 rps cpu agent_cpu fb
 for system in direct nginx switchyard; do
   case $system in
     direct) url=$agent; procs="";;
@@ -149,9 +155,10 @@ for system in direct nginx switchyard; do
     switchyard) url=$controller; procs="$controller_pid";;
   esac
   read -r p50_1 _ _ _ < <(run_wrk "$url" 1)
-  before=$(cpu_ticks $procs)
+  before=$(cpu_ticks $procs); agent_before=$(cpu_ticks "$agent_pid")
   read -r _ p99_16 rps_16 reqs_16 < <(run_wrk "$url" 16)
-  after=$(cpu_ticks $procs)
+  after=$(cpu_ticks $procs); agent_after=$(cpu_ticks "$agent_pid")
+  agent_cpu[$system]=$(python3 -c "print(f'{($agent_after - $agent_before) / $(getconf CLK_TCK) / $reqs_16 * 1e6:.0f} µs')")
   p50[$system]=$p50_1; p99[$system]=$p99_16; rps[$system]=$rps_16
   if [[ -n "$procs" ]]; then
     cpu[$system]=$(python3 -c "print(f'{($after - $before) / $(getconf CLK_TCK) / $reqs_16 * 1e6:.0f} µs')")
@@ -161,10 +168,10 @@ for system in direct nginx switchyard; do
   fb[$system]=$(first_byte "$url")
 done
 
-echo "| system | added p50 at c=1 | c=16 RPS (x direct) | c=16 p99 | proxy CPU per request | first streamed byte p50 |"
-echo "|---|---|---|---|---|---|"
+echo "| system | added p50 at c=1 | c=16 RPS (x direct) | c=16 p99 | proxy CPU per request | agent CPU per request | first streamed byte p50 |"
+echo "|---|---|---|---|---|---|---|"
 for system in direct nginx switchyard; do
   added=$(python3 -c "print('-' if '$system' == 'direct' else f'+{${p50[$system]} - ${p50[direct]}:.3f} ms')")
   ratio=$(python3 -c "print(f'{${rps[$system]} / ${rps[direct]}:.2f}')")
-  echo "| $system | $added | ${rps[$system]} ($ratio) | ${p99[$system]} ms | ${cpu[$system]} | ${fb[$system]} ms |"
+  echo "| $system | $added | ${rps[$system]} ($ratio) | ${p99[$system]} ms | ${cpu[$system]} | ${agent_cpu[$system]} | ${fb[$system]} ms |"
 done

@@ -141,9 +141,10 @@ pub fn from_config(config: &AgentConfig) -> Arc<dyn RuntimeDriver> {
         RuntimeKind::Simulated => {
             let profile = simulated::Profile::named(config.runtime.profile.as_deref().unwrap_or_default())
                 .unwrap_or_else(simulated::Profile::xeon);
-            Arc::new(simulated::SimulatedDriver::new(
+            Arc::new(simulated::SimulatedDriver::with_time_scale(
                 profile,
                 config.models.iter().map(|m| m.local.clone()).collect(),
+                config.runtime.time_scale.unwrap_or(1.0),
             ))
         }
         kind => Arc::new(openai::OpenAiDriver::new(kind, &config.base_url(), timeout)),

@@ -208,12 +208,18 @@ impl SimulatedDriver {
             let permit = slots.acquire_owned().await;
             waiting.fetch_sub(1, Ordering::Relaxed);
             let _permit = permit.map_err(|_| DriverError::Unsupported("simulated runtime shut down".into()))?;
-            tokio::time::sleep(ttft).await;
+            // A zero time scale generates at once: no timer (tokio's sleeps round up to 1 ms).
+            let instant = driver.time_scale == 0.0;
+            if !instant {
+                tokio::time::sleep(ttft).await;
+            }
             yield Event::Delta(format!("[simulated {name}]"));
             for _ in 1..max_tokens {
                 let throttled = driver.tick(1);
                 let effective = if throttled { speed * driver.throttled_speed() } else { speed };
-                tokio::time::sleep(Duration::from_secs_f32(driver.time_scale / effective)).await;
+                if !instant {
+                    tokio::time::sleep(Duration::from_secs_f32(driver.time_scale / effective)).await;
+                }
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 yield Event::Delta(format!(" {}", WORDS[(seed >> 33) as usize % WORDS.len()]));
             }
