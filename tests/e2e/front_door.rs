@@ -53,22 +53,7 @@ fn printable(text: &str) -> bool {
 
 /// `curl` with the prompt key; returns (status, headers and body).
 fn curl(controller: &Controller, path: &str, args: &[&str]) -> (u16, String) {
-    let output = Command::new("curl")
-        .args([
-            "-sS",
-            "-i",
-            "--max-time",
-            "30",
-            "-H",
-            &format!("Authorization: Bearer {KEY}"),
-        ])
-        .args(args)
-        .arg(format!("{}{path}", controller.url))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, text)
+    crate::process::curl_with_key(&format!("{}{path}", controller.url), KEY, args)
 }
 
 #[test]

@@ -387,3 +387,24 @@ pub fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool
     }
     condition()
 }
+
+/// `curl -i` against `url` with a bearer `key`; returns the status and the whole response
+/// (headers and body) as text.
+pub fn curl_with_key(url: &str, key: &str, args: &[&str]) -> (u16, String) {
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "-i",
+            "--max-time",
+            "30",
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}

@@ -5,7 +5,6 @@
 //! and comes back, and the controller restarts; every prompt ends in an answer or an
 //! explicit, retryable error.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::cluster::Cluster;
@@ -25,26 +24,9 @@ fn prompt(url: &str, api: &str, task: &str) -> (u16, String) {
             "{\"model\": \"qwen25-coder-7b\", \"stream\": false, \"options\": {\"num_predict\": 6}, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
         ),
     };
-    let output = Command::new("curl")
-        .args([
-            "-sS",
-            "-i",
-            "--max-time",
-            "30",
-            "-H",
-            &format!("Authorization: Bearer {KEY}"),
-            "-H",
-        ])
-        .arg(format!("x-switchyard-task: {task}"))
-        .args(["-d", body])
-        .arg(format!("{url}{path}"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    (
-        text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0),
-        text.to_ascii_lowercase(),
-    )
+    let hint = format!("x-switchyard-task: {task}");
+    let (status, text) = crate::process::curl_with_key(&format!("{url}{path}"), KEY, &["-H", &hint, "-d", body]);
+    (status, text.to_ascii_lowercase())
 }
 
 fn served_by(text: &str) -> String {
