@@ -82,6 +82,7 @@ async fn start_agent(config: &Path) -> anyhow::Result<Child> {
     Command::new(exe)
         .args(["agent", "run", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
+        .env("SWITCHYARD_EXIT_WITH_PARENT", "1")
         .env(
             "SWITCHYARD_LOG",
             std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "warn".into()),

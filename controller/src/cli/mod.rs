@@ -184,6 +184,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agent { args } => {
             use clap::Parser as _;
+            #[cfg(unix)]
+            if std::env::var_os("SWITCHYARD_EXIT_WITH_PARENT").is_some() {
+                // Started by the demo: never outlive it, even if it is killed without a chance
+                // to stop its agents.
+                let parent = std::os::unix::process::parent_id();
+                std::thread::spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_millis(250));
+                        if std::os::unix::process::parent_id() != parent {
+                            std::process::exit(0);
+                        }
+                    }
+                });
+            }
             let cli =
                 switchyard_agent::cli::Cli::try_parse_from(std::iter::once("switchyard-agent".to_owned()).chain(args))?;
             switchyard_agent::cli::run(cli).await
