@@ -124,6 +124,17 @@ pub trait RuntimeDriver: Send + Sync + std::fmt::Debug {
     async fn probe(&self) -> RuntimeProbe;
 }
 
+/// The HTTP client drivers talk to their runtime with: no Nagle delay, a bounded connect,
+/// and `read_timeout` between bytes (a generation may stream for minutes).
+pub fn runtime_client(read_timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .read_timeout(read_timeout)
+        .build()
+        .unwrap_or_default()
+}
+
 /// The driver a config asks for.
 pub fn from_config(config: &AgentConfig) -> Arc<dyn RuntimeDriver> {
     let timeout = std::time::Duration::from_secs(config.runtime.request_timeout_s);

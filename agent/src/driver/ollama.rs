@@ -35,12 +35,7 @@ pub struct OllamaDriver {
 impl OllamaDriver {
     pub fn new(base_url: &str, keep_alive: Option<String>, pullable: Vec<String>, timeout: Duration) -> Self {
         let base = base_url.trim_end_matches('/').to_owned();
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(timeout)
-            .build()
-            .unwrap_or_default();
+        let http = super::runtime_client(timeout);
         let (host, port) = split_host_port(&base);
         let ollama = Ollama::builder()
             .host(host)

@@ -25,12 +25,7 @@ pub struct OpenAiDriver {
 
 impl OpenAiDriver {
     pub fn new(kind: RuntimeKind, base_url: &str, timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(timeout)
-            .build()
-            .unwrap_or_default();
+        let client = super::runtime_client(timeout);
         let probe_client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(2))

@@ -99,6 +99,17 @@ fn routing_headers(response: &mut Response<ResponseBody>, node: &str, policy: &s
     }
 }
 
+/// A node's whole JSON answer (`Null` if it is not JSON).
+async fn body_json(response: Response<Incoming>) -> Value {
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or_default()
+}
+
 /// Route a front-door request; `None` if the path is not the front door's.
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Option<Response<ResponseBody>> {
     let api = match (request.method(), request.uri().path()) {
@@ -260,30 +271,26 @@ async fn prompt(app: Arc<App>, api: Api, request: Request<Incoming>) -> Response
     let node = upstream.node.clone();
     let status = upstream.response.status();
     tracing::info!(request = %id, %node, model = %info.model, task = info.task.as_deref().unwrap_or("-"), %policy, reason = %route.reason, retries = upstream.retries, "routed");
-    let _ = app.front.routed.send(format!(
-        "{id} {} {} -> {node} ({}) task={} by {policy}: {}{}",
-        api.as_str(),
-        info.model,
-        upstream.local_model,
-        info.task.as_deref().unwrap_or("-"),
-        route.reason,
-        if upstream.retries > 0 {
-            format!(" [{} retries]", upstream.retries)
-        } else {
-            String::new()
-        }
-    ));
+    // The line is for the demo's live log: build it only when someone is listening.
+    if app.front.routed.receiver_count() > 0 {
+        let _ = app.front.routed.send(format!(
+            "{id} {} {} -> {node} ({}) task={} by {policy}: {}{}",
+            api.as_str(),
+            info.model,
+            upstream.local_model,
+            info.task.as_deref().unwrap_or("-"),
+            route.reason,
+            if upstream.retries > 0 {
+                format!(" [{} retries]", upstream.retries)
+            } else {
+                String::new()
+            }
+        ));
+    }
 
     let mut response = if !status.is_success() {
         // The node refused (e.g. 400, 404): its message, in the client's API shape.
-        let bytes = upstream
-            .response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let value = body_json(upstream.response).await;
         let message = value["error"]["message"]
             .as_str()
             .or_else(|| value["error"].as_str())
@@ -291,14 +298,7 @@ async fn prompt(app: Arc<App>, api: Api, request: Request<Incoming>) -> Response
         app.front.metrics.request(&node, &info.model, status.as_u16());
         api_error(ollama, status, "upstream_error", message)
     } else if api == Api::OllamaEmbed {
-        let bytes = upstream
-            .response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let value = body_json(upstream.response).await;
         app.front.metrics.request(&node, &info.model, 200);
         json(StatusCode::OK, &ollama::from_openai_embeddings(&value, &info.model))
     } else {
