@@ -12,6 +12,44 @@ use crate::process::{Agent, eventually};
 
 const JOIN_WITHIN: Duration = Duration::from_secs(30);
 
+/// Start an agent named `node` with the certificate `bundle` and check that both sides
+/// refuse the link with the given words, and that neither `node` nor any of `also_absent`
+/// enters the node table.
+fn assert_refused_on_both_sides(
+    cluster: &Cluster,
+    node: &str,
+    bundle: &Path,
+    controller_says: &str,
+    agent_says: &str,
+    also_absent: &[&str],
+) {
+    let controller = cluster.controller("127.0.0.1:0");
+    let config = cluster.agent_config(
+        &format!("{node}.toml"),
+        node,
+        bundle,
+        controller.agents.as_deref().expect("agents"),
+    );
+    let agent = Agent::start(&config, None);
+    assert!(
+        eventually(JOIN_WITHIN, || controller.log_text().contains(controller_says)),
+        "{}",
+        controller.log_text()
+    );
+    assert!(
+        eventually(JOIN_WITHIN, || agent.log_text().contains(agent_says)),
+        "{}",
+        agent.log_text()
+    );
+    for name in std::iter::once(node).chain(also_absent.iter().copied()) {
+        assert_eq!(
+            controller.node_healthy(name),
+            None,
+            "a refused agent never enters the node table ({name})"
+        );
+    }
+}
+
 #[test]
 fn an_agent_with_a_cluster_certificate_joins_and_its_telemetry_reaches_the_node_table() {
     let cluster = Cluster::new(&[]);
@@ -57,90 +95,41 @@ fn an_agent_with_a_cluster_certificate_joins_and_its_telemetry_reaches_the_node_
 fn a_certificate_from_another_cluster_ca_is_refused_on_both_sides() {
     let cluster = Cluster::new(&[]);
     let other = Cluster::new(&[]);
-    let controller = cluster.controller("127.0.0.1:0");
     // The agent trusts the right CA but presents a certificate signed by another one.
     let foreign = other.issue("xeon", &[]);
     std::fs::copy(cluster.certs().join("ca.pem"), foreign.join("ca.pem")).expect("copy ca");
-    let config = cluster.agent_config(
-        "xeon.toml",
+    assert_refused_on_both_sides(
+        &cluster,
         "xeon",
         &foreign,
-        controller.agents.as_deref().expect("agents"),
-    );
-    let agent = Agent::start(&config, None);
-    assert!(
-        eventually(JOIN_WITHIN, || controller
-            .log_text()
-            .contains("not issued by this cluster's CA")),
-        "{}",
-        controller.log_text()
-    );
-    assert!(
-        eventually(JOIN_WITHIN, || agent.log_text().contains("received fatal alert")),
-        "{}",
-        agent.log_text()
-    );
-    assert_eq!(
-        controller.node_healthy("xeon"),
-        None,
-        "a refused agent never enters the node table"
+        "not issued by this cluster's CA",
+        "received fatal alert",
+        &[],
     );
 }
 
 #[test]
 fn an_agent_claiming_another_nodes_name_is_refused_on_both_sides() {
     let cluster = Cluster::new(&[]);
-    let controller = cluster.controller("127.0.0.1:0");
     let xeon = cluster.issue("xeon", &[]);
-    let config = cluster.agent_config(
-        "ryzen.toml",
-        "ryzen",
-        &xeon,
-        controller.agents.as_deref().expect("agents"),
-    );
-    let agent = Agent::start(&config, None);
     let refusal = "certificate is for node 'xeon' but the agent says it is 'ryzen'";
-    assert!(
-        eventually(JOIN_WITHIN, || controller.log_text().contains(refusal)),
-        "{}",
-        controller.log_text()
-    );
-    assert!(
-        eventually(JOIN_WITHIN, || agent
-            .log_text()
-            .contains(&format!("the controller refused this agent: {refusal}"))),
-        "{}",
-        agent.log_text()
-    );
-    assert_eq!(controller.node_healthy("ryzen"), None);
-    assert_eq!(controller.node_healthy("xeon"), None);
+    let agent_says = format!("the controller refused this agent: {refusal}");
+    // Neither under the claimed name nor under the certificate's.
+    assert_refused_on_both_sides(&cluster, "ryzen", &xeon, refusal, &agent_says, &["xeon"]);
 }
 
 #[test]
 fn an_expired_certificate_is_refused() {
     let cluster = Cluster::new(&[]);
-    let controller = cluster.controller("127.0.0.1:0");
     let expired = cluster.issue("xeon", &["--expires-at", "2021-01-01T00:00:00Z"]);
-    let config = cluster.agent_config(
-        "xeon.toml",
+    assert_refused_on_both_sides(
+        &cluster,
         "xeon",
         &expired,
-        controller.agents.as_deref().expect("agents"),
+        "its certificate has expired",
+        "received fatal alert",
+        &[],
     );
-    let agent = Agent::start(&config, None);
-    assert!(
-        eventually(JOIN_WITHIN, || controller
-            .log_text()
-            .contains("its certificate has expired")),
-        "{}",
-        controller.log_text()
-    );
-    assert!(
-        eventually(JOIN_WITHIN, || agent.log_text().contains("received fatal alert")),
-        "{}",
-        agent.log_text()
-    );
-    assert_eq!(controller.node_healthy("xeon"), None);
 }
 
 #[test]
