@@ -17,6 +17,7 @@ use super::error::PolicyError;
 use super::fallback;
 use super::fault::PolicyFault;
 use super::loaded::{LoadedPolicy, PolicyStats, StatsView};
+use super::pool::{PolicyPool, panic_message};
 use super::prepared::PreparedSnapshot;
 use super::sandbox::Sandbox;
 use super::smoke;
@@ -26,6 +27,12 @@ use wasmtime::component::Component;
 
 /// Identity reported when the built-in fallback decided with no policy active.
 pub const FALLBACK_ID: &str = "builtin-fallback";
+
+/// Decisions that may wait for a policy thread before the fallback decides instead.
+const DECISION_QUEUE: usize = 256;
+
+/// How much longer than the policy's own deadlines a request waits for its decision.
+const DECISION_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How many loaded versions and activations are remembered.
 const HISTORY: usize = 32;
@@ -91,6 +98,8 @@ pub struct EngineView {
 #[derive(Debug)]
 pub struct PolicyEngine {
     sandbox: Sandbox,
+    /// Where request-path decisions run: never on an async worker.
+    pool: PolicyPool,
     options: EngineOptions,
     active: ArcSwapOption<LoadedPolicy>,
     registry: Mutex<Registry>,
@@ -101,8 +110,10 @@ pub struct PolicyEngine {
 
 impl PolicyEngine {
     pub fn new(options: EngineOptions) -> anyhow::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
         Ok(Self {
             sandbox: Sandbox::new()?,
+            pool: PolicyPool::new(threads, DECISION_QUEUE)?,
             options,
             active: ArcSwapOption::empty(),
             registry: Mutex::new(Registry::default()),
@@ -310,7 +321,14 @@ impl PolicyEngine {
                 fault: None,
             };
         };
-        match policy.decide(req, prepared) {
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| policy.decide(req, prepared)))
+            .unwrap_or_else(|panic| {
+                Err(PolicyFault::Trap(format!(
+                    "the policy call panicked in the host: {}",
+                    panic_message(&*panic)
+                )))
+            });
+        match decided {
             Ok(decision) => {
                 policy.stats.record_success();
                 Routed {
@@ -320,20 +338,74 @@ impl PolicyEngine {
                 }
             }
             Err(fault) => {
-                let consecutive = policy.stats.record_fault(fault.kind());
-                self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), consecutive, "policy fault, fallback decides: {fault}");
                 let policy = policy.clone();
                 drop(guard);
-                if self.options.revert_after_faults > 0 && consecutive >= self.options.revert_after_faults {
-                    self.revert_from(&policy, consecutive);
-                }
-                Routed {
-                    decision: fallback::least_loaded(req, snapshot, fault.kind().as_str()),
-                    policy_id: policy.id.clone(),
-                    fault: Some(fault),
-                }
+                self.fault(&policy, req, snapshot, fault)
             }
+        }
+    }
+
+    /// Decide on a policy thread, never on the caller's (an async worker on the request
+    /// path). Whatever happens there (a panic, a guest that sleeps or blocks past its
+    /// deadlines, every thread busy), the request gets the fallback's decision and the
+    /// active policy gets the fault.
+    pub async fn decide_off_worker(self: &Arc<Self>, req: &RequestInfo, prepared: Arc<PreparedSnapshot>) -> Routed {
+        let wait = self.decision_wait();
+        let engine = self.clone();
+        let request = req.clone();
+        let snapshot = prepared.clone();
+        let fault = match self.pool.submit(move || engine.decide_prepared(&request, &snapshot)) {
+            Ok(answer) => match tokio::time::timeout(wait, answer).await {
+                Ok(Ok(Ok(routed))) => return routed,
+                Ok(Ok(Err(panic))) => PolicyFault::Trap(format!("the policy call panicked in the host: {panic}")),
+                Ok(Err(_)) => PolicyFault::Trap("the policy thread ended without an answer".to_owned()),
+                Err(_) => PolicyFault::Deadline {
+                    deadline_ms: wait.as_millis() as u32,
+                },
+            },
+            Err(busy) => PolicyFault::Instantiate(busy.to_string()),
+        };
+        let Some(policy) = self.active.load_full() else {
+            self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+            return Routed {
+                decision: fallback::least_loaded(req, prepared.snapshot(), "no policy active"),
+                policy_id: self.fallback_id.clone(),
+                fault: Some(fault),
+            };
+        };
+        self.fault(&policy, req, prepared.snapshot(), fault)
+    }
+
+    /// The longest a request waits for the active policy: its stages' deadlines and a grace.
+    fn decision_wait(&self) -> std::time::Duration {
+        let deadlines: u64 = self
+            .active
+            .load()
+            .as_ref()
+            .map(|p| u64::from(p.spec.limits.deadline_ms) * p.spec.stages.len() as u64)
+            .unwrap_or(0);
+        std::time::Duration::from_millis(deadlines) + DECISION_GRACE
+    }
+
+    /// Count `fault` against `policy`, revert it when it keeps faulting, and let the
+    /// fallback decide.
+    fn fault(
+        &self,
+        policy: &Arc<LoadedPolicy>,
+        req: &RequestInfo,
+        snapshot: &ClusterSnapshot,
+        fault: PolicyFault,
+    ) -> Routed {
+        let consecutive = policy.stats.record_fault(fault.kind());
+        self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), consecutive, "policy fault, fallback decides: {fault}");
+        if self.options.revert_after_faults > 0 && consecutive >= self.options.revert_after_faults {
+            self.revert_from(policy, consecutive);
+        }
+        Routed {
+            decision: fallback::least_loaded(req, snapshot, fault.kind().as_str()),
+            policy_id: policy.id.clone(),
+            fault: Some(fault),
         }
     }
 

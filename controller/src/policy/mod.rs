@@ -7,6 +7,7 @@ pub mod fallback;
 mod fault;
 mod guest_output;
 mod loaded;
+mod pool;
 mod prepared;
 mod sandbox;
 mod smoke;

@@ -26,6 +26,8 @@ pub enum Mode {
     HugeOutput,
     /// Print to stdout and stderr without end, then loop.
     Chatty,
+    /// Sleep for a minute (a real host-side wait the epoch deadline cannot interrupt).
+    Sleep,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +104,10 @@ fn misbehave(mode: Mode, req: &Request) -> Decision {
                 eprintln!("chatty policy stderr {i}");
             }
             spin()
+        }
+        Mode::Sleep => {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            behave(req, &[])
         }
     }
 }
