@@ -1,7 +1,8 @@
-//! The agent's HTTP API, in OpenAI's shapes, over whatever runtime the node drives:
-//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `GET /v1/models`, and
-//! `GET /telemetry` (the latest sample). Streams are SSE ending in `data: [DONE]`; a
-//! failure after the first byte ends the stream with an explicit error event.
+//! The agent's HTTP API: every `POST /v1/...` and `POST /api/...` is relayed as bytes to the
+//! local runtime ([`crate::relay`]); `GET /v1/models`, `GET /telemetry` (the latest sample)
+//! and `/telemetry/stream` are the agent's own. A simulated runtime has no server of its
+//! own, so for it the agent answers `/v1/chat/completions`, `/v1/completions` and
+//! `/v1/embeddings` itself, in OpenAI's shapes (streams are SSE ending in `data: [DONE]`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,8 +22,12 @@ use crate::config::{AgentConfig, RuntimeKind};
 use crate::driver::{DriverError, Event, EventStream, RuntimeDriver};
 use crate::openai_shapes::{self as shapes, ChatBody, CompletionBody, EmbeddingBody, Kind};
 use crate::performance::{Metered, PerformanceTracker};
+use crate::relay::{RelayError, RuntimeRelay};
 
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A response body; an error ends the answer abruptly (the HTTP/2 stream is reset), which
+/// the controller turns into an explicit error for its client.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Largest request body the agent accepts.
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -33,10 +38,19 @@ pub struct AgentApi {
     pub driver: Arc<dyn RuntimeDriver>,
     pub performance: Arc<PerformanceTracker>,
     pub telemetry: watch::Receiver<AgentTelemetry>,
+    /// The data plane to the runtime's own server (`None` for the simulated runtime).
+    relay: Option<RuntimeRelay>,
+}
+
+fn boxed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
+{
+    body.map_err(|never| match never {}).boxed_unsync()
 }
 
 fn full(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed_unsync());
+    let mut response = Response::new(boxed(Full::new(Bytes::from(value.to_string()))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -45,7 +59,7 @@ fn full(status: StatusCode, value: &Value) -> Response<Body> {
     response
 }
 
-fn error(status: StatusCode, kind: &str, message: impl AsRef<str>) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, kind: &str, message: impl AsRef<str>) -> Response<Body> {
     full(status, &shapes::error_body(message.as_ref(), kind, status.as_u16()))
 }
 
@@ -75,6 +89,29 @@ fn request_id(prefix: &str) -> String {
 }
 
 impl AgentApi {
+    pub fn new(
+        config: Arc<AgentConfig>,
+        driver: Arc<dyn RuntimeDriver>,
+        performance: Arc<PerformanceTracker>,
+        telemetry: watch::Receiver<AgentTelemetry>,
+    ) -> Result<Self, RelayError> {
+        let relay = match driver.kind() {
+            RuntimeKind::Simulated => None,
+            _ => Some(RuntimeRelay::new(
+                &driver.base_url(),
+                driver.clone(),
+                performance.clone(),
+            )?),
+        };
+        Ok(Self {
+            config,
+            driver,
+            performance,
+            telemetry,
+            relay,
+        })
+    }
+
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let mut response = self.route(request).await;
         let headers = response.headers_mut();
@@ -115,7 +152,26 @@ impl AgentApi {
             }
             (Method::GET, "/healthz") => full(StatusCode::OK, &json!({ "status": "ok", "node": self.config.node })),
             (Method::GET, "/v1/models") => self.models().await,
-            (Method::POST, "/v1/chat/completions") => match read_json::<ChatBody>(request).await {
+            (Method::POST, path) if path.starts_with("/v1/") || path.starts_with("/api/") => match &self.relay {
+                Some(relay) => match relay.relay(request).await {
+                    Ok(response) => response,
+                    Err(e) => error(StatusCode::BAD_REQUEST, "invalid_request_error", e.to_string()),
+                },
+                None => self.simulated(request).await,
+            },
+            (method, path) => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no endpoint {method} {path}"),
+            ),
+        }
+    }
+
+    /// The simulated runtime's OpenAI API, answered by the agent itself.
+    async fn simulated(&self, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        match path.as_str() {
+            "/v1/chat/completions" => match read_json::<ChatBody>(request).await {
                 Ok(body) => {
                     let started = Instant::now();
                     let generation = self.driver.chat(body.request()).await;
@@ -124,7 +180,7 @@ impl AgentApi {
                 }
                 Err(reply) => reply,
             },
-            (Method::POST, "/v1/completions") => match read_json::<CompletionBody>(request).await {
+            "/v1/completions" => match read_json::<CompletionBody>(request).await {
                 Ok(body) => {
                     let started = Instant::now();
                     let generation = self.driver.complete(body.request()).await;
@@ -133,7 +189,7 @@ impl AgentApi {
                 }
                 Err(reply) => reply,
             },
-            (Method::POST, "/v1/embeddings") => match read_json::<EmbeddingBody>(request).await {
+            "/v1/embeddings" => match read_json::<EmbeddingBody>(request).await {
                 Ok(body) => match self.driver.embed(body.request()).await {
                     Ok(vectors) => {
                         let data: Vec<Value> = vectors
@@ -150,10 +206,10 @@ impl AgentApi {
                 },
                 Err(reply) => reply,
             },
-            (method, path) => error(
+            path => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("no endpoint {method} {path}"),
+                format!("the simulated runtime has no endpoint POST {path}"),
             ),
         }
     }
@@ -175,7 +231,7 @@ impl AgentApi {
                 }
             }
         };
-        let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(lines)));
+        let mut response = Response::new(boxed(StreamBody::new(lines)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/x-ndjson"),
@@ -235,7 +291,7 @@ impl AgentApi {
                 Ok::<_, Infallible>(Frame::data(Bytes::from(text)))
             })
             .boxed();
-        let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+        let mut response = Response::new(boxed(StreamBody::new(frames)));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -156,12 +156,7 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let api = Arc::new(AgentApi {
-        config: config.clone(),
-        driver,
-        performance,
-        telemetry,
-    });
+    let api = Arc::new(AgentApi::new(config.clone(), driver, performance, telemetry)?);
     crate::say(&format!("switchyard-agent {} listening on http://{addr}", config.node));
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let link_task = config

@@ -1,6 +1,6 @@
 //! The Switchyard agent: on each machine, it samples telemetry (NVML, sysinfo, battery and
 //! thermal state, the runtime's own queue), drives the local runtime through a driver, and
-//! serves both through an OpenAI-shaped API. It must not depend on the controller or on
+//! relays the controller's requests to the runtime's own API, byte for byte. It must not depend on the controller or on
 //! wasmtime.
 
 pub mod api;
@@ -12,8 +12,10 @@ pub mod init;
 pub mod link;
 pub mod openai_shapes;
 pub mod performance;
+pub mod relay;
 pub mod server;
 pub mod supervise;
+pub mod tap;
 pub mod telemetry;
 
 /// Write one message for the operator to stdout (the CLI's output, not a log line).

@@ -71,6 +71,15 @@ impl PerformanceTracker {
         });
     }
 
+    /// A whole (non-streamed) generation: only its overall speed is known.
+    pub fn record_speed(&self, tokens_per_sec: f32) {
+        self.with(|f| {
+            f.tokens_per_sec = Some(ewma(f.tokens_per_sec.filter(|_| f.source == "served"), tokens_per_sec));
+            f.samples += 1;
+            f.source = "served";
+        });
+    }
+
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }

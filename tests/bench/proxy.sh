@@ -1,24 +1,50 @@
 #!/usr/bin/env bash
-# The routing path against a plain reverse proxy, side by side in one run.
+# The routing path against the routers users would pick instead, side by side in one run.
 #
-# One agent with the simulated runtime generating instantly (time_scale = 0) stands in for a
-# node; three ways to reach it are loaded with wrk (closed loop, keep-alive):
-#   direct      client -> agent's local API
-#   nginx       client -> nginx 1.22 (keepalive upstream, proxy_buffering off) -> agent
-#   switchyard  client -> controller (least-loaded Wasm policy, admission) -> mTLS HTTP/2 link -> agent
-# Reported: added p50 at 1 connection, RPS and p99 at 16 connections (ratio to direct),
-# proxy CPU per request (from /proc), and first streamed byte at 16 connections.
-#   tests/bench/proxy.sh [SECONDS]        (release binaries; needs wrk, nginx, curl)
+# One canned OpenAI-compatible runtime (controller/examples/canned_runtime.rs: a 16-token
+# chat completion at once, or 50 SSE events and data: [DONE]) stands in for a node; each
+# system reaches it one way:
+#   direct       client -> runtime
+#   nginx        client -> nginx (keepalive upstream, proxy_buffering off, 2 workers) -> runtime
+#   vllm-router  client -> vllm-router 0.1.17 (round robin, one worker) -> runtime
+#   switchyard   client -> controller (least-loaded Wasm policy, admission) -> mTLS HTTP/2 link
+#                -> agent (kind = "openai", a byte relay) -> runtime
+# Cells: non-streamed chat at 1, 16 and 64 connections (wrk, closed loop, keep-alive) and
+# streamed chat at 16 (examples/sse_load.rs). Reported: added p50 at 1 connection, RPS (and
+# ratio to direct) and p99 at 16 and 64, router CPU per request at 16 (from /proc: controller
+# + agent for Switchyard), SSE first-byte p50 and router CPU per stream at 16.
+#   tests/bench/proxy.sh [SECONDS] [ROUNDS]     (release build; installs wrk, nginx, vllm-router)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 seconds=${1:-10}
+rounds=${2:-1}
+
+command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y wrk nginx-light >&2
+peers=target/bench-peers
+if [[ ! -x $peers/vllm-router/bin/vllm-router ]]; then
+  python3 -m venv "$peers/vllm-router" >&2
+  "$peers/vllm-router/bin/pip" install -q vllm-router==0.1.17 >&2
+fi
 cargo build --release -p switchyard-controller -p switchyard-agent --bins >&2
+cargo build --release -p switchyard-controller --example canned_runtime --example sse_load >&2
 bin=target/release
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for() { # file pattern
+  for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+  echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
+}
 
+# The runtime: one worker thread, like the peers' single-worker canned backends.
+"$bin/examples/canned_runtime" 1 >"$work/runtime.out" &
+pids+=($!)
+wait_for "$work/runtime.out" url=
+runtime=$(sed -n 's/^url=//p' "$work/runtime.out")
+
+# Switchyard: controller + one agent over mTLS.
 "$bin/switchyard" certs init --dir "$work/certs" >/dev/null
 "$bin/switchyard" certs issue --dir "$work/certs" --node bench >/dev/null
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/admin.token"
@@ -40,18 +66,16 @@ queue_capacity = 1024
 TOML
 SWITCHYARD_LOG=warn "$bin/switchyard" serve --config "$work/controller.toml" >"$work/controller.out" 2>"$work/controller.err" &
 pids+=($!); controller_pid=$!
-for _ in $(seq 1 100); do grep -q "agents link to" "$work/controller.out" 2>/dev/null && break; sleep 0.1; done
+wait_for "$work/controller.out" "agents link to"
 controller=$(grep -o 'http://[0-9.:]*' "$work/controller.out" | head -1)
 agents=$(grep -o 'agents link to [0-9.:]*' "$work/controller.out" | awk '{print $4}')
-
 cat >"$work/agent.toml" <<TOML
 node = "bench"
-max_concurrency = 64
+max_concurrency = 256
 max_tokens = 4096
 [runtime]
-kind = "simulated"
-profile = "ryzen"
-time_scale = 0.0
+kind = "openai"
+base_url = "$runtime"
 [[models]]
 logical = "bench-model"
 local = "bench-model"
@@ -65,24 +89,24 @@ key = "certs/nodes/bench/node.key"
 TOML
 SWITCHYARD_LOG=warn "$bin/switchyard-agent" run --config "$work/agent.toml" --listen 127.0.0.1:0 >"$work/agent.out" 2>"$work/agent.err" &
 pids+=($!); agent_pid=$!
-for _ in $(seq 1 100); do grep -q "listening on" "$work/agent.out" 2>/dev/null && break; sleep 0.1; done
-agent=$(grep -o 'http://[0-9.:]*' "$work/agent.out" | head -1)
-for _ in $(seq 1 100); do
-  curl -s -H "Authorization: Bearer $(cat "$work/admin.token")" "$controller/admin/nodes" | grep -q '"healthy": true' && break; sleep 0.1
+for _ in $(seq 1 200); do
+  curl -s -H "Authorization: Bearer $(cat "$work/admin.token")" "$controller/admin/nodes" | grep -q '"healthy": true' && break; sleep 0.05
 done
 
+# nginx.
+nginx_port=$(free_port)
 cat >"$work/nginx.conf" <<NGINX
 worker_processes 2;
 pid $work/nginx.pid;
 error_log $work/nginx.err warn;
-events { worker_connections 1024; }
+events { worker_connections 4096; }
 http {
   access_log off;
-  upstream agent { server ${agent#http://}; keepalive 64; }
+  upstream runtime { server ${runtime#http://}; keepalive 128; }
   server {
-    listen 127.0.0.1:0;
+    listen 127.0.0.1:$nginx_port;
     location / {
-      proxy_pass http://agent;
+      proxy_pass http://runtime;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering off;
@@ -90,26 +114,45 @@ http {
   }
 }
 NGINX
-# nginx cannot report a port it picked: ask the kernel for one.
-nginx_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-sed -i "s/listen 127.0.0.1:0;/listen 127.0.0.1:$nginx_port;/" "$work/nginx.conf"
 nginx -c "$work/nginx.conf" -p "$work" -g 'daemon off;' &
 pids+=($!); nginx_pid=$!
-for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$nginx_port/healthz" && break; sleep 0.1; done
 
-export BODY='{"model": "bench-model", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]}'
+# vllm-router.
+vllm_port=$(free_port)
+"$peers/vllm-router/bin/vllm-router" --host 127.0.0.1 --port "$vllm_port" --worker-urls "$runtime" \
+  --policy round_robin --log-level warning >"$work/vllm-router.log" 2>&1 &
+pids+=($!); vllm_pid=$!
+
+body='{"model": "bench-model", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]}'
 stream_body='{"model": "bench-model", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "hello"}]}'
+export BODY=$body
+declare -A url=([direct]=$runtime [nginx]="http://127.0.0.1:$nginx_port" [vllm-router]="http://127.0.0.1:$vllm_port" [switchyard]=$controller)
+systems=(direct nginx vllm-router switchyard)
+for system in "${systems[@]}"; do
+  for _ in $(seq 1 300); do
+    status=$(curl -s -o "$work/check.json" -w '%{http_code}' -H 'Content-Type: application/json' -d "$body" "${url[$system]}/v1/chat/completions" || true)
+    [[ "$status" == 200 ]] && break; sleep 0.1
+  done
+  [[ "$status" == 200 ]] || { echo "$system answered $status: $(cat "$work/check.json")" >&2; tail -n 8 "$work"/*.err "$work"/*.log >&2; exit 1; }
+done
 
-cpu_ticks() { # total utime+stime of a process and its children threads
+router_pids() {
+  case $1 in
+    direct) echo "";;
+    nginx) pgrep -P "$nginx_pid" | tr '\n' ' ';;
+    vllm-router) echo "$vllm_pid $(pgrep -P "$vllm_pid" | tr '\n' ' ')";;
+    switchyard) echo "$controller_pid $agent_pid";;
+  esac
+}
+cpu_ticks() { # total utime+stime of processes (all threads)
   local total=0
   for p in "$@"; do
     for t in /proc/"$p"/task/*/stat; do total=$((total + $(awk '{print $14 + $15}' "$t" 2>/dev/null || echo 0))); done
   done
   echo "$total"
 }
-nginx_workers() { pgrep -P "$nginx_pid" | tr '\n' ' '; }
+per_request() { python3 -c "import sys; t, n = $1, $2; print(f'{t / $(getconf CLK_TCK) / n * 1e6:.0f}' if n else '-')"; }
 
-# wrk latency percentiles in ms and requests/s.
 run_wrk() { # url connections -> "p50_ms p99_ms rps requests"
   wrk -t1 -c"$2" -d"${seconds}s" --latency -s tests/bench/post.lua "$1/v1/chat/completions" 2>/dev/null | python3 -c '
 import re, sys
@@ -120,58 +163,51 @@ def ms(label):
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 reqs = int(re.search(r"(\d+) requests in", text).group(1))
-p50, p99 = ms("50%"), ms("99%")
-print(f"{p50:.3f} {p99:.3f} {rps:.0f} {reqs}")'
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+if errors:
+    print(f"wrk saw {errors.group(1)} error answers", file=sys.stderr)
+print(f"{ms(\"50%\"):.3f} {ms(\"99%\"):.3f} {rps:.0f} {reqs}")'
 }
 
-first_byte() { # url -> median ms to the first streamed byte over 200 sequential requests
-  python3 - "$1" "$stream_body" <<'PY'
-import http.client, statistics, sys, time, urllib.parse
-url, body = sys.argv[1], sys.argv[2]
-u = urllib.parse.urlparse(url)
-conn = http.client.HTTPConnection(u.hostname, u.port)
-samples = []
-for _ in range(200):
-    start = time.perf_counter()
-    conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
-    r = conn.getresponse()
-    r.read(1)
-    samples.append((time.perf_counter() - start) * 1000)
-    r.read()
-print(f"{statistics.median(samples):.3f}")
+results=$work/results
+for round in $(seq 1 "$rounds"); do
+  for system in "${systems[@]}"; do
+    u=${url[$system]}; procs=$(router_pids "$system")
+    read -r p50_1 _ _ _ < <(run_wrk "$u" 1)
+    before=$(cpu_ticks $procs)
+    read -r _ p99_16 rps_16 reqs_16 < <(run_wrk "$u" 16)
+    cpu_16=$(per_request "$(($(cpu_ticks $procs) - before))" "$reqs_16")
+    read -r _ p99_64 rps_64 _ < <(run_wrk "$u" 64)
+    before=$(cpu_ticks $procs)
+    read -r ttfb streams < <("$bin/examples/sse_load" "$u" 16 "$seconds" "$stream_body")
+    cpu_sse=$(per_request "$(($(cpu_ticks $procs) - before))" "$streams")
+    [[ -n "$procs" ]] || { cpu_16=-; cpu_sse=-; }
+    echo "$round $system $p50_1 $rps_16 $p99_16 $rps_64 $p99_64 $cpu_16 $ttfb $cpu_sse" >>"$results"
+    echo "round $round $system: p50@1 $p50_1 ms, rps@16 $rps_16, rps@64 $rps_64, cpu/req $cpu_16 µs, sse ttfb $ttfb ms, cpu/stream $cpu_sse µs" >&2
+  done
+done
+
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+systems = list(dict.fromkeys(r[1] for r in rows))
+rounds = sorted({r[0] for r in rows})
+def cell(system, i):
+    values = [float(r[i]) for r in rows if r[1] == system and r[i] != "-"]
+    return statistics.median(values) if values else None
+def ratio(system, i):  # median over rounds of the per-round ratio to direct
+    values = []
+    for rnd in rounds:
+        mine = [float(r[i]) for r in rows if r[0] == rnd and r[1] == system]
+        base = [float(r[i]) for r in rows if r[0] == rnd and r[1] == "direct"]
+        if mine and base and base[0]:
+            values.append(mine[0] / base[0])
+    return statistics.median(values)
+print("| system | added p50 at c=1 | c=16 RPS (x direct) | c=16 p99 | c=64 RPS (x direct) | c=64 p99 | router CPU per request (c=16) | SSE first byte p50 (16 streams) | router CPU per 50-event stream |")
+print("|---|---|---|---|---|---|---|---|---|")
+for s in systems:
+    added = "-" if s == "direct" else f"+{cell(s, 2) - cell('direct', 2):.3f} ms"
+    cpu = "-" if cell(s, 7) is None else f"{cell(s, 7):.0f} µs"
+    cpu_sse = "-" if cell(s, 9) is None else f"{cell(s, 9):.0f} µs"
+    print(f"| {s} | {added} | {cell(s, 3):.0f} ({ratio(s, 3):.2f}) | {cell(s, 4):.2f} ms | {cell(s, 5):.0f} ({ratio(s, 5):.2f}) | {cell(s, 6):.2f} ms | {cpu} | {cell(s, 8):.2f} ms | {cpu_sse} |")
 PY
-}
-
-for url in "$agent" "http://127.0.0.1:$nginx_port" "$controller"; do
-  status=$(curl -s -o "$work/check.json" -w '%{http_code}' -H 'Content-Type: application/json' -d "$BODY" "$url/v1/chat/completions")
-  [[ "$status" == 200 ]] || { echo "$url answered $status: $(cat "$work/check.json")" >&2; cat "$work/agent.err" "$work/controller.err" | tail -n 8 >&2; exit 1; }
-done
-
-declare -A p50 p99 rps cpu agent_cpu fb
-for system in direct nginx switchyard; do
-  case $system in
-    direct) url=$agent; procs="";;
-    nginx) url="http://127.0.0.1:$nginx_port"; procs="$(nginx_workers)";;
-    switchyard) url=$controller; procs="$controller_pid";;
-  esac
-  read -r p50_1 _ _ _ < <(run_wrk "$url" 1)
-  before=$(cpu_ticks $procs); agent_before=$(cpu_ticks "$agent_pid")
-  read -r _ p99_16 rps_16 reqs_16 < <(run_wrk "$url" 16)
-  after=$(cpu_ticks $procs); agent_after=$(cpu_ticks "$agent_pid")
-  agent_cpu[$system]=$(python3 -c "print(f'{($agent_after - $agent_before) / $(getconf CLK_TCK) / $reqs_16 * 1e6:.0f} µs')")
-  p50[$system]=$p50_1; p99[$system]=$p99_16; rps[$system]=$rps_16
-  if [[ -n "$procs" ]]; then
-    cpu[$system]=$(python3 -c "print(f'{($after - $before) / $(getconf CLK_TCK) / $reqs_16 * 1e6:.0f} µs')")
-  else
-    cpu[$system]="-"
-  fi
-  fb[$system]=$(first_byte "$url")
-done
-
-echo "| system | added p50 at c=1 | c=16 RPS (x direct) | c=16 p99 | proxy CPU per request | agent CPU per request | first streamed byte p50 |"
-echo "|---|---|---|---|---|---|---|"
-for system in direct nginx switchyard; do
-  added=$(python3 -c "print('-' if '$system' == 'direct' else f'+{${p50[$system]} - ${p50[direct]}:.3f} ms')")
-  ratio=$(python3 -c "print(f'{${rps[$system]} / ${rps[direct]}:.2f}')")
-  echo "| $system | $added | ${rps[$system]} ($ratio) | ${p99[$system]} ms | ${cpu[$system]} | ${agent_cpu[$system]} | ${fb[$system]} ms |"
-done

@@ -8,6 +8,8 @@ mod runtimes;
 
 mod agent_link;
 mod demo;
+mod fidelity;
 mod front_door;
 mod policy_cli;
+mod policy_faults;
 mod real_cluster;

@@ -31,7 +31,12 @@ Ollama (all deliberate, for a test double):
     the ChatML-rendered prompt (exact for ChatML models such as the tiny test model).
     prompt_eval_duration runs from sending the backend request to its first token (so it
     includes any wait in the backend's queue), eval_duration from that token to the end.
-  * /_double/stats is NOT part of Ollama's API; it exists for tests only.
+  * /_double/stats is NOT part of Ollama's API; it exists for tests only. So is --record FILE,
+    which appends every POST body the double receives to FILE as one JSON line
+    {"path": ..., "body": <the raw body as text>} before handling it.
+  * The OpenAI-compatible endpoints (docs/openai.md: /v1/chat/completions, /v1/completions,
+    /v1/embeddings) hand the body to the backend with only `model` mapped to the backend's
+    name, and relay the backend's answer as it comes.
 Python standard library only.
 """
 import argparse
@@ -255,6 +260,7 @@ class State:
     def __init__(self, args):
         self.backend = args.backend.rstrip("/")
         self.backend_timeout = args.backend_timeout
+        self.record = args.record
         self.lock = threading.Lock()
         self.meta = ModelMeta(args.gguf)
         self.models = {}     # canonical name -> Model
@@ -544,9 +550,12 @@ class Handler(BaseHTTPRequestHandler):
             ("POST", "/api/copy"): self.h_copy,
             ("DELETE", "/api/delete"): self.h_delete,
             ("GET", "/_double/stats"): self.h_stats,
+            ("POST", "/v1/chat/completions"): self.h_openai,
+            ("POST", "/v1/completions"): self.h_openai,
+            ("POST", "/v1/embeddings"): self.h_openai,
         }
         handler = routes.get((method, path))
-        counted = path.startswith("/api/")
+        counted = path.startswith("/api/") or path.startswith("/v1/")
         if counted:
             with self.state.lock:
                 self.state.stats["requests"] += 1
@@ -581,6 +590,14 @@ class Handler(BaseHTTPRequestHandler):
         self._route("DELETE")
 
     def read_body(self):
+        data = self.read_raw_body()
+        if self.state.record:
+            with self.state.lock, open(self.state.record, "a", encoding="utf-8") as f:
+                path = urllib.parse.urlsplit(self.path).path
+                f.write(json.dumps({"path": path, "body": data.decode("utf-8", "replace")}) + "\n")
+        return data
+
+    def read_raw_body(self):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             data = b""
             while True:
@@ -644,6 +661,43 @@ class Handler(BaseHTTPRequestHandler):
     def end_stream(self):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def h_openai(self):
+        # docs/openai.md: OpenAI compatibility. The model is looked up like /api/chat's; the
+        # rest of the body reaches the backend unchanged.
+        path = urllib.parse.urlsplit(self.path).path
+        obj = self.read_json()
+        if obj is None:
+            return
+        name = obj.get("model") or ""
+        m = self.state.find(name)
+        if m is None:
+            self.send_json(404, {"error": {"message": 'model "%s" not found, try pulling it first' % name,
+                                           "type": "api_error", "param": None, "code": None}})
+            return
+        obj["model"] = m.backend_model
+        u = urllib.parse.urlsplit(self.state.backend)
+        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=self.state.backend_timeout)
+        try:
+            conn.request("POST", u.path.rstrip("/") + path, body=json.dumps(obj).encode(),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            self.state.count("backend_requests")
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.getheader("Content-Type", "application/json"))
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            while True:
+                chunk = resp.read1(65536)
+                if not chunk:
+                    break
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.end_stream()
+        except OSError as e:
+            self.send_json(502, {"error": {"message": f"backend unreachable: {e}", "type": "api_error"}})
+        finally:
+            conn.close()
 
     def unknown_model_for_inference(self, name):
         # Real Ollama (server/routes.go handleScheduleError) answers a chat/generate for a
@@ -1142,6 +1196,7 @@ def main():
     p.add_argument("--backend-timeout", type=float, default=600.0,
                    help="seconds a backend read may block")
     p.add_argument("--quiet", action="store_true", help="no per-request log on stderr")
+    p.add_argument("--record", help="append every POST body received to this file (JSON lines)")
     args = p.parse_args()
 
     state = State(args)

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Start a real LLM server on 127.0.0.1 in the background and wait until it answers.
-#   start.sh KIND OUTDIR MODELDIR    KIND: llama-cpp | mlx
+#   start.sh KIND OUTDIR MODELDIR    KIND: llama-cpp | llama-cpp-tools | mlx
+# llama-cpp-tools uses the chatml-function-calling chat format (forced tool calls and JSON
+# mode are grammar-constrained, so the tiny model gives real tool_calls) and also serves
+# embeddings.
 # MODELDIR is where gen_tiny_model.py wrote tiny.gguf and tiny-hf/. On success prints
 #   url=http://127.0.0.1:PORT
 #   pid=PID
@@ -20,9 +23,9 @@ py="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.venv/bin/python"
 [[ -x "$py" ]] || { echo "no $py: run tests/runtimes/setup.sh first" >&2; exit 1; }
 log="$out/$kind.log"
 case "$kind" in
-llama-cpp) model="$models/tiny.gguf" ;;
+llama-cpp|llama-cpp-tools) model="$models/tiny.gguf" ;;
 mlx) model="$models/tiny-hf" ;;   # mlx_lm loads it lazily: check now, not at first request
-*) echo "unknown KIND '$kind' (want llama-cpp or mlx)" >&2; exit 2 ;;
+*) echo "unknown KIND '$kind' (want llama-cpp, llama-cpp-tools or mlx)" >&2; exit 2 ;;
 esac
 [[ -e "$model" ]] || { echo "no $model: run tests/runtimes/gen_tiny_model.py $models" >&2; exit 1; }
 
@@ -32,11 +35,13 @@ port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); 
 
 # The server gets no stdin and its own log, so nothing holds this script's stdout open.
 case "$kind" in
-llama-cpp)
+llama-cpp*)
+    extra=()
+    [[ "$kind" == llama-cpp-tools ]] && extra=(--chat_format chatml-function-calling --embedding True)
     # --interrupt_requests False: otherwise a second request silently cuts a running stream.
     # --n_threads 1: steadier than 2 on these machines.
     "$py" -m llama_cpp.server --model "$model" --model_alias tiny \
-        --host 127.0.0.1 --port "$port" --interrupt_requests False --n_threads 1 \
+        --host 127.0.0.1 --port "$port" --interrupt_requests False --n_threads 1 "${extra[@]}" \
         </dev/null >"$log" 2>&1 &
     ;;
 mlx)

@@ -122,6 +122,11 @@ pub trait RuntimeDriver: Send + Sync + std::fmt::Debug {
     async fn embed(&self, request: EmbedRequest) -> Result<Vec<Vec<f32>>, DriverError>;
     /// Health, queue and loaded models, from the runtime's own endpoints.
     async fn probe(&self) -> RuntimeProbe;
+    /// Make `model` available when the runtime can fetch it (Ollama's pull on demand);
+    /// true if it was fetched and a refused request is worth sending again.
+    async fn ensure_model(&self, _model: &str) -> Result<bool, DriverError> {
+        Ok(false)
+    }
 }
 
 /// The HTTP client drivers talk to their runtime with: no Nagle delay, a bounded connect,

@@ -287,6 +287,10 @@ impl RuntimeDriver for OllamaDriver {
         Ok(models.into_iter().map(|m| m.name).collect())
     }
 
+    async fn ensure_model(&self, model: &str) -> Result<bool, DriverError> {
+        self.pull_if_allowed(model).await
+    }
+
     async fn chat(&self, request: ChatRequest) -> Result<EventStream, DriverError> {
         match self.chat_once(&request).await {
             Err(DriverError::ModelNotFound(model)) if self.pull_if_allowed(&model).await? => {

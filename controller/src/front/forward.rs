@@ -1,72 +1,106 @@
 //! Sending a request to the decision's targets: a slot through admission, the request over
-//! the node's link, and, while nothing has reached the client, the next target when one
-//! fails (unreachable, link gone, 5xx). A 4xx from a node is the client's problem and is
-//! returned as is.
+//! the node's link, and the next target only while no runtime can have started on it: the
+//! link was down or the request never left, or the agent says the runtime refused it before
+//! any work (`x-switchyard-retryable`: unreachable, 429, 503). Once a runtime may have
+//! accepted a request it is never sent again: a timeout is a 504 naming the node, a broken
+//! link a 502. Whole (non-streamed) answers get a wait that fits their size, not a
+//! first-byte limit.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use switchyard_protocol::Target;
+use switchyard_protocol::{NodeSnapshot, Target};
 
+use super::Front;
 use super::admission::{Permit, Refusal};
-use crate::app::App;
+use super::error::FrontError;
+use crate::node_table::NodeTable;
+
+/// The agent's mark on an answer that no runtime started on.
+const RETRYABLE: &str = "x-switchyard-retryable";
+
+/// Which API a node's runtime speaks natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's (vLLM, `mlx_lm.server`, llama.cpp, LM Studio, the simulated runtime).
+    OpenAi,
+    /// Ollama's native API, and OpenAI's under `/v1`.
+    Ollama,
+}
+
+impl Dialect {
+    pub fn of(node: &NodeSnapshot) -> Dialect {
+        if node.runtime == "ollama" {
+            Dialect::Ollama
+        } else {
+            Dialect::OpenAi
+        }
+    }
+}
+
+/// What to send to one node: the agent path and the body, built for its dialect.
+#[derive(Debug)]
+pub struct Outbound {
+    pub path: String,
+    pub body: Bytes,
+}
 
 /// A node's answer head, with the slot it holds.
 #[derive(Debug)]
 pub struct Upstream {
     pub node: String,
     pub local_model: String,
+    pub dialect: Dialect,
     pub response: Response<Incoming>,
     pub permit: Permit,
     pub retries: u32,
 }
 
-/// Why no node answered.
-#[derive(Debug)]
-pub enum ForwardError {
-    /// Admission refused (queue full or deadline).
-    Refused(Refusal),
-    /// Every target failed; the last failure.
-    Exhausted(String),
+/// What the request needs from the forwarder besides its targets.
+#[derive(Debug, Clone, Copy)]
+pub struct Dispatch {
+    pub priority: u8,
+    pub stream: bool,
+    pub max_tokens: Option<u32>,
 }
 
-/// Send to the targets in order. `body_for(local_model)` builds the body for a node.
+/// Send to the targets in order; `plan(node, local_model)` builds what a node receives.
 pub async fn forward(
-    app: &Arc<App>,
+    nodes: &NodeTable,
+    front: &Front,
     targets: &[Target],
-    path: &str,
-    priority: u8,
-    body_for: impl Fn(&str) -> Bytes,
-) -> Result<Upstream, ForwardError> {
-    let front = &app.front;
+    dispatch: Dispatch,
+    plan: impl Fn(&NodeSnapshot, &str) -> Result<Outbound, FrontError>,
+) -> Result<Upstream, FrontError> {
     let mut remaining: Vec<Target> = targets.to_vec();
     let mut last_error = "no target node".to_owned();
     let mut retries = 0;
     loop {
-        let snapshot = app.nodes.snapshot();
+        let snapshot = nodes.snapshot();
         let candidates: Vec<(String, u32)> = remaining
             .iter()
             .filter_map(|t| {
                 let node = snapshot.node(&t.node)?;
-                app.nodes
+                nodes
                     .sender(&t.node)
                     .map(|_| (t.node.clone(), node.max_concurrency.max(1)))
             })
             .collect();
         if candidates.is_empty() {
-            return Err(ForwardError::Exhausted(last_error));
+            return Err(FrontError::Exhausted(last_error));
         }
-        let permit = app
-            .front
+        let permit = front
             .admission
-            .acquire(&candidates, priority, front.limits.queue_timeout)
+            .acquire(&candidates, dispatch.priority, front.limits.queue_timeout)
             .await
-            .map_err(ForwardError::Refused)?;
+            .map_err(|refusal| match refusal {
+                Refusal::QueueFull(_) => FrontError::QueueFull(refusal.to_string()),
+                Refusal::Deadline(_) => FrontError::NoSlot(refusal.to_string()),
+            })?;
         let node = permit.node.clone();
         let local_model = remaining
             .iter()
@@ -74,48 +108,90 @@ pub async fn forward(
             .map(|t| t.model.clone())
             .unwrap_or_default();
         remaining.retain(|t| t.node != node);
-        let Some(mut sender) = app.nodes.sender(&node) else {
+        let Some(node_snapshot) = snapshot.node(&node) else {
+            last_error = format!("node {node} left the cluster");
+            continue;
+        };
+        let dialect = Dialect::of(node_snapshot);
+        let wait = answer_wait(&front.limits, dispatch, node_snapshot);
+        let outbound = plan(node_snapshot, &local_model)?;
+        let Some(mut sender) = nodes.sender(&node) else {
             last_error = format!("node {node} disconnected");
             continue;
         };
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(format!("http://agent{path}"))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body_for(&local_model)));
-        let request = match request {
-            Ok(request) => request,
-            Err(e) => return Err(ForwardError::Exhausted(format!("cannot build the request: {e}"))),
-        };
+        let mut request = Request::new(Full::new(outbound.body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = format!("http://agent{}", outbound.path)
+            .parse()
+            .map_err(|e| FrontError::BadRequest(format!("cannot forward to {}: {e}", outbound.path)))?;
+        request
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+
         let started = Instant::now();
-        let sent = tokio::time::timeout(front.limits.first_byte_timeout, async {
-            sender.ready().await?;
-            sender.send_request(request).await
-        })
-        .await;
-        match sent {
-            Ok(Ok(response)) if !response.status().is_server_error() => {
-                app.front.metrics.ttfb.observe(started.elapsed());
-                return Ok(Upstream {
-                    node,
-                    local_model,
-                    response,
-                    permit,
-                    retries,
-                });
-            }
-            Ok(Ok(response)) => last_error = format!("node {node} answered {}", response.status()),
-            Ok(Err(e)) => last_error = format!("node {node} failed: {e}"),
-            Err(_) => last_error = format!("node {node} sent nothing within {:?}", front.limits.first_byte_timeout),
-        }
+        let retry_reason = match sender.ready().await {
+            Err(e) => format!("the link to node {node} is down: {e}"),
+            Ok(()) => match tokio::time::timeout(wait, sender.send_request(request)).await {
+                Err(_) => return Err(FrontError::Timeout { node, limit: wait }),
+                Ok(Err(e)) if e.is_canceled() => {
+                    format!("node {node} closed its link before the request was sent: {e}")
+                }
+                Ok(Err(e)) => {
+                    return Err(FrontError::NodeFailed {
+                        node,
+                        message: e.to_string(),
+                    });
+                }
+                Ok(Ok(response)) => match response.headers().get(RETRYABLE) {
+                    Some(why) if !remaining.is_empty() => format!(
+                        "node {node} answered {} before starting ({})",
+                        response.status(),
+                        why.to_str().unwrap_or("refused")
+                    ),
+                    _ => {
+                        front.metrics.ttfb.observe(started.elapsed());
+                        let mut response = response;
+                        response.headers_mut().remove(RETRYABLE);
+                        return Ok(Upstream {
+                            node,
+                            local_model,
+                            dialect,
+                            response,
+                            permit,
+                            retries,
+                        });
+                    }
+                },
+            },
+        };
+        last_error = retry_reason;
         tracing::warn!(%node, "{last_error}; trying the next target");
         drop(permit);
         if remaining.is_empty() {
-            return Err(ForwardError::Exhausted(last_error));
+            return Err(FrontError::Exhausted(last_error));
         }
         retries += 1;
-        app.front.metrics.retries.fetch_add(1, Ordering::Relaxed);
+        front.metrics.retries.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// How long to wait for a node's answer head. A stream's head comes before the first token:
+/// `first_byte_timeout`. A whole answer's head comes after the last token: a wait fitted to
+/// `max_tokens` at the node's measured speed (three times the expected time, at least
+/// `first_byte_timeout`), and `total_timeout` when either is unknown.
+pub fn answer_wait(limits: &FrontLimits, dispatch: Dispatch, node: &NodeSnapshot) -> Duration {
+    if dispatch.stream {
+        return limits.first_byte_timeout;
+    }
+    let (Some(tokens), Some(speed)) = (dispatch.max_tokens, node.tokens_per_sec.filter(|s| *s > 0.0)) else {
+        return limits.total_timeout;
+    };
+    let ttft = Duration::from_secs_f32(node.ttft_ms.unwrap_or(0.0).max(0.0) / 1000.0);
+    let expected = ttft + Duration::from_secs_f32(tokens as f32 / speed);
+    (expected * 3).clamp(
+        limits.first_byte_timeout,
+        limits.total_timeout.max(limits.first_byte_timeout),
+    )
 }
 
 /// Time limits of the front door.
@@ -127,7 +203,8 @@ pub struct FrontLimits {
     pub queue_capacity: usize,
     /// The longest a request waits for a slot.
     pub queue_timeout: Duration,
-    /// The longest a node may take to start answering.
+    /// The longest a node may take to start a streamed answer, and the least a whole one
+    /// is given.
     pub first_byte_timeout: Duration,
     /// The longest a whole response may take.
     pub total_timeout: Duration,
@@ -142,5 +219,54 @@ impl Default for FrontLimits {
             first_byte_timeout: Duration::from_secs(60),
             total_timeout: Duration::from_secs(600),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(speed: Option<f32>) -> NodeSnapshot {
+        let mut node: NodeSnapshot = serde_json::from_value(serde_json::json!({
+            "name": "xeon", "runtime": "llama-cpp", "healthy": true, "max_concurrency": 2, "max_tokens": 4096,
+        }))
+        .expect("node");
+        node.tokens_per_sec = speed;
+        node.ttft_ms = Some(500.0);
+        node
+    }
+
+    #[test]
+    fn a_whole_answer_waits_for_its_size_and_a_stream_for_its_first_byte() {
+        let limits = FrontLimits::default();
+        let whole = |max_tokens| Dispatch {
+            priority: 5,
+            stream: false,
+            max_tokens,
+        };
+        // 3000 tokens at 25 tokens/s: 120.5 s expected, 361.5 s allowed (the old 60 s cut it).
+        let wait = answer_wait(&limits, whole(Some(3000)), &node(Some(25.0)));
+        assert_eq!(wait.as_millis(), 361_500);
+        assert_eq!(
+            answer_wait(&limits, whole(Some(10)), &node(Some(25.0))),
+            limits.first_byte_timeout
+        );
+        assert_eq!(
+            answer_wait(&limits, whole(Some(100_000)), &node(Some(1.0))),
+            limits.total_timeout
+        );
+        assert_eq!(
+            answer_wait(&limits, whole(None), &node(Some(25.0))),
+            limits.total_timeout
+        );
+        assert_eq!(answer_wait(&limits, whole(Some(10)), &node(None)), limits.total_timeout);
+        let stream = Dispatch {
+            stream: true,
+            ..whole(Some(3000))
+        };
+        assert_eq!(
+            answer_wait(&limits, stream, &node(Some(25.0))),
+            limits.first_byte_timeout
+        );
     }
 }

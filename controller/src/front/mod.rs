@@ -1,38 +1,45 @@
-//! The front door: OpenAI-compatible (`/v1/chat/completions`, `/v1/completions`,
-//! `/v1/embeddings`, `/v1/models`) and Ollama-compatible (`/api/chat`, `/api/generate`,
-//! `/api/embed`, `/api/tags`, `/api/ps`, `/api/version`) endpoints. Each prompt is checked
-//! (API key, size, JSON), described to the active policy, admitted to a node slot, forwarded
-//! over the node's link with retries before the first byte, and relayed back. Every answer
-//! names the node, the policy (`name@hash`) and the reason.
+//! The front door: OpenAI's API (any `POST /v1/...` whose JSON body names a `model`, plus
+//! `GET /v1/models`) and Ollama's (`/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`,
+//! `/api/ps`, `/api/version`). A prompt goes through five phases, each a plain function over
+//! what it needs: authenticate, parse, decide, send (admission and the node's link, see
+//! [`forward`]) and respond (see [`respond`]). Switchyard decides where a request goes, never
+//! what it is: a runtime that speaks the client's API receives the client's bytes with only
+//! `model` rewritten, and its answer comes back as it was sent. Every answer names the node,
+//! the policy (`name@hash`) and the reason; every failure is a [`FrontError`] rendered in one
+//! place, in the client's API shape.
 
 pub mod admission;
 mod catalog;
+pub mod error;
 pub mod forward;
 pub mod keys;
 pub mod metrics;
+pub mod model_field;
 pub mod ollama;
 mod relay;
 pub mod request_info;
+mod respond;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
-use switchyard_protocol::Decision;
+use switchyard_protocol::{Decision, NodeSnapshot, RequestInfo, Route};
 
-use self::admission::{Admission, Refusal};
-use self::forward::{ForwardError, FrontLimits, forward};
-use self::keys::ApiKeys;
+use self::admission::Admission;
+pub use self::error::{ClientApi, FrontError};
+use self::forward::{Dialect, Dispatch, FrontLimits, Outbound, forward};
+use self::keys::{ApiKeys, Grant};
 use self::metrics::FrontMetrics;
-use self::relay::{Shape, relay};
 use self::request_info::{Api, request_info};
 use crate::app::App;
-use crate::http::{ResponseBody, json, read_body, text};
+use crate::http::{ResponseBody, json, text};
+use crate::node_table::NodeTable;
+use crate::policy::PolicyEngine;
 
 /// The front door's state.
 #[derive(Debug)]
@@ -40,7 +47,7 @@ pub struct Front {
     pub keys: ApiKeys,
     pub limits: FrontLimits,
     pub admission: Arc<Admission>,
-    pub metrics: FrontMetrics,
+    pub metrics: Arc<FrontMetrics>,
     /// One line per routed request (the demo prints them).
     pub routed: tokio::sync::broadcast::Sender<String>,
     next_id: AtomicU64,
@@ -52,37 +59,246 @@ impl Front {
             admission: Admission::new(limits.queue_capacity),
             keys,
             limits,
-            metrics: FrontMetrics::default(),
+            metrics: Arc::new(FrontMetrics::default()),
             routed: tokio::sync::broadcast::channel(256).0,
             next_id: AtomicU64::new(1),
         }
     }
 }
 
-/// An error in the shape of the API the client used.
-fn api_error(
-    api_is_ollama: bool,
-    status: StatusCode,
-    kind: &str,
-    message: impl Into<String>,
-) -> Response<ResponseBody> {
-    let message = message.into();
-    if api_is_ollama {
-        json(status, &json!({ "error": message }))
-    } else {
-        crate::http::error_json(status, kind, message)
+/// Route a front-door request; `None` if the path is not the front door's.
+pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Option<Response<ResponseBody>> {
+    let api = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/v1/models") => return Some(catalog::openai_models(&app, request.headers())),
+        (&Method::GET, "/api/tags") => return Some(catalog::ollama_tags(&app, request.headers())),
+        (&Method::GET, "/api/ps") => return Some(catalog::ollama_ps(&app, request.headers())),
+        (&Method::GET | &Method::HEAD, "/api/version") => {
+            return Some(json(StatusCode::OK, &json!({ "version": "0.12.6" })));
+        }
+        (&Method::GET | &Method::HEAD, "/") => {
+            return Some(text(StatusCode::OK, "text/plain", "Switchyard is running".to_owned()));
+        }
+        (&Method::POST, path) => Api::from_path(path)?,
+        _ => return None,
+    };
+    let started = Instant::now();
+    let client = api.client();
+    let mut outcome = Outcome::default();
+    let response = match prompt(&app, api, request, started, &mut outcome).await {
+        Ok(response) => response,
+        Err(error) => {
+            let status = error.status().as_u16();
+            app.front
+                .metrics
+                .request(outcome.node.as_deref().unwrap_or("none"), &outcome.model_label, status);
+            let mut response = client.render(&error);
+            if let Some(policy) = &outcome.policy {
+                routing_headers(
+                    response.headers_mut(),
+                    outcome.node.as_deref().unwrap_or("none"),
+                    policy,
+                    outcome.reason.as_deref().unwrap_or("-"),
+                );
+            }
+            response
+        }
+    };
+    Some(response)
+}
+
+/// What is known about a prompt when it ends early: for its error's headers and metrics.
+#[derive(Debug)]
+struct Outcome {
+    policy: Option<String>,
+    reason: Option<String>,
+    node: Option<String>,
+    /// The metrics label: the logical model once a node was chosen for it, `-` before (a
+    /// client's arbitrary model name never becomes a label).
+    model_label: String,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Self {
+            policy: None,
+            reason: None,
+            node: None,
+            model_label: "-".to_owned(),
+        }
     }
 }
 
-fn with_retry_after(mut response: Response<ResponseBody>, seconds: u64) -> Response<ResponseBody> {
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    response
+async fn prompt(
+    app: &Arc<App>,
+    api: Api,
+    request: Request<Incoming>,
+    started: Instant,
+    outcome: &mut Outcome,
+) -> Result<Response<ResponseBody>, FrontError> {
+    let front = &app.front;
+    let (parts, body) = request.into_parts();
+    let grant = authenticate(&front.keys, &parts.headers)?;
+    let body = crate::http::read_body_limited(body, front.limits.max_body_bytes)
+        .await
+        .map_err(|e| match e {
+            crate::http::BodyError::TooLarge(limit) => FrontError::TooLarge(limit),
+            crate::http::BodyError::Read(message) => FrontError::BadRequest(message),
+        })?;
+    let id = format!("req-{}", front.next_id.fetch_add(1, Ordering::Relaxed));
+    let (info, value) = parse(api, &id, &parts.headers, &body, &grant)?;
+
+    let route = decide(&app.engine, &app.nodes, &front.metrics, &info, outcome).await?;
+    let dispatch = Dispatch {
+        priority: info.priority,
+        stream: info.stream,
+        max_tokens: info.max_tokens,
+    };
+    let path = parts.uri.path();
+    let upstream = forward(&app.nodes, front, &route.targets, dispatch, |node, local| {
+        plan(api, path, node, &body, &value, local)
+    })
+    .await?;
+
+    outcome.node = Some(upstream.node.clone());
+    outcome.model_label = info.model.clone();
+    let reason = served_reason(&route, &upstream.node);
+    let policy = outcome.policy.clone().unwrap_or_default();
+    tracing::info!(request = %id, node = %upstream.node, model = %info.model, task = info.task.as_deref().unwrap_or("-"), %policy, %reason, retries = upstream.retries, "routed");
+    // The line is for the demo's live log: build it only when someone is listening.
+    if front.routed.receiver_count() > 0 {
+        let _ = front.routed.send(format!(
+            "{id} {} {} -> {} ({}) task={} by {policy}: {reason}",
+            api.as_str(),
+            info.model,
+            upstream.node,
+            upstream.local_model,
+            info.task.as_deref().unwrap_or("-"),
+        ));
+    }
+    let node = upstream.node.clone();
+    let mut response = respond::respond(
+        front.metrics.clone(),
+        front.limits.total_timeout,
+        api,
+        &info,
+        upstream,
+        started,
+    )
+    .await;
+    routing_headers(response.headers_mut(), &node, &policy, &reason);
+    Ok(response)
 }
 
-fn routing_headers(response: &mut Response<ResponseBody>, node: &str, policy: &str, reason: &str) {
-    let headers = response.headers_mut();
+/// Phase 1: the API key.
+fn authenticate(keys: &ApiKeys, headers: &HeaderMap) -> Result<Grant, FrontError> {
+    keys.check(headers)
+        .map_err(|message| FrontError::Unauthorized(message.to_owned()))
+}
+
+/// Phase 2: the body as JSON (for the policy's metadata and for translation) and the
+/// request's metadata, checked against the key.
+fn parse(
+    api: Api,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    grant: &Grant,
+) -> Result<(RequestInfo, Value), FrontError> {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value @ Value::Object(_)) => value,
+        Ok(_) => return Err(FrontError::BadRequest("the request body must be a JSON object".into())),
+        Err(e) => {
+            return Err(FrontError::BadRequest(format!(
+                "malformed JSON in the request body: {e}"
+            )));
+        }
+    };
+    let info = request_info(api, id, headers, &value, grant).map_err(FrontError::BadRequest)?;
+    if !grant.allows(&info.model) {
+        return Err(FrontError::Forbidden {
+            key: grant.name.clone(),
+            model: info.model,
+        });
+    }
+    Ok((info, value))
+}
+
+/// Phase 3: the active policy's decision (the fallback's when it faults), made on a policy
+/// thread, never on this async worker.
+async fn decide(
+    engine: &Arc<PolicyEngine>,
+    nodes: &NodeTable,
+    metrics: &FrontMetrics,
+    info: &RequestInfo,
+    outcome: &mut Outcome,
+) -> Result<Route, FrontError> {
+    let decided = Instant::now();
+    let routed = engine.decide_off_worker(info, nodes.prepared()).await;
+    metrics.decision.observe(decided.elapsed());
+    outcome.policy = Some(routed.policy_id.to_string());
+    match routed.decision {
+        Decision::Route(route) => {
+            outcome.reason = Some(route.reason.clone());
+            Ok(route)
+        }
+        Decision::Reject(reject) => {
+            outcome.reason = Some("rejected by the policy".to_owned());
+            Err(FrontError::Rejected {
+                status: StatusCode::from_u16(reject.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                message: reject.message,
+            })
+        }
+    }
+}
+
+/// What one node receives: the client's bytes with `model` rewritten when the node speaks
+/// the client's API, a translation where an Ollama client meets an OpenAI runtime.
+fn plan(
+    api: Api,
+    path: &str,
+    node: &NodeSnapshot,
+    raw: &Bytes,
+    value: &Value,
+    local: &str,
+) -> Result<Outbound, FrontError> {
+    let translated = |path: &str, body: Value| Outbound {
+        path: path.to_owned(),
+        body: Bytes::from(body.to_string()),
+    };
+    let schema_style = if node.runtime == "llama-cpp" {
+        ollama::SchemaStyle::LlamaCpp
+    } else {
+        ollama::SchemaStyle::OpenAi
+    };
+    Ok(match (api, Dialect::of(node)) {
+        (Api::OllamaChat, Dialect::OpenAi) => translated(
+            "/v1/chat/completions",
+            ollama::to_openai_chat(value, local, false, schema_style),
+        ),
+        (Api::OllamaGenerate, Dialect::OpenAi) => translated(
+            "/v1/chat/completions",
+            ollama::to_openai_chat(value, local, true, schema_style),
+        ),
+        (Api::OllamaEmbed, Dialect::OpenAi) => translated("/v1/embeddings", ollama::to_openai_embeddings(value, local)),
+        _ => Outbound {
+            path: path.to_owned(),
+            body: model_field::replace_model(raw, local).map_err(|e| FrontError::BadRequest(e.to_string()))?,
+        },
+    })
+}
+
+/// The reason header: the policy's reason, and where the request really went when the
+/// policy's first choice could not take it.
+fn served_reason(route: &Route, node: &str) -> String {
+    match route.targets.first() {
+        Some(first) if first.node != node => {
+            format!("{}; {} could not take it, served by {node}", route.reason, first.node)
+        }
+        _ => route.reason.clone(),
+    }
+}
+
+fn routing_headers(headers: &mut HeaderMap, node: &str, policy: &str, reason: &str) {
     for (name, value) in [
         ("x-switchyard-node", node),
         ("x-switchyard-policy", policy),
@@ -97,226 +313,4 @@ fn routing_headers(response: &mut Response<ResponseBody>, node: &str, policy: &s
             headers.insert(name, value);
         }
     }
-}
-
-/// A node's whole JSON answer (`Null` if it is not JSON).
-async fn body_json(response: Response<Incoming>) -> Value {
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    serde_json::from_slice(&bytes).unwrap_or_default()
-}
-
-/// Route a front-door request; `None` if the path is not the front door's.
-pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Option<Response<ResponseBody>> {
-    let api = match (request.method(), request.uri().path()) {
-        (&Method::POST, "/v1/chat/completions") => Api::OpenAiChat,
-        (&Method::POST, "/v1/completions") => Api::OpenAiCompletions,
-        (&Method::POST, "/v1/embeddings") => Api::OpenAiEmbeddings,
-        (&Method::POST, "/api/chat") => Api::OllamaChat,
-        (&Method::POST, "/api/generate") => Api::OllamaGenerate,
-        (&Method::POST, "/api/embed") => Api::OllamaEmbed,
-        (&Method::GET, "/v1/models") => return Some(catalog::openai_models(&app, request.headers())),
-        (&Method::GET, "/api/tags") => return Some(catalog::ollama_tags(&app, request.headers())),
-        (&Method::GET, "/api/ps") => return Some(catalog::ollama_ps(&app, request.headers())),
-        (&Method::GET | &Method::HEAD, "/api/version") => {
-            return Some(json(StatusCode::OK, &json!({ "version": "0.12.6" })));
-        }
-        (&Method::GET | &Method::HEAD, "/") => {
-            return Some(text(StatusCode::OK, "text/plain", "Switchyard is running".to_owned()));
-        }
-        _ => return None,
-    };
-    Some(prompt(app, api, request).await)
-}
-
-async fn prompt(app: Arc<App>, api: Api, request: Request<Incoming>) -> Response<ResponseBody> {
-    let started = Instant::now();
-    let ollama = api.is_ollama();
-    let (parts, body) = request.into_parts();
-    let grant = match app.front.keys.check(&parts.headers) {
-        Ok(grant) => grant,
-        Err(message) => return api_error(ollama, StatusCode::UNAUTHORIZED, "authentication_error", message),
-    };
-    let body = match read_body(body, app.front.limits.max_body_bytes).await {
-        Ok(body) => body,
-        Err(reply) if ollama => {
-            let status = reply.status();
-            let message = reply
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let message: Value = serde_json::from_slice(&message).unwrap_or_default();
-            return api_error(
-                true,
-                status,
-                "",
-                message["error"]["message"].as_str().unwrap_or("bad request body"),
-            );
-        }
-        Err(reply) => return reply,
-    };
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(value @ Value::Object(_)) => value,
-        Ok(_) => {
-            return api_error(
-                ollama,
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "the request body must be a JSON object",
-            );
-        }
-        Err(e) => {
-            return api_error(
-                ollama,
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                format!("malformed JSON in the request body: {e}"),
-            );
-        }
-    };
-    let id = format!("req-{}", app.front.next_id.fetch_add(1, Ordering::Relaxed));
-    let info = match request_info(api, &id, &parts.headers, &body, &grant) {
-        Ok(info) => info,
-        Err(message) => return api_error(ollama, StatusCode::BAD_REQUEST, "invalid_request_error", message),
-    };
-    if !grant.allows(&info.model) {
-        return api_error(
-            ollama,
-            StatusCode::FORBIDDEN,
-            "permission_error",
-            format!("API key '{}' may not use model '{}'", grant.name, info.model),
-        );
-    }
-
-    let decided = Instant::now();
-    let routed = app.engine.decide_prepared(&info, &app.nodes.prepared());
-    app.front.metrics.decision.observe(decided.elapsed());
-    let policy = routed.policy_id.to_string();
-    let route = match routed.decision {
-        Decision::Reject(reject) => {
-            let status = StatusCode::from_u16(reject.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let kind = if status == StatusCode::NOT_FOUND {
-                "model_not_found"
-            } else {
-                "unavailable"
-            };
-            app.front.metrics.request("none", &info.model, status.as_u16());
-            let mut response = api_error(ollama, status, kind, reject.message);
-            routing_headers(&mut response, "none", &policy, "rejected by the policy");
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                response = with_retry_after(response, 5);
-            }
-            return response;
-        }
-        Decision::Route(route) => route,
-    };
-
-    let (path, shape) = match api {
-        Api::OpenAiChat => ("/v1/chat/completions", Shape::Pass { sse: info.stream }),
-        Api::OpenAiCompletions => ("/v1/completions", Shape::Pass { sse: info.stream }),
-        Api::OpenAiEmbeddings | Api::OllamaEmbed => ("/v1/embeddings", Shape::Pass { sse: false }),
-        Api::OllamaChat | Api::OllamaGenerate => (
-            "/v1/chat/completions",
-            Shape::Ollama {
-                translator: Box::new(ollama::NdjsonTranslator::new(
-                    &info.model,
-                    api == Api::OllamaGenerate,
-                    started,
-                )),
-                stream: info.stream,
-            },
-        ),
-    };
-    let body_for = |local: &str| -> Bytes {
-        let value = match api {
-            Api::OllamaChat => ollama::to_openai_chat(&body, local, false),
-            Api::OllamaGenerate => ollama::to_openai_chat(&body, local, true),
-            Api::OllamaEmbed => ollama::to_openai_embeddings(&body, local),
-            _ => {
-                let mut value = body.clone();
-                value["model"] = Value::String(local.to_owned());
-                value
-            }
-        };
-        Bytes::from(value.to_string())
-    };
-    let refused = |status: StatusCode, kind: &str, message: String, retry_after: u64| {
-        app.front.metrics.request("none", &info.model, status.as_u16());
-        with_retry_after(api_error(ollama, status, kind, message), retry_after)
-    };
-    let upstream = match forward(&app, &route.targets, path, info.priority, body_for).await {
-        Ok(upstream) => upstream,
-        Err(ForwardError::Refused(refusal @ Refusal::QueueFull(_))) => {
-            return refused(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                refusal.to_string(),
-                2,
-            );
-        }
-        Err(ForwardError::Refused(refusal)) => {
-            return refused(StatusCode::SERVICE_UNAVAILABLE, "unavailable", refusal.to_string(), 5);
-        }
-        Err(ForwardError::Exhausted(last)) => {
-            let message = format!("no node could serve the request: {last}");
-            return refused(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, 5);
-        }
-    };
-    let node = upstream.node.clone();
-    let status = upstream.response.status();
-    tracing::info!(request = %id, %node, model = %info.model, task = info.task.as_deref().unwrap_or("-"), %policy, reason = %route.reason, retries = upstream.retries, "routed");
-    // The line is for the demo's live log: build it only when someone is listening.
-    if app.front.routed.receiver_count() > 0 {
-        let _ = app.front.routed.send(format!(
-            "{id} {} {} -> {node} ({}) task={} by {policy}: {}{}",
-            api.as_str(),
-            info.model,
-            upstream.local_model,
-            info.task.as_deref().unwrap_or("-"),
-            route.reason,
-            if upstream.retries > 0 {
-                format!(" [{} retries]", upstream.retries)
-            } else {
-                String::new()
-            }
-        ));
-    }
-
-    let mut response = if !status.is_success() {
-        // The node refused (e.g. 400, 404): its message, in the client's API shape.
-        let value = body_json(upstream.response).await;
-        let message = value["error"]["message"]
-            .as_str()
-            .or_else(|| value["error"].as_str())
-            .unwrap_or("the node refused the request");
-        app.front.metrics.request(&node, &info.model, status.as_u16());
-        api_error(ollama, status, "upstream_error", message)
-    } else if api == Api::OllamaEmbed {
-        let value = body_json(upstream.response).await;
-        app.front.metrics.request(&node, &info.model, 200);
-        json(StatusCode::OK, &ollama::from_openai_embeddings(&value, &info.model))
-    } else {
-        let content_type = match &shape {
-            Shape::Ollama { stream: true, .. } => HeaderValue::from_static("application/x-ndjson"),
-            Shape::Ollama { stream: false, .. } => HeaderValue::from_static("application/json"),
-            Shape::Pass { .. } => upstream
-                .response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .cloned()
-                .unwrap_or(HeaderValue::from_static("application/json")),
-        };
-        let body = relay(app.clone(), upstream, info.model.clone(), shape, started);
-        let mut response = Response::new(body);
-        response.headers_mut().insert(header::CONTENT_TYPE, content_type);
-        response
-    };
-    routing_headers(&mut response, &node, &policy, &route.reason);
-    response
 }

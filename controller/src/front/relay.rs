@@ -1,29 +1,65 @@
-//! Relaying a node's response to the client: bytes forwarded as they come (OpenAI to
-//! OpenAI needs no re-serialising), or translated incrementally (OpenAI SSE to Ollama
-//! NDJSON). The slot is held until the response ends or the client goes away; a client that
-//! disconnects drops the relay, which resets the stream to the agent and cancels the
-//! generation. A failure after the first byte ends the stream with an explicit error event.
+//! Relaying a node's body to the client: bytes forwarded as they come (no re-serialising
+//! where the APIs match), or translated incrementally (OpenAI SSE to Ollama NDJSON). The slot
+//! is held until the body ends or the client goes away; a client that disconnects drops the
+//! relay, which resets the stream to the agent and cancels the generation. A failure after
+//! the first byte never looks like a clean end: a stream ends with an explicit error event
+//! in its own framing, a whole answer is cut (the client sees an incomplete body).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use hyper::body::{Frame, Incoming};
 use switchyard_protocol::sse::SseDecoder;
 
-use super::forward::Upstream;
+use super::admission::Permit;
+use super::metrics::FrontMetrics;
 use super::ollama::NdjsonTranslator;
-use crate::app::App;
 use crate::http::{BoxError, ResponseBody};
+
+/// How a passed-through body is framed (from its content type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `text/event-stream`.
+    Sse,
+    /// `application/x-ndjson` (Ollama's native streams).
+    Ndjson,
+    /// One document.
+    Whole,
+}
+
+impl Framing {
+    pub fn from_content_type(content_type: &str) -> Framing {
+        if content_type.starts_with("text/event-stream") {
+            Framing::Sse
+        } else if content_type.starts_with("application/x-ndjson") {
+            Framing::Ndjson
+        } else {
+            Framing::Whole
+        }
+    }
+
+    /// The explicit end of a failed stream, in its framing; `None` for a whole answer.
+    fn error_event(self, message: &str) -> Option<Bytes> {
+        match self {
+            Framing::Sse => {
+                let event =
+                    serde_json::json!({ "error": { "message": message, "type": "upstream_error", "code": 502 } });
+                Some(Bytes::from(format!("data: {event}\n\n")))
+            }
+            Framing::Ndjson => Some(ndjson(&serde_json::json!({ "error": message }))),
+            Framing::Whole => None,
+        }
+    }
+}
 
 /// How the node's body is turned into the client's.
 #[derive(Debug)]
 pub enum Shape {
-    /// Forward as is; an error after the first byte becomes an SSE `error` event when
-    /// `sse`, else the response is cut.
-    Pass { sse: bool },
+    /// Forward as is.
+    Pass(Framing),
     /// OpenAI SSE to Ollama NDJSON (one line per delta and a final `done` object), or to one
     /// Ollama object when the client did not ask for a stream.
     Ollama {
@@ -32,9 +68,21 @@ pub enum Shape {
     },
 }
 
+/// One relay's context.
+#[derive(Debug)]
+pub struct Relayed {
+    pub metrics: Arc<FrontMetrics>,
+    pub total_timeout: Duration,
+    pub node: String,
+    pub model: String,
+    pub status: u16,
+    pub started: Instant,
+    pub shape: Shape,
+}
+
 /// Bookkeeping when the relay ends.
 struct Finish {
-    app: Arc<App>,
+    metrics: Arc<FrontMetrics>,
     node: String,
     model: String,
     status: u16,
@@ -44,7 +92,7 @@ struct Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        let metrics = &self.app.front.metrics;
+        let metrics = &self.metrics;
         metrics.total.observe(self.started.elapsed());
         if self.completed {
             metrics.request(&self.node, &self.model, self.status);
@@ -56,48 +104,56 @@ impl Drop for Finish {
     }
 }
 
-fn sse_error(message: &str) -> Bytes {
-    let event = serde_json::json!({ "error": { "message": message, "type": "upstream_error", "code": 502 } });
-    Bytes::from(format!("data: {event}\n\n"))
-}
-
 fn ndjson(value: &serde_json::Value) -> Bytes {
     let mut line = value.to_string();
     line.push('\n');
     Bytes::from(line)
 }
 
-pub fn relay(app: Arc<App>, upstream: Upstream, logical_model: String, shape: Shape, started: Instant) -> ResponseBody {
-    let Upstream {
-        node, response, permit, ..
-    } = upstream;
-    let status = response.status().as_u16();
-    let total_timeout = app.front.limits.total_timeout;
-    let mut finish = Finish {
-        app,
+/// The explicit end of a failed answer, in the client's framing: an event to send, or an
+/// error that cuts a whole answer.
+fn failure(shape: &Shape, message: &str) -> Result<Frame<Bytes>, BoxError> {
+    let event = match shape {
+        Shape::Pass(framing) => framing.error_event(message),
+        Shape::Ollama { .. } => Some(ndjson(&serde_json::json!({ "error": message }))),
+    };
+    event.map(Frame::data).ok_or_else(|| BoxError::from(message.to_owned()))
+}
+
+pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBody {
+    let Relayed {
+        metrics,
+        total_timeout,
         node,
-        model: logical_model,
+        model,
+        status,
+        started,
+        mut shape,
+    } = relayed;
+    let mut finish = Finish {
+        metrics,
+        node,
+        model,
         status,
         started,
         completed: false,
     };
-    let mut body = response.into_body();
+    // A body with a declared length may be dropped by the server right after its last byte,
+    // without being asked for its end: count the bytes so that such an answer is complete.
+    let declared = hyper::body::Body::size_hint(&body).exact();
     let stream = async_stream::stream! {
         let _permit = permit;
+        let mut sent: u64 = 0;
         let deadline = tokio::time::sleep(total_timeout);
         tokio::pin!(deadline);
         let mut decoder = SseDecoder::default();
-        let mut shape = shape;
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
                 _ = &mut deadline => {
-                    let message = format!("the response took longer than the {total_timeout:?} limit");
-                    match &shape {
-                        Shape::Pass { sse: true } => yield Ok::<_, BoxError>(Frame::data(sse_error(&message))),
-                        Shape::Ollama { .. } => yield Ok(Frame::data(ndjson(&serde_json::json!({ "error": message })))),
-                        Shape::Pass { sse: false } => {}
-                    }
+                    let message = format!("node {} took longer than the {total_timeout:?} limit for a whole response", finish.node);
+                    tracing::warn!("{message}");
+                    yield failure(&shape, &message);
                     finish.status = 504;
                     finish.completed = true;
                     break;
@@ -107,7 +163,13 @@ pub fn relay(app: Arc<App>, upstream: Upstream, logical_model: String, shape: Sh
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
                     match &mut shape {
-                        Shape::Pass { .. } => yield Ok(Frame::data(data)),
+                        Shape::Pass(_) => {
+                            sent += data.len() as u64;
+                            if declared == Some(sent) {
+                                finish.completed = true;
+                            }
+                            yield Ok::<_, BoxError>(Frame::data(data));
+                        }
                         Shape::Ollama { translator, stream } => {
                             let mut out = Vec::new();
                             let mut failed = None;
@@ -122,27 +184,31 @@ pub fn relay(app: Arc<App>, upstream: Upstream, logical_model: String, shape: Sh
                                 yield Ok(Frame::data(Bytes::from(out)));
                             }
                             if let Some(message) = failed {
-                                yield Ok(Frame::data(ndjson(&serde_json::json!({ "error": message }))));
+                                yield failure(&shape, &message);
+                                finish.status = 502;
+                                finish.completed = true;
                                 break;
                             }
                         }
                     }
                 }
                 Some(Err(e)) => {
-                    let message = format!("the node failed mid-response: {e}");
-                    tracing::warn!(node = %finish.node, "{message}");
-                    match &shape {
-                        Shape::Pass { sse: true } => yield Ok(Frame::data(sse_error(&message))),
-                        Shape::Ollama { .. } => yield Ok(Frame::data(ndjson(&serde_json::json!({ "error": message })))),
-                        Shape::Pass { sse: false } => yield Err(BoxError::from(message)),
-                    }
+                    let message = format!("node {} failed mid-response: {e}", finish.node);
+                    tracing::warn!("{message}");
+                    yield failure(&shape, &message);
                     finish.status = 502;
                     finish.completed = true;
                     break;
                 }
                 None => {
                     if let Shape::Ollama { translator, stream } = &shape {
-                        yield Ok(Frame::data(ndjson(&translator.done(!*stream))));
+                        if !translator.finished() {
+                            let message = format!("node {} ended the answer before its last event", finish.node);
+                            yield failure(&shape, &message);
+                            finish.status = 502;
+                        } else {
+                            yield Ok(Frame::data(ndjson(&translator.done(!*stream))));
+                        }
                     }
                     finish.completed = true;
                     break;

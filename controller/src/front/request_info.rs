@@ -14,17 +14,42 @@ pub enum Api {
     OpenAiChat,
     OpenAiCompletions,
     OpenAiEmbeddings,
+    /// Any other `POST /v1/...` with a `model` (responses, rerank, score, ...).
+    OpenAiOther,
     OllamaChat,
     OllamaGenerate,
     OllamaEmbed,
 }
 
 impl Api {
+    /// The API a `POST` to `path` is for; `None` when the front door does not serve it.
+    pub fn from_path(path: &str) -> Option<Api> {
+        Some(match path {
+            "/v1/chat/completions" => Api::OpenAiChat,
+            "/v1/completions" => Api::OpenAiCompletions,
+            "/v1/embeddings" => Api::OpenAiEmbeddings,
+            "/api/chat" => Api::OllamaChat,
+            "/api/generate" => Api::OllamaGenerate,
+            "/api/embed" => Api::OllamaEmbed,
+            path if path.starts_with("/v1/") => Api::OpenAiOther,
+            _ => return None,
+        })
+    }
+
+    pub fn client(self) -> super::ClientApi {
+        if self.is_ollama() {
+            super::ClientApi::Ollama
+        } else {
+            super::ClientApi::OpenAi
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Api::OpenAiChat => "openai-chat",
             Api::OpenAiCompletions => "openai-completions",
             Api::OpenAiEmbeddings => "openai-embeddings",
+            Api::OpenAiOther => "openai-other",
             Api::OllamaChat => "ollama-chat",
             Api::OllamaGenerate => "ollama-generate",
             Api::OllamaEmbed => "ollama-embed",

@@ -4,7 +4,7 @@
 mod reply;
 mod server;
 
-pub use reply::{BoxError, ResponseBody, empty, error_json, json, read_body, text};
+pub use reply::{BodyError, BoxError, ResponseBody, empty, error_json, json, read_body, read_body_limited, text};
 pub use server::{Handler, serve};
 
 pub mod server_future {

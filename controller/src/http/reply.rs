@@ -48,6 +48,29 @@ pub fn error_json(status: StatusCode, kind: &str, message: impl Into<String>) ->
     json(status, &value)
 }
 
+/// Why a request body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is larger than the {0}-byte limit")]
+    TooLarge(usize),
+    #[error("could not read the request body: {0}")]
+    Read(String),
+}
+
+/// Read a whole body of at most `limit` bytes. A declared `Content-Length` over the limit
+/// is refused before any of it is read.
+pub async fn read_body_limited(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    use hyper::body::Body as _;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(BodyError::TooLarge(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge(limit)),
+        Err(e) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
 /// Read a whole body of at most `limit` bytes; the error reply says the limit.
 pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<ResponseBody>> {
     match Limited::new(body, limit).collect().await {

@@ -1,0 +1,313 @@
+//! A tap on a relayed answer: watches the runtime's bytes go by (never changes, copies or
+//! re-parses them per event) and, when the answer ends or is dropped, records time to first
+//! token and decode speed. SSE streams are counted by their `data:` lines; the `usage` object
+//! is parsed once, from the one event that carries it; a whole JSON answer is parsed once at
+//! the end, only for its `usage`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::performance::{InFlight, PerformanceTracker};
+
+/// Largest whole (non-streamed) answer kept to read its `usage` from.
+const WHOLE_ANSWER_LIMIT: usize = 1024 * 1024;
+/// Largest SSE event kept because it mentions `usage`.
+const USAGE_EVENT_LIMIT: usize = 64 * 1024;
+
+/// How the runtime frames its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `text/event-stream`: `data:` events.
+    Sse,
+    /// `application/x-ndjson` (Ollama's native streams): one JSON object a line.
+    Ndjson,
+    /// One JSON document.
+    Whole,
+}
+
+impl Framing {
+    pub fn from_content_type(content_type: &str) -> Framing {
+        if content_type.starts_with("text/event-stream") {
+            Framing::Sse
+        } else if content_type.starts_with("application/x-ndjson") {
+            Framing::Ndjson
+        } else {
+            Framing::Whole
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Usage>,
+    /// Ollama's native counter.
+    #[serde(default)]
+    eval_count: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Usage {
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineKind {
+    Undecided,
+    Event,
+    /// `data: [`..., perhaps the `[DONE]` that ends a stream.
+    Marker,
+    Other,
+}
+
+/// The tap's state for one answer; its `Drop` records what it saw.
+#[derive(Debug)]
+pub struct Tap {
+    framing: Framing,
+    /// Whether this answer is a generation (chat, completions), worth a speed sample.
+    generation: bool,
+    started: Instant,
+    first_data: Option<Instant>,
+    events: u64,
+    /// The whole answer (whole framing), or the current SSE line.
+    line: Vec<u8>,
+    line_kind: LineKind,
+    completion_tokens: Option<u64>,
+    /// The stream's own end marker went by (`data: [DONE]`, Ollama's `"done": true`).
+    saw_end: bool,
+    tracker: Arc<PerformanceTracker>,
+    _in_flight: InFlight,
+}
+
+impl Tap {
+    pub fn new(framing: Framing, generation: bool, started: Instant, tracker: Arc<PerformanceTracker>) -> Tap {
+        let in_flight = tracker.start();
+        Tap {
+            framing,
+            generation,
+            started,
+            first_data: None,
+            events: 0,
+            line: Vec::new(),
+            line_kind: LineKind::Undecided,
+            completion_tokens: None,
+            saw_end: false,
+            tracker,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// Look at one data frame as it passes.
+    pub fn observe(&mut self, data: &Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match self.framing {
+            Framing::Whole => {
+                if self.line.len() + data.len() <= WHOLE_ANSWER_LIMIT {
+                    self.line.extend_from_slice(data);
+                }
+            }
+            Framing::Sse => self.observe_sse(data),
+            Framing::Ndjson => {
+                self.first_data.get_or_insert_with(Instant::now);
+                self.events += memchr::memchr_iter(b'\n', data).count() as u64;
+                // Ollama's final line carries the counters: keep the last line seen.
+                let body = data.strip_suffix(b"\n").unwrap_or(data);
+                let start = memchr::memrchr(b'\n', body).map_or(0, |i| i + 1);
+                if says_done(&body[start..]) {
+                    self.saw_end = true;
+                    self.parse_counters(&body[start..]);
+                }
+            }
+        }
+    }
+
+    fn observe_sse(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    self.line_part(&data[..i], true);
+                    data = &data[i + 1..];
+                }
+                None => {
+                    self.line_part(data, false);
+                    data = &[];
+                }
+            }
+        }
+    }
+
+    /// A piece of the current SSE line (`ended`: the line ends after it). A line is an event
+    /// when it is `data:` with a JSON object (not `[DONE]`, not a comment); an event's bytes
+    /// are kept until its end, and parsed only when they mention `usage`.
+    fn line_part(&mut self, part: &[u8], ended: bool) {
+        if self.line_kind != LineKind::Other {
+            let room = USAGE_EVENT_LIMIT.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&part[..part.len().min(room)]);
+        }
+        if self.line_kind == LineKind::Undecided && (self.line.len() >= 7 || ended) {
+            let first = self
+                .line
+                .strip_prefix(b"data:")
+                .and_then(|payload| payload.trim_ascii_start().first().copied());
+            if first == Some(b'{') {
+                self.line_kind = LineKind::Event;
+                self.events += 1;
+                self.first_data.get_or_insert_with(Instant::now);
+            } else if first == Some(b'[') {
+                self.line_kind = LineKind::Marker;
+            } else if !b"data:".starts_with(&self.line[..self.line.len().min(5)]) || ended || self.line.len() >= 7 {
+                self.line_kind = LineKind::Other;
+            }
+        }
+        if ended {
+            if self.line_kind == LineKind::Marker && self.line[5..].trim_ascii() == b"[DONE]" {
+                self.saw_end = true;
+            }
+            if self.line_kind == LineKind::Event && memchr::memmem::find(&self.line, b"\"usage\"").is_some() {
+                let line = std::mem::take(&mut self.line);
+                self.parse_counters(&line[5..]);
+            }
+            self.line.clear();
+            self.line_kind = LineKind::Undecided;
+        }
+    }
+
+    /// Why the answer must not look complete although the runtime's body ended cleanly: a
+    /// stream that stopped before its own end marker.
+    pub fn unfinished(&self) -> Option<&'static str> {
+        match self.framing {
+            Framing::Sse if !self.saw_end => Some("the runtime ended its stream before `data: [DONE]`"),
+            Framing::Ndjson if !self.saw_end => Some("the runtime ended its stream before the `done` object"),
+            _ => None,
+        }
+    }
+
+    fn parse_counters(&mut self, json: &[u8]) {
+        if let Ok(found) = serde_json::from_slice::<UsageOnly>(json) {
+            let tokens = found.usage.and_then(|u| u.completion_tokens).or(found.eval_count);
+            if tokens.is_some() {
+                self.completion_tokens = tokens;
+            }
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if !self.generation {
+            return;
+        }
+        let now = Instant::now();
+        match self.framing {
+            Framing::Whole => {
+                let whole = std::mem::take(&mut self.line);
+                self.parse_counters(&whole);
+                let seconds = now.duration_since(self.started).as_secs_f32();
+                if let Some(tokens) = self.completion_tokens.filter(|t| *t > 0)
+                    && seconds > 0.0
+                {
+                    self.tracker.record_speed(tokens as f32 / seconds);
+                }
+            }
+            Framing::Sse | Framing::Ndjson => {
+                if self.line_kind == LineKind::Event {
+                    self.line_part(&[], true);
+                }
+                let Some(first) = self.first_data else { return };
+                let ttft_ms = first.duration_since(self.started).as_secs_f32() * 1000.0;
+                // Without a usage object, every event but the closing one is a token.
+                let tokens = self.completion_tokens.unwrap_or(self.events.saturating_sub(1));
+                let decode = now.duration_since(first).as_secs_f32();
+                let speed = (tokens > 1 && decode > 0.0).then(|| (tokens - 1) as f32 / decode);
+                self.tracker.record(ttft_ms, speed);
+            }
+        }
+    }
+}
+
+/// Whether an NDJSON line is Ollama's last (`"done": true`, however spaced).
+fn says_done(line: &[u8]) -> bool {
+    let Some(at) = memchr::memmem::find(line, b"\"done\"") else {
+        return false;
+    };
+    let rest = line[at + 6..].trim_ascii_start();
+    rest.strip_prefix(b":")
+        .is_some_and(|value| value.trim_ascii_start().starts_with(b"true"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap(framing: Framing) -> (Tap, Arc<PerformanceTracker>) {
+        let tracker = Arc::new(PerformanceTracker::default());
+        (Tap::new(framing, true, Instant::now(), tracker.clone()), tracker)
+    }
+
+    const STREAM: &[u8] = b": keepalive\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+        data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n\
+        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n";
+
+    #[test]
+    fn sse_events_and_usage_are_found_however_the_stream_is_split() {
+        for split in 1..STREAM.len() {
+            let (mut tap, _tracker) = tap(Framing::Sse);
+            tap.observe(&Bytes::copy_from_slice(&STREAM[..split]));
+            tap.observe(&Bytes::copy_from_slice(&STREAM[split..]));
+            assert_eq!(tap.events, 3, "split at {split}");
+            assert!(tap.unfinished().is_none(), "split at {split}");
+            assert_eq!(tap.completion_tokens, Some(7), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn a_stream_without_usage_counts_its_events_and_a_whole_answer_reads_its_usage() {
+        let (mut sse, tracker) = tap(Framing::Sse);
+        sse.observe(&Bytes::from_static(
+            b"data: {\"x\":1}\n\ndata: {\"x\":2}\n\ndata: {\"x\":3}\n\ndata: [DONE]\n\n",
+        ));
+        assert_eq!((sse.events, sse.completion_tokens), (3, None));
+        assert!(sse.unfinished().is_none());
+        drop(sse);
+        assert_eq!(tracker.snapshot().samples, 1);
+        assert_eq!(tracker.in_flight(), 0);
+
+        let (mut whole, tracker) = tap(Framing::Whole);
+        whole.observe(&Bytes::from_static(b"{\"id\":\"x\",\"usage\":{\"completion_tokens\":"));
+        whole.observe(&Bytes::from_static(b"12}}"));
+        assert_eq!(tracker.in_flight(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        drop(whole);
+        assert!(tracker.snapshot().tokens_per_sec.is_some_and(|s| s > 0.0));
+    }
+
+    #[test]
+    fn ollama_ndjson_counts_lines_and_reads_eval_count_from_the_done_line() {
+        let (mut tap, _tracker) = tap(Framing::Ndjson);
+        tap.observe(&Bytes::from_static(
+            b"{\"message\":{\"content\":\"a\"},\"done\":false}\n",
+        ));
+        assert!(tap.unfinished().is_some());
+        tap.observe(&Bytes::from_static(
+            b"{\"message\": {\"content\": \"\"}, \"done\": true, \"eval_count\": 5}\n",
+        ));
+        assert_eq!((tap.events, tap.completion_tokens), (2, Some(5)));
+        assert!(tap.unfinished().is_none());
+    }
+
+    #[test]
+    fn a_stream_cut_before_its_end_marker_is_unfinished() {
+        let (mut tap, _tracker) = tap(Framing::Sse);
+        tap.observe(&Bytes::from_static(b"data: {\"x\":1}\n\ndata: {\"x\":2}\n\n"));
+        assert!(tap.unfinished().is_some());
+        tap.observe(&Bytes::from_static(b"data: [DON"));
+        tap.observe(&Bytes::from_static(b"E]\n\n"));
+        assert!(tap.unfinished().is_none());
+    }
+}

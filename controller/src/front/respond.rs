@@ -1,0 +1,102 @@
+//! Phase 5: a node's answer to the client. Where the runtime speaks the client's API the
+//! answer passes as it came: status, headers and every byte of the body or stream (errors
+//! included, already in the client's shape). Where an Ollama client meets an OpenAI runtime
+//! the answer is translated: streams incrementally, errors into Ollama's shape.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::Value;
+use switchyard_protocol::RequestInfo;
+
+use super::ClientApi;
+use super::forward::{Dialect, Upstream};
+use super::metrics::FrontMetrics;
+use super::ollama::{self, NdjsonTranslator};
+use super::relay::{Framing, Relayed, Shape, relay};
+use super::request_info::Api;
+use crate::http::{ResponseBody, json};
+
+pub async fn respond(
+    metrics: Arc<FrontMetrics>,
+    total_timeout: Duration,
+    api: Api,
+    info: &RequestInfo,
+    upstream: Upstream,
+    started: Instant,
+) -> Response<ResponseBody> {
+    let translate = api.is_ollama() && upstream.dialect == Dialect::OpenAi;
+    let Upstream {
+        node, response, permit, ..
+    } = upstream;
+    let (mut head, body) = response.into_parts();
+    let status = head.status;
+    let relayed = |shape| Relayed {
+        metrics: metrics.clone(),
+        total_timeout,
+        node: node.clone(),
+        model: info.model.clone(),
+        status: status.as_u16(),
+        started,
+        shape,
+    };
+    if !translate {
+        for name in ["connection", "keep-alive", "transfer-encoding", "x-switchyard-runtime"] {
+            head.headers.remove(name);
+        }
+        let framing = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map_or(Framing::Whole, Framing::from_content_type);
+        return Response::from_parts(head, relay(relayed(Shape::Pass(framing)), body, permit));
+    }
+    if !status.is_success() {
+        let message = node_error_message(body).await;
+        metrics.request(&node, &info.model, status.as_u16());
+        return ClientApi::Ollama.error_body(status, "upstream_error", &message);
+    }
+    if api == Api::OllamaEmbed {
+        let value: Value = whole_json(body).await;
+        metrics.request(&node, &info.model, status.as_u16());
+        return json(StatusCode::OK, &ollama::from_openai_embeddings(&value, &info.model));
+    }
+    let translator = Box::new(NdjsonTranslator::new(&info.model, api == Api::OllamaGenerate, started));
+    let content_type = if info.stream {
+        "application/x-ndjson"
+    } else {
+        "application/json"
+    };
+    let mut response = Response::new(relay(
+        relayed(Shape::Ollama {
+            translator,
+            stream: info.stream,
+        }),
+        body,
+        permit,
+    ));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A node's whole JSON answer (`Null` if it is not JSON).
+async fn whole_json(body: Incoming) -> Value {
+    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or_default()
+}
+
+/// The message of a node's error answer, whatever its shape.
+async fn node_error_message(body: Incoming) -> String {
+    let value = whole_json(body).await;
+    value["error"]["message"]
+        .as_str()
+        .or_else(|| value["error"].as_str())
+        .or_else(|| value["detail"].as_str())
+        .unwrap_or("the node refused the request")
+        .to_owned()
+}
