@@ -68,7 +68,7 @@ fn a_policy_that_panics_prints_or_sleeps_never_leaves_a_request_without_an_answe
         assert_eq!(status, 200);
     }
     let (_, metrics) = curl_with_key(&format!("{}/metrics", controller.url), KEY, &[]);
-    for (mode, kind) in [("panic", "trap"), ("chatty", "deadline"), ("sleep", "deadline")] {
+    for (mode, kind) in [("panic", "trap"), ("chatty", "deadline"), ("sleep", "trap")] {
         let faults = metrics
             .lines()
             .filter(|l| l.starts_with("switchyard_policy_faults_total") && l.contains(&format!("hostile-{mode}@")))

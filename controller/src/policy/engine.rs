@@ -17,7 +17,7 @@ use super::error::PolicyError;
 use super::fallback;
 use super::fault::PolicyFault;
 use super::loaded::{LoadedPolicy, PolicyStats, StatsView};
-use super::pool::{PolicyPool, panic_message};
+use super::pool::{PolicyPool, panic_message, quiet_panics};
 use super::prepared::PreparedSnapshot;
 use super::sandbox::Sandbox;
 use super::smoke;
@@ -27,6 +27,15 @@ use wasmtime::component::Component;
 
 /// Identity reported when the built-in fallback decided with no policy active.
 pub const FALLBACK_ID: &str = "builtin-fallback";
+
+/// What a panic in a policy call means to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnPanic {
+    /// A fault of the policy.
+    Fault,
+    /// Nothing yet: the caller decides again elsewhere.
+    GiveBack,
+}
 
 /// Decisions that may wait for a policy thread before the fallback decides instead.
 const DECISION_QUEUE: usize = 256;
@@ -110,6 +119,7 @@ pub struct PolicyEngine {
 
 impl PolicyEngine {
     pub fn new(options: EngineOptions) -> anyhow::Result<Self> {
+        quiet_panics::install();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
         Ok(Self {
             sandbox: Sandbox::new()?,
@@ -311,24 +321,29 @@ impl PolicyEngine {
 
     /// Decide where `req` goes. Never fails: a policy fault yields the fallback's decision.
     pub fn decide_prepared(&self, req: &RequestInfo, prepared: &PreparedSnapshot) -> Routed {
+        match self.decide_inner(req, prepared, OnPanic::Fault) {
+            Some(routed) => routed,
+            None => self.fallback_without_policy(req, prepared.snapshot(), None),
+        }
+    }
+
+    /// The active policy's decision. A panic in the call is a fault, or (`GiveBack`) `None`
+    /// with nothing counted, for the caller to decide another way.
+    fn decide_inner(&self, req: &RequestInfo, prepared: &PreparedSnapshot, on_panic: OnPanic) -> Option<Routed> {
         let snapshot = prepared.snapshot();
         let guard = self.active.load();
         let Some(policy) = guard.as_ref() else {
-            self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
-            return Routed {
-                decision: fallback::least_loaded(req, snapshot, "no policy active"),
-                policy_id: self.fallback_id.clone(),
-                fault: None,
-            };
+            return Some(self.fallback_without_policy(req, snapshot, None));
         };
-        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| policy.decide(req, prepared)))
-            .unwrap_or_else(|panic| {
-                Err(PolicyFault::Trap(format!(
-                    "the policy call panicked in the host: {}",
-                    panic_message(&*panic)
-                )))
-            });
-        match decided {
+        let decided = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| policy.decide(req, prepared))) {
+            Ok(decided) => decided,
+            Err(_) if on_panic == OnPanic::GiveBack => return None,
+            Err(panic) => Err(PolicyFault::Trap(format!(
+                "the policy call panicked in the host: {}",
+                panic_message(&*panic)
+            ))),
+        };
+        Some(match decided {
             Ok(decision) => {
                 policy.stats.record_success();
                 Routed {
@@ -342,14 +357,40 @@ impl PolicyEngine {
                 drop(guard);
                 self.fault(&policy, req, snapshot, fault)
             }
+        })
+    }
+
+    fn fallback_without_policy(
+        &self,
+        req: &RequestInfo,
+        snapshot: &ClusterSnapshot,
+        fault: Option<PolicyFault>,
+    ) -> Routed {
+        self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+        Routed {
+            decision: fallback::least_loaded(req, snapshot, "no policy active"),
+            policy_id: self.fallback_id.clone(),
+            fault,
         }
     }
 
-    /// Decide on a policy thread, never on the caller's (an async worker on the request
-    /// path). Whatever happens there (a panic, a guest that sleeps or blocks past its
-    /// deadlines, every thread busy), the request gets the fallback's decision and the
-    /// active policy gets the fault.
+    /// Decide on the request path, from async code. A policy call is synchronous; a pure
+    /// one (no WASI output or polls) runs in place, on this worker, with no thread hop. A
+    /// guest that makes the host block (WASI's synchronous adapter waits on a runtime to
+    /// print, which panics on a Tokio worker) is stopped by that panic, quietly, before any
+    /// effect, and decided again on a policy thread. Either way a panic, an overrun or a
+    /// full pool is a fault the fallback answers for.
     pub async fn decide_off_worker(self: &Arc<Self>, req: &RequestInfo, prepared: Arc<PreparedSnapshot>) -> Routed {
+        let attempt = quiet_panics::inline(|| self.decide_inner(req, &prepared, OnPanic::GiveBack));
+        match attempt {
+            Some(routed) => routed,
+            None => self.decide_on_pool(req, prepared).await,
+        }
+    }
+
+    /// Decide on a policy thread; the caller waits asynchronously, bounded by the policy's
+    /// deadlines and a grace.
+    pub async fn decide_on_pool(self: &Arc<Self>, req: &RequestInfo, prepared: Arc<PreparedSnapshot>) -> Routed {
         let wait = self.decision_wait();
         let engine = self.clone();
         let request = req.clone();
@@ -365,15 +406,10 @@ impl PolicyEngine {
             },
             Err(busy) => PolicyFault::Instantiate(busy.to_string()),
         };
-        let Some(policy) = self.active.load_full() else {
-            self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
-            return Routed {
-                decision: fallback::least_loaded(req, prepared.snapshot(), "no policy active"),
-                policy_id: self.fallback_id.clone(),
-                fault: Some(fault),
-            };
-        };
-        self.fault(&policy, req, prepared.snapshot(), fault)
+        match self.active.load_full() {
+            Some(policy) => self.fault(&policy, req, prepared.snapshot(), fault),
+            None => self.fallback_without_policy(req, prepared.snapshot(), Some(fault)),
+        }
     }
 
     /// The longest a request waits for the active policy: its stages' deadlines and a grace.

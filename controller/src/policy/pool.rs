@@ -71,6 +71,38 @@ fn work(receiver: &Mutex<Receiver<Job>>) {
     }
 }
 
+/// Panics that are expected and handled (a policy call tried in place on an async worker)
+/// are not printed by the panic hook; every other panic is, as before.
+pub mod quiet_panics {
+    use std::cell::Cell;
+    use std::sync::Once;
+
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Wrap the process's panic hook once: it stays silent inside [`inline`].
+    pub fn install() {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !QUIET.with(Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+    }
+
+    /// Run `call` with this thread's panics unprinted (the caller catches them).
+    pub fn inline<R>(call: impl FnOnce() -> R) -> R {
+        let before = QUIET.with(|q| q.replace(true));
+        let result = call();
+        QUIET.with(|q| q.set(before));
+        result
+    }
+}
+
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()

@@ -96,6 +96,7 @@ impl Sandbox {
 
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        forbid_waiting(&mut linker)?;
         Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -148,6 +149,23 @@ impl Drop for Sandbox {
             let _ = ticker.join();
         }
     }
+}
+
+/// The monotonic clock's subscriptions trap instead of waiting: a guest `sleep` would be a
+/// real wait on the host that no epoch deadline interrupts (deadlines count only while Wasm
+/// runs). A policy has no business waiting; it faults and the fallback decides.
+fn forbid_waiting(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        clock.func_new(name, move |_, _, _, _| {
+            Err(wasmtime::format_err!(
+                "a policy may not wait (`wasi:clocks/monotonic-clock.{name}`): it has no clock and no time to spend"
+            ))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// A clock stopped at the epoch: policies get time only through what `route` passes in.

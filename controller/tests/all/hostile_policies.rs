@@ -80,6 +80,13 @@ fn a_panicking_policy_traps_and_the_fallback_decides() {
 }
 
 #[test]
+fn a_sleeping_policy_traps_at_once_instead_of_waiting() {
+    // A guest sleep would be a host-side wait no epoch deadline interrupts (the hostile
+    // guest sleeps a minute); the clock's subscriptions trap instead, well inside BOUND.
+    assert_contained("sleep", FaultKind::Trap);
+}
+
+#[test]
 fn a_decision_naming_an_unknown_node_is_refused() {
     assert_contained("unknown-node", FaultKind::InvalidDecision);
 }
