@@ -166,6 +166,14 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                         Shape::Pass(_) => {
                             sent += data.len() as u64;
                             if declared == Some(sent) {
+                                // Read the node's end of stream before handing over the last
+                                // bytes: the server may drop this body right after them, and a
+                                // dropped HTTP/2 stream is a reset on the agent's link (enough
+                                // of those and the link is closed as abusive).
+                                tokio::select! {
+                                    _ = body.frame() => {}
+                                    _ = &mut deadline => {}
+                                }
                                 finish.completed = true;
                             }
                             yield Ok::<_, BoxError>(Frame::data(data));
