@@ -166,7 +166,8 @@ reqs = int(re.search(r"(\d+) requests in", text).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 if errors:
     print(f"wrk saw {errors.group(1)} error answers", file=sys.stderr)
-print(f"{ms(\"50%\"):.3f} {ms(\"99%\"):.3f} {rps:.0f} {reqs}")'
+p50, p99 = ms("50%"), ms("99%")
+print(f"{p50:.3f} {p99:.3f} {rps:.0f} {reqs}")'
 }
 
 results=$work/results
