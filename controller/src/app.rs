@@ -148,6 +148,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         tracing::warn!("no [[api_keys]] configured: the prompt API is open to anyone who can reach it");
     }
     let front = crate::front::Front::new(settings.keys, settings.limits);
+    nodes.use_live_load(front.admission.clone());
     let app = Arc::new(App {
         engine,
         nodes,

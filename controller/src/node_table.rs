@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_protocol::tls::CertInfo;
 use switchyard_protocol::{AgentTelemetry, ClusterSnapshot, GpuSample, NodeSnapshot};
 
-use crate::policy::PreparedSnapshot;
+use crate::policy::{LiveLoad, PreparedSnapshot};
 
 /// A node linked over mTLS.
 #[derive(Debug, Clone)]
@@ -52,6 +52,8 @@ pub struct NodeTable {
     static_nodes: Vec<NodeSnapshot>,
     linked: Mutex<HashMap<String, Linked>>,
     prepared: ArcSwap<PreparedSnapshot>,
+    /// The controller's own in-flight counts, shown to policies instead of telemetry's.
+    live: std::sync::OnceLock<Arc<dyn LiveLoad>>,
 }
 
 impl NodeTable {
@@ -60,6 +62,7 @@ impl NodeTable {
             prepared: ArcSwap::from_pointee(PreparedSnapshot::from(snapshot.clone())),
             static_nodes: snapshot.nodes,
             linked: Mutex::new(HashMap::new()),
+            live: std::sync::OnceLock::new(),
         }
     }
 
@@ -76,6 +79,13 @@ impl NodeTable {
 
     pub fn prepared(&self) -> Arc<PreparedSnapshot> {
         self.prepared.load_full()
+    }
+
+    /// Show policies `live`'s in-flight counts (the front door's admission) from now on.
+    pub fn use_live_load(&self, live: Arc<dyn LiveLoad>) {
+        if self.live.set(live).is_ok() {
+            self.rebuild(&self.linked());
+        }
     }
 
     /// Replace the static nodes' snapshot (linked nodes stay).
@@ -100,8 +110,8 @@ impl NodeTable {
             let entry = &linked[name];
             nodes.push(to_snapshot(name, entry));
         }
-        self.prepared
-            .store(Arc::new(PreparedSnapshot::from(ClusterSnapshot { nodes })));
+        let prepared = PreparedSnapshot::from(ClusterSnapshot { nodes }).with_live_load(self.live.get().cloned());
+        self.prepared.store(Arc::new(prepared));
     }
 
     /// A link came up (or replaced an older one for the same node).

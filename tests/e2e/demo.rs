@@ -85,3 +85,26 @@ fn the_admin_api_refuses_requests_without_the_admin_token() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 }
+
+#[test]
+fn the_readmes_development_prompt_sent_twice_in_a_row_goes_to_the_free_m4_both_times() {
+    // The m4 takes one request at a time. Its telemetry still shows the first request in
+    // flight for up to a second after it ended; the policy must see the controller's own
+    // live count, which says the m4 is free again.
+    let policies = policies_copy();
+    let demo = Controller::demo(policies.path());
+    let key = demo.api_key.clone().expect("the demo prints an API key");
+    for attempt in 0..3 {
+        let output = Command::new("curl")
+            .args(["-sS", "-i", "--max-time", "30", "-H", &format!("Authorization: Bearer {key}")])
+            .args(["-H", "x-switchyard-task: development"])
+            .args(["-d", "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 16, \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}"])
+            .arg(format!("{}/v1/chat/completions", demo.url))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "#{attempt}: {text}");
+        assert!(text.contains("x-switchyard-node: m4"), "#{attempt}: {text}");
+    }
+    assert!(demo.stop().success());
+}

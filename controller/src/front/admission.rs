@@ -53,6 +53,12 @@ impl Drop for Permit {
     }
 }
 
+impl crate::policy::LiveLoad for Admission {
+    fn in_flight(&self, node: &str) -> u32 {
+        self.in_use(node)
+    }
+}
+
 impl Admission {
     pub fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self {

@@ -78,12 +78,9 @@ impl LoadedPolicy {
         let wit_req = bindings::request_to_wit(req);
         let mut chosen: Vec<wit::Node> = Vec::new();
         let mut reasons: Vec<String> = Vec::new();
+        let candidates = prepared.nodes_for(&req.model);
         for (index, stage) in self.stages.iter().enumerate() {
-            let nodes = if index == 0 {
-                prepared.nodes_for(&req.model)
-            } else {
-                chosen.as_slice()
-            };
+            let nodes = if index == 0 { &candidates[..] } else { chosen.as_slice() };
             let decision = bindings::decision_from_wit(stage.route(&wit_req, nodes)?);
             check_decision(&decision, snapshot)?;
             let route = match decision {

@@ -19,6 +19,6 @@ pub use engine::{EngineOptions, EngineView, FALLBACK_ID, PolicyEngine, PolicyVie
 pub use error::PolicyError;
 pub use fault::{FaultKind, PolicyFault};
 pub use loaded::{LoadedPolicy, StatsView};
-pub use prepared::PreparedSnapshot;
+pub use prepared::{LiveLoad, PreparedSnapshot};
 pub use spec::{ComponentRef, Limits, PolicyName, PolicySpec, StageSpec};
 pub use validate::{MAX_TARGETS, MAX_TEXT_BYTES};
