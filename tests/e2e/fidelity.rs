@@ -405,6 +405,13 @@ fn a_runtime_receives_the_clients_bytes_with_only_the_model_rewritten() {
         m
     });
     assert_eq!(by_path.len(), 2);
+    // Every relayed answer counted as complete, none as a client that went away.
+    let (_, metrics) = curl_with_key(&format!("{}/metrics", controller.url), KEY, &[]);
+    assert!(
+        metrics.contains("switchyard_requests_total{node=\"xeon\",model=\"qwen25-coder-7b\",status=\"200\"} 4"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("status=\"499\""), "{metrics}");
 }
 
 fn stats(url: &str) -> u64 {

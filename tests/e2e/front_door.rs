@@ -32,10 +32,11 @@ fn link_head(kind: &str, url: &str, interval_ms: u64) -> String {
     )
 }
 
-fn run_client(script: &str, controller: &Controller, task: &str) -> Value {
+fn run_client(script: &str, controller: &Controller, tasks: &[&str]) -> Value {
     let output = Command::new(python())
         .arg(repo().join("tests/e2e/clients").join(script))
-        .args([&controller.url, KEY, "qwen25-coder-7b", task])
+        .args([&controller.url, KEY, "qwen25-coder-7b"])
+        .args(tasks)
         .output()
         .expect("run the Python client");
     assert!(
@@ -58,7 +59,7 @@ fn curl(controller: &Controller, path: &str, args: &[&str]) -> (u16, String) {
 
 #[test]
 fn real_openai_and_ollama_clients_get_real_inference_through_the_controller() {
-    let llama = Runtime::start("llama-cpp");
+    let llama = Runtime::start("llama-cpp-tools");
     let double = ollama_double(&llama, &[]);
     let cluster = Cluster::new(&[]);
     with_keys_and_policy(&cluster, "");
@@ -72,7 +73,7 @@ fn real_openai_and_ollama_clients_get_real_inference_through_the_controller() {
         == Some(true)
         && controller.node_healthy("xeon") == Some(true)));
 
-    let openai = run_client("openai_client.py", &controller, "production");
+    let openai = run_client("openai_client.py", &controller, &["production"]);
     assert_eq!(openai["models"], serde_json::json!(["qwen25-coder-7b"]));
     assert_eq!(openai["headers"]["x-switchyard-node"], "ryzen");
     assert!(
@@ -106,8 +107,22 @@ fn real_openai_and_ollama_clients_get_real_inference_through_the_controller() {
             .contains("no-such-model")
     );
     assert_eq!(openai["bad_key"]["status"], 401);
+    assert_eq!(openai["tool_call"]["finish"], "tool_calls", "{openai}");
+    assert_eq!(
+        openai["tool_call"]["names"],
+        serde_json::json!(["get_weather"]),
+        "{openai}"
+    );
+    assert!(
+        openai["json_mode"]["content"]
+            .as_str()
+            .is_some_and(|c| c.starts_with('{')),
+        "{openai}"
+    );
 
-    let ollama = run_client("ollama_client.py", &controller, "batch");
+    // Batch work goes to the Ollama node (native API); production work to llama.cpp, where
+    // the controller translates Ollama's API.
+    let ollama = run_client("ollama_client.py", &controller, &["batch", "production"]);
     assert_eq!(ollama["chat"]["done"], true);
     assert_eq!(ollama["chat"]["done_reason"], "length");
     assert_eq!(ollama["chat"]["eval_count"], 8);
@@ -125,6 +140,16 @@ fn real_openai_and_ollama_clients_get_real_inference_through_the_controller() {
     assert_eq!(ollama["tags"], serde_json::json!(["qwen25-coder-7b"]));
     assert_eq!(ollama["embed"], 2);
     assert_eq!(ollama["unknown_model"]["status"], 404, "{ollama}");
+    assert_eq!(ollama["images_tools_format"]["done"], true, "{ollama}");
+    let schema: Value = serde_json::from_str(ollama["schema"]["content"].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("format=schema must give JSON: {e}: {ollama}"));
+    assert!(schema["a"].is_i64(), "{ollama}");
+    assert_eq!(ollama["tools"]["done"], true, "{ollama}");
+    assert!(
+        ollama["tools"]["calls"].as_array().is_some_and(|c| !c.is_empty())
+            || ollama["tools"]["content"].as_str().is_some_and(|c| !c.is_empty()),
+        "{ollama}"
+    );
 
     // Where each went, by the metrics.
     let (_, metrics) = curl(&controller, "/metrics", &[]);

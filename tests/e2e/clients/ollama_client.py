@@ -1,6 +1,8 @@
 """Drive the controller with the official `ollama` Python client, as a user would, and
 print what came back as one JSON document for the Rust test to check.
-usage: ollama_client.py BASE_URL API_KEY MODEL TASK"""
+usage: ollama_client.py BASE_URL API_KEY MODEL TASK [TRANSLATED_TASK]
+TRANSLATED_TASK routes to a node whose runtime speaks OpenAI's API (the controller
+translates): tools, and `format` with a JSON schema, are checked there."""
 import json
 import sys
 
@@ -32,5 +34,27 @@ try:
     client.chat(model="nope", messages=[{"role": "user", "content": "x"}], stream=False)
 except ollama.ResponseError as err:
     out["unknown_model"] = {"status": err.status_code, "error": err.error}
+
+# A picture (a 1x1 PNG), tools and a JSON schema: accepted as the client sends them.
+png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+weather = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+r = client.chat(model=model, messages=[{"role": "user", "content": "what is this?", "images": [png]}],
+                tools=[weather], format=schema, options={"num_predict": 4}, stream=False)
+out["images_tools_format"] = {"done": r.done}
+
+if len(sys.argv) > 5:
+    translated = ollama.Client(host=url, headers={"Authorization": f"Bearer {key}", "x-switchyard-task": sys.argv[5]})
+    r = translated.chat(model=model, messages=[{"role": "user", "content": "json"}], format=schema,
+                        options={"temperature": 0, "num_predict": 48}, stream=False)
+    out["schema"] = {"content": r.message.content, "done": r.done}
+    r = translated.chat(model=model, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[weather],
+                        options={"temperature": 0, "num_predict": 24}, stream=False)
+    out["tools"] = {
+        "calls": [c.function.name for c in (r.message.tool_calls or [])],
+        "content": r.message.content,
+        "done": r.done,
+    }
 
 print(json.dumps(out))

@@ -37,6 +37,22 @@ out["stream"] = {"chunks": len(pieces), "text": "".join(pieces), "finish": finis
 completion = client.completions.create(model=model, prompt="Once upon", max_tokens=5, extra_headers=hints)
 out["completion"] = {"text": completion.choices[0].text, "finish": completion.choices[0].finish_reason}
 
+# Tools and JSON mode pass through to the runtime (llama.cpp with a tool-calling chat format).
+weather = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+called = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[weather],
+    tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=24, temperature=0,
+    extra_headers=hints,
+)
+calls = called.choices[0].message.tool_calls or []
+out["tool_call"] = {"finish": called.choices[0].finish_reason, "names": [c.function.name for c in calls]}
+as_json = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "json please"}], response_format={"type": "json_object"},
+    max_tokens=12, temperature=0, extra_headers=hints,
+)
+out["json_mode"] = {"content": as_json.choices[0].message.content}
+
 try:
     client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
 except openai.NotFoundError as e:
