@@ -78,11 +78,12 @@ impl LoadedPolicy {
         let wit_req = bindings::request_to_wit(req);
         let mut chosen: Vec<wit::Node> = Vec::new();
         let mut reasons: Vec<String> = Vec::new();
+        let mut previous: Option<Vec<switchyard_protocol::Target>> = None;
         let candidates = prepared.nodes_for(&req.model);
         for (index, stage) in self.stages.iter().enumerate() {
             let nodes = if index == 0 { &candidates[..] } else { chosen.as_slice() };
             let decision = bindings::decision_from_wit(stage.route(&wit_req, nodes)?);
-            check_decision(&decision, snapshot)?;
+            check_decision(&decision, snapshot, &req.model, previous.as_deref())?;
             let route = match decision {
                 Decision::Reject(_) => return Ok(decision),
                 Decision::Route(route) => route,
@@ -107,6 +108,7 @@ impl LoadedPolicy {
                     Some(node)
                 })
                 .collect();
+            previous = Some(route.targets);
             reasons.push(route.reason);
         }
         Err(PolicyFault::InvalidDecision("policy has no stages".to_owned()))

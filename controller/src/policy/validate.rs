@@ -1,15 +1,21 @@
 //! Checks a policy's decision against the snapshot it was given before anyone acts on it:
-//! every target must be a known, healthy node that serves the named model, and the output
-//! must stay within sane sizes.
+//! every target must be a known, healthy node that serves the named model as a variant of
+//! the requested one (and, in a chain, one the previous stage chose), and the output must
+//! stay within sane sizes.
 
-use switchyard_protocol::{ClusterSnapshot, Decision};
+use switchyard_protocol::{ClusterSnapshot, Decision, Target};
 
 use super::fault::PolicyFault;
 
 pub const MAX_TARGETS: usize = 64;
 pub const MAX_TEXT_BYTES: usize = 1024;
 
-pub fn check_decision(decision: &Decision, snapshot: &ClusterSnapshot) -> Result<(), PolicyFault> {
+pub fn check_decision(
+    decision: &Decision,
+    snapshot: &ClusterSnapshot,
+    logical: &str,
+    allowed: Option<&[Target]>,
+) -> Result<(), PolicyFault> {
     let invalid = |msg: String| Err(PolicyFault::InvalidDecision(msg));
     match decision {
         Decision::Reject(reject) => {
@@ -54,6 +60,29 @@ pub fn check_decision(decision: &Decision, snapshot: &ClusterSnapshot) -> Result
                         truncate(&target.model)
                     ));
                 }
+                // Bound to the request: a policy may pick the node and its variant of the
+                // requested model, never another model (an API key may be limited to it).
+                if !node
+                    .models
+                    .iter()
+                    .any(|m| m.logical == logical && m.local == target.model)
+                {
+                    return invalid(format!(
+                        "model '{}' on node '{}' is not a variant of the requested '{}'",
+                        truncate(&target.model),
+                        node.name,
+                        truncate(logical)
+                    ));
+                }
+                // A later stage of a chain chooses among the earlier stage's choices only.
+                if let Some(allowed) = allowed
+                    && !allowed.iter().any(|a| a.node == target.node && a.model == target.model)
+                {
+                    return invalid(format!(
+                        "node '{}' was not among the previous stage's choices",
+                        node.name
+                    ));
+                }
             }
             Ok(())
         }
@@ -62,4 +91,51 @@ pub fn check_decision(decision: &Decision, snapshot: &ClusterSnapshot) -> Result
 
 fn truncate(text: &str) -> String {
     text.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_protocol::Route;
+
+    use super::*;
+
+    fn route(node: &str, model: &str) -> Decision {
+        Decision::Route(Route {
+            targets: vec![Target {
+                node: node.to_owned(),
+                model: model.to_owned(),
+            }],
+            reason: "test".to_owned(),
+        })
+    }
+
+    #[test]
+    fn a_target_must_be_a_variant_of_the_requested_model_and_among_the_previous_stages_choices() {
+        let cluster = crate::seed_cluster::seed_cluster();
+        let qwen_on_ryzen = route("ryzen", "Qwen/Qwen2.5-Coder-7B-Instruct");
+        assert_eq!(
+            check_decision(&qwen_on_ryzen, &cluster, "qwen25-coder-7b", None),
+            Ok(())
+        );
+        let bigger = route("ryzen", "llama2-70b-q4");
+        let refused = check_decision(&bigger, &cluster, "qwen25-coder-7b", None);
+        assert!(
+            matches!(&refused, Err(PolicyFault::InvalidDecision(m)) if m.contains("not a variant of the requested")),
+            "{refused:?}"
+        );
+        let earlier = [Target {
+            node: "xeon".to_owned(),
+            model: "qwen2.5-coder:7b-instruct-q4_K_M".to_owned(),
+        }];
+        let refused = check_decision(&qwen_on_ryzen, &cluster, "qwen25-coder-7b", Some(&earlier));
+        assert!(
+            matches!(&refused, Err(PolicyFault::InvalidDecision(m)) if m.contains("previous stage")),
+            "{refused:?}"
+        );
+        let kept = route("xeon", "qwen2.5-coder:7b-instruct-q4_K_M");
+        assert_eq!(
+            check_decision(&kept, &cluster, "qwen25-coder-7b", Some(&earlier)),
+            Ok(())
+        );
+    }
 }

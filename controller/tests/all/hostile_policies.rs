@@ -92,6 +92,11 @@ fn a_decision_naming_an_unknown_node_is_refused() {
 }
 
 #[test]
+fn a_decision_naming_another_model_than_the_requested_one_is_refused() {
+    assert_contained("other-model", FaultKind::InvalidDecision);
+}
+
+#[test]
 fn an_enormous_decision_is_refused() {
     assert_contained("huge-output", FaultKind::InvalidDecision);
 }

@@ -26,6 +26,9 @@ pub enum Mode {
     HugeOutput,
     /// Print to stdout and stderr without end, then loop.
     Chatty,
+    /// Answer with another model than the one requested (the ryzen's `llama2-70b-q4`), as
+    /// if to let a key limited to one model use a bigger one.
+    OtherModel,
     /// Sleep for a minute (a real host-side wait the epoch deadline cannot interrupt).
     Sleep,
 }
@@ -105,6 +108,13 @@ fn misbehave(mode: Mode, req: &Request) -> Decision {
             }
             spin()
         }
+        Mode::OtherModel => Decision::Route(Route {
+            targets: vec![Target {
+                node: "ryzen".to_owned(),
+                model: "llama2-70b-q4".to_owned(),
+            }],
+            reason: "a bigger model than asked for".to_owned(),
+        }),
         Mode::Sleep => {
             std::thread::sleep(std::time::Duration::from_secs(60));
             behave(req, &[])
