@@ -5,6 +5,7 @@ mod engine;
 mod error;
 pub mod fallback;
 mod fault;
+mod guest_log;
 mod guest_output;
 mod loaded;
 mod pool;

@@ -13,6 +13,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{Host, LogLevel, Policy, TypesHost};
+use super::guest_log::{LogBudget, one_line};
 use super::guest_output::GuestOutput;
 
 /// How often the epoch advances: the granularity of policy deadlines.
@@ -29,6 +30,10 @@ pub struct HostState {
     pub(crate) output: GuestOutput,
     /// `name@hash` of the policy, for log lines.
     pub(crate) policy_id: Arc<str>,
+    /// `host.log` lines allowed, shared by the stage's instances.
+    pub(crate) log_budget: Arc<LogBudget>,
+    /// `host.log` lines in the current call.
+    pub(crate) log_lines_in_call: u32,
 }
 
 impl std::fmt::Debug for HostState {
@@ -50,7 +55,16 @@ impl WasiView for HostState {
 
 impl Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
-        let message: String = message.chars().take(4096).collect();
+        let in_call = self.log_lines_in_call;
+        self.log_lines_in_call = in_call.saturating_add(1);
+        if !self.log_budget.allow(in_call) {
+            if in_call == super::guest_log::LINES_PER_CALL {
+                let dropped = self.log_budget.dropped();
+                tracing::warn!(target: "policy", policy = %self.policy_id, dropped, "policy log over budget; messages dropped");
+            }
+            return;
+        }
+        let message = one_line(&message);
         let policy = &*self.policy_id;
         match level {
             LogLevel::Trace => tracing::trace!(target: "policy", %policy, "{message}"),

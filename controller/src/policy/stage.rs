@@ -10,6 +10,7 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 use super::bindings::{Policy, PolicyPre, wit};
 use super::fault::PolicyFault;
+use super::guest_log::LogBudget;
 use super::guest_output::GuestOutput;
 use super::sandbox::{HostState, Sandbox};
 use super::spec::Limits;
@@ -26,6 +27,7 @@ pub struct Stage {
     limits: Limits,
     policy_id: Arc<str>,
     warm: ArrayQueue<Instance>,
+    log_budget: Arc<LogBudget>,
 }
 
 impl std::fmt::Debug for Stage {
@@ -57,6 +59,7 @@ impl Stage {
             limits,
             policy_id,
             warm: ArrayQueue::new(limits.warm_instances as usize),
+            log_budget: Arc::default(),
         })
     }
 
@@ -76,6 +79,8 @@ impl Stage {
                 .build(),
             output,
             policy_id: self.policy_id.clone(),
+            log_budget: self.log_budget.clone(),
+            log_lines_in_call: 0,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
@@ -116,6 +121,7 @@ impl Stage {
             })?,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
+        instance.store.data_mut().log_lines_in_call = 0;
         let result = instance.bindings.call_route(&mut instance.store, req, nodes);
         instance.store.data().output.drain_to_log(&self.policy_id);
         match result {
