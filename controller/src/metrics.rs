@@ -17,7 +17,8 @@ pub fn render(app: &App) -> String {
         let _ = writeln!(
             out,
             "switchyard_policy_decisions_total{{policy=\"{}\"}} {}",
-            p.id, p.stats.decisions
+            Label(&p.id),
+            p.stats.decisions
         );
     }
     let _ = writeln!(
@@ -30,7 +31,7 @@ pub fn render(app: &App) -> String {
             let _ = writeln!(
                 out,
                 "switchyard_policy_faults_total{{policy=\"{}\",kind=\"{kind}\"}} {count}",
-                p.id
+                Label(&p.id)
             );
         }
     }
@@ -43,7 +44,7 @@ pub fn render(app: &App) -> String {
         let _ = writeln!(
             out,
             "switchyard_policy_active{{policy=\"{}\"}} {}",
-            p.id,
+            Label(&p.id),
             u8::from(p.active)
         );
     }
@@ -66,15 +67,54 @@ pub fn render(app: &App) -> String {
         let _ = writeln!(
             out,
             "switchyard_node_healthy{{node=\"{}\"}} {}",
-            n.name,
+            Label(&n.name),
             u8::from(n.healthy)
         );
     }
     let _ = writeln!(out, "# HELP switchyard_node_in_flight Requests running on the node.");
     let _ = writeln!(out, "# TYPE switchyard_node_in_flight gauge");
     for n in &snapshot.nodes {
-        let _ = writeln!(out, "switchyard_node_in_flight{{node=\"{}\"}} {}", n.name, n.in_flight);
+        let _ = writeln!(
+            out,
+            "switchyard_node_in_flight{{node=\"{}\"}} {}",
+            Label(&n.name),
+            n.in_flight
+        );
     }
     app.front.metrics.render(&mut out, app.front.admission.queue_depth());
     out
+}
+
+/// A Prometheus label value, escaped (`\\`, `\"` and `\n`): a name from a certificate, a
+/// policy file or a client can never break the exposition or add series.
+#[derive(Debug, Clone, Copy)]
+pub struct Label<'a>(pub &'a str);
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Label;
+
+    #[test]
+    fn label_values_cannot_close_the_label_or_start_a_line() {
+        let hostile = "x\",status=\"404\"} 1\nswitchyard_node_healthy{node=\"m4\"} 0\\";
+        assert_eq!(
+            Label(hostile).to_string(),
+            "x\\\",status=\\\"404\\\"} 1\\nswitchyard_node_healthy{node=\\\"m4\\\"} 0\\\\"
+        );
+    }
 }

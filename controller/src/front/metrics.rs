@@ -1,6 +1,7 @@
 //! Request metrics for `/metrics`: requests by node, model and status; time to first byte
 //! and total latency histograms; policy decision latency.
 
+use crate::metrics::Label;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -107,7 +108,9 @@ impl FrontMetrics {
         for ((node, model, status), count) in rows {
             let _ = writeln!(
                 out,
-                "switchyard_requests_total{{node=\"{node}\",model=\"{model}\",status=\"{status}\"}} {count}"
+                "switchyard_requests_total{{node=\"{}\",model=\"{}\",status=\"{status}\"}} {count}",
+                Label(&node),
+                Label(&model)
             );
         }
         self.ttfb.render(
