@@ -175,6 +175,10 @@ impl Running {
         if let Some(agents) = self.agents {
             tokio::spawn(agents.run(shutdown.clone()));
         }
-        crate::http::serve(self.listener, self.app, shutdown, Duration::from_secs(10)).await;
+        let limits = crate::http::ConnectionLimits {
+            max_connections: self.app.front.limits.max_connections,
+            header_read_timeout: self.app.front.limits.header_read_timeout,
+        };
+        crate::http::serve(self.listener, self.app, shutdown, Duration::from_secs(10), limits).await;
     }
 }

@@ -60,6 +60,12 @@ pub struct LimitsConfig {
     pub first_byte_timeout_ms: u64,
     /// The longest a whole response may take, in ms (default 600000).
     pub total_timeout_ms: u64,
+    /// Client connections open at once on the front door and admin API (default 1024);
+    /// more wait in the kernel's backlog. Keep it under the process's open-file limit.
+    pub max_connections: usize,
+    /// The longest a client may take to send a request's headers, in ms (default 10000);
+    /// a slower (or silent) connection is closed.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -71,6 +77,8 @@ impl Default for LimitsConfig {
             queue_timeout_ms: d.queue_timeout.as_millis() as u64,
             first_byte_timeout_ms: d.first_byte_timeout.as_millis() as u64,
             total_timeout_ms: d.total_timeout.as_millis() as u64,
+            max_connections: d.max_connections,
+            header_read_timeout_ms: d.header_read_timeout.as_millis() as u64,
         }
     }
 }
@@ -84,6 +92,8 @@ impl LimitsConfig {
             queue_timeout: Duration::from_millis(self.queue_timeout_ms),
             first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
             total_timeout: Duration::from_millis(self.total_timeout_ms),
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
         }
     }
 }

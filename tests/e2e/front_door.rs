@@ -407,3 +407,58 @@ fn a_full_queue_is_a_429_and_an_expired_queue_deadline_a_503_both_with_retry_aft
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+#[test]
+fn idle_connections_are_bounded_and_timed_out_and_an_oversized_body_is_refused_before_it_is_read() {
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(
+        &cluster,
+        "[limits]\nmax_connections = 8\nheader_read_timeout_ms = 1000\nmax_body_bytes = 4096\n",
+    );
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.url.trim_start_matches("http://").to_owned();
+    // Twenty connections that never send a byte: eight are taken, twelve wait in the
+    // backlog; each taken one is closed after the header timeout, so all drain.
+    let idle: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
+        .collect();
+    // The agents' listener is a different door: a node still links while the front door is
+    // full.
+    let agents = controller.agents.clone().expect("agents");
+    let config = cluster.agent_config("xeon.toml", "xeon", &cluster.issue("xeon", &[]), &agents);
+    let agent = Agent::start(&config, None);
+    assert!(
+        eventually(JOIN_WITHIN, || agent.log_text().contains("linked to the controller")),
+        "{}",
+        agent.log_text()
+    );
+    for mut socket in idle {
+        socket.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        let mut buffer = [0u8; 64];
+        // Closed: an end of stream or a reset, not the read timeout.
+        let read = socket.read(&mut buffer);
+        let closed = match &read {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        };
+        assert!(
+            closed,
+            "an idle connection must be closed by the header timeout: {read:?}"
+        );
+    }
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+    // A declared 10 GiB body is refused at once, without waiting for it.
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n{{"
+    )
+    .expect("send");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut head = String::new();
+    BufReader::new(stream)
+        .read_line(&mut head)
+        .expect("an answer before the body");
+    assert!(head.contains(" 413 "), "{head}");
+}

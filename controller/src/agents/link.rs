@@ -82,7 +82,18 @@ impl AgentListener {
                 }
             }
         });
+        // Agent links are few: a bounded number of connections (each must finish its TLS
+        // handshake within the handshake timeout) keeps strangers from using up the file
+        // descriptors the front door and the real agents need.
+        let open = Arc::new(tokio::sync::Semaphore::new(MAX_AGENT_CONNECTIONS));
         loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                permit = open.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 accepted = self.listener.accept() => match accepted {
@@ -102,10 +113,17 @@ impl AgentListener {
                 settings: self.settings,
                 id: self.connections.fetch_add(1, Ordering::Relaxed) + 1,
             };
-            tokio::spawn(link.run(stream, shutdown.clone()));
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                link.run(stream, shutdown).await;
+            });
         }
     }
 }
+
+/// Agent connections open at once (linked agents and handshakes in progress).
+pub const MAX_AGENT_CONNECTIONS: usize = 256;
 
 struct Link {
     peer: SocketAddr,

@@ -208,6 +208,10 @@ pub struct FrontLimits {
     pub first_byte_timeout: Duration,
     /// The longest a whole response may take.
     pub total_timeout: Duration,
+    /// Client connections open at once.
+    pub max_connections: usize,
+    /// The longest a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for FrontLimits {
@@ -218,6 +222,8 @@ impl Default for FrontLimits {
             queue_timeout: Duration::from_secs(30),
             first_byte_timeout: Duration::from_secs(60),
             total_timeout: Duration::from_secs(600),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The accept loop: every accepted socket gets TCP_NODELAY (no 40 ms Nagle stalls on
 //! streamed replies), HTTP/1.1 or HTTP/2 by negotiation, and a graceful shutdown that lets
-//! in-flight requests finish within a grace period.
+//! in-flight requests finish within a grace period. Connections are bounded: at most
+//! `max_connections` at once (the rest wait in the kernel's backlog, so idle or slow clients
+//! cannot use up the process's file descriptors), and a client that does not send its
+//! request headers within `header_read_timeout` is disconnected.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,10 +12,11 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::ResponseBody;
@@ -24,11 +28,40 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(self: Arc<Self>, request: Request<Incoming>) -> HandlerFuture;
 }
 
+/// How many connections, and how patient with each.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+}
+
 /// Serve `handler` on `listener` until `shutdown`, then drain for at most `grace`.
-pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown: CancellationToken, grace: Duration) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    limits: ConnectionLimits,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -44,16 +77,29 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown:
             tracing::debug!(%peer, "TCP_NODELAY not set: {e}");
         }
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, std::convert::Infallible>(handler.handle(request).await) }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let _permit = permit;
+            // A client that connects and says nothing is let go after the header timeout
+            // (hyper's header timer starts only once it knows the protocol, which takes bytes).
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                tracing::debug!(%peer, "connection closed: no request within {header_read_timeout:?}");
+                return;
+            }
+            let service = hyper::service::service_fn(move |request| {
+                let handler = handler.clone();
+                async move { Ok::<_, std::convert::Infallible>(handler.handle(request).await) }
+            });
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
