@@ -37,6 +37,10 @@ enum OnPanic {
     GiveBack,
 }
 
+/// The longest a policy call may take in place on an async worker before its version is
+/// moved to the policy threads.
+const IN_PLACE_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Decisions that may wait for a policy thread before the fallback decides instead.
 const DECISION_QUEUE: usize = 256;
 
@@ -374,14 +378,31 @@ impl PolicyEngine {
         }
     }
 
-    /// Decide on the request path, from async code. A policy call is synchronous; a pure
-    /// one (no WASI output or polls) runs in place, on this worker, with no thread hop. A
-    /// guest that makes the host block (WASI's synchronous adapter waits on a runtime to
-    /// print, which panics on a Tokio worker) is stopped by that panic, quietly, before any
-    /// effect, and decided again on a policy thread. Either way a panic, an overrun or a
-    /// full pool is a fault the fallback answers for.
+    /// Decide on the request path, from async code. A policy call is synchronous. A quick,
+    /// pure one (a few µs, no WASI output or polls) runs in place on this worker, with no
+    /// thread hop. A version whose call took longer than `IN_PLACE_BUDGET`, or that made the
+    /// host block (WASI's synchronous adapter waits on a runtime to print, which panics on a
+    /// Tokio worker: that panic stops the call, quietly, before any effect), moves for good
+    /// to the policy threads, where a slow call holds a policy thread, not a worker serving
+    /// connections. Either way a panic, an overrun or a full pool is a fault the fallback
+    /// answers for.
     pub async fn decide_off_worker(self: &Arc<Self>, req: &RequestInfo, prepared: Arc<PreparedSnapshot>) -> Routed {
+        let active = self.active.load_full();
+        if active
+            .as_ref()
+            .is_some_and(|p| p.stats.off_worker.load(Ordering::Relaxed))
+        {
+            return self.decide_on_pool(req, prepared).await;
+        }
+        let started = std::time::Instant::now();
         let attempt = quiet_panics::inline(|| self.decide_inner(req, &prepared, OnPanic::GiveBack));
+        let move_off = attempt.is_none() || started.elapsed() > IN_PLACE_BUDGET;
+        if move_off
+            && let Some(policy) = &active
+            && !policy.stats.off_worker.swap(true, Ordering::Relaxed)
+        {
+            tracing::info!(policy = %policy.id, "policy calls move to the policy threads (a call was slow or printed)");
+        }
         match attempt {
             Some(routed) => routed,
             None => self.decide_on_pool(req, prepared).await,

@@ -20,6 +20,9 @@ pub struct PolicyStats {
     pub decisions: AtomicU64,
     pub faults: [AtomicU64; FaultKind::ALL.len()],
     pub consecutive_faults: AtomicU32,
+    /// Set once a call of this version was slow or needed the host to block: its calls
+    /// then run on the policy threads, never in place on an async worker.
+    pub off_worker: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

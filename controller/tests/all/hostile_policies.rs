@@ -131,3 +131,44 @@ fn repeated_faults_revert_to_the_last_known_good_policy() {
     assert!(routed.fault.is_none());
     assert_eq!(&*routed.policy_id, &*good.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_policy_moves_off_the_async_workers_and_keeps_getting_answers() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use switchyard_controller::policy::PreparedSnapshot;
+
+    let engine = Arc::new(engine());
+    let prepared = Arc::new(PreparedSnapshot::from(cluster()));
+    let quick = engine
+        .load_text(
+            &std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("policy"),
+            "test",
+            None,
+            &cluster(),
+        )
+        .expect("least-loaded loads");
+    engine.activate(&quick.id).expect("activate");
+    // (Whether a quick policy stays in place depends on the machine not pausing this thread
+    // for 2 ms; only its answers are asserted.)
+    for _ in 0..50 {
+        let routed = engine.decide_off_worker(&trigger(), prepared.clone()).await;
+        assert!(routed.fault.is_none());
+    }
+
+    // A call that spins to its deadline holds the worker once; the version then runs on
+    // the policy threads, and its requests still get the fallback's answer.
+    let slow = engine
+        .load_text(&hostile_policy("spin"), "test", None, &cluster())
+        .expect("hostile spin passes validation");
+    engine.activate(&slow.id).expect("activate");
+    for _ in 0..3 {
+        let routed = engine.decide_off_worker(&trigger(), prepared.clone()).await;
+        assert_eq!(routed.fault.map(|f| f.kind()), Some(FaultKind::Deadline));
+    }
+    assert!(
+        slow.stats.off_worker.load(Ordering::Relaxed),
+        "a slow policy moves off the workers"
+    );
+}
