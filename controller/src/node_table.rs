@@ -1,7 +1,8 @@
 //! The node table: nodes from the static snapshot (policy development, the demo without
 //! agents) plus every node linked over mTLS, with its latest telemetry, link state and
 //! certificate. Each change rebuilds the cluster snapshot, prepares it for policies once,
-//! and swaps it in behind an `ArcSwap`, so the request path reads it without a lock.
+//! and swaps it and the connected nodes' links in behind `ArcSwap`s, so the request path
+//! reads them without a lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +53,9 @@ pub struct NodeTable {
     static_nodes: Vec<NodeSnapshot>,
     linked: Mutex<HashMap<String, Linked>>,
     prepared: ArcSwap<PreparedSnapshot>,
+    /// The links of connected nodes, published with each change: the request path looks a
+    /// node's link up without a lock.
+    senders: ArcSwap<HashMap<String, AgentSender>>,
     /// The controller's own in-flight counts, shown to policies instead of telemetry's.
     live: std::sync::OnceLock<Arc<dyn LiveLoad>>,
 }
@@ -62,6 +66,7 @@ impl NodeTable {
             prepared: ArcSwap::from_pointee(PreparedSnapshot::from(snapshot.clone())),
             static_nodes: snapshot.nodes,
             linked: Mutex::new(HashMap::new()),
+            senders: ArcSwap::from_pointee(HashMap::new()),
             live: std::sync::OnceLock::new(),
         }
     }
@@ -112,6 +117,12 @@ impl NodeTable {
         }
         let prepared = PreparedSnapshot::from(ClusterSnapshot { nodes }).with_live_load(self.live.get().cloned());
         self.prepared.store(Arc::new(prepared));
+        let senders: HashMap<String, AgentSender> = linked
+            .iter()
+            .filter(|(_, e)| e.connected)
+            .filter_map(|(name, e)| Some((name.clone(), e.sender.clone()?)))
+            .collect();
+        self.senders.store(Arc::new(senders));
     }
 
     /// A link came up (or replaced an older one for the same node).
@@ -167,10 +178,7 @@ impl NodeTable {
 
     /// The link to `node`, if it is connected.
     pub fn sender(&self, node: &str) -> Option<AgentSender> {
-        self.linked()
-            .get(node)
-            .filter(|e| e.connected)
-            .and_then(|e| e.sender.clone())
+        self.senders.load().get(node).cloned()
     }
 
     /// Rebuild the snapshot so that telemetry ages (and staleness) stay current.

@@ -6,6 +6,7 @@
 //! link a 502. Whole (non-streamed) answers get a wait that fits their size, not a
 //! first-byte limit.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use super::Front;
 use super::admission::{Permit, Refusal};
 use super::error::FrontError;
 use crate::node_table::NodeTable;
+use crate::policy::PreparedSnapshot;
 
 /// The agent's mark on an answer that no runtime started on.
 const RETRYABLE: &str = "x-switchyard-retryable";
@@ -72,6 +74,7 @@ pub struct Dispatch {
 pub async fn forward(
     nodes: &NodeTable,
     front: &Front,
+    decided_on: Arc<PreparedSnapshot>,
     targets: &[Target],
     dispatch: Dispatch,
     plan: impl Fn(&NodeSnapshot, &str) -> Result<Outbound, FrontError>,
@@ -79,8 +82,11 @@ pub async fn forward(
     let mut remaining: Vec<Target> = targets.to_vec();
     let mut last_error = "no target node".to_owned();
     let mut retries = 0;
+    // The node table as the policy saw it; a retry reads it afresh.
+    let mut view = Some(decided_on);
     loop {
-        let snapshot = nodes.snapshot();
+        let view = view.take().unwrap_or_else(|| nodes.prepared());
+        let snapshot = view.snapshot();
         let candidates: Vec<(String, u32)> = remaining
             .iter()
             .filter_map(|t| {

@@ -38,8 +38,7 @@ use self::metrics::FrontMetrics;
 use self::request_info::{Api, request_info};
 use crate::app::App;
 use crate::http::{ResponseBody, json, text};
-use crate::node_table::NodeTable;
-use crate::policy::PolicyEngine;
+use crate::policy::{PolicyEngine, PreparedSnapshot};
 
 /// The front door's state.
 #[derive(Debug)]
@@ -147,14 +146,15 @@ async fn prompt(
     let id = format!("req-{}", front.next_id.fetch_add(1, Ordering::Relaxed));
     let (info, value) = parse(api, &id, &parts.headers, &body, &grant)?;
 
-    let route = decide(&app.engine, &app.nodes, &front.metrics, &info, outcome).await?;
+    let view = app.nodes.prepared();
+    let route = decide(&app.engine, view.clone(), &front.metrics, &info, outcome).await?;
     let dispatch = Dispatch {
         priority: info.priority,
         stream: info.stream,
         max_tokens: info.max_tokens,
     };
     let path = parts.uri.path();
-    let upstream = forward(&app.nodes, front, &route.targets, dispatch, |node, local| {
+    let upstream = forward(&app.nodes, front, view, &route.targets, dispatch, |node, local| {
         plan(api, path, node, &body, &value, local)
     })
     .await?;
@@ -227,13 +227,13 @@ fn parse(
 /// thread, never on this async worker.
 async fn decide(
     engine: &Arc<PolicyEngine>,
-    nodes: &NodeTable,
+    view: Arc<PreparedSnapshot>,
     metrics: &FrontMetrics,
     info: &RequestInfo,
     outcome: &mut Outcome,
 ) -> Result<Route, FrontError> {
     let decided = Instant::now();
-    let routed = engine.decide_off_worker(info, nodes.prepared()).await;
+    let routed = engine.decide_off_worker(info, view).await;
     metrics.decision.observe(decided.elapsed());
     outcome.policy = Some(routed.policy_id.to_string());
     match routed.decision {
