@@ -87,6 +87,17 @@ fn a_sleeping_policy_traps_at_once_instead_of_waiting() {
 }
 
 #[test]
+fn a_policy_that_sleeps_while_loading_is_refused_at_once() {
+    let engine = engine();
+    let started = Instant::now();
+    let refused = engine
+        .load_text(&hostile_policy("sleep-in-configure"), "hostile test", None, &cluster())
+        .expect_err("a configure that waits must not load");
+    assert!(started.elapsed() < BOUND, "loading took {:?}", started.elapsed());
+    assert!(refused.to_string().contains("may not wait"), "{refused}");
+}
+
+#[test]
 fn a_decision_naming_an_unknown_node_is_refused() {
     assert_contained("unknown-node", FaultKind::InvalidDecision);
 }

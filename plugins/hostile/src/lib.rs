@@ -31,6 +31,8 @@ pub enum Mode {
     OtherModel,
     /// Sleep for a minute (a real host-side wait the epoch deadline cannot interrupt).
     Sleep,
+    /// Sleep for a minute in `configure`, when the policy is loaded.
+    SleepInConfigure,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +48,9 @@ thread_local! {
 impl Guest for Hostile {
     fn configure(params: String) -> Result<(), String> {
         let params: Params = sdk::decode_params(&params)?;
+        if matches!(params.mode, Mode::SleepInConfigure) {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
         MODE.with(|m| *m.borrow_mut() = Some(params.mode));
         Ok(())
     }
@@ -115,7 +120,7 @@ fn misbehave(mode: Mode, req: &Request) -> Decision {
             }],
             reason: "a bigger model than asked for".to_owned(),
         }),
-        Mode::Sleep => {
+        Mode::Sleep | Mode::SleepInConfigure => {
             std::thread::sleep(std::time::Duration::from_secs(60));
             behave(req, &[])
         }
