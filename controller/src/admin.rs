@@ -155,7 +155,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
                 Some(snapshot) => Arc::new(crate::policy::PreparedSnapshot::from(snapshot)),
                 None => app.nodes.prepared(),
             };
-            let routed = app.engine.decide_prepared(&query.request, &prepared);
+            let routed = app.engine.explain(&query.request, &prepared);
             json(
                 StatusCode::OK,
                 &Explanation {

@@ -129,8 +129,8 @@ pub struct PolicyConfig {
     pub watch: bool,
     /// How often the folder is scanned, in milliseconds.
     pub watch_interval_ms: u64,
-    /// Consecutive faults after which the active policy is replaced by the previous one
-    /// (0 disables).
+    /// Faults among the active policy's last 20 live decisions after which it is replaced by
+    /// the previous one (0 disables). `route explain` never counts.
     pub revert_after_faults: u32,
 }
 

@@ -37,6 +37,15 @@ enum OnPanic {
     GiveBack,
 }
 
+/// Whether a decision counts towards a policy's statistics and automatic revert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accounting {
+    /// A request being routed.
+    Live,
+    /// An explanation: nothing counts.
+    Rehearsal,
+}
+
 /// The longest a policy call may take in place on an async worker before its version is
 /// moved to the policy threads.
 const IN_PLACE_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
@@ -53,7 +62,7 @@ const HISTORY: usize = 32;
 /// Engine-wide settings.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
-    /// Consecutive faults of the active policy that trigger a revert (0: never).
+    /// Faults among the active policy's last 20 live decisions that trigger a revert (0: never).
     pub revert_after_faults: u32,
 }
 
@@ -298,7 +307,7 @@ impl PolicyEngine {
             let excess = registry.previous.len().saturating_sub(HISTORY);
             registry.previous.drain(..excess);
         }
-        policy.stats.consecutive_faults.store(0, Ordering::Relaxed);
+        policy.stats.clear_faults();
         tracing::info!(policy = %policy.id, "policy activated");
         Ok(policy)
     }
@@ -307,7 +316,7 @@ impl PolicyEngine {
     pub fn rollback(&self) -> Result<Arc<LoadedPolicy>, PolicyError> {
         let mut registry = self.registry();
         let previous = registry.previous.pop().ok_or(PolicyError::NoPrevious)?;
-        previous.stats.consecutive_faults.store(0, Ordering::Relaxed);
+        previous.stats.clear_faults();
         self.active.store(Some(previous.clone()));
         tracing::info!(policy = %previous.id, "rolled back");
         Ok(previous)
@@ -325,7 +334,17 @@ impl PolicyEngine {
 
     /// Decide where `req` goes. Never fails: a policy fault yields the fallback's decision.
     pub fn decide_prepared(&self, req: &RequestInfo, prepared: &PreparedSnapshot) -> Routed {
-        match self.decide_inner(req, prepared, OnPanic::Fault) {
+        match self.decide_inner(req, prepared, OnPanic::Fault, Accounting::Live) {
+            Some(routed) => routed,
+            None => self.fallback_without_policy(req, prepared.snapshot(), None),
+        }
+    }
+
+    /// What the active policy would decide, for `route explain`: nothing is counted and a
+    /// fault never reverts the policy (a bad snapshot in an explain query must not take the
+    /// live policy down).
+    pub fn explain(&self, req: &RequestInfo, prepared: &PreparedSnapshot) -> Routed {
+        match self.decide_inner(req, prepared, OnPanic::Fault, Accounting::Rehearsal) {
             Some(routed) => routed,
             None => self.fallback_without_policy(req, prepared.snapshot(), None),
         }
@@ -333,7 +352,13 @@ impl PolicyEngine {
 
     /// The active policy's decision. A panic in the call is a fault, or (`GiveBack`) `None`
     /// with nothing counted, for the caller to decide another way.
-    fn decide_inner(&self, req: &RequestInfo, prepared: &PreparedSnapshot, on_panic: OnPanic) -> Option<Routed> {
+    fn decide_inner(
+        &self,
+        req: &RequestInfo,
+        prepared: &PreparedSnapshot,
+        on_panic: OnPanic,
+        accounting: Accounting,
+    ) -> Option<Routed> {
         let snapshot = prepared.snapshot();
         let guard = self.active.load();
         let Some(policy) = guard.as_ref() else {
@@ -349,13 +374,20 @@ impl PolicyEngine {
         };
         Some(match decided {
             Ok(decision) => {
-                policy.stats.record_success();
+                if accounting == Accounting::Live {
+                    policy.stats.record_success();
+                }
                 Routed {
                     decision,
                     policy_id: policy.id.clone(),
                     fault: None,
                 }
             }
+            Err(fault) if accounting == Accounting::Rehearsal => Routed {
+                decision: fallback::least_loaded(req, snapshot, fault.kind().as_str()),
+                policy_id: policy.id.clone(),
+                fault: Some(fault),
+            },
             Err(fault) => {
                 let policy = policy.clone();
                 drop(guard);
@@ -395,7 +427,7 @@ impl PolicyEngine {
             return self.decide_on_pool(req, prepared).await;
         }
         let started = std::time::Instant::now();
-        let attempt = quiet_panics::inline(|| self.decide_inner(req, &prepared, OnPanic::GiveBack));
+        let attempt = quiet_panics::inline(|| self.decide_inner(req, &prepared, OnPanic::GiveBack, Accounting::Live));
         let move_off = attempt.is_none() || started.elapsed() > IN_PLACE_BUDGET;
         if move_off
             && let Some(policy) = &active
@@ -453,11 +485,11 @@ impl PolicyEngine {
         snapshot: &ClusterSnapshot,
         fault: PolicyFault,
     ) -> Routed {
-        let consecutive = policy.stats.record_fault(fault.kind());
+        let recent = policy.stats.record_fault(fault.kind());
         self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), consecutive, "policy fault, fallback decides: {fault}");
-        if self.options.revert_after_faults > 0 && consecutive >= self.options.revert_after_faults {
-            self.revert_from(policy, consecutive);
+        tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), recent, "policy fault, fallback decides: {fault}");
+        if self.options.revert_after_faults > 0 && recent >= self.options.revert_after_faults {
+            self.revert_from(policy, recent);
         }
         Routed {
             decision: fallback::least_loaded(req, snapshot, fault.kind().as_str()),
@@ -467,7 +499,7 @@ impl PolicyEngine {
     }
 
     /// Replace a repeatedly faulting active policy with the last known good one.
-    fn revert_from(&self, failing: &Arc<LoadedPolicy>, consecutive: u32) {
+    fn revert_from(&self, failing: &Arc<LoadedPolicy>, recent: u32) {
         let mut registry = self.registry();
         let still_active = self.active.load().as_ref().is_some_and(|a| Arc::ptr_eq(a, failing));
         if !still_active {
@@ -475,13 +507,13 @@ impl PolicyEngine {
         }
         match registry.previous.pop() {
             Some(good) => {
-                good.stats.consecutive_faults.store(0, Ordering::Relaxed);
+                good.stats.clear_faults();
                 self.active.store(Some(good.clone()));
                 self.reverts.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(failing = %failing.id, reverted_to = %good.id, consecutive, "policy reverted to last known good after repeated faults");
+                tracing::error!(failing = %failing.id, reverted_to = %good.id, recent, "policy reverted to last known good after repeated faults");
             }
             None => {
-                tracing::error!(failing = %failing.id, consecutive, "policy keeps faulting and there is no earlier policy to revert to; the fallback decides meanwhile");
+                tracing::error!(failing = %failing.id, recent, "policy keeps faulting and there is no earlier policy to revert to; the fallback decides meanwhile");
             }
         }
     }

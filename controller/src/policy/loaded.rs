@@ -14,12 +14,18 @@ use super::spec::PolicySpec;
 use super::stage::Stage;
 use super::validate::check_decision;
 
+/// How many of the latest live decisions the fault rate is taken over.
+pub const FAULT_WINDOW: u32 = 20;
+
 /// Counters of one policy version.
 #[derive(Debug, Default)]
 pub struct PolicyStats {
     pub decisions: AtomicU64,
     pub faults: [AtomicU64; FaultKind::ALL.len()],
     pub consecutive_faults: AtomicU32,
+    /// The outcome of the last `FAULT_WINDOW` live decisions, one bit each (1: a fault),
+    /// newest in the lowest bit.
+    pub recent: AtomicU64,
     /// Set once a call of this version was slow or needed the host to block: its calls
     /// then run on the policy threads, never in place on an async worker.
     pub off_worker: std::sync::atomic::AtomicBool,
@@ -44,10 +50,11 @@ impl PolicyStats {
         }
     }
 
-    /// Record a fault; returns the number of consecutive faults so far.
+    /// Record a fault; returns the number of faults among the last `FAULT_WINDOW` decisions.
     pub fn record_fault(&self, kind: FaultKind) -> u32 {
         self.faults[kind.index()].fetch_add(1, Ordering::Relaxed);
-        self.consecutive_faults.fetch_add(1, Ordering::Relaxed) + 1
+        self.consecutive_faults.fetch_add(1, Ordering::Relaxed);
+        self.push_outcome(true)
     }
 
     pub fn record_success(&self) {
@@ -55,6 +62,26 @@ impl PolicyStats {
         if self.consecutive_faults.load(Ordering::Relaxed) != 0 {
             self.consecutive_faults.store(0, Ordering::Relaxed);
         }
+        if self.recent.load(Ordering::Relaxed) != 0 {
+            self.push_outcome(false);
+        }
+    }
+
+    /// Forget the fault history (after a revert or a re-activation).
+    pub fn clear_faults(&self) {
+        self.consecutive_faults.store(0, Ordering::Relaxed);
+        self.recent.store(0, Ordering::Relaxed);
+    }
+
+    fn push_outcome(&self, fault: bool) -> u32 {
+        let mask = (1u64 << FAULT_WINDOW) - 1;
+        let previous = self
+            .recent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some(((bits << 1) | u64::from(fault)) & mask)
+            })
+            .unwrap_or_default();
+        (((previous << 1) | u64::from(fault)) & mask).count_ones()
     }
 }
 

@@ -143,6 +143,36 @@ fn repeated_faults_revert_to_the_last_known_good_policy() {
     assert_eq!(&*routed.policy_id, &*good.id);
 }
 
+#[test]
+fn a_policy_faulting_on_every_other_request_is_reverted_and_explaining_never_reverts() {
+    let engine = engine();
+    let good = engine
+        .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
+        .expect("least-loaded loads");
+    engine.activate(&good.id).expect("activate good");
+    let bad = engine
+        .load_text(&hostile_policy("panic"), "hostile test", None, &cluster())
+        .expect("loads");
+    engine.activate(&bad.id).expect("activate bad");
+
+    // Explaining a faulting request, any number of times, leaves the live policy alone.
+    let prepared = switchyard_controller::policy::PreparedSnapshot::from(cluster());
+    for _ in 0..20 {
+        assert!(engine.explain(&trigger(), &prepared).fault.is_some());
+    }
+    assert_eq!(engine.view().active.as_deref(), Some(&*bad.id));
+    assert_eq!(engine.view().reverts, 0);
+
+    // Faults on half the live requests (never five in a row) revert it.
+    for i in 0..10 {
+        let request = if i % 2 == 0 { trigger() } else { request(None) };
+        engine.decide(&request, &cluster());
+    }
+    let view = engine.view();
+    assert_eq!(view.active.as_deref(), Some(&*good.id), "{view:?}");
+    assert_eq!(view.reverts, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_policy_moves_off_the_async_workers_and_keeps_getting_answers() {
     use std::sync::Arc;
