@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerTls;
+use super::telemetry_bounds::{LineReader, MAX_LINE_BYTES, clamp};
 use crate::node_table::NodeTable;
 
 /// Timing of agent links.
@@ -160,7 +161,11 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         .body(Full::new(Bytes::new()))?;
     let response = sender.send_request(request).await?;
     anyhow::ensure!(response.status().is_success(), "GET {path}: {}", response.status());
-    let body = response.into_body().collect().await?.to_bytes();
+    let body = http_body_util::Limited::new(response.into_body(), MAX_LINE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("GET {path}: {e}"))?
+        .to_bytes();
     Ok(serde_json::from_slice(&body)?)
 }
 
@@ -220,7 +225,7 @@ impl Link {
         };
         let mut connection = tokio::spawn(connection);
 
-        let telemetry: AgentTelemetry = match tokio::time::timeout(
+        let mut telemetry: AgentTelemetry = match tokio::time::timeout(
             self.settings.handshake_timeout,
             get_json(&mut sender, "/telemetry"),
         )
@@ -248,6 +253,10 @@ impl Link {
             tell_refused(&mut sender, &reason).await;
             connection.abort();
             return;
+        }
+        let clamped = clamp(&mut telemetry);
+        if !clamped.is_empty() {
+            tracing::warn!(node = %name, ?clamped, "implausible telemetry clamped");
         }
         tracing::info!(%peer, node = %name, serial = %info.serial, expires_in_days = info.expires_in_s / 86_400, "agent linked");
         self.nodes
@@ -285,16 +294,24 @@ impl Link {
             Err(e) => return format!("telemetry stream failed: {e}"),
         };
         let mut body = response.into_body();
-        let mut buffer: Vec<u8> = Vec::new();
+        let mut reader = LineReader::default();
         loop {
             match body.frame().await {
                 Some(Ok(frame)) => {
                     let Some(data) = frame.data_ref() else { continue };
-                    buffer.extend_from_slice(data);
-                    while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = buffer.drain(..=end).collect();
+                    let lines = match reader.push(data) {
+                        Ok(lines) => lines,
+                        Err(too_long) => return format!("{too_long}; the link is closed"),
+                    };
+                    for line in lines {
                         match serde_json::from_slice::<AgentTelemetry>(&line) {
-                            Ok(telemetry) if telemetry.node == name => self.nodes.update(name, self.id, telemetry),
+                            Ok(mut telemetry) if telemetry.node == name => {
+                                let clamped = clamp(&mut telemetry);
+                                if !clamped.is_empty() {
+                                    tracing::warn!(node = %name, ?clamped, "implausible telemetry clamped");
+                                }
+                                self.nodes.update(name, self.id, telemetry)
+                            }
                             Ok(other) => return format!("telemetry for another node ({}) on this link", other.node),
                             Err(e) => tracing::warn!(node = %name, "unreadable telemetry line: {e}"),
                         }

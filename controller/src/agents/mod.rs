@@ -4,6 +4,7 @@
 
 mod link;
 mod server_tls;
+mod telemetry_bounds;
 
 pub use link::{AgentListener, LinkSettings};
 pub use server_tls::{ServerTls, TlsPaths};
