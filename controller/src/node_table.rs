@@ -125,7 +125,10 @@ impl NodeTable {
         self.senders.store(Arc::new(senders));
     }
 
-    /// A link came up (or replaced an older one for the same node).
+    /// A link came up. Refused (with the reason) while another link for the same node is
+    /// connected: a second holder of a node's certificate must not take its traffic, nor
+    /// strand the real agent when it leaves. A node whose old link died is back as soon as
+    /// that death is noticed (HTTP/2 pings, within seconds).
     pub fn connected(
         &self,
         name: &str,
@@ -134,8 +137,16 @@ impl NodeTable {
         cert: CertInfo,
         telemetry: AgentTelemetry,
         sender: AgentSender,
-    ) {
+    ) -> Result<(), String> {
         let mut linked = self.linked();
+        if let Some(existing) = linked.get(name).filter(|e| e.connected && e.connection != connection) {
+            return Err(format!(
+                "node '{name}' is already linked from {} (since {} s ago); a second link with the same certificate is refused. \
+                 If that agent is gone, this one is accepted once its link is noticed dead (within seconds)",
+                existing.peer,
+                existing.since.elapsed().map(|d| d.as_secs()).unwrap_or(0)
+            ));
+        }
         linked.insert(
             name.to_owned(),
             Linked {
@@ -151,6 +162,7 @@ impl NodeTable {
             },
         );
         self.rebuild(&linked);
+        Ok(())
     }
 
     /// New telemetry on a link; ignored if the link was replaced meanwhile.

@@ -409,3 +409,37 @@ fn a_partitioned_agent_is_out_of_rotation_within_3_s_and_back_when_the_network_h
     );
     assert_eq!(agent.stop().code(), Some(0));
 }
+
+#[test]
+fn a_second_agent_with_a_nodes_certificate_is_refused_and_the_first_keeps_serving() {
+    let cluster = Cluster::new(&[]);
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    let bundle = cluster.issue("xeon", &[]);
+    let config = cluster.agent_config("xeon.toml", "xeon", &bundle, &address);
+    let first = Agent::start(&config, None);
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+    let peer_of = |c: &crate::process::Controller| -> String {
+        c.admin("/admin/nodes")["links"]
+            .as_array()
+            .and_then(|links| links.iter().find(|l| l["node"] == "xeon"))
+            .map(|l| l["peer"].to_string())
+            .unwrap_or_default()
+    };
+    let first_peer = peer_of(&controller);
+
+    let mut second = Agent::start(&config, None);
+    let refusal = "node 'xeon' is already linked";
+    assert!(
+        eventually(JOIN_WITHIN, || second.log_text().contains(refusal)),
+        "{}",
+        second.log_text()
+    );
+    assert!(controller.log_text().contains(refusal), "{}", controller.log_text());
+    // The impostor leaves: the real agent was never displaced, and stays in rotation.
+    second.kill_hard();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(controller.node_healthy("xeon"), Some(true));
+    assert_eq!(peer_of(&controller), first_peer);
+    drop(first);
+}

@@ -258,9 +258,17 @@ impl Link {
         if !clamped.is_empty() {
             tracing::warn!(node = %name, ?clamped, "implausible telemetry clamped");
         }
-        tracing::info!(%peer, node = %name, serial = %info.serial, expires_in_days = info.expires_in_s / 86_400, "agent linked");
-        self.nodes
-            .connected(&name, self.id, peer.to_string(), info, telemetry, sender.clone());
+        let (serial, expires_in_days) = (info.serial.clone(), info.expires_in_s / 86_400);
+        if let Err(reason) = self
+            .nodes
+            .connected(&name, self.id, peer.to_string(), info, telemetry, sender.clone())
+        {
+            tracing::error!(%peer, "agent link refused: {reason}");
+            tell_refused(&mut sender, &reason).await;
+            connection.abort();
+            return;
+        }
+        tracing::info!(%peer, node = %name, %serial, expires_in_days, "agent linked");
 
         let why = tokio::select! {
             _ = shutdown.cancelled() => "controller shutting down".to_owned(),
