@@ -177,6 +177,86 @@ mod tests {
         assert_eq!(replaced("{}", "b"), Err(ModelFieldError::Missing));
     }
 
+    /// A small deterministic generator (xorshift), so that the property test needs no crate
+    /// and every run checks the same bodies.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn text(&mut self) -> String {
+            const PIECES: [&str; 10] = ["model", "a", "\"", "\\", "é", "{", "]", ",", " ", "\u{1}"];
+            (0..self.below(6)).map(|_| PIECES[self.below(10) as usize]).collect()
+        }
+        fn value(&mut self, depth: u32) -> serde_json::Value {
+            use serde_json::{Value, json};
+            match self.below(if depth > 2 { 4 } else { 6 }) {
+                0 => Value::Null,
+                1 => json!(self.below(2) == 0),
+                2 => json!(self.next() as f64 / 7.0),
+                3 => json!(self.text()),
+                4 => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),
+                _ => Value::Object(
+                    (0..self.below(4))
+                        .map(|_| (self.text(), self.value(depth + 1)))
+                        .collect(),
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn for_many_generated_bodies_only_the_model_changes() {
+        let mut rng = Rng(0x5eed_cafe_f00d_d00d);
+        for case in 0..2000 {
+            let mut object = serde_json::Map::new();
+            for _ in 0..rng.below(5) {
+                let key = rng.text();
+                if key != "model" {
+                    object.insert(key, rng.value(0));
+                }
+            }
+            object.insert("model".to_owned(), serde_json::json!(rng.text()));
+            let value = serde_json::Value::Object(object);
+            let body = if rng.below(2) == 0 {
+                serde_json::to_string(&value)
+            } else {
+                serde_json::to_string_pretty(&value)
+            }
+            .expect("serialise");
+            let local = rng.text();
+            let out = replaced(&body, &local).unwrap_or_else(|e| panic!("case {case}: {e}: {body}"));
+            // (Compared with the body as parsed: serde_json's float parsing does not round-trip
+            // every generated number exactly, on either side.)
+            let mut expected: serde_json::Value = serde_json::from_str(&body).expect("the body is JSON");
+            expected["model"] = serde_json::json!(local);
+            let got: serde_json::Value = serde_json::from_str(&out).expect("still JSON");
+            assert_eq!(got, expected, "case {case}: {body}");
+            // Every byte outside the model value is the client's: the bodies share a prefix
+            // and a suffix that leave at most the model value's length different.
+            let model_text = serde_json::to_string(&value["model"]).expect("model");
+            let (a, b) = (body.as_bytes(), out.as_bytes());
+            let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+            let suffix = a[prefix..]
+                .iter()
+                .rev()
+                .zip(b[prefix..].iter().rev())
+                .take_while(|(x, y)| x == y)
+                .count();
+            assert!(
+                prefix + suffix + model_text.len() >= a.len(),
+                "case {case}: {body} -> {out}"
+            );
+        }
+    }
+
     #[test]
     fn any_prefix_of_a_body_is_refused_without_panicking() {
         let body = r#"{"model": "m", "messages": [{"content": "a\\b\"c", "n": [1, {"x": null}]}], "stream": true}"#;
