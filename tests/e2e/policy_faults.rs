@@ -10,12 +10,13 @@ use crate::process::{curl_with_key, eventually};
 const KEY: &str = "e2e-prompt-key-0123456789";
 
 fn hostile(dir: &std::path::Path, mode: &str) {
+    // A policy names its component inside its own folder.
+    std::fs::copy(switchyard_policy_artifacts::HOSTILE, dir.join("hostile.wasm")).expect("copy hostile.wasm");
     std::fs::write(
         dir.join(format!("hostile-{mode}.toml")),
         format!(
             "name = \"hostile-{mode}\"\n[limits]\ndeadline_ms = 100\nmemory_mib = 32\n\
-             [[stage]]\ncomponent = {:?}\n[stage.params]\nmode = \"{mode}\"\n",
-            switchyard_policy_artifacts::HOSTILE
+             [[stage]]\ncomponent = \"hostile.wasm\"\n[stage.params]\nmode = \"{mode}\"\n"
         ),
     )
     .expect("policy file");

@@ -276,7 +276,7 @@ impl PolicyEngine {
                 ))
             }),
             ComponentRef::File(path) => {
-                std::fs::read(&path)
+                read_component_file(&path, base)
                     .map(Arc::from)
                     .map_err(|source| PolicyError::ComponentRead {
                         origin: origin.to_owned(),
@@ -551,6 +551,41 @@ impl PolicyEngine {
     pub fn reverts(&self) -> u64 {
         self.reverts.load(Ordering::Relaxed)
     }
+}
+
+/// Largest component file read from a policy folder (as for uploads).
+const COMPONENT_FILE_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Read a component file that must be a regular file of bounded size inside `base` (after
+/// following links): never a device, a FIFO or a file elsewhere a link points to.
+fn read_component_file(path: &Path, base: Option<&Path>) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let real = path.canonicalize()?;
+    if let Some(base) = base
+        && !real.starts_with(base.canonicalize()?)
+    {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!("it resolves to {}, outside the policy's folder", real.display()),
+        ));
+    }
+    let file = std::fs::File::open(&real)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "it is not a regular file"));
+    }
+    if metadata.len() > COMPONENT_FILE_LIMIT {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "it is {} bytes, over the {COMPONENT_FILE_LIMIT}-byte limit",
+                metadata.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(COMPONENT_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Forget the oldest loaded versions beyond `HISTORY`, never the active one.

@@ -104,8 +104,11 @@ pub enum ComponentRef {
 }
 
 impl ComponentRef {
-    /// Parse `component = "..."`; relative paths resolve against `base` (the policy file's
-    /// directory), or are refused when there is none (a policy uploaded over HTTP).
+    /// Parse `component = "..."`. A file is named relative to `base` (the policy file's
+    /// folder) and must stay inside it: no absolute paths, no `..`. A policy uploaded over
+    /// HTTP has no folder and names uploaded components by hash. (The controller never
+    /// reads a file a policy author points it at elsewhere: no existence oracle, no
+    /// `/dev/zero`, no FIFO.)
     pub fn parse(raw: &str, base: Option<&Path>) -> Result<Self, String> {
         if let Some(name) = raw.strip_prefix("builtin:") {
             return Ok(Self::Builtin(name.to_owned()));
@@ -117,8 +120,15 @@ impl ComponentRef {
             return Ok(Self::Uploaded(hex.to_ascii_lowercase()));
         }
         let path = Path::new(raw);
+        let outside = path.is_absolute()
+            || path
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
         match base {
-            _ if path.is_absolute() => Ok(Self::File(path.to_owned())),
+            Some(_) if outside => Err(format!(
+                "{raw:?} is outside the policy's folder: name a component file relative to the policy file, \
+                 inside its folder (no absolute path, no `..`), or upload it and use sha256:<hex>"
+            )),
             Some(base) => Ok(Self::File(base.join(path))),
             None => Err(format!(
                 "{raw:?} is a file path, but this policy was not read from a file: upload the \

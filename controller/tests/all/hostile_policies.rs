@@ -15,7 +15,7 @@ const BOUND: Duration = Duration::from_secs(5);
 fn assert_contained(mode: &str, expected: FaultKind) {
     let engine = engine();
     let policy = engine
-        .load_text(&hostile_policy(mode), "hostile test", None, &cluster())
+        .load_text(&hostile_policy(&engine, mode), "hostile test", None, &cluster())
         .unwrap_or_else(|e| panic!("hostile {mode} should pass validation: {e}"));
     engine.activate(&policy.id).expect("activate");
 
@@ -91,7 +91,12 @@ fn a_policy_that_sleeps_while_loading_is_refused_at_once() {
     let engine = engine();
     let started = Instant::now();
     let refused = engine
-        .load_text(&hostile_policy("sleep-in-configure"), "hostile test", None, &cluster())
+        .load_text(
+            &hostile_policy(&engine, "sleep-in-configure"),
+            "hostile test",
+            None,
+            &cluster(),
+        )
         .expect_err("a configure that waits must not load");
     assert!(started.elapsed() < BOUND, "loading took {:?}", started.elapsed());
     assert!(refused.to_string().contains("may not wait"), "{refused}");
@@ -125,7 +130,7 @@ fn repeated_faults_revert_to_the_last_known_good_policy() {
         .expect("least-loaded loads");
     engine.activate(&good.id).expect("activate good");
     let bad = engine
-        .load_text(&hostile_policy("panic"), "hostile test", None, &cluster())
+        .load_text(&hostile_policy(&engine, "panic"), "hostile test", None, &cluster())
         .expect("loads");
     engine.activate(&bad.id).expect("activate bad");
 
@@ -151,7 +156,7 @@ fn a_policy_faulting_on_every_other_request_is_reverted_and_explaining_never_rev
         .expect("least-loaded loads");
     engine.activate(&good.id).expect("activate good");
     let bad = engine
-        .load_text(&hostile_policy("panic"), "hostile test", None, &cluster())
+        .load_text(&hostile_policy(&engine, "panic"), "hostile test", None, &cluster())
         .expect("loads");
     engine.activate(&bad.id).expect("activate bad");
 
@@ -201,7 +206,7 @@ async fn a_slow_policy_moves_off_the_async_workers_and_keeps_getting_answers() {
     // A call that spins to its deadline holds the worker once; the version then runs on
     // the policy threads, and its requests still get the fallback's answer.
     let slow = engine
-        .load_text(&hostile_policy("spin"), "test", None, &cluster())
+        .load_text(&hostile_policy(&engine, "spin"), "test", None, &cluster())
         .expect("hostile spin passes validation");
     engine.activate(&slow.id).expect("activate");
     for _ in 0..3 {

@@ -155,3 +155,33 @@ fn bad_policies_are_refused_with_the_reviewed_message_and_the_active_policy_stay
     );
     assert_eq!(engine.view().active.as_deref(), Some(&*good.id));
 }
+
+#[test]
+fn a_component_link_pointing_outside_the_policys_folder_is_not_read() {
+    let engine = engine();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(
+        switchyard_policy_artifacts::LEAST_LOADED,
+        dir.path().join("linked.wasm"),
+    )
+    .expect("symlink");
+    std::fs::write(
+        dir.path().join("linked.toml"),
+        "name = \"linked\"\n[[stage]]\ncomponent = \"linked.wasm\"\n",
+    )
+    .expect("policy");
+    let refused = engine
+        .load_file(&dir.path().join("linked.toml"), &cluster())
+        .expect_err("a link out of the folder must not be followed");
+    assert!(refused.to_string().contains("outside the policy's folder"), "{refused}");
+    // The same component copied into the folder loads.
+    std::fs::remove_file(dir.path().join("linked.wasm")).expect("unlink");
+    std::fs::copy(
+        switchyard_policy_artifacts::LEAST_LOADED,
+        dir.path().join("linked.wasm"),
+    )
+    .expect("copy");
+    engine
+        .load_file(&dir.path().join("linked.toml"), &cluster())
+        .expect("a component inside the folder loads");
+}

@@ -38,13 +38,14 @@ pub fn trigger() -> RequestInfo {
     req
 }
 
-pub fn hostile_policy(mode: &str) -> String {
+/// A hostile policy in `mode`, its component uploaded to `engine` (as the admin API would).
+pub fn hostile_policy(engine: &PolicyEngine, mode: &str) -> String {
+    let component = engine.upload_component(std::fs::read(switchyard_policy_artifacts::HOSTILE).expect("hostile.wasm"));
     format!(
         "name = \"hostile-{mode}\"\n\
          [limits]\ndeadline_ms = 100\nmemory_mib = 32\n\
-         [[stage]]\ncomponent = {:?}\n\
-         [stage.params]\nmode = \"{mode}\"\n",
-        switchyard_policy_artifacts::HOSTILE
+         [[stage]]\ncomponent = \"{component}\"\n\
+         [stage.params]\nmode = \"{mode}\"\n"
     )
 }
 
