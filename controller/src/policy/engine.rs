@@ -239,6 +239,8 @@ impl PolicyEngine {
             message,
         })?;
         let mut registry = self.registry();
+        // Not active yet: it keeps no instances warm until it is.
+        policy.retire();
         registry.loaded.push(policy.clone());
         let active = self.active.load_full();
         trim_history(&mut registry.loaded, active.as_ref());
@@ -299,10 +301,12 @@ impl PolicyEngine {
             .find(|p| &*p.id == id_or_name || p.name() == id_or_name)
             .cloned()
             .ok_or_else(|| PolicyError::Unknown(id_or_name.to_owned()))?;
+        policy.revive();
         let old = self.active.swap(Some(policy.clone()));
         if let Some(old) = old
             && !Arc::ptr_eq(&old, &policy)
         {
+            old.retire();
             registry.previous.push(old);
             let excess = registry.previous.len().saturating_sub(HISTORY);
             registry.previous.drain(..excess);
@@ -317,7 +321,10 @@ impl PolicyEngine {
         let mut registry = self.registry();
         let previous = registry.previous.pop().ok_or(PolicyError::NoPrevious)?;
         previous.stats.clear_faults();
-        self.active.store(Some(previous.clone()));
+        previous.revive();
+        if let Some(current) = self.active.swap(Some(previous.clone())) {
+            current.retire();
+        }
         tracing::info!(policy = %previous.id, "rolled back");
         Ok(previous)
     }
@@ -508,7 +515,9 @@ impl PolicyEngine {
         match registry.previous.pop() {
             Some(good) => {
                 good.stats.clear_faults();
+                good.revive();
                 self.active.store(Some(good.clone()));
+                failing.retire();
                 self.reverts.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(failing = %failing.id, reverted_to = %good.id, recent, "policy reverted to last known good after repeated faults");
             }

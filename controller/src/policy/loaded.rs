@@ -98,6 +98,21 @@ pub struct LoadedPolicy {
 }
 
 impl LoadedPolicy {
+    /// Drop every stage's warm instances: the version is not active.
+    pub fn retire(&self) {
+        self.stages.iter().for_each(Stage::retire);
+    }
+
+    /// Keep instances warm: the version is active.
+    pub fn revive(&self) {
+        self.stages.iter().for_each(Stage::revive);
+    }
+
+    /// Instances kept warm across the stages.
+    pub fn warm_instances(&self) -> usize {
+        self.stages.iter().map(Stage::warm_instances).sum()
+    }
+
     pub fn name(&self) -> &str {
         self.spec.name.as_str()
     }

@@ -28,6 +28,8 @@ pub struct Stage {
     policy_id: Arc<str>,
     warm: ArrayQueue<Instance>,
     log_budget: Arc<LogBudget>,
+    /// Set while the policy is not active: instances are dropped after use, not kept warm.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Stage {
@@ -60,6 +62,7 @@ impl Stage {
             policy_id,
             warm: ArrayQueue::new(limits.warm_instances as usize),
             log_budget: Arc::default(),
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -111,6 +114,23 @@ impl Stage {
         }
     }
 
+    /// Release the warm instances (and their memory) and keep none while retired: an
+    /// inactive version costs only its compiled code.
+    pub fn retire(&self) {
+        self.retired.store(true, std::sync::atomic::Ordering::Relaxed);
+        while self.warm.pop().is_some() {}
+    }
+
+    /// Keep instances warm again (the version became active).
+    pub fn revive(&self) {
+        self.retired.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Instances kept warm right now.
+    pub fn warm_instances(&self) -> usize {
+        self.warm.len()
+    }
+
     /// Call `route` under the stage's limits.
     pub fn route(&self, req: &wit::Request, nodes: &[wit::Node]) -> Result<wit::Decision, PolicyFault> {
         let mut instance = match self.warm.pop() {
@@ -126,8 +146,10 @@ impl Stage {
         instance.store.data().output.drain_to_log(&self.policy_id);
         match result {
             Ok(decision) => {
-                // A full pool just drops the extra instance.
-                let _ = self.warm.push(instance);
+                // A full pool (or a retired stage) just drops the instance.
+                if !self.retired.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = self.warm.push(instance);
+                }
                 Ok(decision)
             }
             Err(e) => Err(self.classify(e, PolicyFault::Trap)),

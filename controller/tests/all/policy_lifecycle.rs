@@ -185,3 +185,37 @@ fn a_component_link_pointing_outside_the_policys_folder_is_not_read() {
         .load_file(&dir.path().join("linked.toml"), &cluster())
         .expect("a component inside the folder loads");
 }
+
+#[test]
+fn only_the_active_version_keeps_instances_warm() {
+    let engine = engine();
+    let seed = engine
+        .load_file(&repo_path("policies/seed-rules.toml"), &cluster())
+        .expect("seed-rules");
+    let least = engine
+        .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
+        .expect("least-loaded");
+    assert_eq!(
+        (seed.warm_instances(), least.warm_instances()),
+        (0, 0),
+        "loaded, not active: nothing warm"
+    );
+    engine.activate(&seed.id).expect("activate");
+    for _ in 0..5 {
+        engine.decide(&request(None), &cluster());
+    }
+    assert!(seed.warm_instances() > 0);
+    engine.activate(&least.id).expect("activate");
+    assert_eq!(
+        seed.warm_instances(),
+        0,
+        "the version swapped out released its instances"
+    );
+    for _ in 0..5 {
+        engine.decide(&request(None), &cluster());
+    }
+    assert!(least.warm_instances() > 0);
+    engine.rollback().expect("rollback");
+    assert_eq!(least.warm_instances(), 0);
+    assert_eq!(&*engine.decide(&request(None), &cluster()).policy_id, &*seed.id);
+}
