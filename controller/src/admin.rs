@@ -64,7 +64,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn policy_error(error: PolicyError) -> Response<ResponseBody> {
     let status = match error {
         PolicyError::Unknown(_) => StatusCode::NOT_FOUND,
-        PolicyError::NoPrevious => StatusCode::CONFLICT,
+        PolicyError::NoPrevious | PolicyError::ComponentInUse { .. } => StatusCode::CONFLICT,
+        PolicyError::UnknownComponent(_) => StatusCode::NOT_FOUND,
+        PolicyError::TooManyUploads { .. } => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     error_json(status, "policy_error", error.to_string())
@@ -122,11 +124,19 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             }
         }
         (&Method::POST, ["components"]) => match read_body(request.into_body(), COMPONENT_LIMIT).await {
-            Ok(body) => {
-                let reference = app.engine.upload_component(body.to_vec());
-                json(StatusCode::CREATED, &serde_json::json!({ "component": reference }))
-            }
+            Ok(body) => match app.engine.upload_component(body.to_vec()) {
+                Ok(reference) => json(StatusCode::CREATED, &serde_json::json!({ "component": reference })),
+                Err(e) => policy_error(e),
+            },
             Err(reply) => reply,
+        },
+        (&Method::GET, ["components"]) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "components": app.engine.uploads() }),
+        ),
+        (&Method::DELETE, ["components", component]) => match app.engine.delete_upload(component) {
+            Ok(()) => json(StatusCode::OK, &serde_json::json!({ "deleted": component })),
+            Err(e) => policy_error(e),
         },
         (&Method::POST, ["policies", id, "activate"]) => match app.engine.activate(id) {
             Ok(policy) => json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })),

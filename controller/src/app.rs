@@ -106,14 +106,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         Some(dir) => {
             let mut watcher =
                 PolicyDirWatcher::new(dir.clone(), engine.clone(), nodes.clone(), settings.watch_interval);
-            let (watcher, report) = tokio::task::spawn_blocking(move || {
-                let report = watcher.scan();
-                (watcher, report)
+            // The scan logs each refused file itself.
+            let watcher = tokio::task::spawn_blocking(move || {
+                watcher.scan();
+                watcher
             })
             .await?;
-            for (path, error) in &report.refused {
-                tracing::error!(file = %path.display(), "policy refused: {error}");
-            }
             if let Some(active) = &settings.active_policy {
                 engine
                     .activate(active)

@@ -63,6 +63,7 @@ impl PolicyDirWatcher {
     pub fn scan(&mut self) -> ScanReport {
         let mut report = ScanReport::default();
         if !self.dir.is_dir() {
+            tracing::error!(folder = %self.dir.display(), "policy folder does not exist");
             report
                 .refused
                 .push((self.dir.clone(), "policy folder does not exist".to_owned()));
@@ -98,7 +99,9 @@ impl PolicyDirWatcher {
                     }
                 }
                 Err(e) => {
-                    if !first_time {
+                    if first_time {
+                        tracing::error!(file = %path.display(), "policy refused: {e}");
+                    } else {
                         tracing::error!(file = %path.display(), "changed policy refused, the active policy stays: {e}");
                     }
                     report.refused.push((path.clone(), e.to_string()));

@@ -115,6 +115,20 @@ fn editing_the_active_policy_file_swaps_it_in_and_a_broken_edit_is_refused() {
     );
     assert!(demo.log_text().contains("unknown field `rulez`"), "{}", demo.log_text());
     assert_eq!(demo.active(), after);
+
+    // A new file that does not load is logged too, with the file and the reason.
+    std::fs::write(
+        policies.path().join("new-and-broken.toml"),
+        "name = \"new-and-broken\"\nstages = 3\n",
+    )
+    .expect("write");
+    assert!(
+        demo.wait_for(SWAP_WITHIN, |d| d.log_text().contains("new-and-broken.toml")
+            && d.log_text().contains("policy refused")),
+        "log:\n{}",
+        demo.log_text()
+    );
+    assert_eq!(demo.active(), after);
 }
 
 fn policy_test(policy: &Path, fixtures: &[&Path]) -> std::process::Output {

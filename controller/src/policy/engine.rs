@@ -56,6 +56,17 @@ const DECISION_QUEUE: usize = 256;
 /// How much longer than the policy's own deadlines a request waits for its decision.
 const DECISION_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Components that may be uploaded at once (each up to 16 MiB).
+pub const MAX_UPLOADS: usize = 32;
+
+/// One uploaded component, for `GET /admin/components`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct UploadView {
+    pub component: String,
+    pub bytes: usize,
+    pub used_by: Vec<String>,
+}
+
 /// How many loaded versions and activations are remembered.
 const HISTORY: usize = 32;
 
@@ -154,10 +165,58 @@ impl PolicyEngine {
     }
 
     /// Store an uploaded component; returns its `sha256:<hex>` reference.
-    pub fn upload_component(&self, bytes: Vec<u8>) -> String {
+    pub fn upload_component(&self, bytes: Vec<u8>) -> Result<String, PolicyError> {
         let hex = hex::encode(Sha256::digest(&bytes));
-        self.registry().uploads.insert(hex.clone(), Arc::from(bytes));
-        format!("sha256:{hex}")
+        let mut registry = self.registry();
+        if !registry.uploads.contains_key(&hex) && registry.uploads.len() >= MAX_UPLOADS {
+            return Err(PolicyError::TooManyUploads { limit: MAX_UPLOADS });
+        }
+        registry.uploads.insert(hex.clone(), Arc::from(bytes));
+        Ok(format!("sha256:{hex}"))
+    }
+
+    /// The uploaded components, with their size and the loaded policies that use them.
+    pub fn uploads(&self) -> Vec<UploadView> {
+        let registry = self.registry();
+        let mut views: Vec<UploadView> = registry
+            .uploads
+            .iter()
+            .map(|(hex, bytes)| {
+                let component = format!("sha256:{hex}");
+                UploadView {
+                    used_by: users(&registry.loaded, &component),
+                    component,
+                    bytes: bytes.len(),
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.component.cmp(&b.component));
+        views
+    }
+
+    /// Forget an uploaded component (and its compiled code) no loaded policy uses.
+    pub fn delete_upload(&self, component: &str) -> Result<(), PolicyError> {
+        let hex = component
+            .strip_prefix("sha256:")
+            .unwrap_or(component)
+            .to_ascii_lowercase();
+        let reference = format!("sha256:{hex}");
+        let mut registry = self.registry();
+        if !registry.uploads.contains_key(&hex) {
+            return Err(PolicyError::UnknownComponent(reference));
+        }
+        let policies = users(&registry.loaded, &reference);
+        if !policies.is_empty() {
+            return Err(PolicyError::ComponentInUse {
+                component: reference,
+                policies,
+            });
+        }
+        registry.uploads.remove(&hex);
+        if let Ok(digest) = <[u8; 32]>::try_from(hex::decode(&hex).unwrap_or_default()) {
+            registry.compiled.remove(&digest);
+        }
+        Ok(())
     }
 
     /// Load and validate the policy file at `path` (components resolve against its folder).
@@ -560,6 +619,15 @@ impl PolicyEngine {
     pub fn reverts(&self) -> u64 {
         self.reverts.load(Ordering::Relaxed)
     }
+}
+
+/// The ids of the loaded policies whose stages use `component`.
+fn users(loaded: &[Arc<LoadedPolicy>], component: &str) -> Vec<String> {
+    loaded
+        .iter()
+        .filter(|p| p.spec.stages.iter().any(|s| s.component == component))
+        .map(|p| p.id.to_string())
+        .collect()
 }
 
 /// Largest component file read from a policy folder (as for uploads).

@@ -48,4 +48,12 @@ pub enum PolicyError {
     Unknown(String),
     #[error("nothing to roll back to: no earlier policy was active")]
     NoPrevious,
+    #[error(
+        "{limit} components are uploaded already: delete unreferenced ones first (GET /admin/components lists them, DELETE /admin/components/sha256:<hex> removes one)"
+    )]
+    TooManyUploads { limit: usize },
+    #[error("component {component} is used by loaded policies {policies:?}; it stays")]
+    ComponentInUse { component: String, policies: Vec<String> },
+    #[error("no component {0} was uploaded")]
+    UnknownComponent(String),
 }

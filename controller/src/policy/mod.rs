@@ -16,7 +16,7 @@ mod spec;
 mod stage;
 mod validate;
 
-pub use engine::{EngineOptions, EngineView, FALLBACK_ID, PolicyEngine, PolicyView, Routed};
+pub use engine::{EngineOptions, EngineView, FALLBACK_ID, MAX_UPLOADS, PolicyEngine, PolicyView, Routed, UploadView};
 pub use error::PolicyError;
 pub use fault::{FaultKind, PolicyFault};
 pub use loaded::{LoadedPolicy, StatsView};

@@ -219,3 +219,43 @@ fn only_the_active_version_keeps_instances_warm() {
     assert_eq!(least.warm_instances(), 0);
     assert_eq!(&*engine.decide(&request(None), &cluster()).policy_id, &*seed.id);
 }
+
+#[test]
+fn uploads_are_capped_listed_and_deleted_unless_a_loaded_policy_uses_them() {
+    use switchyard_controller::policy::MAX_UPLOADS;
+
+    let engine = engine();
+    let used = engine
+        .upload_component(std::fs::read(switchyard_policy_artifacts::LEAST_LOADED).expect("wasm"))
+        .expect("upload");
+    let policy = engine
+        .load_text(
+            &format!("name = \"uploaded\"\n[[stage]]\ncomponent = \"{used}\"\n"),
+            "upload",
+            None,
+            &cluster(),
+        )
+        .expect("loads");
+    let spare: Vec<String> = (1..MAX_UPLOADS)
+        .map(|i| engine.upload_component(vec![i as u8; 16]).expect("under the cap"))
+        .collect();
+    let refused = engine.upload_component(vec![0xff; 16]).expect_err("over the cap");
+    assert!(matches!(refused, PolicyError::TooManyUploads { .. }), "{refused}");
+    assert!(refused.to_string().contains("DELETE /admin/components"), "{refused}");
+    // The same bytes again are not a new upload.
+    assert_eq!(engine.upload_component(vec![1u8; 16]).expect("same bytes"), spare[0]);
+
+    let listed = engine.uploads();
+    assert_eq!(listed.len(), MAX_UPLOADS);
+    let entry = listed.iter().find(|u| u.component == used).expect("listed");
+    assert_eq!(entry.used_by, vec![policy.id.to_string()]);
+
+    let in_use = engine.delete_upload(&used).expect_err("in use");
+    assert!(matches!(in_use, PolicyError::ComponentInUse { .. }), "{in_use}");
+    engine.delete_upload(&spare[0]).expect("unused: deleted");
+    assert!(matches!(
+        engine.delete_upload(&spare[0]),
+        Err(PolicyError::UnknownComponent(_))
+    ));
+    engine.upload_component(vec![0xff; 16]).expect("room again");
+}

@@ -40,7 +40,9 @@ pub fn trigger() -> RequestInfo {
 
 /// A hostile policy in `mode`, its component uploaded to `engine` (as the admin API would).
 pub fn hostile_policy(engine: &PolicyEngine, mode: &str) -> String {
-    let component = engine.upload_component(std::fs::read(switchyard_policy_artifacts::HOSTILE).expect("hostile.wasm"));
+    let component = engine
+        .upload_component(std::fs::read(switchyard_policy_artifacts::HOSTILE).expect("hostile.wasm"))
+        .expect("upload");
     format!(
         "name = \"hostile-{mode}\"\n\
          [limits]\ndeadline_ms = 100\nmemory_mib = 32\n\
