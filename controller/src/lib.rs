@@ -10,6 +10,8 @@ pub mod config;
 pub mod demo;
 pub mod fixtures;
 pub mod front;
+#[cfg(test)]
+mod generated;
 pub mod http;
 pub mod metrics;
 pub mod node_table;

@@ -389,6 +389,31 @@ mod tests {
     }
 
     #[test]
+    fn generated_requests_and_stream_events_translate_without_panicking() {
+        let mut rng = crate::generated::Rng::new(0x011a_3a);
+        for case in 0..2000 {
+            let body = rng.value(0);
+            for style in [SchemaStyle::OpenAi, SchemaStyle::LlamaCpp] {
+                let chat = to_openai_chat(&body, "local", rng.below(2) == 0, style);
+                assert_eq!(chat["model"], "local", "case {case}");
+                assert!(chat["messages"].is_array(), "case {case}");
+            }
+            let mut translator = NdjsonTranslator::new("m", rng.below(2) == 0, std::time::Instant::now());
+            for _ in 0..rng.below(6) {
+                let event = match rng.below(3) {
+                    0 => rng.value(0).to_string(),
+                    1 => serde_json::json!({ "choices": [{ "delta": rng.value(1), "finish_reason": rng.value(2) }], "usage": rng.value(2) })
+                        .to_string(),
+                    _ => rng.text(),
+                };
+                let _ = translator.event(&event);
+            }
+            let done = translator.done(rng.below(2) == 0);
+            assert_eq!(done["done"], true, "case {case}");
+        }
+    }
+
+    #[test]
     fn streamed_tool_calls_come_back_in_ollamas_shape() {
         let mut t = NdjsonTranslator::new("qwen", false, std::time::Instant::now());
         t.event(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"look","arguments":"{\"x\""}}]}}]}"#)

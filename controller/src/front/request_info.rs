@@ -179,6 +179,53 @@ mod tests {
     }
 
     #[test]
+    fn generated_bodies_and_hint_headers_give_metadata_or_a_client_error_never_a_panic() {
+        let mut rng = crate::generated::Rng::new(0x1f0_cafe);
+        let apis = [
+            Api::OpenAiChat,
+            Api::OpenAiCompletions,
+            Api::OpenAiOther,
+            Api::OllamaChat,
+            Api::OllamaGenerate,
+        ];
+        for case in 0..3000 {
+            let mut body = match rng.value(0) {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            };
+            for key in [
+                "model",
+                "stream",
+                "max_tokens",
+                "messages",
+                "metadata",
+                "user",
+                "options",
+                "prompt",
+            ] {
+                if rng.below(2) == 0 {
+                    body.insert(key.to_owned(), rng.value(1));
+                }
+            }
+            let mut headers = HeaderMap::new();
+            for name in ["x-switchyard-task", "x-switchyard-priority", "x-switchyard-session"] {
+                if let Ok(value) = http::HeaderValue::from_str(&rng.text().replace(['\n', '\u{1}'], "")) {
+                    headers.insert(name, value);
+                }
+            }
+            let api = apis[rng.below(apis.len() as u64) as usize];
+            let body = serde_json::Value::Object(body);
+            match request_info(api, "r", &headers, &body, &Grant::open()) {
+                Ok(info) => {
+                    assert_eq!(Some(info.model.as_str()), body["model"].as_str(), "case {case}");
+                    assert!(info.priority <= 9, "case {case}");
+                }
+                Err(message) => assert!(!message.is_empty(), "case {case}"),
+            }
+        }
+    }
+
+    #[test]
     fn ollama_streams_by_default_and_bad_hints_are_client_errors() {
         let body = serde_json::json!({ "model": "m", "options": { "num_predict": 12 } });
         let info = request_info(Api::OllamaChat, "r", &HeaderMap::new(), &body, &Grant::open()).expect("valid");

@@ -182,3 +182,24 @@ impl PolicySpec {
         Ok(spec)
     }
 }
+
+#[cfg(test)]
+mod generated_tests {
+    use super::*;
+
+    #[test]
+    fn mutated_policy_files_are_accepted_or_refused_with_their_origin_never_a_panic() {
+        let shipped = [
+            include_str!("../../../policies/seed-rules.toml"),
+            include_str!("../../../policies/least-loaded.toml"),
+            include_str!("../../../policies/seed-then-thermal.toml"),
+        ];
+        let mut rng = crate::generated::Rng::new(0x70_11c7);
+        for case in 0..3000 {
+            let text = rng.mutate(shipped[case % shipped.len()]);
+            if let Err(error) = PolicySpec::parse(&text, "mutated.toml") {
+                assert!(error.to_string().starts_with("mutated.toml"), "case {case}: {error}");
+            }
+        }
+    }
+}
