@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn generated_requests_and_stream_events_translate_without_panicking() {
-        let mut rng = crate::generated::Rng::new(0x011a_3a);
+        let mut rng = crate::generated::Rng::new(0x0001_1a3a);
         for case in 0..2000 {
             let body = rng.value(0);
             for style in [SchemaStyle::OpenAi, SchemaStyle::LlamaCpp] {

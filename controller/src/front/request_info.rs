@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn generated_bodies_and_hint_headers_give_metadata_or_a_client_error_never_a_panic() {
-        let mut rng = crate::generated::Rng::new(0x1f0_cafe);
+        let mut rng = crate::generated::Rng::new(0x01f0_cafe);
         let apis = [
             Api::OpenAiChat,
             Api::OpenAiCompletions,

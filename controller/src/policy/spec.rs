@@ -194,7 +194,7 @@ mod generated_tests {
             include_str!("../../../policies/least-loaded.toml"),
             include_str!("../../../policies/seed-then-thermal.toml"),
         ];
-        let mut rng = crate::generated::Rng::new(0x70_11c7);
+        let mut rng = crate::generated::Rng::new(0x0070_11c7);
         for case in 0..3000 {
             let text = rng.mutate(shipped[case % shipped.len()]);
             if let Err(error) = PolicySpec::parse(&text, "mutated.toml") {
