@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Deserialize;
+pub use switchyard_protocol::Framing;
 
 use crate::performance::{InFlight, PerformanceTracker};
 
@@ -16,29 +17,6 @@ use crate::performance::{InFlight, PerformanceTracker};
 const WHOLE_ANSWER_LIMIT: usize = 1024 * 1024;
 /// Largest SSE event kept because it mentions `usage`.
 const USAGE_EVENT_LIMIT: usize = 64 * 1024;
-
-/// How the runtime frames its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// `text/event-stream`: `data:` events.
-    Sse,
-    /// `application/x-ndjson` (Ollama's native streams): one JSON object a line.
-    Ndjson,
-    /// One JSON document.
-    Whole,
-}
-
-impl Framing {
-    pub fn from_content_type(content_type: &str) -> Framing {
-        if content_type.starts_with("text/event-stream") {
-            Framing::Sse
-        } else if content_type.starts_with("application/x-ndjson") {
-            Framing::Ndjson
-        } else {
-            Framing::Whole
-        }
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 struct UsageOnly {

@@ -3,6 +3,7 @@
 //! version skew between agent and controller is an error, not a silent default.
 
 mod decision;
+mod framing;
 mod request;
 mod snapshot;
 pub mod sse;
@@ -11,6 +12,7 @@ mod telemetry;
 pub mod tls;
 
 pub use decision::{Decision, Reject, Route, Target};
+pub use framing::Framing;
 pub use request::RequestInfo;
 pub use snapshot::{ClusterSnapshot, GpuSample, ModelVariant, NodeSnapshot};
 pub use telemetry::{

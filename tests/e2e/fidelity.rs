@@ -311,6 +311,33 @@ fn recording(record: &std::path::Path, args: &[&str]) -> Process {
     Process::spawn(command, Duration::from_secs(20))
 }
 
+/// Send each `(path, body)` (with `MODEL` for the model) through the controller with `task`;
+/// the runtime must have received exactly those bytes, with `local` for the model.
+fn received_as_sent(
+    controller: &Controller,
+    task: &str,
+    bodies: &[(&str, &str)],
+    record: &std::path::Path,
+    local: &str,
+) -> Vec<Value> {
+    let hint = format!("x-switchyard-task: {task}");
+    for (path, body) in bodies {
+        let (status, _, text) = post(
+            &format!("{}{path}", controller.url),
+            &body.replace("MODEL", LOGICAL),
+            &["-H", &hint],
+        );
+        assert_eq!(status, 200, "{path}: {text}");
+    }
+    let seen = recorded(record);
+    assert_eq!(seen.len(), bodies.len(), "{seen:?}");
+    for ((path, body), seen) in bodies.iter().zip(&seen) {
+        assert_eq!(seen["path"], *path);
+        assert_eq!(seen["body"], body.replace("MODEL", local), "{path}");
+    }
+    seen
+}
+
 fn recorded(record: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(record)
         .unwrap_or_default()
@@ -360,20 +387,7 @@ fn a_runtime_receives_the_clients_bytes_with_only_the_model_rewritten() {
             "{\"model\":\"MODEL\",\"query\":\"q\",\"documents\":[\"a\",\"b\"]}",
         ),
     ];
-    for (path, body) in openai_bodies {
-        let (status, _, text) = post(
-            &format!("{}{path}", controller.url),
-            &body.replace("MODEL", LOGICAL),
-            &["-H", "x-switchyard-task: batch"],
-        );
-        assert_eq!(status, 200, "{path}: {text}");
-    }
-    let seen = recorded(&rec_openai);
-    assert_eq!(seen.len(), openai_bodies.len(), "{seen:?}");
-    for ((path, body), seen) in openai_bodies.iter().zip(&seen) {
-        assert_eq!(seen["path"], *path);
-        assert_eq!(seen["body"], body.replace("MODEL", "rec"), "{path}");
-    }
+    received_as_sent(&controller, "batch", &openai_bodies, &rec_openai, "rec");
 
     // Ollama's native API to an Ollama node: the body unchanged but for the model.
     let ollama_bodies = [
@@ -386,20 +400,7 @@ fn a_runtime_receives_the_clients_bytes_with_only_the_model_rewritten() {
             "{\"model\":\"MODEL\", \"prompt\":\"hi\", \"stream\":false, \"raw\":true, \"options\":{\"num_predict\":2}}",
         ),
     ];
-    for (path, body) in ollama_bodies {
-        let (status, _, text) = post(
-            &format!("{}{path}", controller.url),
-            &body.replace("MODEL", LOGICAL),
-            &["-H", "x-switchyard-task: production"],
-        );
-        assert_eq!(status, 200, "{path}: {text}");
-    }
-    let seen: Vec<Value> = recorded(&rec_ollama);
-    assert_eq!(seen.len(), ollama_bodies.len(), "{seen:?}");
-    for ((path, body), seen) in ollama_bodies.iter().zip(&seen) {
-        assert_eq!(seen["path"], *path);
-        assert_eq!(seen["body"], body.replace("MODEL", "tiny"), "{path}");
-    }
+    let seen = received_as_sent(&controller, "production", &ollama_bodies, &rec_ollama, "tiny");
     let by_path: BTreeMap<String, usize> = seen.iter().fold(BTreeMap::new(), |mut m, s| {
         *m.entry(s["path"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
         m

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
+pub use switchyard_protocol::Framing;
 use switchyard_protocol::sse::SseDecoder;
 
 use super::admission::Permit;
@@ -19,39 +20,15 @@ use super::metrics::FrontMetrics;
 use super::ollama::NdjsonTranslator;
 use crate::http::{BoxError, ResponseBody};
 
-/// How a passed-through body is framed (from its content type).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// `text/event-stream`.
-    Sse,
-    /// `application/x-ndjson` (Ollama's native streams).
-    Ndjson,
-    /// One document.
-    Whole,
-}
-
-impl Framing {
-    pub fn from_content_type(content_type: &str) -> Framing {
-        if content_type.starts_with("text/event-stream") {
-            Framing::Sse
-        } else if content_type.starts_with("application/x-ndjson") {
-            Framing::Ndjson
-        } else {
-            Framing::Whole
+/// The explicit end of a failed stream, in its framing; `None` for a whole answer.
+fn error_event(framing: Framing, message: &str) -> Option<Bytes> {
+    match framing {
+        Framing::Sse => {
+            let event = serde_json::json!({ "error": { "message": message, "type": "upstream_error", "code": 502 } });
+            Some(Bytes::from(format!("data: {event}\n\n")))
         }
-    }
-
-    /// The explicit end of a failed stream, in its framing; `None` for a whole answer.
-    fn error_event(self, message: &str) -> Option<Bytes> {
-        match self {
-            Framing::Sse => {
-                let event =
-                    serde_json::json!({ "error": { "message": message, "type": "upstream_error", "code": 502 } });
-                Some(Bytes::from(format!("data: {event}\n\n")))
-            }
-            Framing::Ndjson => Some(ndjson(&serde_json::json!({ "error": message }))),
-            Framing::Whole => None,
-        }
+        Framing::Ndjson => Some(ndjson(&serde_json::json!({ "error": message }))),
+        Framing::Whole => None,
     }
 }
 
@@ -114,7 +91,7 @@ fn ndjson(value: &serde_json::Value) -> Bytes {
 /// error that cuts a whole answer.
 fn failure(shape: &Shape, message: &str) -> Result<Frame<Bytes>, BoxError> {
     let event = match shape {
-        Shape::Pass(framing) => framing.error_event(message),
+        Shape::Pass(framing) => error_event(*framing, message),
         Shape::Ollama { .. } => Some(ndjson(&serde_json::json!({ "error": message }))),
     };
     event.map(Frame::data).ok_or_else(|| BoxError::from(message.to_owned()))

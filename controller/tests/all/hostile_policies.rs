@@ -122,17 +122,28 @@ fn endless_printing_is_bounded_and_then_stopped_by_the_deadline() {
     assert_contained("chatty", FaultKind::Deadline);
 }
 
-#[test]
-fn repeated_faults_revert_to_the_last_known_good_policy() {
-    let engine = engine();
+/// least-loaded activated, then a policy that panics on triggered requests activated over it.
+fn good_then_panicking(
+    engine: &switchyard_controller::policy::PolicyEngine,
+) -> (
+    std::sync::Arc<switchyard_controller::policy::LoadedPolicy>,
+    std::sync::Arc<switchyard_controller::policy::LoadedPolicy>,
+) {
     let good = engine
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("least-loaded loads");
     engine.activate(&good.id).expect("activate good");
     let bad = engine
-        .load_text(&hostile_policy(&engine, "panic"), "hostile test", None, &cluster())
+        .load_text(&hostile_policy(engine, "panic"), "hostile test", None, &cluster())
         .expect("loads");
     engine.activate(&bad.id).expect("activate bad");
+    (good, bad)
+}
+
+#[test]
+fn repeated_faults_revert_to_the_last_known_good_policy() {
+    let engine = engine();
+    let (good, bad) = good_then_panicking(&engine);
 
     let revert_after = 5;
     for i in 0..revert_after {
@@ -151,14 +162,7 @@ fn repeated_faults_revert_to_the_last_known_good_policy() {
 #[test]
 fn a_policy_faulting_on_every_other_request_is_reverted_and_explaining_never_reverts() {
     let engine = engine();
-    let good = engine
-        .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
-        .expect("least-loaded loads");
-    engine.activate(&good.id).expect("activate good");
-    let bad = engine
-        .load_text(&hostile_policy(&engine, "panic"), "hostile test", None, &cluster())
-        .expect("loads");
-    engine.activate(&bad.id).expect("activate bad");
+    let (good, bad) = good_then_panicking(&engine);
 
     // Explaining a faulting request, any number of times, leaves the live policy alone.
     let prepared = switchyard_controller::policy::PreparedSnapshot::from(cluster());
