@@ -17,6 +17,9 @@ use crate::node_table::NodeTable;
 use crate::policy::{EngineOptions, PolicyEngine};
 use crate::watch::PolicyDirWatcher;
 
+/// How long answers in flight may drain after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// State shared by every request.
 #[derive(Debug)]
 pub struct App {
@@ -165,18 +168,30 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 }
 
 impl Running {
-    /// Serve until `shutdown` is cancelled, then drain in-flight requests.
+    /// Serve until `shutdown` is cancelled, then drain in-flight requests for up to
+    /// `SHUTDOWN_GRACE`. The agents' links stay up while answers drain (they carry them);
+    /// just before the grace ends, answers still running are ended with an explicit error
+    /// in their client's framing, never cut silently.
     pub async fn serve(self, shutdown: CancellationToken) {
         if let Some(watcher) = self.watcher {
             tokio::spawn(watcher.run(shutdown.clone()));
         }
+        let links_down = CancellationToken::new();
         if let Some(agents) = self.agents {
-            tokio::spawn(agents.run(shutdown.clone()));
+            tokio::spawn(agents.run(links_down.clone()));
         }
+        let closing = self.app.front.closing.clone();
+        let grace_ends = shutdown.clone();
+        tokio::spawn(async move {
+            grace_ends.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE.saturating_sub(Duration::from_millis(500))).await;
+            closing.cancel();
+        });
         let limits = crate::http::ConnectionLimits {
             max_connections: self.app.front.limits.max_connections,
             header_read_timeout: self.app.front.limits.header_read_timeout,
         };
-        crate::http::serve(self.listener, self.app, shutdown, Duration::from_secs(10), limits).await;
+        crate::http::serve(self.listener, self.app, shutdown, SHUTDOWN_GRACE, limits).await;
+        links_down.cancel();
     }
 }

@@ -462,3 +462,43 @@ fn idle_connections_are_bounded_and_timed_out_and_an_oversized_body_is_refused_b
         .expect("an answer before the body");
     assert!(head.contains(" 413 "), "{head}");
 }
+
+#[test]
+fn a_stream_longer_than_the_shutdown_grace_ends_with_an_explicit_error_event() {
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(&cluster, "");
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    // The simulated xeon, four times slower than its seed speed (about 5 tokens/s): 200
+    // tokens outlast the 10 s grace.
+    let _agent = cluster.agent(
+        "xeon",
+        &address,
+        "max_concurrency = 2\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"simulated\"\nprofile = \"xeon\"\ntime_scale = 4.0\n",
+        "qwen2.5-coder:7b",
+    );
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+    let stream = Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "40", "-H", &format!("Authorization: Bearer {KEY}")])
+        .args(["-H", "x-switchyard-task: batch", "-d"])
+        .arg("{\"model\": \"qwen25-coder-7b\", \"stream\": true, \"max_tokens\": 200, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}")
+        .arg(format!("{}/v1/chat/completions", controller.url))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    assert!(
+        eventually(JOIN_WITHIN, || controller.log_text().contains("routed")),
+        "{}",
+        controller.log_text()
+    );
+    let stopped = controller.stop();
+    assert!(stopped.success(), "{stopped:?}");
+    let output = stream.wait_with_output().expect("curl output");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("data: "), "the stream had started: {text}");
+    assert!(
+        text.contains("shutting down"),
+        "an explicit error event ends it: {text}"
+    );
+    assert!(!text.contains("[DONE]"), "{text}");
+}

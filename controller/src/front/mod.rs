@@ -49,6 +49,9 @@ pub struct Front {
     pub metrics: Arc<FrontMetrics>,
     /// One line per routed request (the demo prints them).
     pub routed: tokio::sync::broadcast::Sender<String>,
+    /// Cancelled when the shutdown grace is about to end: answers still running end with an
+    /// explicit error.
+    pub closing: tokio_util::sync::CancellationToken,
     next_id: AtomicU64,
 }
 
@@ -60,6 +63,7 @@ impl Front {
             limits,
             metrics: Arc::new(FrontMetrics::default()),
             routed: tokio::sync::broadcast::channel(256).0,
+            closing: tokio_util::sync::CancellationToken::new(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -178,6 +182,7 @@ async fn prompt(
     let node = upstream.node.clone();
     let mut response = respond::respond(
         front.metrics.clone(),
+        front.closing.clone(),
         front.limits.total_timeout,
         api,
         &info,

@@ -49,6 +49,8 @@ pub enum Shape {
 #[derive(Debug)]
 pub struct Relayed {
     pub metrics: Arc<FrontMetrics>,
+    /// Cancelled when the controller's shutdown grace is about to end.
+    pub closing: tokio_util::sync::CancellationToken,
     pub total_timeout: Duration,
     pub node: String,
     pub model: String,
@@ -100,6 +102,7 @@ fn failure(shape: &Shape, message: &str) -> Result<Frame<Bytes>, BoxError> {
 pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBody {
     let Relayed {
         metrics,
+        closing,
         total_timeout,
         node,
         model,
@@ -132,6 +135,14 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                     tracing::warn!("{message}");
                     yield failure(&shape, &message);
                     finish.status = 504;
+                    finish.completed = true;
+                    break;
+                }
+                _ = closing.cancelled() => {
+                    let message = "the controller is shutting down and its grace period ended before this answer did";
+                    tracing::warn!(node = %finish.node, "{message}");
+                    yield failure(&shape, message);
+                    finish.status = 503;
                     finish.completed = true;
                     break;
                 }

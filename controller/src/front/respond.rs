@@ -22,6 +22,7 @@ use crate::http::{ResponseBody, json};
 
 pub async fn respond(
     metrics: Arc<FrontMetrics>,
+    closing: tokio_util::sync::CancellationToken,
     total_timeout: Duration,
     api: Api,
     info: &RequestInfo,
@@ -36,6 +37,7 @@ pub async fn respond(
     let status = head.status;
     let relayed = |shape| Relayed {
         metrics: metrics.clone(),
+        closing: closing.clone(),
         total_timeout,
         node: node.clone(),
         model: info.model.clone(),
