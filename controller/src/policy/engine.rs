@@ -476,30 +476,24 @@ impl PolicyEngine {
         }
     }
 
-    /// Decide on the request path, from async code. A policy call is synchronous. A quick,
-    /// pure one (a few µs, no WASI output or polls) runs in place on this worker, with no
-    /// thread hop. A version whose call took longer than `IN_PLACE_BUDGET`, or that made the
-    /// host block (WASI's synchronous adapter waits on a runtime to print, which panics on a
-    /// Tokio worker: that panic stops the call, quietly, before any effect), moves for good
-    /// to the policy threads, where a slow call holds a policy thread, not a worker serving
-    /// connections. Either way a panic, an overrun or a full pool is a fault the fallback
-    /// answers for.
+    /// Decide on the request path, from async code. A policy call is synchronous. A new
+    /// version starts on the policy threads; once `PROBATION_CALLS` of its calls were quick
+    /// (within `IN_PLACE_BUDGET`) and clean, its calls run in place on this worker, with no
+    /// thread hop. A call in place that is slow, or that made the host block (WASI's
+    /// synchronous adapter waits on a runtime to print, which panics on a Tokio worker: that
+    /// panic stops the call, quietly, before any effect), sends the version back to the
+    /// policy threads for good, where a slow call holds a policy thread, not a worker
+    /// serving connections. Either way a panic, an overrun or a full pool is a fault the
+    /// fallback answers for.
     pub async fn decide_off_worker(self: &Arc<Self>, req: &RequestInfo, prepared: Arc<PreparedSnapshot>) -> Routed {
         let active = self.active.load_full();
-        if active
-            .as_ref()
-            .is_some_and(|p| p.stats.off_worker.load(Ordering::Relaxed))
-        {
+        let Some(policy) = active.as_ref().filter(|p| p.stats.in_place()) else {
             return self.decide_on_pool(req, prepared).await;
-        }
+        };
         let started = std::time::Instant::now();
         let attempt = quiet_panics::inline(|| self.decide_inner(req, &prepared, OnPanic::GiveBack, Accounting::Live));
-        let move_off = attempt.is_none() || started.elapsed() > IN_PLACE_BUDGET;
-        if move_off
-            && let Some(policy) = &active
-            && !policy.stats.off_worker.swap(true, Ordering::Relaxed)
-        {
-            tracing::info!(policy = %policy.id, "policy calls move to the policy threads (a call was slow or printed)");
+        if attempt.is_none() || started.elapsed() > IN_PLACE_BUDGET {
+            policy.stats.move_off_worker(&policy.id);
         }
         match attempt {
             Some(routed) => routed,
@@ -514,9 +508,23 @@ impl PolicyEngine {
         let engine = self.clone();
         let request = req.clone();
         let snapshot = prepared.clone();
-        let fault = match self.pool.submit(move || engine.decide_prepared(&request, &snapshot)) {
+        let fault = match self.pool.submit(move || {
+            let started = std::time::Instant::now();
+            let routed = engine.decide_prepared(&request, &snapshot);
+            (routed, started.elapsed())
+        }) {
             Ok(answer) => match tokio::time::timeout(wait, answer).await {
-                Ok(Ok(Ok(routed))) => return routed,
+                Ok(Ok(Ok((routed, took)))) => {
+                    // A version on probation earns its place on the workers with quick calls.
+                    if let Some(policy) = self.active.load().as_ref()
+                        && *policy.id == *routed.policy_id
+                    {
+                        policy
+                            .stats
+                            .record_pool_call(took <= IN_PLACE_BUDGET && routed.fault.is_none(), &policy.id);
+                    }
+                    return routed;
+                }
                 Ok(Ok(Err(panic))) => PolicyFault::Trap(format!("the policy call panicked in the host: {panic}")),
                 Ok(Err(_)) => PolicyFault::Trap("the policy thread ended without an answer".to_owned()),
                 Err(_) => PolicyFault::Deadline {

@@ -29,7 +29,12 @@ pub struct PolicyStats {
     /// Set once a call of this version was slow or needed the host to block: its calls
     /// then run on the policy threads, never in place on an async worker.
     pub off_worker: std::sync::atomic::AtomicBool,
+    /// Quick, clean calls made on the policy threads while on probation.
+    pub quick_calls: AtomicU32,
 }
+
+/// Quick, clean calls a version makes on the policy threads before it may run in place.
+pub const PROBATION_CALLS: u32 = 32;
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StatsView {
@@ -64,6 +69,28 @@ impl PolicyStats {
         }
         if self.recent.load(Ordering::Relaxed) != 0 {
             self.push_outcome(false);
+        }
+    }
+
+    /// Whether calls may run in place on an async worker: probation passed, never slow.
+    pub fn in_place(&self) -> bool {
+        !self.off_worker.load(Ordering::Relaxed) && self.quick_calls.load(Ordering::Relaxed) >= PROBATION_CALLS
+    }
+
+    /// A call on the policy threads ended; `quick` if it was within the in-place budget and
+    /// clean. A slow one ends the probation for good.
+    pub fn record_pool_call(&self, quick: bool, policy: &str) {
+        if quick {
+            self.quick_calls.fetch_add(1, Ordering::Relaxed);
+        } else if self.quick_calls.load(Ordering::Relaxed) < PROBATION_CALLS {
+            self.move_off_worker(policy);
+        }
+    }
+
+    /// Keep this version's calls on the policy threads from now on.
+    pub fn move_off_worker(&self, policy: &str) {
+        if !self.off_worker.swap(true, Ordering::Relaxed) {
+            tracing::info!(%policy, "policy calls stay on the policy threads (a call was slow, faulted or printed)");
         }
     }
 
