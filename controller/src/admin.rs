@@ -165,7 +165,18 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
                 Some(snapshot) => Arc::new(crate::policy::PreparedSnapshot::from(snapshot)),
                 None => app.nodes.prepared(),
             };
-            let routed = app.engine.explain(&query.request, &prepared);
+            // Off the async worker: a policy call may block (a guest that prints).
+            let engine = app.engine.clone();
+            let routed = match tokio::task::spawn_blocking(move || engine.explain(&query.request, &prepared)).await {
+                Ok(routed) => routed,
+                Err(e) => {
+                    return error_json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal_error",
+                        format!("the explanation failed: {e}"),
+                    );
+                }
+            };
             json(
                 StatusCode::OK,
                 &Explanation {
