@@ -82,7 +82,7 @@ pub struct Settings {
     pub engine: EngineOptions,
     pub snapshot: ClusterSnapshot,
     /// Where agents link in, and the link's certificates.
-    pub agents: Option<(SocketAddr, crate::agents::TlsPaths)>,
+    pub agents: Option<(SocketAddr, crate::agents::TlsPaths, crate::agents::NodeAdmission)>,
     /// Prompt API keys (empty: open).
     pub keys: crate::front::keys::ApiKeys,
     pub limits: crate::front::forward::FrontLimits,
@@ -129,7 +129,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr()?;
     let agents = match settings.agents {
-        Some((listen, paths)) => {
+        Some((listen, paths, admission)) => {
             let tls =
                 crate::agents::ServerTls::load(paths).map_err(|e| anyhow::anyhow!("agent link certificates: {e:#}"))?;
             let listener = TcpListener::bind(listen)
@@ -140,6 +140,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 Arc::new(tls),
                 nodes.clone(),
                 Default::default(),
+                admission,
             ))
         }
         None => None,

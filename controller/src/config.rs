@@ -109,6 +109,13 @@ pub struct AgentsConfig {
     /// The controller's certificate and key (`controller.pem`, `controller.key`).
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// When set, only these node names may join (any certificate from the CA otherwise).
+    #[serde(default)]
+    pub nodes: Option<Vec<String>>,
+    /// Serials of node certificates that may no longer join (`switchyard nodes` and the
+    /// controller's log show each node's serial).
+    #[serde(default)]
+    pub revoked_serials: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

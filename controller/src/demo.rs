@@ -117,6 +117,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
                 cert: certs.join("controller.pem"),
                 key: certs.join("controller.key"),
             },
+            crate::agents::NodeAdmission::default(),
         )),
         keys: ApiKeys::new(vec![(
             api_key.clone(),

@@ -443,3 +443,40 @@ fn a_second_agent_with_a_nodes_certificate_is_refused_and_the_first_keeps_servin
     assert_eq!(peer_of(&controller), first_peer);
     drop(first);
 }
+
+#[test]
+fn only_listed_nodes_join_and_a_revoked_certificate_is_refused() {
+    let cluster = Cluster::new(&[]);
+    cluster.configure_agents("nodes = [\"xeon\"]\n");
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    // A valid certificate for a node the operator did not list is refused, on both sides.
+    let ryzen = cluster.agent_config("ryzen.toml", "ryzen", &cluster.issue("ryzen", &[]), &address);
+    let ryzen = Agent::start(&ryzen, None);
+    let not_listed = "node 'ryzen' is not among the controller's [agents] nodes (xeon)";
+    assert!(
+        eventually(JOIN_WITHIN, || ryzen.log_text().contains(not_listed)),
+        "{}",
+        ryzen.log_text()
+    );
+    // The listed one joins; its serial, once revoked, keeps it out after a restart.
+    let xeon_config = cluster.agent_config("xeon.toml", "xeon", &cluster.issue("xeon", &[]), &address);
+    let xeon = Agent::start(&xeon_config, None);
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+    let serial = controller.admin("/admin/certs")["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node"] == "xeon"))
+        .and_then(|n| n["cert"]["serial"].as_str().map(str::to_owned))
+        .expect("the xeon's serial");
+    drop(xeon);
+    assert!(controller.stop().success());
+    cluster.configure_agents(&format!("revoked_serials = [\"{}\"]\n", serial.to_uppercase()));
+    let controller = cluster.controller(&address);
+    let xeon = Agent::start(&xeon_config, None);
+    assert!(
+        eventually(JOIN_WITHIN, || xeon.log_text().contains("is revoked")),
+        "{}",
+        xeon.log_text()
+    );
+    assert_ne!(controller.node_healthy("xeon"), Some(true));
+}

@@ -110,6 +110,14 @@ impl Cluster {
         crate::process::Agent::start(&config, None)
     }
 
+    /// Add keys to the controller config's `[agents]` table (`nodes`, `revoked_serials`).
+    pub fn configure_agents(&self, keys: &str) {
+        let path = self.dir.path().join("controller.toml");
+        let text = std::fs::read_to_string(&path).expect("controller.toml");
+        let text = text.replacen("[agents]\n", &format!("[agents]\n{keys}"), 1);
+        std::fs::write(&path, text).expect("controller.toml");
+    }
+
     /// Append TOML to the controller config (policies, keys, limits).
     pub fn configure(&self, toml: &str) {
         let path = self.dir.path().join("controller.toml");

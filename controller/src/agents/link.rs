@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::ServerTls;
 use super::telemetry_bounds::{LineReader, MAX_LINE_BYTES, clamp};
+use super::{NodeAdmission, ServerTls};
 use crate::node_table::NodeTable;
 
 /// Timing of agent links.
@@ -51,12 +51,20 @@ pub struct AgentListener {
     tls: Arc<ServerTls>,
     nodes: Arc<NodeTable>,
     settings: LinkSettings,
+    admission: Arc<NodeAdmission>,
     connections: Arc<AtomicU64>,
 }
 
 impl AgentListener {
-    pub fn new(listener: TcpListener, tls: Arc<ServerTls>, nodes: Arc<NodeTable>, settings: LinkSettings) -> Self {
+    pub fn new(
+        listener: TcpListener,
+        tls: Arc<ServerTls>,
+        nodes: Arc<NodeTable>,
+        settings: LinkSettings,
+        admission: NodeAdmission,
+    ) -> Self {
         Self {
+            admission: Arc::new(admission),
             listener,
             tls,
             nodes,
@@ -112,6 +120,7 @@ impl AgentListener {
                 tls: self.tls.clone(),
                 nodes: self.nodes.clone(),
                 settings: self.settings,
+                admission: self.admission.clone(),
                 id: self.connections.fetch_add(1, Ordering::Relaxed) + 1,
             };
             let shutdown = shutdown.clone();
@@ -131,6 +140,7 @@ struct Link {
     tls: Arc<ServerTls>,
     nodes: Arc<NodeTable>,
     settings: LinkSettings,
+    admission: Arc<NodeAdmission>,
     id: u64,
 }
 
@@ -249,6 +259,12 @@ impl Link {
                  set `node = \"{name}\"` in the agent config or issue a certificate for '{}'",
                 telemetry.node, telemetry.node
             );
+            tracing::error!(%peer, "agent link refused: {reason}");
+            tell_refused(&mut sender, &reason).await;
+            connection.abort();
+            return;
+        }
+        if let Err(reason) = self.admission.check(&name, &info.serial) {
             tracing::error!(%peer, "agent link refused: {reason}");
             tell_refused(&mut sender, &reason).await;
             connection.abort();

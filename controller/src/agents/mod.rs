@@ -3,8 +3,10 @@
 //! from the agent's certificate; liveness is the connection plus HTTP/2 pings.
 
 mod link;
+mod node_admission;
 mod server_tls;
 mod telemetry_bounds;
 
 pub use link::{AgentListener, LinkSettings};
+pub use node_admission::NodeAdmission;
 pub use server_tls::{ServerTls, TlsPaths};

@@ -369,6 +369,10 @@ async fn serve(
                     cert: a.cert.clone(),
                     key: a.key.clone(),
                 },
+                crate::agents::NodeAdmission {
+                    nodes: a.nodes.clone(),
+                    revoked_serials: a.revoked_serials.clone(),
+                },
             )
         }),
         keys: crate::front::keys::ApiKeys::from_config(&config.api_keys)
