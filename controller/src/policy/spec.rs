@@ -95,6 +95,9 @@ impl std::fmt::Display for PolicyName {
     }
 }
 
+/// The most memory the active policy's warm instances may hold together, MiB.
+pub const MEMORY_BUDGET_MIB: u64 = 2048;
+
 /// Where a stage's component comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComponentRef {
@@ -177,6 +180,20 @@ impl PolicySpec {
             return Err(invalid(
                 "limits.warm_instances".into(),
                 "must be between 1 and 256".into(),
+            ));
+        }
+        // Only the active version keeps instances warm; this bounds what it may hold.
+        let most = u64::from(limits.warm_instances) * spec.stages.len() as u64 * u64::from(limits.memory_mib);
+        if most > MEMORY_BUDGET_MIB {
+            return Err(invalid(
+                "limits.warm_instances".into(),
+                format!(
+                    "{} warm instances x {} stages x {} MiB could hold {most} MiB, over the {MEMORY_BUDGET_MIB} MiB a policy may keep; \
+                     lower warm_instances or memory_mib",
+                    limits.warm_instances,
+                    spec.stages.len(),
+                    limits.memory_mib
+                ),
             ));
         }
         Ok(spec)
