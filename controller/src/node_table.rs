@@ -58,6 +58,9 @@ pub struct NodeTable {
     senders: ArcSwap<HashMap<String, AgentSender>>,
     /// The controller's own in-flight counts, shown to policies instead of telemetry's.
     live: std::sync::OnceLock<Arc<dyn LiveLoad>>,
+    /// Telemetry arrived that is not published yet.
+    dirty: std::sync::atomic::AtomicBool,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl NodeTable {
@@ -68,6 +71,8 @@ impl NodeTable {
             linked: Mutex::new(HashMap::new()),
             senders: ArcSwap::from_pointee(HashMap::new()),
             live: std::sync::OnceLock::new(),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -123,6 +128,7 @@ impl NodeTable {
             .filter_map(|(name, e)| Some((name.clone(), e.sender.clone()?)))
             .collect();
         self.senders.store(Arc::new(senders));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A link came up. Refused (with the reason) while another link for the same node is
@@ -173,8 +179,25 @@ impl NodeTable {
         };
         entry.telemetry = telemetry;
         entry.received_at = Instant::now();
-        self.rebuild(&linked);
+        // Published by the next `publish_pending`, at most every `PUBLISH_EVERY`: a rebuild
+        // per sample would cost (nodes x samples) rebuilds, quadratic in the cluster's size.
+        self.dirty.store(true, std::sync::atomic::Ordering::Release);
     }
+
+    /// Publish telemetry received since the last publication, if any.
+    pub fn publish_pending(&self) {
+        if self.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            self.rebuild(&self.linked());
+        }
+    }
+
+    /// Snapshots published so far (each change of links, and each batch of telemetry).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How often telemetry received is published.
+    pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
     /// A link went down: the node stays listed, unhealthy, until it returns.
     pub fn disconnected(&self, name: &str, connection: u64, why: String) {
@@ -195,6 +218,7 @@ impl NodeTable {
 
     /// Rebuild the snapshot so that telemetry ages (and staleness) stay current.
     pub fn refresh(&self) {
+        self.dirty.store(false, std::sync::atomic::Ordering::Release);
         let linked = self.linked();
         if !linked.is_empty() {
             self.rebuild(&linked);
@@ -260,5 +284,62 @@ fn to_snapshot(name: &str, entry: &Linked) -> NodeSnapshot {
         ttft_ms: t.performance.ttft_ms,
         models: t.models.clone(),
         last_seen_ms: entry.received_at.elapsed().as_millis() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    use super::*;
+
+    /// A real HTTP/2 client over an in-memory pipe, standing for an agent's link.
+    async fn link() -> AgentSender {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server), service)
+                .await;
+        });
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Full<Bytes>>(TokioIo::new(client))
+            .await
+            .expect("HTTP/2 over the pipe");
+        tokio::spawn(connection);
+        sender
+    }
+
+    #[tokio::test]
+    async fn telemetry_is_published_in_batches_not_once_per_sample() {
+        let table = NodeTable::new(ClusterSnapshot::default());
+        let cert = CertInfo {
+            common_name: "xeon".into(),
+            serial: "01".into(),
+            not_before: String::new(),
+            not_after: String::new(),
+            expires_in_s: 86_400,
+        };
+        let telemetry = crate::agents::telemetry_bounds::sample_telemetry();
+        table
+            .connected("xeon", 1, "peer".into(), cert, telemetry.clone(), link().await)
+            .expect("linked");
+        let linked = table.generation();
+        assert_eq!(table.snapshot().nodes.len(), 1, "a link is published at once");
+        for _ in 0..1000 {
+            table.update("xeon", 1, telemetry.clone());
+        }
+        assert_eq!(table.generation(), linked, "samples alone publish nothing");
+        table.publish_pending();
+        assert_eq!(table.generation(), linked + 1, "one publication for the batch");
+        table.publish_pending();
+        assert_eq!(table.generation(), linked + 1, "nothing new, nothing published");
+        table.disconnected("xeon", 1, "gone".into());
+        assert_eq!(table.generation(), linked + 2, "a lost link is published at once");
+        assert!(!table.snapshot().nodes[0].healthy);
     }
 }

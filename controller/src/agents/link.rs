@@ -79,15 +79,23 @@ impl AgentListener {
 
     pub async fn run(self, shutdown: CancellationToken) {
         tokio::spawn(self.tls.clone().watch(shutdown.clone()));
-        // Refresh telemetry ages (and staleness) in the snapshot every second.
+        // Publish telemetry in batches (every `PUBLISH_EVERY`), and refresh telemetry ages
+        // (and staleness) in the snapshot every second.
         let nodes = self.nodes.clone();
         let ticker_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            let mut ticker = tokio::time::interval(NodeTable::PUBLISH_EVERY);
+            let mut ticks: u64 = 0;
             loop {
                 tokio::select! {
                     _ = ticker_shutdown.cancelled() => return,
-                    _ = ticker.tick() => nodes.refresh(),
+                    _ = ticker.tick() => {}
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(10) {
+                    nodes.refresh();
+                } else {
+                    nodes.publish_pending();
                 }
             }
         });

@@ -5,7 +5,7 @@
 mod link;
 mod node_admission;
 mod server_tls;
-mod telemetry_bounds;
+pub(crate) mod telemetry_bounds;
 
 pub use link::{AgentListener, LinkSettings};
 pub use node_admission::NodeAdmission;

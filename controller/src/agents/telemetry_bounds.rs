@@ -80,6 +80,24 @@ pub fn clamp(telemetry: &mut AgentTelemetry) -> Vec<&'static str> {
     changed
 }
 
+/// A plausible telemetry sample, for tests.
+#[cfg(test)]
+pub(crate) fn sample_telemetry() -> AgentTelemetry {
+    serde_json::from_value(serde_json::json!({
+        "node": "xeon", "sampled_at_ms": 0, "agent_version": "0.1.0",
+        "host": { "hostname": "h", "os": "linux", "os_version": "6", "arch": "x86_64",
+                  "cpu_brand": "Xeon", "cpu_cores": 12, "apple_silicon": false },
+        "system": { "cpu_util_pct": 1.0, "mem_used_mb": 1, "mem_total_mb": 2,
+                    "swap_used_mb": 0, "swap_total_mb": 0, "load_1m": 0.0, "load_5m": 0.0, "load_15m": 0.0 },
+        "gpu_status": "none",
+        "power": { "thermal_throttled": false, "source": "none" },
+        "limits": { "max_concurrency": 2, "max_tokens": 2048 },
+        "models": [{ "logical": "m", "local": "m", "context_length": 256 }],
+        "performance": { "samples": 0, "source": "none", "in_flight": 0 },
+    }))
+    .expect("telemetry")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,19 +123,7 @@ mod tests {
 
     #[test]
     fn impossible_figures_are_clamped() {
-        let mut telemetry: AgentTelemetry = serde_json::from_value(serde_json::json!({
-            "node": "xeon", "sampled_at_ms": 0, "agent_version": "0.1.0",
-            "host": { "hostname": "h", "os": "linux", "os_version": "6", "arch": "x86_64",
-                      "cpu_brand": "Xeon", "cpu_cores": 12, "apple_silicon": false },
-            "system": { "cpu_util_pct": 1.0, "mem_used_mb": 1, "mem_total_mb": 2,
-                        "swap_used_mb": 0, "swap_total_mb": 0, "load_1m": 0.0, "load_5m": 0.0, "load_15m": 0.0 },
-            "gpu_status": "none",
-            "power": { "thermal_throttled": false, "source": "none" },
-            "limits": { "max_concurrency": 2, "max_tokens": 2048 },
-            "models": [{ "logical": "m", "local": "m", "context_length": 256 }],
-            "performance": { "samples": 0, "source": "none", "in_flight": 0 },
-        }))
-        .expect("telemetry");
+        let mut telemetry = sample_telemetry();
         telemetry.limits.max_concurrency = u32::MAX;
         telemetry.performance.tokens_per_sec = Some(3.4e38);
         telemetry.performance.ttft_ms = Some(f32::NAN);
