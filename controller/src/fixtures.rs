@@ -236,3 +236,30 @@ fn check(
     }
     (!problems.is_empty()).then(|| problems.join("; "))
 }
+
+#[cfg(test)]
+mod generated_tests {
+    use super::*;
+
+    #[test]
+    fn mutated_fixture_and_snapshot_files_parse_or_are_refused_never_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shipped = [
+            include_str!("../../policies/fixtures/seed-rules.cases.toml"),
+            include_str!("../../policies/fixtures/seed-cluster.toml"),
+        ];
+        let mut rng = crate::generated::Rng::new(0x00f1_7e55);
+        for case in 0..1000 {
+            let path = dir.path().join("mutated.toml");
+            std::fs::write(&path, rng.mutate(shipped[case % 2])).expect("write");
+            let parsed = if case % 2 == 0 {
+                read_toml::<FixtureFile>(&path).map(|_| ())
+            } else {
+                read_toml::<ClusterSnapshot>(&path).map(|_| ())
+            };
+            if let Err(error) = parsed {
+                assert!(error.to_string().contains("mutated.toml"), "case {case}: {error}");
+            }
+        }
+    }
+}

@@ -417,11 +417,18 @@ fn idle_connections_are_bounded_and_timed_out_and_an_oversized_body_is_refused_b
     );
     let controller = cluster.controller("127.0.0.1:0");
     let address = controller.url.trim_start_matches("http://").to_owned();
-    // Twenty connections that never send a byte: eight are taken, twelve wait in the
-    // backlog; each taken one is closed after the header timeout, so all drain.
-    let idle: Vec<std::net::TcpStream> = (0..20)
+    // Twenty connections that never send a byte (and two that stall after two): eight are
+    // taken, the rest wait in the backlog; each taken one is closed after the header
+    // timeout, so all drain.
+    let mut idle: Vec<std::net::TcpStream> = (0..20)
         .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
         .collect();
+    // Two that stall inside what could be HTTP/2's preface.
+    for _ in 0..2 {
+        let mut stalled = std::net::TcpStream::connect(&address).expect("connect");
+        stalled.write_all(b"PR").expect("send");
+        idle.push(stalled);
+    }
     // The agents' listener is a different door: a node still links while the front door is
     // full.
     let agents = controller.agents.clone().expect("agents");

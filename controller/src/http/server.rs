@@ -82,12 +82,12 @@ pub async fn serve<H: Handler>(
         let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            // A client that connects and says nothing is let go after the header timeout
-            // (hyper's header timer starts only once it knows the protocol, which takes bytes).
-            let mut first = [0u8; 1];
+            // A client that says nothing, or stalls inside what could be HTTP/2's preface, is
+            // let go after the header timeout: hyper's header timer starts only once it knows
+            // the protocol, and it waits for bytes to tell.
             if !matches!(
-                tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await,
-                Ok(Ok(1..))
+                tokio::time::timeout(header_read_timeout, protocol_known(&stream)).await,
+                Ok(Ok(true))
             ) {
                 tracing::debug!(%peer, "connection closed: no request within {header_read_timeout:?}");
                 return;
@@ -106,5 +106,25 @@ pub async fn serve<H: Handler>(
     }
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace of {grace:?} elapsed with connections still open");
+    }
+}
+
+/// HTTP/2's connection preface, which a client with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Wait until the first bytes tell HTTP/1 from HTTP/2 (they leave the preface, or are all
+/// of it); `false` if the client closed first. Reads nothing: hyper reads the same bytes.
+async fn protocol_known(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut head = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut head).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if n >= H2_PREFACE.len() || head[..n] != H2_PREFACE[..n] {
+            return Ok(true);
+        }
+        // A prefix of the preface so far: give the rest a moment to arrive.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
