@@ -5,6 +5,21 @@ use std::process::Command;
 
 use crate::process::{Controller, policies_copy};
 
+/// The README's chat prompt for `task`, through the demo: the whole answer, headers included,
+/// lowercased.
+fn prompt(demo: &Controller, key: &str, task: &str, max_tokens: u32) -> String {
+    let body = format!(
+        "{{\"model\": \"qwen25-coder-7b\", \"max_tokens\": {max_tokens}, \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}"
+    );
+    let hint = format!("x-switchyard-task: {task}");
+    let (_, text) = crate::process::curl_with_key(
+        &format!("{}/v1/chat/completions", demo.url),
+        key,
+        &["-H", &hint, "-d", &body],
+    );
+    text.to_ascii_lowercase()
+}
+
 fn first_node(explanation: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(explanation).expect("explain JSON");
     value["decision"]["route"]["targets"][0]["node"]
@@ -41,14 +56,7 @@ fn the_demo_answers_a_chat_completion_from_each_seed_machine_chosen_by_the_seed_
     let demo = Controller::demo(policies.path());
     let key = demo.api_key.clone().expect("the demo prints an API key");
     for (task, node) in [("development", "m4"), ("production", "ryzen"), ("batch", "xeon")] {
-        let output = Command::new("curl")
-            .args(["-sS", "-i", "--max-time", "30", "-H", &format!("Authorization: Bearer {key}"), "-H"])
-            .arg(format!("x-switchyard-task: {task}"))
-            .args(["-d", "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 4, \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}"])
-            .arg(format!("{}/v1/chat/completions", demo.url))
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+        let text = prompt(&demo, &key, task, 4);
         assert!(text.starts_with("http/1.1 200"), "{task}: {text}");
         assert!(text.contains(&format!("x-switchyard-node: {node}")), "{task}: {text}");
         assert!(text.contains(&format!("[simulated {node}]")), "{task}: {text}");
@@ -95,14 +103,7 @@ fn the_readmes_development_prompt_sent_twice_in_a_row_goes_to_the_free_m4_both_t
     let demo = Controller::demo(policies.path());
     let key = demo.api_key.clone().expect("the demo prints an API key");
     for attempt in 0..3 {
-        let output = Command::new("curl")
-            .args(["-sS", "-i", "--max-time", "30", "-H", &format!("Authorization: Bearer {key}")])
-            .args(["-H", "x-switchyard-task: development"])
-            .args(["-d", "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 16, \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}"])
-            .arg(format!("{}/v1/chat/completions", demo.url))
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+        let text = prompt(&demo, &key, "development", 16);
         assert!(text.starts_with("http/1.1 200"), "#{attempt}: {text}");
         assert!(text.contains("x-switchyard-node: m4"), "#{attempt}: {text}");
     }
