@@ -1,4 +1,5 @@
-//! The `switchyard-agent` command line: `run`, `telemetry --once`, `init`, `bench`.
+//! The `switchyard-agent` command line: `run`, `telemetry --once`, `init` (and `init --bundle`),
+//! `bench`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,17 +36,27 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:7100")]
         listen: SocketAddr,
     },
-    /// Detect this machine and write a starting config with the seed's recommendations.
+    /// Detect this machine and write a starting config with the seed's recommendations; with
+    /// --bundle, join a controller with the node's bundle from `switchyard certs issue`.
     Init {
-        /// Where to write the config.
+        /// Where to write the config (with --bundle, the certificates go to certs/ beside it).
         #[arg(long, short, default_value = "agent.toml")]
         output: PathBuf,
-        /// Node name (default: from the hostname).
+        /// Node name (default: from the hostname; with --bundle, the certificate's name, which
+        /// this must equal).
         #[arg(long)]
         node: Option<String>,
-        /// Overwrite an existing file.
+        /// Overwrite an existing config (and, with --bundle, certificates in certs/).
         #[arg(long)]
         force: bool,
+        /// The node's bundle folder (certs/nodes/NAME/ from `switchyard certs issue`): copy its
+        /// certificates beside the config and write the [controller] section. An existing
+        /// config without one keeps its settings and gains the section.
+        #[arg(long, value_name = "DIR")]
+        bundle: Option<PathBuf>,
+        /// The controller's agent address, HOST:PORT (default: the bundle's join.toml).
+        #[arg(long, value_name = "HOST:PORT", requires = "bundle")]
+        controller: Option<String>,
     },
     /// Time the runtime on each catalog model; saves the results beside the config.
     Bench {
@@ -72,25 +83,13 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config, listen } => run_agent(config, listen).await,
-        Command::Init { output, node, force } => {
-            if output.exists() && !force {
-                anyhow::bail!("{} exists; pass --force to overwrite it", output.display());
-            }
-            let mut sampler = Sampler::new(None, None, Arc::new(PerformanceTracker::default()), None);
-            let facts = crate::init::MachineFacts::from_telemetry(&sampler.sample().await);
-            let node = node.unwrap_or_else(|| crate::init::node_name(&facts.hostname));
-            let text = crate::init::recommend(&facts, &node);
-            AgentConfig::parse(&text, "the generated config")?;
-            std::fs::write(&output, &text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
-            crate::say(&format!(
-                "wrote {} ({:?}):
-
-{text}",
-                output.display(),
-                facts.class()
-            ));
-            Ok(())
-        }
+        Command::Init {
+            output,
+            node,
+            force,
+            bundle,
+            controller,
+        } => init(output, node, force, bundle, controller).await,
         Command::Bench {
             config: path,
             rounds,
@@ -121,6 +120,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn init(
+    output: PathBuf,
+    node: Option<String>,
+    force: bool,
+    bundle: Option<PathBuf>,
+    controller: Option<String>,
+) -> anyhow::Result<()> {
+    let mut sampler = Sampler::new(None, None, Arc::new(PerformanceTracker::default()), None);
+    let facts = crate::init::MachineFacts::from_telemetry(&sampler.sample().await);
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+    }
+    if let Some(bundle) = bundle {
+        let request = crate::join_bundle::JoinRequest {
+            bundle: &bundle,
+            output: &output,
+            controller: controller.as_deref(),
+            node: node.as_deref(),
+            force,
+        };
+        let joined = crate::join_bundle::join(&request, |node| crate::init::recommend(&facts, node))?;
+        let what = if joined.kept_config {
+            format!("added a [controller] section to {}", output.display())
+        } else {
+            format!("wrote {} ({:?})", output.display(), facts.class())
+        };
+        crate::say(&format!(
+            "{what} for node '{}', joining the controller at {}:\n\n{}\n{}",
+            joined.node,
+            joined.address,
+            joined.config,
+            joined.report(&bundle, &output)
+        ));
+        return Ok(());
+    }
+    if output.exists() && !force {
+        anyhow::bail!("{} exists; pass --force to overwrite it", output.display());
+    }
+    let from_hostname = node.is_none().then_some(facts.hostname.as_str());
+    let node = node.unwrap_or_else(|| crate::init::node_name(&facts.hostname));
+    let text = crate::init::recommend(&facts, &node);
+    AgentConfig::parse(&text, "the generated config")?;
+    std::fs::write(&output, &text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+    crate::say(&format!(
+        "wrote {} ({:?}):\n\n{text}\n{}",
+        output.display(),
+        facts.class(),
+        crate::init::unjoined_note(&node, from_hostname, &output)
+    ));
+    Ok(())
 }
 
 async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {

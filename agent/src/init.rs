@@ -1,6 +1,7 @@
 //! `switchyard-agent init`: detect the machine (OS, architecture, CPU, RAM, NVIDIA GPUs and
 //! their VRAM through NVML, Apple Silicon) and write a starting config with the seed
-//! document's recommendations for that class of machine, for the user to edit.
+//! document's recommendations for that class of machine, for the user to edit. Joining a
+//! controller (`init --bundle`) is `join_bundle`'s.
 
 use switchyard_protocol::AgentTelemetry;
 
@@ -81,6 +82,39 @@ pub fn node_name(hostname: &str) -> String {
     }
 }
 
+/// The port `mlx_lm.server` gets on Apple Silicon: its own default, 8080, is the controller's.
+pub const MLX_PORT: u16 = 8090;
+
+/// What plain `init` prints after the config: the node's name and how to join a controller.
+pub fn unjoined_note(node: &str, hostname: Option<&str>, output: &std::path::Path) -> String {
+    let from = match hostname {
+        Some(hostname) => format!("from the hostname {hostname:?}; --node NAME picks another"),
+        None => "from --node".to_owned(),
+    };
+    format!(
+        "The node name is '{node}' ({from}).\n\
+         {shown} has no [controller] section yet: the agent serves only its local API.\n\
+         To join a controller: on the controller run `switchyard certs issue --dir certs --node {node}`, \
+         copy certs/nodes/{node}/ to this machine as DIR, then run\n  \
+         switchyard-agent init --bundle DIR --output {quoted}",
+        shown = output.display(),
+        quoted = shell_word(&output.display().to_string()),
+    )
+}
+
+/// `word` as one shell word: as it is when that is safe, else single-quoted.
+pub fn shell_word(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%~".contains(&b));
+    if safe {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// The starting config for `facts`, as commented TOML.
 pub fn recommend(facts: &MachineFacts, node: &str) -> String {
     let detected = format!(
@@ -106,7 +140,7 @@ pub fn recommend(facts: &MachineFacts, node: &str) -> String {
             "development",
             1,
             2048,
-            "kind = \"mlx\"\nbase_url = \"http://127.0.0.1:8080\"\ncommand = [\"mlx_lm.server\", \"--model\", \"mlx-community/Qwen2.5-Coder-7B-Instruct-4bit\", \"--port\", \"8080\"]\n",
+            format!("kind = \"mlx\"\nbase_url = \"http://127.0.0.1:{MLX_PORT}\"\ncommand = [\"mlx_lm.server\", \"--model\", \"mlx-community/Qwen2.5-Coder-7B-Instruct-4bit\", \"--port\", \"{MLX_PORT}\"]\n"),
             vec![
                 (
                     "qwen25-coder-7b",
@@ -136,7 +170,7 @@ pub fn recommend(facts: &MachineFacts, node: &str) -> String {
             "production",
             4,
             4096,
-            "kind = \"vllm\"\nbase_url = \"http://127.0.0.1:8000\"\ncommand = [\"vllm\", \"serve\", \"Qwen/Qwen2.5-Coder-32B-Instruct-AWQ\", \"--port\", \"8000\", \"--gpu-memory-utilization\", \"0.95\", \"--max-num-seqs\", \"4\"]\n",
+            "kind = \"vllm\"\nbase_url = \"http://127.0.0.1:8000\"\ncommand = [\"vllm\", \"serve\", \"Qwen/Qwen2.5-Coder-32B-Instruct-AWQ\", \"--port\", \"8000\", \"--gpu-memory-utilization\", \"0.95\", \"--max-num-seqs\", \"4\"]\n".to_owned(),
             vec![(
                 "qwen25-coder-32b",
                 "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ",
@@ -150,7 +184,7 @@ pub fn recommend(facts: &MachineFacts, node: &str) -> String {
             "batch",
             2,
             2048,
-            "kind = \"ollama\"\nbase_url = \"http://127.0.0.1:11434\"\npull_on_demand = true\nkeep_alive = \"30m\"\n",
+            "kind = \"ollama\"\nbase_url = \"http://127.0.0.1:11434\"\npull_on_demand = true\nkeep_alive = \"30m\"\n".to_owned(),
             vec![
                 (
                     "qwen25-coder-7b",
@@ -168,7 +202,7 @@ pub fn recommend(facts: &MachineFacts, node: &str) -> String {
             "batch",
             1,
             2048,
-            "kind = \"ollama\"\nbase_url = \"http://127.0.0.1:11434\"\npull_on_demand = true\nkeep_alive = \"30m\"\n",
+            "kind = \"ollama\"\nbase_url = \"http://127.0.0.1:11434\"\npull_on_demand = true\nkeep_alive = \"30m\"\n".to_owned(),
             vec![(
                 "phi-3-mini",
                 "phi3:3.8b-mini-4k-instruct-q4_K_M",
@@ -238,5 +272,52 @@ mod tests {
             assert_eq!(config.node, "ryzen-box");
             assert!(!config.models.is_empty());
         }
+    }
+
+    #[test]
+    fn apple_silicon_runs_mlx_on_a_port_other_than_the_controllers_8080() {
+        let text = recommend(&facts(true, &[]), "m4");
+        let config = AgentConfig::parse(&text, "init").expect("parses");
+        assert_eq!(config.base_url(), format!("http://127.0.0.1:{MLX_PORT}"));
+        let command = config.runtime.command.expect("mlx_lm.server is supervised");
+        let port = command.iter().skip_while(|a| *a != "--port").nth(1).expect("--port");
+        assert_eq!(port, &MLX_PORT.to_string());
+        assert!(!text.contains("8080"), "{text}");
+    }
+
+    #[test]
+    fn plain_init_says_the_node_name_and_the_one_command_to_join() {
+        let note = unjoined_note("ryzen-box", Some("Ryzen-Box.local"), std::path::Path::new("agent.toml"));
+        assert!(
+            note.contains("The node name is 'ryzen-box' (from the hostname \"Ryzen-Box.local\""),
+            "{note}"
+        );
+        assert!(note.contains("agent.toml has no [controller] section yet"), "{note}");
+        assert!(
+            note.contains("`switchyard certs issue --dir certs --node ryzen-box`"),
+            "{note}"
+        );
+        assert!(
+            note.ends_with("switchyard-agent init --bundle DIR --output agent.toml"),
+            "{note}"
+        );
+        let spaced = unjoined_note(
+            "m4",
+            None,
+            std::path::Path::new("/Users/a/Library/Application Support/Switchyard/agent.toml"),
+        );
+        assert!(spaced.contains("(from --node)"), "{spaced}");
+        assert!(
+            spaced.ends_with("--output '/Users/a/Library/Application Support/Switchyard/agent.toml'"),
+            "{spaced}"
+        );
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("/etc/switchyard/agent.toml"), "/etc/switchyard/agent.toml");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 }

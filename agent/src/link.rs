@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::AgentApi;
 use crate::config::ControllerLink;
+use crate::node_cert::{Expiry, NodeCert};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long requests still running when the agent stops get before the link closes.
+const STOP_GRACE: Duration = Duration::from_millis(500);
 /// A link that stayed up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
@@ -63,8 +66,23 @@ impl Link {
         Self { config, api }
     }
 
+    /// Warn (once per dial) about a certificate that expires soon; refuse an expired one
+    /// with the fix rather than let the controller's handshake alert say it.
+    fn check_expiry(&self) -> anyhow::Result<()> {
+        let cert = &self.config.cert;
+        match NodeCert::read(cert)?.expiry() {
+            Expiry::Valid => Ok(()),
+            Expiry::Soon(message) => {
+                tracing::warn!(cert = %cert.display(), "{message}");
+                Ok(())
+            }
+            Expiry::Expired(message) => anyhow::bail!("{}: {message}", cert.display()),
+        }
+    }
+
     /// One connection: dial, handshake, serve until the link ends.
     async fn connect_and_serve(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        self.check_expiry()?;
         let tls = client_config(&self.config)?;
         let server_name = ServerName::try_from(self.config.server_name())
             .map_err(|e| anyhow::anyhow!("controller.server_name {:?}: {e}", self.config.server_name()))?;
@@ -109,8 +127,13 @@ impl Link {
         tokio::select! {
             result = &mut connection => result.map_err(|e| anyhow::anyhow!("link to the controller ended: {}", with_sources(&e))),
             _ = shutdown.cancelled() => {
+                // Stopping means stopping: requests still running get STOP_GRACE to end, then
+                // the link closes and the controller ends each client's answer with an
+                // explicit error at once (`switchyard node drain` is how to let work finish).
                 connection.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                if tokio::time::timeout(STOP_GRACE, connection).await.is_err() {
+                    tracing::warn!(grace = ?STOP_GRACE, "stopping: closing the link with requests still running");
+                }
                 Ok(())
             }
         }

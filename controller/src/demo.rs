@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, Settings};
+use crate::front::keyless::{KeylessApi, KeylessConfig, KeylessRule};
 use crate::front::keys::{ApiKeys, Grant};
 use crate::policy::EngineOptions;
 
@@ -94,6 +95,21 @@ async fn start_agent(config: &Path) -> anyhow::Result<Child> {
         .map_err(|e| anyhow::anyhow!("cannot start the agent for {}: {e}", config.display()))
 }
 
+/// Ollama clients on this machine need no key (they cannot send one); OpenAI clients do.
+fn demo_keyless() -> anyhow::Result<KeylessRule> {
+    KeylessRule::from_config(
+        0,
+        &KeylessConfig {
+            name: "ollama-clients-on-this-machine".into(),
+            networks: vec!["127.0.0.0/8".into(), "::1".into()],
+            apis: vec![KeylessApi::Ollama],
+            models: vec!["*".into()],
+            max_priority: 5,
+        },
+    )
+    .map_err(anyhow::Error::msg)
+}
+
 pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<LocalRuntime>) -> anyhow::Result<()> {
     let policy_dir = policies.unwrap_or_else(default_policy_dir);
     let work = tempfile::Builder::new().prefix("switchyard-demo-").tempdir()?;
@@ -126,11 +142,13 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
                 models: vec!["*".into()],
                 max_priority: 9,
             },
-        )]),
+        )])
+        .with_keyless(vec![demo_keyless()?]),
         limits: Default::default(),
     };
     let running = app::start(settings).await?;
     let url = format!("http://{}", running.addr);
+    let running_addr = running.addr;
     let agents_addr = running
         .agents_addr
         .ok_or_else(|| anyhow::anyhow!("the demo controller has no agent endpoint"))?;
@@ -141,7 +159,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
     let mut children = Vec::new();
     let mut names = Vec::new();
     for node in crate::seed_cluster::seed_cluster().nodes {
-        let bundle = crate::certs::issue_node(&certs, &node.name, 30, None)?;
+        let bundle = crate::certs::issue_node(&certs, &node.name, 30, None, None)?;
         let config = work.path().join(format!("{}.toml", node.name));
         std::fs::write(&config, seed_agent_config(&node, &link_section(agents_addr, &bundle)))?;
         children.push(start_agent(&config).await?);
@@ -149,7 +167,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
     }
     if let Some(local) = &local {
         let model = local.model.clone().unwrap_or_else(|| "local".to_owned());
-        let bundle = crate::certs::issue_node(&certs, "local", 30, None)?;
+        let bundle = crate::certs::issue_node(&certs, "local", 30, None, None)?;
         let config = work.path().join("local.toml");
         std::fs::write(
             &config,
@@ -199,8 +217,9 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
          A prompt (the task header picks the machine: development -> m4, production -> ryzen, batch -> xeon):\n\
          \x20 curl -s {url}/v1/chat/completions -H \"Authorization: Bearer $OPENAI_API_KEY\" -H 'x-switchyard-task: development' \\\n\
          \x20      -d '{{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 16, \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'\n\
-         With the OpenAI SDK (pip install openai):\n\
+         With the OpenAI SDK (pip install openai; it reads OPENAI_API_KEY, exported above):\n\
          \x20 python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"{url}/v1\"); print(c.chat.completions.create(model=\"qwen25-coder-32b\", max_tokens=16, messages=[{{\"role\": \"user\", \"content\": \"Hi\"}}], extra_headers={{\"x-switchyard-task\": \"production\"}}).choices[0].message.content)'\n\
+         Ollama clients on this machine need no key: OLLAMA_HOST={host} ollama run qwen25-coder-7b\n\
          The cluster and the policy:\n\
          \x20 switchyard nodes\n\
          \x20 switchyard route explain --model qwen25-coder-7b --task batch\n\
@@ -209,6 +228,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
          \n\
          Ctrl-C stops the demo. Requests as they are routed:",
         nodes = names.join(", "),
+        host = running_addr,
         dir = policy_dir.display()
     ));
 

@@ -113,3 +113,30 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, TlsFileError> {
 pub fn node_name(der: &[u8]) -> Result<String, TlsFileError> {
     cert_info(der).map(|info| info.common_name)
 }
+
+/// The DNS names and IP addresses a certificate's subject-alternative-name extension lists.
+pub fn subject_alt_names(der: &[u8]) -> Result<Vec<String>, TlsFileError> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsFileError::X509(e.to_string()))?;
+    let Ok(Some(extension)) = cert.subject_alternative_name() else {
+        return Ok(Vec::new());
+    };
+    Ok(extension
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect())
+}

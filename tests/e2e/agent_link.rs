@@ -119,17 +119,56 @@ fn an_agent_claiming_another_nodes_name_is_refused_on_both_sides() {
 }
 
 #[test]
-fn an_expired_certificate_is_refused() {
+fn an_expired_certificate_is_refused_by_the_agent_before_dialling_and_by_the_controller() {
     let cluster = Cluster::new(&[]);
     let expired = cluster.issue("xeon", &["--expires-at", "2021-01-01T00:00:00Z"]);
-    assert_refused_on_both_sides(
-        &cluster,
-        "xeon",
-        &expired,
-        "its certificate has expired",
-        "received fatal alert",
-        &[],
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    let config = cluster.agent_config("xeon.toml", "xeon", &expired, &address);
+    let agent = Agent::start(&config, None);
+    assert!(
+        eventually(JOIN_WITHIN, || agent.log_text().contains("expired on")),
+        "{}",
+        agent.log_text()
     );
+    // A client that presents it anyway (not our agent) is refused at the handshake.
+    present_certificate(&address, &expired);
+    assert!(
+        eventually(JOIN_WITHIN, || controller.log_text().contains("its certificate has expired")),
+        "{}",
+        controller.log_text()
+    );
+    assert_eq!(controller.node_healthy("xeon"), None, "never in the node table");
+}
+
+/// Handshake with `bundle`'s certificate as an agent would, and read until the controller
+/// answers or closes (TLS 1.3 refuses a client certificate after the client's handshake).
+fn present_certificate(address: &str, bundle: &Path) {
+    use std::sync::Arc;
+    use switchyard_protocol::tls::{load_certs, load_key, load_roots};
+    use tokio::io::AsyncReadExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(load_roots(&bundle.join("ca.pem")).expect("roots"))
+        .with_client_auth_cert(
+            load_certs(&bundle.join("node.pem")).expect("cert"),
+            load_key(&bundle.join("node.key")).expect("key"),
+        )
+        .expect("client config");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        if let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await {
+            let mut byte = [0u8; 1];
+            let _ = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut byte)).await;
+        }
+    });
 }
 
 #[test]

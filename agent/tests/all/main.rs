@@ -7,6 +7,8 @@ mod support;
 
 mod agent_process;
 mod config_errors;
+mod joining;
 mod ollama_driver;
 mod openai_driver;
+mod service_files;
 mod supervision;

@@ -6,7 +6,14 @@
 //! ca.pem ca.key                      the cluster CA
 //! controller.pem controller.key      the controller's certificate (agents verify it)
 //! nodes/<name>/ca.pem node.pem node.key   the bundle an agent's config points at
+//! nodes/<name>/join.toml             the node's name and the controller's address
 //! ```
+
+mod join;
+mod renew;
+
+pub use join::{JoinInfo, controller_address};
+pub use renew::{RENEW_WITHIN_DAYS, Renewed, renew};
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +42,10 @@ pub enum CertError {
     BadName(String),
     #[error("invalid --expires-at {0:?}: use RFC 3339, e.g. 2027-01-31T00:00:00Z")]
     BadDate(String),
+    #[error("invalid controller address {0:?}: use host:port, e.g. controller.lan:7443")]
+    BadAddress(String),
+    #[error("no certificate for node '{0}' here; issue one with `switchyard certs issue --node {0}`")]
+    NoSuchNode(String),
     #[error(transparent)]
     Tls(#[from] switchyard_protocol::tls::TlsFileError),
 }
@@ -131,8 +142,11 @@ fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
 pub fn issue_controller(dir: &Path, sans: &[String], days: i64) -> Result<(PathBuf, PathBuf), CertError> {
     let issuer = load_issuer(dir)?;
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
-    names.extend(sans.iter().filter(|s| !s.is_empty()).cloned());
-    names.dedup();
+    for san in sans {
+        if !san.is_empty() && !names.contains(san) {
+            names.push(san.clone());
+        }
+    }
     let mut params = CertificateParams::default();
     params
         .distinguished_name
@@ -156,9 +170,16 @@ pub fn issue_controller(dir: &Path, sans: &[String], days: i64) -> Result<(PathB
     Ok((cert_path, key_path))
 }
 
-/// Issue the client certificate bundle for node `name`: `nodes/<name>/{ca.pem,node.pem,node.key}`.
-/// `expires_at` (RFC 3339) overrides `days`.
-pub fn issue_node(dir: &Path, name: &str, days: i64, expires_at: Option<&str>) -> Result<PathBuf, CertError> {
+/// Issue the bundle for node `name`: `nodes/<name>/{ca.pem,node.pem,node.key,join.toml}`.
+/// `expires_at` (RFC 3339) overrides `days`; `address` is the controller's agent address
+/// written into `join.toml` (absent: kept from an earlier bundle, or unknown).
+pub fn issue_node(
+    dir: &Path,
+    name: &str,
+    days: i64,
+    expires_at: Option<&str>,
+    address: Option<String>,
+) -> Result<PathBuf, CertError> {
     check_name(name)?;
     let issuer = load_issuer(dir)?;
     let mut params = CertificateParams::default();
@@ -184,6 +205,13 @@ pub fn issue_node(dir: &Path, name: &str, days: i64, expires_at: Option<&str>) -
     write(&bundle.join("ca.pem"), &ca, false)?;
     write(&bundle.join("node.key"), &key.serialize_pem(), true)?;
     write(&bundle.join("node.pem"), &cert.pem(), false)?;
+    let earlier = JoinInfo::read(&bundle);
+    let join = JoinInfo {
+        node: name.to_owned(),
+        address: address.or_else(|| earlier.as_ref().and_then(|e| e.address.clone())),
+        server_name: earlier.and_then(|e| e.server_name),
+    };
+    write(&bundle.join("join.toml"), &join.to_toml(), false)?;
     Ok(bundle)
 }
 
@@ -212,7 +240,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         init(dir.path(), &["controller.lan".into()], 365, false).expect("init");
         assert!(matches!(init(dir.path(), &[], 365, false), Err(CertError::Exists(_))));
-        let bundle = issue_node(dir.path(), "xeon", 30, None).expect("issue");
+        let bundle = issue_node(dir.path(), "xeon", 30, None, None).expect("issue");
         let certs = load_certs(&bundle.join("node.pem")).expect("node cert");
         assert_eq!(switchyard_protocol::tls::node_name(&certs[0]).expect("name"), "xeon");
         #[cfg(unix)]
@@ -232,11 +260,11 @@ mod tests {
         assert!(names[0].starts_with("Switchyard cluster CA "), "{names:?}");
         assert_eq!(names[1..], ["switchyard-controller", "xeon"]);
         assert!(listed[2].1.expires_in_s > 29 * 86_400);
-        let expired = issue_node(dir.path(), "old", 30, Some("2020-01-01T00:00:00Z")).expect("issue expired");
+        let expired = issue_node(dir.path(), "old", 30, Some("2020-01-01T00:00:00Z"), None).expect("issue expired");
         let info = cert_info(&load_certs(&expired.join("node.pem")).expect("cert")[0]).expect("info");
         assert!(info.expires_in_s < 0);
         assert!(matches!(
-            issue_node(dir.path(), "Bad Name", 30, None),
+            issue_node(dir.path(), "Bad Name", 30, None, None),
             Err(CertError::BadName(_))
         ));
     }
