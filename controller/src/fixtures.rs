@@ -35,6 +35,8 @@ pub struct Case {
 #[serde(deny_unknown_fields)]
 pub struct NodePatch {
     pub node: String,
+    /// Add `node` as a copy of this snapshot node (a machine the policy's rules don't name).
+    pub copy_of: Option<String>,
     pub healthy: Option<bool>,
     pub in_flight: Option<u32>,
     pub queued: Option<u32>,
@@ -152,6 +154,16 @@ pub fn run(policy: &Path, fixtures: &[PathBuf]) -> Result<Report, FixtureError> 
 }
 
 fn apply(snapshot: &mut ClusterSnapshot, patch: &NodePatch) -> Result<(), String> {
+    if let Some(source) = &patch.copy_of {
+        let mut copy = snapshot
+            .nodes
+            .iter()
+            .find(|n| &n.name == source)
+            .cloned()
+            .ok_or_else(|| source.clone())?;
+        copy.name = patch.node.clone();
+        snapshot.nodes.push(copy);
+    }
     let node = snapshot
         .nodes
         .iter_mut()
@@ -201,36 +213,38 @@ fn check(
             }
         }
         Decision::Route(route) => {
-            if let Some(status) = expect.reject {
-                problems.push(format!(
-                    "expected reject {status}, routed to {:?}",
-                    route.targets.first().map(|t| &t.node)
-                ));
-            }
             let first = route.targets.first();
+            let first_node = first.map_or("no node", |t| t.node.as_str());
+            if let Some(status) = expect.reject {
+                problems.push(format!("expected reject {status}, but it routed to {first_node}"));
+            }
             if let Some(node) = &expect.node
                 && first.map(|t| &t.node) != Some(node)
             {
-                problems.push(format!("first node is {:?}, expected {node:?}", first.map(|t| &t.node)));
+                problems.push(format!("first node is {first_node}, expected {node}"));
             }
             if let Some(model) = &expect.model
                 && first.map(|t| &t.model) != Some(model)
             {
                 problems.push(format!(
-                    "first model is {:?}, expected {model:?}",
-                    first.map(|t| &t.model)
+                    "first model is {}, expected {model}",
+                    first.map_or("none", |t| t.model.as_str())
                 ));
             }
             if let Some(targets) = &expect.targets {
-                let actual: Vec<&String> = route.targets.iter().map(|t| &t.node).collect();
-                if actual.iter().map(|s| s.as_str()).ne(targets.iter().map(|s| s.as_str())) {
-                    problems.push(format!("targets are {actual:?}, expected {targets:?}"));
+                let actual: Vec<&str> = route.targets.iter().map(|t| t.node.as_str()).collect();
+                if actual.iter().copied().ne(targets.iter().map(|s| s.as_str())) {
+                    problems.push(format!(
+                        "targets are [{}], expected [{}]",
+                        actual.join(", "),
+                        targets.join(", ")
+                    ));
                 }
             }
             if let Some(needle) = &expect.reason_contains
                 && !route.reason.contains(needle.as_str())
             {
-                problems.push(format!("reason {:?} does not contain {needle:?}", route.reason));
+                problems.push(format!("reason '{}' does not contain '{needle}'", route.reason));
             }
         }
     }

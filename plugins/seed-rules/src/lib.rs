@@ -6,7 +6,10 @@
 //! within its max tokens and context, a free concurrency slot) wins; otherwise the request
 //! falls through to the next matching rule. A rule with `queue = true` (the seed's
 //! "fallback queue") accepts its nodes even when they are full: the controller queues there.
-//! Nodes of later matching rules follow as retry targets.
+//! Nodes of later matching rules follow as retry targets. `"*"` in a rule's nodes stands for
+//! every node that no rule names (a fourth machine, the demo's `local` node), least loaded
+//! first; a healthy node that no rule can reach is named in the rejection, so the operator
+//! knows to add it.
 
 use std::cell::RefCell;
 
@@ -66,7 +69,7 @@ pub struct Rule {
     /// Accept a node even when all its slots are busy (the controller queues there).
     #[serde(default)]
     pub queue: bool,
-    /// Preferred nodes, best first.
+    /// Preferred nodes, best first; `"*"`: every node no rule names, least loaded first.
     pub nodes: Vec<String>,
 }
 
@@ -106,6 +109,51 @@ impl Rule {
     }
 }
 
+/// The wildcard in a rule's `nodes`: every node no rule names.
+pub const OTHERS: &str = "*";
+
+impl Params {
+    fn names(&self, node: &str) -> bool {
+        self.rules.iter().any(|r| r.nodes.iter().any(|n| n == node))
+    }
+
+    /// A rule's nodes in order, with `"*"` expanded to the unnamed nodes, least loaded first.
+    fn expand<'a>(&self, rule: &'a Rule, nodes: &'a [Node]) -> Vec<&'a Node> {
+        let mut out = Vec::new();
+        for name in &rule.nodes {
+            if name == OTHERS {
+                let mut others: Vec<&Node> = nodes.iter().filter(|n| !self.names(&n.name)).collect();
+                others.sort_by(|a, b| {
+                    load(a)
+                        .partial_cmp(&load(b))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                        .then_with(|| a.name.cmp(&b.name))
+                });
+                out.extend(others);
+            } else if let Some(node) = nodes.iter().find(|n| &n.name == name) {
+                out.push(node);
+            }
+        }
+        out
+    }
+
+    /// Healthy nodes that could serve `req` but that no rule names and no `"*"` reaches.
+    fn unreachable<'a>(&self, req: &Request, nodes: &'a [Node]) -> Vec<&'a str> {
+        if self.rules.iter().any(|r| r.nodes.iter().any(|n| n == OTHERS)) {
+            return Vec::new();
+        }
+        nodes
+            .iter()
+            .filter(|n| !self.names(&n.name) && sdk::ineligibility(n, req).is_none())
+            .map(|n| n.name.as_str())
+            .collect()
+    }
+}
+
+fn load(node: &Node) -> f64 {
+    f64::from(node.in_flight + node.queued) / f64::from(node.max_concurrency.max(1))
+}
+
 /// The whole policy, callable natively as well as from the export.
 pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let mut targets: Vec<Target> = Vec::new();
@@ -113,10 +161,8 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let mut skipped: Vec<&str> = Vec::new();
     for rule in params.rules.iter().filter(|r| r.matches(req)) {
         let mut yielded = false;
-        for name in &rule.nodes {
-            let Some(node) = nodes.iter().find(|n| &n.name == name) else {
-                continue;
-            };
+        for node in params.expand(rule, nodes) {
+            let name = &node.name;
             if targets.len() == sdk::MAX_TARGETS || !rule.accepts(node, req) || targets.iter().any(|t| &t.node == name)
             {
                 continue;
@@ -132,6 +178,17 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
         }
     }
     let Some((rule, node)) = winner else {
+        let unreachable = params.unreachable(req, nodes);
+        if !unreachable.is_empty() {
+            return Decision::Reject(sdk::Reject {
+                status: 503,
+                message: format!(
+                    "no node that the rules name can serve model '{}' right now; healthy node(s) {} serve it but no rule names them: add them to a rule's nodes in the policy's [params] (or \"*\" for every node the rules don't name)",
+                    req.model,
+                    unreachable.join(", ")
+                ),
+            });
+        }
         return sdk::no_capacity(req, nodes);
     };
     let task = req.task.as_deref().unwrap_or("none");
@@ -165,7 +222,7 @@ mod tests {
         let mut high_priority = rule("high-priority", &[], &["ryzen"]);
         high_priority.min_priority = Some(8);
         let batch = rule("batch", &["batch", "preprocessing", "testing"], &["xeon"]);
-        let mut fallback = rule("fallback-queue", &[], &["ryzen", "xeon", "m4"]);
+        let mut fallback = rule("fallback-queue", &[], &["ryzen", "xeon", OTHERS, "m4"]);
         fallback.queue = true;
         Params {
             rules: vec![development, production, high_priority, batch, fallback],
@@ -277,6 +334,43 @@ mod tests {
         req.max_tokens = Some(3000);
         let r = route(decide(&seed_params(), &req, &cluster()));
         assert_eq!(order(&r), ["ryzen"], "xeon and m4 cap max_tokens at 2048");
+    }
+
+    #[test]
+    fn nodes_no_rule_names_serve_through_the_wildcard_least_loaded_first() {
+        let mut nodes = cluster();
+        let mut gpu4 = node("gpu4", &[("qwen25-coder-7b", "qwen-7b")], 2);
+        gpu4.in_flight = 1;
+        let local = node("local", &[("tinyllama", "tinyllama")], 1);
+        nodes.extend([gpu4, local]);
+        let r = route(decide(&seed_params(), &with_task("batch"), &nodes));
+        assert_eq!(order(&r), ["xeon", "ryzen", "gpu4", "m4"]);
+
+        let mut req = request("tinyllama");
+        req.task = Some("development".into());
+        let r = route(decide(&seed_params(), &req, &nodes));
+        assert_eq!(order(&r), ["local"], "a model only an unnamed node serves goes there");
+        assert!(r.reason.contains("rule 'fallback-queue'"), "{}", r.reason);
+    }
+
+    #[test]
+    fn a_healthy_node_no_rule_can_reach_is_named_in_the_rejection() {
+        let mut params = seed_params();
+        params.rules.last_mut().expect("fallback").nodes = vec!["ryzen".into(), "xeon".into(), "m4".into()];
+        let mut nodes = cluster();
+        nodes.push(node("gpu4", &[("tinyllama", "tinyllama")], 2));
+        match decide(&params, &request("tinyllama"), &nodes) {
+            Decision::Reject(r) => {
+                assert_eq!(r.status, 503);
+                assert!(
+                    r.message
+                        .contains("healthy node(s) gpu4 serve it but no rule names them"),
+                    "{}",
+                    r.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
