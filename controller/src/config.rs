@@ -42,6 +42,9 @@ pub struct ControllerConfig {
     /// Keys for the prompt API; none: the API is open.
     #[serde(default)]
     pub api_keys: Vec<crate::front::keys::ApiKeyConfig>,
+    /// Networks whose clients may call without a key (Ollama clients cannot send one).
+    #[serde(default)]
+    pub keyless: Vec<crate::front::keyless::KeylessConfig>,
     #[serde(default)]
     pub limits: LimitsConfig,
 }

@@ -4,17 +4,21 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::http::{ResponseBody, json};
 
-/// Logical model -> (nodes serving it, nodes where it is loaded), healthy nodes first.
-fn models(app: &Arc<App>) -> BTreeMap<String, (Vec<Value>, Vec<String>)> {
+use super::ClientApi;
+use super::keys::Grant;
+
+/// Logical model -> (nodes serving it, nodes where it is loaded), for the models `grant` allows.
+fn models(app: &Arc<App>, grant: &Grant) -> BTreeMap<String, (Vec<Value>, Vec<String>)> {
     let mut out: BTreeMap<String, (Vec<Value>, Vec<String>)> = BTreeMap::new();
     for node in &app.nodes.snapshot().nodes {
-        for model in &node.models {
+        for model in node.models.iter().filter(|m| grant.allows(&m.logical)) {
             let entry = out.entry(model.logical.clone()).or_default();
             entry.0.push(json!({ "node": node.name, "local": model.local, "healthy": node.healthy, "runtime": node.runtime, "quantization": model.quantization }));
             if model.loaded && node.healthy {
@@ -25,32 +29,33 @@ fn models(app: &Arc<App>) -> BTreeMap<String, (Vec<Value>, Vec<String>)> {
     out
 }
 
-fn unauthorized(app: &Arc<App>, headers: &HeaderMap, ollama: bool) -> Option<Response<ResponseBody>> {
-    let message = app.front.keys.check(headers).err()?;
-    Some(if ollama {
-        json(StatusCode::UNAUTHORIZED, &json!({ "error": message }))
-    } else {
-        crate::http::error_json(StatusCode::UNAUTHORIZED, "authentication_error", message)
-    })
+/// The caller's grant, or the 401 in its API's shape.
+fn grant(app: &Arc<App>, request: &Request<Incoming>, client: ClientApi) -> Result<Grant, super::FrontError> {
+    app.front
+        .keys
+        .check(request.headers(), super::peer(request.extensions()), client)
+        .map_err(|message| super::FrontError::Unauthorized(message.to_owned()))
 }
 
-pub fn openai_models(app: &Arc<App>, headers: &HeaderMap) -> Response<ResponseBody> {
-    if let Some(reply) = unauthorized(app, headers, false) {
-        return reply;
-    }
-    let data: Vec<Value> = models(app)
+pub fn openai_models(app: &Arc<App>, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let grant = match grant(app, request, ClientApi::OpenAi) {
+        Ok(grant) => grant,
+        Err(error) => return ClientApi::OpenAi.render(&error),
+    };
+    let data: Vec<Value> = models(app, &grant)
         .into_iter()
         .map(|(id, (nodes, _))| json!({ "id": id, "object": "model", "created": 0, "owned_by": "switchyard", "served_by": nodes }))
         .collect();
     json(StatusCode::OK, &json!({ "object": "list", "data": data }))
 }
 
-pub fn ollama_tags(app: &Arc<App>, headers: &HeaderMap) -> Response<ResponseBody> {
-    if let Some(reply) = unauthorized(app, headers, true) {
-        return reply;
-    }
+pub fn ollama_tags(app: &Arc<App>, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let grant = match grant(app, request, ClientApi::Ollama) {
+        Ok(grant) => grant,
+        Err(error) => return ClientApi::Ollama.render(&error),
+    };
     let now = super::ollama::now_rfc3339();
-    let list: Vec<Value> = models(app)
+    let list: Vec<Value> = models(app, &grant)
         .into_iter()
         .map(|(name, (nodes, _))| {
             json!({
@@ -63,11 +68,12 @@ pub fn ollama_tags(app: &Arc<App>, headers: &HeaderMap) -> Response<ResponseBody
     json(StatusCode::OK, &json!({ "models": list }))
 }
 
-pub fn ollama_ps(app: &Arc<App>, headers: &HeaderMap) -> Response<ResponseBody> {
-    if let Some(reply) = unauthorized(app, headers, true) {
-        return reply;
-    }
-    let list: Vec<Value> = models(app)
+pub fn ollama_ps(app: &Arc<App>, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let grant = match grant(app, request, ClientApi::Ollama) {
+        Ok(grant) => grant,
+        Err(error) => return ClientApi::Ollama.render(&error),
+    };
+    let list: Vec<Value> = models(app, &grant)
         .into_iter()
         .filter(|(_, (_, loaded))| !loaded.is_empty())
         .map(|(name, (_, loaded))| {

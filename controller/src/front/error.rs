@@ -36,6 +36,15 @@ pub enum FrontError {
     BadRequest(String),
     #[error("request body is larger than the {0}-byte limit")]
     TooLarge(usize),
+    #[error(
+        "max_tokens {requested} is more than any node serving model '{model}' accepts (the most is {largest}, on {node}); lower max_tokens"
+    )]
+    TooManyTokens {
+        model: String,
+        requested: u32,
+        largest: u32,
+        node: String,
+    },
     #[error("API key '{key}' may not use model '{model}'")]
     Forbidden { key: String, model: String },
     /// The policy refused the request with this status.
@@ -59,7 +68,7 @@ impl FrontError {
     pub fn status(&self) -> StatusCode {
         match self {
             FrontError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            FrontError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            FrontError::BadRequest(_) | FrontError::TooManyTokens { .. } => StatusCode::BAD_REQUEST,
             FrontError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             FrontError::Forbidden { .. } => StatusCode::FORBIDDEN,
             FrontError::Rejected { status, .. } => *status,
@@ -74,7 +83,9 @@ impl FrontError {
     pub fn kind(&self) -> &'static str {
         match self {
             FrontError::Unauthorized(_) => "authentication_error",
-            FrontError::BadRequest(_) | FrontError::TooLarge(_) => "invalid_request_error",
+            FrontError::BadRequest(_) | FrontError::TooLarge(_) | FrontError::TooManyTokens { .. } => {
+                "invalid_request_error"
+            }
             FrontError::Forbidden { .. } => "permission_error",
             FrontError::Rejected { status, .. } if *status == StatusCode::NOT_FOUND => "model_not_found",
             FrontError::QueueFull(_) => "rate_limit_error",
@@ -99,6 +110,7 @@ impl FrontError {
             FrontError::Unauthorized(_)
             | FrontError::BadRequest(_)
             | FrontError::TooLarge(_)
+            | FrontError::TooManyTokens { .. }
             | FrontError::Forbidden { .. } => Fault::Client,
             FrontError::Timeout { .. } | FrontError::NodeFailed { .. } | FrontError::Exhausted(_) => Fault::Node,
             FrontError::Rejected { .. } | FrontError::QueueFull(_) | FrontError::NoSlot(_) => Fault::Controller,

@@ -1,11 +1,17 @@
 //! API keys for prompt submission: each key has a name, the logical models it may use, and
 //! a cap on the priority it may ask for. No keys configured means an open endpoint (the
-//! controller says so at start).
+//! controller says so at start). Requests without a key from `[[keyless]]` networks get
+//! that entry's grant (see [`super::keyless`]).
 
 use std::path::PathBuf;
 
+use std::net::IpAddr;
+
 use http::HeaderMap;
 use serde::Deserialize;
+
+use super::ClientApi;
+use super::keyless::{KeylessConfig, KeylessRule};
 
 /// One `[[api_keys]]` entry of the controller config.
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +66,7 @@ impl Grant {
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
     keys: Vec<(String, Grant)>,
+    keyless: Vec<KeylessRule>,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -68,11 +75,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl ApiKeys {
     pub fn new(keys: Vec<(String, Grant)>) -> Self {
-        Self { keys }
+        Self {
+            keys,
+            keyless: Vec::new(),
+        }
     }
 
-    /// Resolve `[[api_keys]]`, reading key files; errors name the entry.
-    pub fn from_config(entries: &[ApiKeyConfig]) -> anyhow::Result<Self> {
+    /// Also grant keyless requests as `keyless` says.
+    pub fn with_keyless(mut self, keyless: Vec<KeylessRule>) -> Self {
+        self.keyless = keyless;
+        self
+    }
+
+    /// Resolve `[[api_keys]]` (reading key files) and `[[keyless]]`; errors name the entry.
+    pub fn from_config(entries: &[ApiKeyConfig], keyless: &[KeylessConfig]) -> anyhow::Result<Self> {
+        let keyless = keyless
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| KeylessRule::from_config(i, entry))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            keyless.is_empty() || !entries.is_empty(),
+            "keyless: without any [[api_keys]] the API is open to everyone already; add a key, or remove [[keyless]]"
+        );
         let mut keys = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
             let key = match (&entry.key, &entry.key_file) {
@@ -111,20 +137,29 @@ impl ApiKeys {
                 },
             ));
         }
-        Ok(Self { keys })
+        Ok(Self { keys, keyless })
     }
 
     pub fn is_open(&self) -> bool {
         self.keys.is_empty()
     }
 
-    /// The grant for the request's bearer key; `Err` explains what is missing or wrong.
-    pub fn check(&self, headers: &HeaderMap) -> Result<Grant, &'static str> {
+    /// The grant for the request's bearer key, or for a keyless request from `peer` on `api`
+    /// that a `[[keyless]]` entry covers; `Err` explains what is missing or wrong.
+    pub fn check(&self, headers: &HeaderMap, peer: Option<IpAddr>, api: ClientApi) -> Result<Grant, &'static str> {
         if self.keys.is_empty() {
             return Ok(Grant::open());
         }
         let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-            return Err("missing API key: send `Authorization: Bearer <key>`");
+            if let Some(grant) = peer.and_then(|peer| self.keyless.iter().find_map(|k| k.grant_for(peer, api))) {
+                return Ok(grant.clone());
+            }
+            return Err(match api {
+                ClientApi::OpenAi => "missing API key: send `Authorization: Bearer <key>`",
+                ClientApi::Ollama => {
+                    "missing API key: send `Authorization: Bearer <key>`, or ask the operator to list your network in the controller's [[keyless]] (Ollama clients cannot send keys)"
+                }
+            });
         };
         let token = value.strip_prefix("Bearer ").unwrap_or_default().trim();
         self.keys

@@ -11,7 +11,9 @@
 pub mod admission;
 mod catalog;
 pub mod error;
+mod feasible;
 pub mod forward;
+pub mod keyless;
 pub mod keys;
 pub mod metrics;
 pub mod model_field;
@@ -72,9 +74,9 @@ impl Front {
 /// Route a front-door request; `None` if the path is not the front door's.
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Option<Response<ResponseBody>> {
     let api = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/v1/models") => return Some(catalog::openai_models(&app, request.headers())),
-        (&Method::GET, "/api/tags") => return Some(catalog::ollama_tags(&app, request.headers())),
-        (&Method::GET, "/api/ps") => return Some(catalog::ollama_ps(&app, request.headers())),
+        (&Method::GET, "/v1/models") => return Some(catalog::openai_models(&app, &request)),
+        (&Method::GET, "/api/tags") => return Some(catalog::ollama_tags(&app, &request)),
+        (&Method::GET, "/api/ps") => return Some(catalog::ollama_ps(&app, &request)),
         (&Method::GET | &Method::HEAD, "/api/version") => {
             return Some(json(StatusCode::OK, &json!({ "version": "0.12.6" })));
         }
@@ -140,7 +142,7 @@ async fn prompt(
 ) -> Result<Response<ResponseBody>, FrontError> {
     let front = &app.front;
     let (parts, body) = request.into_parts();
-    let grant = authenticate(&front.keys, &parts.headers)?;
+    let grant = authenticate(&front.keys, &parts, api.client())?;
     let body = crate::http::read_body_limited(body, front.limits.max_body_bytes)
         .await
         .map_err(|e| match e {
@@ -151,6 +153,7 @@ async fn prompt(
     let (info, value) = parse(api, &id, &parts.headers, &body, &grant)?;
 
     let view = app.nodes.prepared();
+    feasible::check(view.snapshot(), &info)?;
     let route = decide(&app.engine, view.clone(), &front.metrics, &info, outcome).await?;
     let dispatch = Dispatch {
         priority: info.priority,
@@ -194,10 +197,15 @@ async fn prompt(
     Ok(response)
 }
 
-/// Phase 1: the API key.
-fn authenticate(keys: &ApiKeys, headers: &HeaderMap) -> Result<Grant, FrontError> {
-    keys.check(headers)
+/// Phase 1: the API key (or a keyless grant for the connection's network).
+fn authenticate(keys: &ApiKeys, parts: &http::request::Parts, client: ClientApi) -> Result<Grant, FrontError> {
+    keys.check(&parts.headers, peer(&parts.extensions), client)
         .map_err(|message| FrontError::Unauthorized(message.to_owned()))
+}
+
+/// The client's IP address, from the connection (never from a forwarded header).
+pub fn peer(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<crate::http::PeerAddr>().map(|p| p.0.ip())
 }
 
 /// Phase 2: the body as JSON (for the policy's metadata and for translation) and the

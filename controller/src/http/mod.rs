@@ -5,7 +5,7 @@ mod reply;
 mod server;
 
 pub use reply::{BodyError, BoxError, ResponseBody, empty, error_json, json, read_body, read_body_limited, text};
-pub use server::{ConnectionLimits, Handler, serve};
+pub use server::{ConnectionLimits, Handler, PeerAddr, serve};
 
 pub mod server_future {
     pub use super::server::HandlerFuture;

@@ -28,6 +28,10 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(self: Arc<Self>, request: Request<Incoming>) -> HandlerFuture;
 }
 
+/// The TCP peer of the connection a request came on (in the request's extensions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// How many connections, and how patient with each.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -92,7 +96,8 @@ pub async fn serve<H: Handler>(
                 tracing::debug!(%peer, "connection closed: no request within {header_read_timeout:?}");
                 return;
             }
-            let service = hyper::service::service_fn(move |request| {
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(PeerAddr(peer));
                 let handler = handler.clone();
                 async move { Ok::<_, std::convert::Infallible>(handler.handle(request).await) }
             });
