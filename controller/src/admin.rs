@@ -1,5 +1,6 @@
 //! The admin API under `/admin/`, behind the admin bearer token: policies (list, upload,
-//! activate, rollback), components, route explanations, and the node table.
+//! activate, rollback), components, route explanations, the node table (with why a node is
+//! unhealthy), and draining a node for maintenance.
 
 use std::sync::Arc;
 
@@ -31,6 +32,9 @@ pub struct Explanation {
 pub struct NodesView {
     pub snapshot: ClusterSnapshot,
     pub links: Vec<crate::node_table::LinkView>,
+    /// Why each unhealthy or drained node takes no new work.
+    #[serde(default)]
+    pub unhealthy: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST /admin/route/explain` takes a request and, optionally, a snapshot to decide on
@@ -59,6 +63,16 @@ fn authorized(app: &App, request: &Request<Incoming>) -> bool {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The node table, with each node's in-flight count at least what the controller itself has
+/// sent there and not yet seen finish.
+fn with_admitted(app: &App) -> ClusterSnapshot {
+    let mut snapshot = (*app.nodes.snapshot()).clone();
+    for node in &mut snapshot.nodes {
+        node.in_flight = node.in_flight.max(app.front.admission.in_use(&node.name));
+    }
+    snapshot
 }
 
 fn policy_error(error: PolicyError) -> Response<ResponseBody> {
@@ -189,10 +203,24 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
         (&Method::GET, ["nodes"]) => json(
             StatusCode::OK,
             &NodesView {
-                snapshot: (*app.nodes.snapshot()).clone(),
+                snapshot: with_admitted(&app),
                 links: app.nodes.links(),
+                unhealthy: app.nodes.health_reasons(),
             },
         ),
+        (&Method::POST, ["nodes", node, action @ ("drain" | "undrain")]) => {
+            let drain = *action == "drain";
+            match app.nodes.set_drained(node, drain) {
+                Ok(()) => {
+                    tracing::info!(%node, "{}", if drain { "drained: no new work; in-flight requests finish" } else { "undrained: takes work again" });
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "node": node, "drained": drain, "in_flight": app.front.admission.in_use(node) }),
+                    )
+                }
+                Err(message) => error_json(StatusCode::NOT_FOUND, "not_found", message),
+            }
+        }
         (&Method::GET, ["certs"]) => {
             let links: Vec<_> = app
                 .nodes

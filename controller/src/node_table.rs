@@ -2,9 +2,10 @@
 //! agents) plus every node linked over mTLS, with its latest telemetry, link state and
 //! certificate. Each change rebuilds the cluster snapshot, prepares it for policies once,
 //! and swaps it and the connected nodes' links in behind `ArcSwap`s, so the request path
-//! reads them without a lock.
+//! reads them without a lock. Nodes the operator drains are shown to policies as unhealthy
+//! (no new work) while their in-flight requests finish.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +47,12 @@ pub struct LinkView {
     pub last_error: Option<String>,
     pub runtime: Option<String>,
     pub simulated: bool,
+    /// Battery charge, where the machine has one.
+    #[serde(default)]
+    pub battery_pct: Option<f32>,
+    /// The OS's thermal pressure level, where it says.
+    #[serde(default)]
+    pub thermal_pressure: Option<String>,
 }
 
 #[derive(Debug)]
@@ -58,6 +65,8 @@ pub struct NodeTable {
     senders: ArcSwap<HashMap<String, AgentSender>>,
     /// The controller's own in-flight counts, shown to policies instead of telemetry's.
     live: std::sync::OnceLock<Arc<dyn LiveLoad>>,
+    /// Nodes the operator drained (no new work), by name; kept across reconnections.
+    drained: Mutex<BTreeSet<String>>,
     /// Telemetry arrived that is not published yet.
     dirty: std::sync::atomic::AtomicBool,
     generation: std::sync::atomic::AtomicU64,
@@ -71,6 +80,7 @@ impl NodeTable {
             linked: Mutex::new(HashMap::new()),
             senders: ArcSwap::from_pointee(HashMap::new()),
             live: std::sync::OnceLock::new(),
+            drained: Mutex::new(BTreeSet::new()),
             dirty: std::sync::atomic::AtomicBool::new(false),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
@@ -108,6 +118,13 @@ impl NodeTable {
         self.publish(&self.static_nodes, linked);
     }
 
+    fn drained_names(&self) -> BTreeSet<String> {
+        match self.drained.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     fn publish(&self, static_nodes: &[NodeSnapshot], linked: &HashMap<String, Linked>) {
         let mut nodes: Vec<NodeSnapshot> = static_nodes
             .iter()
@@ -119,6 +136,10 @@ impl NodeTable {
         for name in names {
             let entry = &linked[name];
             nodes.push(to_snapshot(name, entry));
+        }
+        let drained = self.drained_names();
+        for node in nodes.iter_mut().filter(|n| drained.contains(&n.name)) {
+            node.healthy = false;
         }
         let prepared = PreparedSnapshot::from(ClusterSnapshot { nodes }).with_live_load(self.live.get().cloned());
         self.prepared.store(Arc::new(prepared));
@@ -211,6 +232,56 @@ impl NodeTable {
         self.rebuild(&linked);
     }
 
+    /// Drain `node` (no new work; in-flight requests finish) or undrain it. `Err` names the
+    /// nodes there are when `node` is not one of them.
+    pub fn set_drained(&self, node: &str, drained: bool) -> Result<(), String> {
+        let linked = self.linked();
+        let known = linked.contains_key(node) || self.static_nodes.iter().any(|n| n.name == node);
+        if !known {
+            let mut names: Vec<&str> = linked.keys().map(String::as_str).collect();
+            names.extend(self.static_nodes.iter().map(|n| n.name.as_str()));
+            names.sort_unstable();
+            return Err(format!("no node '{node}'; the nodes are: {}", names.join(", ")));
+        }
+        {
+            let mut set = match self.drained.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if drained {
+                set.insert(node.to_owned());
+            } else {
+                set.remove(node);
+            }
+        }
+        self.rebuild(&linked);
+        Ok(())
+    }
+
+    /// Why each unhealthy or drained node takes no new work, by node name.
+    pub fn health_reasons(&self) -> BTreeMap<String, String> {
+        let linked = self.linked();
+        let drained = self.drained_names();
+        let mut out = BTreeMap::new();
+        for node in &self.static_nodes {
+            if !linked.contains_key(&node.name) && !node.healthy {
+                out.insert(node.name.clone(), "marked unhealthy in the static snapshot".to_owned());
+            }
+        }
+        for (name, entry) in linked.iter() {
+            if let Some(reason) = unhealthy_because(entry) {
+                out.insert(name.clone(), reason);
+            }
+        }
+        for name in drained {
+            let reason = format!("drained by the operator (`switchyard node undrain {name}` to end it)");
+            out.entry(name)
+                .and_modify(|r| *r = format!("{reason}; also {r}"))
+                .or_insert(reason);
+        }
+        out
+    }
+
     /// The link to `node`, if it is connected.
     pub fn sender(&self, node: &str) -> Option<AgentSender> {
         self.senders.load().get(node).cloned()
@@ -239,6 +310,8 @@ impl NodeTable {
                 last_error: e.last_error.clone(),
                 runtime: e.telemetry.runtime.as_ref().map(|r| r.kind.clone()),
                 simulated: e.telemetry.runtime.as_ref().is_some_and(|r| r.simulated),
+                battery_pct: e.telemetry.power.battery_pct,
+                thermal_pressure: e.telemetry.power.thermal_pressure.clone(),
             })
             .collect();
         views.sort_by(|a, b| a.node.cmp(&b.node));
@@ -249,17 +322,52 @@ impl NodeTable {
     pub const STALE_AFTER: Duration = Duration::from_secs(5);
 }
 
+/// Why a linked node takes no work, in the words an operator needs; `None` when healthy.
+fn unhealthy_because(entry: &Linked) -> Option<String> {
+    let age = entry.received_at.elapsed();
+    if !entry.connected {
+        return Some(format!(
+            "link down: {}",
+            entry.last_error.as_deref().unwrap_or("closed")
+        ));
+    }
+    if age >= NodeTable::STALE_AFTER {
+        return Some(format!(
+            "no telemetry for {:.1} s (the agent stopped reporting)",
+            age.as_secs_f32()
+        ));
+    }
+    match entry.telemetry.runtime.as_ref() {
+        None => Some("the agent reports no runtime".to_owned()),
+        Some(r) if !r.healthy => Some(format!(
+            "runtime {} unhealthy: {}",
+            r.kind,
+            r.error.as_deref().unwrap_or("its health probe failed")
+        )),
+        Some(_) => None,
+    }
+}
+
 fn to_snapshot(name: &str, entry: &Linked) -> NodeSnapshot {
     let t = &entry.telemetry;
     let runtime = t.runtime.as_ref();
     let fresh = entry.received_at.elapsed() < NodeTable::STALE_AFTER;
+    // A node whose link is gone runs nothing for this controller: its last counts are history.
+    let (in_flight, queued) = if entry.connected {
+        (
+            t.performance.in_flight.max(runtime.map(|r| r.running).unwrap_or(0)),
+            runtime.map(|r| r.waiting).unwrap_or(0),
+        )
+    } else {
+        (0, 0)
+    };
     NodeSnapshot {
         name: name.to_owned(),
         labels: t.labels.clone(),
         runtime: runtime.map(|r| r.kind.clone()).unwrap_or_else(|| "none".into()),
         healthy: entry.connected && fresh && runtime.is_some_and(|r| r.healthy),
-        in_flight: t.performance.in_flight.max(runtime.map(|r| r.running).unwrap_or(0)),
-        queued: runtime.map(|r| r.waiting).unwrap_or(0),
+        in_flight,
+        queued,
         max_concurrency: t.limits.max_concurrency,
         max_tokens: t.limits.max_tokens,
         cpu_util_pct: t.system.cpu_util_pct,
@@ -341,5 +449,64 @@ mod tests {
         table.disconnected("xeon", 1, "gone".into());
         assert_eq!(table.generation(), linked + 2, "a lost link is published at once");
         assert!(!table.snapshot().nodes[0].healthy);
+    }
+
+    #[tokio::test]
+    async fn a_node_says_why_it_takes_no_work_and_a_lost_one_keeps_no_in_flight_count() {
+        let table = NodeTable::new(ClusterSnapshot::default());
+        let cert = CertInfo {
+            common_name: "xeon".into(),
+            serial: "01".into(),
+            not_before: String::new(),
+            not_after: String::new(),
+            expires_in_s: 86_400,
+        };
+        let mut telemetry = crate::agents::telemetry_bounds::sample_telemetry();
+        telemetry.performance.in_flight = 2;
+        telemetry.runtime = Some(switchyard_protocol::RuntimeTelemetry {
+            kind: "ollama".into(),
+            simulated: false,
+            base_url: "http://127.0.0.1:11434".into(),
+            healthy: true,
+            error: None,
+            running: 2,
+            waiting: 0,
+            kv_cache_usage_pct: None,
+            loaded_models: Vec::new(),
+            supervisor: None,
+        });
+        table
+            .connected("xeon", 1, "peer".into(), cert, telemetry.clone(), link().await)
+            .expect("linked");
+        assert!(table.health_reasons().is_empty(), "{:?}", table.health_reasons());
+        assert_eq!(table.snapshot().nodes[0].in_flight, 2);
+
+        if let Some(runtime) = telemetry.runtime.as_mut() {
+            runtime.healthy = false;
+            runtime.error = Some("http://127.0.0.1:11434/api/ps: error sending request".into());
+        }
+        table.update("xeon", 1, telemetry);
+        table.publish_pending();
+        let reasons = table.health_reasons();
+        assert!(
+            reasons["xeon"].ends_with("unhealthy: http://127.0.0.1:11434/api/ps: error sending request"),
+            "{reasons:?}"
+        );
+
+        table.set_drained("xeon", true).expect("known node");
+        assert!(table.health_reasons()["xeon"].starts_with("drained by the operator"));
+        let err = table.set_drained("ghost", true).expect_err("unknown");
+        assert_eq!(err, "no node 'ghost'; the nodes are: xeon");
+
+        table.disconnected("xeon", 1, "connection reset".into());
+        let node = table.snapshot().nodes[0].clone();
+        assert_eq!(
+            (node.in_flight, node.healthy),
+            (0, false),
+            "a lost node's last counts are gone"
+        );
+        assert!(table.health_reasons()["xeon"].contains("link down: connection reset"));
+        table.set_drained("xeon", false).expect("undrain");
+        assert_eq!(table.health_reasons()["xeon"], "link down: connection reset");
     }
 }

@@ -1,6 +1,8 @@
 //! The `switchyard` command line: `serve`, `demo`, `policy ...`, `route explain`.
 
 mod admin_client;
+mod certs_cmd;
+mod nodes_cmd;
 mod policy_cmd;
 
 use std::net::SocketAddr;
@@ -41,12 +43,16 @@ pub enum Command {
     },
     /// The cluster's certificates: a CA, the controller's, one per node.
     #[command(subcommand)]
-    Certs(CertsCommand),
-    /// List the nodes a running controller knows, with their links and health.
+    Certs(certs_cmd::CertsCommand),
+    /// List the nodes a running controller knows: health (and why not), load, heat,
+    /// battery, links and certificate expiry.
     Nodes {
         #[command(flatten)]
         controller: Remote,
     },
+    /// Drain a node for maintenance (no new work; in-flight requests finish), or undrain it.
+    #[command(subcommand)]
+    Node(nodes_cmd::NodeCommand),
     /// Run the demo: a controller and three agent processes named after the seed machines
     /// (simulated runtimes), linked over mTLS, with the seed routing policy.
     Demo {
@@ -81,66 +87,35 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CertsCommand {
-    /// Create the cluster CA and the controller's certificate.
-    Init {
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
-        /// Extra names or IPs agents use to reach the controller (localhost and 127.0.0.1 are included).
-        #[arg(long = "san")]
-        sans: Vec<String>,
-        #[arg(long, default_value_t = 365)]
-        days: i64,
-        /// Replace an existing CA (every issued certificate stops working).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Issue a node's certificate bundle (nodes/<name>/ca.pem, node.pem, node.key), or
-    /// re-issue the controller's certificate with `--controller`.
-    Issue {
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
-        #[arg(long, required_unless_present = "controller")]
-        node: Option<String>,
-        /// Re-issue the controller's certificate instead (rotation: agents see it at their next handshake).
-        #[arg(long, conflicts_with = "node")]
-        controller: bool,
-        #[arg(long = "san")]
-        sans: Vec<String>,
-        #[arg(long, default_value_t = 90)]
-        days: i64,
-        /// Exact expiry, RFC 3339 (overrides --days).
-        #[arg(long)]
-        expires_at: Option<String>,
-    },
-    /// List the certificates and when they expire.
-    List {
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 pub enum RouteCommand {
+    /// Ask the active policy where a request with this metadata would go now, and why
+    /// (nothing is sent; the reply is the decision as JSON).
     Explain {
         #[command(flatten)]
         controller: Remote,
+        /// The logical model the request names (as clients send it).
         #[arg(long)]
         model: String,
+        /// The task class (`x-switchyard-task`), e.g. development, production, batch.
         #[arg(long)]
         task: Option<String>,
+        /// The priority, 0-9 (`x-switchyard-priority`).
         #[arg(long, default_value_t = 5)]
         priority: u8,
+        /// Estimated prompt tokens.
         #[arg(long, default_value_t = 0)]
         prompt_tokens: u32,
+        /// The request's max_tokens.
         #[arg(long)]
         max_tokens: Option<u32>,
+        /// The session (`x-switchyard-session`, or OpenAI's `user`).
         #[arg(long)]
         session: Option<String>,
     },
 }
 
-/// Where the controller's admin API is.
+// Where the controller's admin API is (a plain comment: clap would show a doc comment as
+// the help of every command that flattens this).
 #[derive(Debug, Clone, Args)]
 pub struct Remote {
     /// Controller base URL.
@@ -158,16 +133,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             agents_listen,
         } => serve(config, listen, agents_listen).await,
-        Command::Certs(command) => certs(command),
-        Command::Nodes { controller } => {
-            let client = admin_client::AdminClient::new(&controller)?;
-            let body = client
-                .call("GET", "/admin/nodes", Vec::new(), "application/json")
-                .await?;
-            let view: crate::admin::NodesView = serde_json::from_slice(&body)?;
-            crate::say(&format_nodes(&view));
-            Ok(())
-        }
+        Command::Certs(command) => certs_cmd::run(command),
+        Command::Nodes { controller } => nodes_cmd::list(&controller).await,
+        Command::Node(command) => nodes_cmd::run(command).await,
         Command::Demo {
             listen,
             policies,
@@ -233,94 +201,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn certs(command: CertsCommand) -> anyhow::Result<()> {
-    match command {
-        CertsCommand::Init { dir, sans, days, force } => {
-            let written = crate::certs::init(&dir, &sans, days, force)?;
-            for path in written {
-                crate::say(&format!("wrote {}", path.display()));
-            }
-            crate::say(&format!(
-                "next: `switchyard certs issue --dir {} --node <name>` for each machine",
-                dir.display()
-            ));
-        }
-        CertsCommand::Issue {
-            dir,
-            node,
-            controller,
-            sans,
-            days,
-            expires_at,
-        } => {
-            if controller {
-                let (cert, key) = crate::certs::issue_controller(&dir, &sans, days)?;
-                crate::say(&format!(
-                    "wrote {} and {}; new agent handshakes use it",
-                    cert.display(),
-                    key.display()
-                ));
-            } else if let Some(node) = node {
-                let bundle = crate::certs::issue_node(&dir, &node, days, expires_at.as_deref())?;
-                crate::say(&format!(
-                    "wrote {0}/ca.pem, {0}/node.pem, {0}/node.key: copy them to {node} and point its agent config's [controller] at them",
-                    bundle.display()
-                ));
-            }
-        }
-        CertsCommand::List { dir } => {
-            for (path, info) in crate::certs::list(&dir)? {
-                let days = info.expires_in_s as f64 / 86_400.0;
-                let state = if info.expires_in_s < 0 {
-                    "EXPIRED".to_owned()
-                } else {
-                    format!("expires in {days:.0} days")
-                };
-                crate::say(&format!(
-                    "{:<28} {:<40} {state} ({}), serial {}",
-                    info.common_name,
-                    path.display(),
-                    info.not_after,
-                    info.serial
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn format_nodes(view: &crate::admin::NodesView) -> String {
-    let mut out = format!(
-        "{:<10} {:<8} {:<10} {:>9} {:>9} {:>8}  {}\n",
-        "node", "healthy", "runtime", "in-flight", "tok/s", "age", "link"
-    );
-    for node in &view.snapshot.nodes {
-        let link = view.links.iter().find(|l| l.node == node.name);
-        let link_text = match link {
-            Some(l) if l.connected => format!(
-                "mTLS from {}, cert expires in {} days",
-                l.peer,
-                l.cert.expires_in_s / 86_400
-            ),
-            Some(l) => format!("DOWN: {}", l.last_error.as_deref().unwrap_or("unknown")),
-            None => "static (no agent)".to_owned(),
-        };
-        out.push_str(&format!(
-            "{:<10} {:<8} {:<10} {:>4}/{:<4} {:>9} {:>6}ms  {link_text}\n",
-            node.name,
-            node.healthy,
-            node.runtime,
-            node.in_flight,
-            node.max_concurrency,
-            node.tokens_per_sec
-                .map(|t| format!("{t:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            node.last_seen_ms,
-        ));
-    }
-    out.trim_end().to_owned()
-}
-
 async fn serve(
     config_path: PathBuf,
     listen: Option<SocketAddr>,
@@ -375,7 +255,7 @@ async fn serve(
                 },
             )
         }),
-        keys: crate::front::keys::ApiKeys::from_config(&config.api_keys)
+        keys: crate::front::keys::ApiKeys::from_config(&config.api_keys, &config.keyless)
             .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?,
         limits: config.limits.limits(),
     };

@@ -1,0 +1,182 @@
+//! `switchyard nodes` (the node table as an operator reads it: health and why not, load,
+//! heat, battery, links, certificate expiry) and `switchyard node drain|undrain NAME`.
+
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+
+use super::Remote;
+use super::admin_client::AdminClient;
+use crate::admin::NodesView;
+use crate::certs::RENEW_WITHIN_DAYS;
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Stop sending new work to a node; requests already there finish.
+    Drain {
+        /// The node's name, as `switchyard nodes` lists it.
+        node: String,
+        /// Wait until the node has no request in flight (for at most --timeout-s).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+        #[command(flatten)]
+        controller: Remote,
+    },
+    /// Send work to a drained node again.
+    Undrain {
+        /// The node's name.
+        node: String,
+        #[command(flatten)]
+        controller: Remote,
+    },
+}
+
+async fn view(client: &AdminClient) -> anyhow::Result<NodesView> {
+    let body = client
+        .call("GET", "/admin/nodes", Vec::new(), "application/json")
+        .await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+pub async fn list(controller: &Remote) -> anyhow::Result<()> {
+    let client = AdminClient::new(controller)?;
+    crate::say(&format_nodes(&view(&client).await?));
+    Ok(())
+}
+
+pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
+    match command {
+        NodeCommand::Drain {
+            node,
+            wait,
+            timeout_s,
+            controller,
+        } => {
+            let client = AdminClient::new(&controller)?;
+            let reply = client
+                .call(
+                    "POST",
+                    &format!("/admin/nodes/{node}/drain"),
+                    Vec::new(),
+                    "application/json",
+                )
+                .await?;
+            let in_flight = serde_json::from_slice::<serde_json::Value>(&reply)?["in_flight"]
+                .as_u64()
+                .unwrap_or(0);
+            crate::say(&format!(
+                "node {node} drained: no new work goes there; {in_flight} request(s) in flight finish (`switchyard node undrain {node}` ends it)"
+            ));
+            if wait {
+                let deadline = Instant::now() + Duration::from_secs(timeout_s);
+                loop {
+                    let left = view(&client)
+                        .await?
+                        .snapshot
+                        .node(&node)
+                        .map(|n| n.in_flight)
+                        .unwrap_or(0);
+                    if left == 0 {
+                        crate::say(&format!("node {node} has nothing in flight: safe to stop"));
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        anyhow::bail!("node {node} still has {left} request(s) in flight after {timeout_s} s");
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+            Ok(())
+        }
+        NodeCommand::Undrain { node, controller } => {
+            let client = AdminClient::new(&controller)?;
+            client
+                .call(
+                    "POST",
+                    &format!("/admin/nodes/{node}/undrain"),
+                    Vec::new(),
+                    "application/json",
+                )
+                .await?;
+            crate::say(&format!("node {node} takes new work again"));
+            Ok(())
+        }
+    }
+}
+
+/// The node table as text: one row per node, then why each unhealthy node is so.
+pub fn format_nodes(view: &NodesView) -> String {
+    let mut out = format!(
+        "{:<10} {:<9} {:<10} {:>9} {:>5} {:>7} {:>7} {:<22} {:>7}  {}\n",
+        "node", "state", "runtime", "in-flight", "queue", "tok/s", "gpu °C", "heat/power", "age", "link"
+    );
+    for node in &view.snapshot.nodes {
+        let link = view.links.iter().find(|l| l.node == node.name);
+        let state = match view.unhealthy.get(&node.name) {
+            Some(reason) if reason.starts_with("drained") => "draining",
+            Some(_) => "UNHEALTHY",
+            None if node.healthy => "healthy",
+            None => "UNHEALTHY",
+        };
+        let hottest = node
+            .gpus
+            .iter()
+            .filter_map(|g| g.temp_c)
+            .fold(None, |max: Option<f32>, t| Some(max.map_or(t, |m| m.max(t))));
+        let mut heat = Vec::new();
+        if node.thermal_throttled || node.gpus.iter().any(|g| g.throttled) {
+            heat.push("THROTTLED".to_owned());
+        }
+        if let Some(pressure) = link.and_then(|l| l.thermal_pressure.as_deref()) {
+            heat.push(format!("thermal {pressure}"));
+        }
+        match (node.on_battery, link.and_then(|l| l.battery_pct)) {
+            (Some(true), Some(pct)) => heat.push(format!("battery {pct:.0}%")),
+            (Some(true), None) => heat.push("battery".to_owned()),
+            (Some(false), _) => heat.push("AC".to_owned()),
+            (None, _) => {}
+        }
+        let link_text = match link {
+            Some(l) if l.connected => {
+                let days = l.cert.expires_in_s / 86_400;
+                let renew = if l.cert.expires_in_s < RENEW_WITHIN_DAYS * 86_400 {
+                    format!(" RENEW SOON: `switchyard certs renew --node {}`", node.name)
+                } else {
+                    String::new()
+                };
+                format!("mTLS from {}, cert expires in {days} days{renew}", l.peer)
+            }
+            Some(_) => "down".to_owned(),
+            None => "static (no agent)".to_owned(),
+        };
+        out.push_str(&format!(
+            "{:<10} {:<9} {:<10} {:>4}/{:<4} {:>5} {:>7} {:>7} {:<22} {:>5}ms  {link_text}\n",
+            node.name,
+            state,
+            node.runtime,
+            node.in_flight,
+            node.max_concurrency,
+            node.queued,
+            node.tokens_per_sec
+                .map(|t| format!("{t:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            hottest.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into()),
+            if heat.is_empty() {
+                "-".to_owned()
+            } else {
+                heat.join(", ")
+            },
+            node.last_seen_ms,
+        ));
+    }
+    if !view.unhealthy.is_empty() {
+        out.push_str("\nwhy:\n");
+        for (node, reason) in &view.unhealthy {
+            out.push_str(&format!("  {node}: {reason}\n"));
+        }
+    }
+    out.trim_end().to_owned()
+}
