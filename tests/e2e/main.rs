@@ -9,6 +9,7 @@ mod runtimes;
 mod agent_link;
 mod demo;
 mod fidelity;
+mod first_hour;
 mod front_door;
 mod policy_cli;
 mod policy_faults;

@@ -367,6 +367,10 @@ impl Agent {
         self.log.lock().expect("log").join("\n")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();
