@@ -99,35 +99,10 @@ fn fail(message: &str) -> ! {
     std::process::exit(1);
 }
 
-/// Whether rustc has the standard library for `wasm32-wasip2`.
-fn wasm_target_installed() -> bool {
-    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-    Command::new(rustc)
-        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .is_some_and(|dir| std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some()))
-}
-
-/// Add the `wasm32-wasip2` target when it is missing.
+/// Add the `wasm32-wasip2` target when it is missing, or stop with one line.
 fn ensure_wasm_target() {
-    if wasm_target_installed() {
-        return;
-    }
-    eprintln!("the wasm32-wasip2 target is missing: running `rustup target add wasm32-wasip2`");
-    let mut rustup = Command::new("rustup");
-    rustup.args(["target", "add", "wasm32-wasip2"]);
-    if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
-        rustup.args(["--toolchain", &toolchain]);
-    }
-    let added = rustup.status().is_ok_and(|s| s.success());
-    if !added || !wasm_target_installed() {
-        fail(
-            "the policy components need the wasm32-wasip2 target and it could not be added; \
-             run `rustup target add wasm32-wasip2`, then build again",
-        );
+    if let Err(message) = switchyard_wasm_target::ensure(&switchyard_wasm_target::Toolchain::from_build_env()) {
+        fail(&message);
     }
 }
 

@@ -354,3 +354,94 @@ fn an_agent_stopped_mid_stream_tells_its_client_within_a_second() {
     let exit = xeon.stop();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// What `init` wrote, with its detected runtime and catalog replaced by a simulated one serving
+/// `qwen25-coder-7b` (the operator's "review agent.toml"); the `[controller]` section stays.
+fn with_simulated_runtime(config: &str) -> String {
+    let head = &config[..config.find("[runtime]").expect("a [runtime] table")];
+    let link = &config[config.find("[controller]").expect("a [controller] section")..];
+    format!(
+        "{head}[runtime]\nkind = \"simulated\"\nprofile = \"xeon\"\n\n\
+         [[models]]\nlogical = \"qwen25-coder-7b\"\nlocal = \"qwen2.5-coder:7b\"\ncontext_length = 8192\n\n{link}"
+    )
+}
+
+#[test]
+fn a_new_node_joins_with_its_bundle_and_serves_under_the_default_policy() {
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    let address = controller.agents.clone().expect("agents");
+
+    // On the controller: the bundle, with the address the node dials, and the steps.
+    let issued = Command::new(crate::process::BIN)
+        .args(["certs", "issue", "--dir"])
+        .arg(cluster.certs())
+        .args(["--node", "gpu4", "--controller-address", &address])
+        .output()
+        .expect("certs issue");
+    let steps = String::from_utf8_lossy(&issued.stdout).into_owned();
+    assert!(
+        issued.status.success(),
+        "{steps}{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    assert!(
+        steps.contains(&format!("for node 'gpu4', joining the controller at {address}")),
+        "{steps}"
+    );
+    assert!(
+        steps.contains("switchyard-agent init --bundle switchyard-bundle --output agent.toml"),
+        "{steps}"
+    );
+
+    // On the node: the bundle copied over, then the one command.
+    let machine = tempfile::tempdir().expect("the node's disk");
+    let copied = machine.path().join("switchyard-bundle");
+    std::fs::create_dir_all(&copied).expect("mkdir");
+    for file in ["ca.pem", "node.pem", "node.key", "join.toml"] {
+        std::fs::copy(cluster.certs().join("nodes/gpu4").join(file), copied.join(file)).expect("copy");
+    }
+    let config = machine.path().join("agent.toml");
+    let init = Command::new(crate::process::agent_bin())
+        .args(["init", "--bundle"])
+        .arg(&copied)
+        .arg("--output")
+        .arg(&config)
+        .output()
+        .expect("init --bundle");
+    assert!(
+        init.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&init.stdout),
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let written = std::fs::read_to_string(&config).expect("agent.toml");
+    assert!(written.contains("node = \"gpu4\""), "{written}");
+    assert!(written.contains(&format!("address = \"{address}\"")), "{written}");
+    // The test machine has no GPU runtime: point the config at a simulated one, as an
+    // operator edits the runtime and models, and leave the rest as `init` wrote it. The
+    // controller's certificate names localhost, which the address's host already is.
+    std::fs::write(&config, with_simulated_runtime(&written)).expect("edit");
+
+    let _gpu4 = Agent::start(&config, None);
+    assert!(
+        eventually(JOIN_WITHIN, || controller.node_healthy("gpu4") == Some(true)),
+        "{}",
+        controller.log_text()
+    );
+    // No rule of the shipped seed-rules names gpu4; the fallback's "*" reaches it.
+    let (status, text) = curl_with_key(
+        &format!("{}/v1/chat/completions", controller.url),
+        KEY,
+        &[
+            "-H",
+            "x-switchyard-task: batch",
+            "-d",
+            &chat("qwen25-coder-7b", 4, false),
+        ],
+    );
+    assert_eq!(status, 200, "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.contains("x-switchyard-node: gpu4"), "{text}");
+    assert!(lower.contains("rule 'fallback-queue'"), "{text}");
+}
