@@ -244,7 +244,7 @@ fn check(
             if let Some(needle) = &expect.reason_contains
                 && !route.reason.contains(needle.as_str())
             {
-                problems.push(format!("reason '{}' does not contain '{needle}'", route.reason));
+                problems.push(format!("reason \"{}\" does not contain \"{needle}\"", route.reason));
             }
         }
     }

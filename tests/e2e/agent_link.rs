@@ -134,7 +134,9 @@ fn an_expired_certificate_is_refused_by_the_agent_before_dialling_and_by_the_con
     // A client that presents it anyway (not our agent) is refused at the handshake.
     present_certificate(&address, &expired);
     assert!(
-        eventually(JOIN_WITHIN, || controller.log_text().contains("its certificate has expired")),
+        eventually(JOIN_WITHIN, || controller
+            .log_text()
+            .contains("its certificate has expired")),
         "{}",
         controller.log_text()
     );
@@ -164,7 +166,10 @@ fn present_certificate(address: &str, bundle: &Path) {
     runtime.block_on(async {
         let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
         let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-        if let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await {
+        if let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+        {
             let mut byte = [0u8; 1];
             let _ = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut byte)).await;
         }

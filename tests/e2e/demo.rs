@@ -62,10 +62,34 @@ fn the_demo_answers_a_chat_completion_from_each_seed_machine_chosen_by_the_seed_
         assert!(text.contains(&format!("[simulated {node}]")), "{task}: {text}");
         assert!(text.contains("x-switchyard-policy: seed-rules@"), "{task}: {text}");
     }
-    // The live log shows each routed request, and Ctrl-C (SIGTERM) stops agents and all.
+    // The live log shows each routed request once, as the README shows it (same policy
+    // hash), with no colour codes; and Ctrl-C (SIGTERM) stops agents and all.
     assert!(demo.wait_for(std::time::Duration::from_secs(5), |d| {
         d.stdout_text().contains("-> xeon")
     }));
+    let routed: Vec<String> = demo
+        .stdout_text()
+        .lines()
+        .filter(|l| l.starts_with("req-"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(routed.len(), 3, "one line per request: {routed:?}");
+    let log = demo.log_text();
+    assert!(
+        !log.contains(" routed "),
+        "the per-request log line is the demo's own, once:\n{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}') && !demo.stdout_text().contains('\u{1b}'),
+        "no ANSI codes into a pipe"
+    );
+    let readme = std::fs::read_to_string(crate::runtimes::repo().join("README.md")).expect("README");
+    let batch = routed.iter().find(|l| l.contains("-> xeon")).expect("batch line");
+    let shown = batch.split_once(' ').map(|(_, rest)| rest).expect("id");
+    assert!(
+        readme.contains(shown),
+        "the README's sample lines must match the demo's (policy hash included):\n{batch}"
+    );
     let status = demo.stop();
     assert!(status.success(), "demo exit: {status:?}");
 }

@@ -126,7 +126,7 @@ impl Controller {
         command
             .args(["demo", "--listen", "127.0.0.1:0", "--policies"])
             .arg(policies)
-            .env("SWITCHYARD_LOG", "info");
+            .env_remove("SWITCHYARD_LOG"); // as a user runs it: the demo's own log settings
         let mut spawned = spawn(command);
         let found = spawned.wait_for_lines(
             &[

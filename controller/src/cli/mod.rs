@@ -3,6 +3,8 @@
 mod admin_client;
 mod certs_cmd;
 mod nodes_cmd;
+
+pub use nodes_cmd::format_nodes;
 mod policy_cmd;
 
 use std::net::SocketAddr;

@@ -109,68 +109,40 @@ pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
 
 /// The node table as text: one row per node, then why each unhealthy node is so.
 pub fn format_nodes(view: &NodesView) -> String {
-    let mut out = format!(
-        "{:<10} {:<9} {:<10} {:>9} {:>5} {:>7} {:>7} {:<22} {:>7}  {}\n",
-        "node", "state", "runtime", "in-flight", "queue", "tok/s", "gpu °C", "heat/power", "age", "link"
-    );
-    for node in &view.snapshot.nodes {
-        let link = view.links.iter().find(|l| l.node == node.name);
-        let state = match view.unhealthy.get(&node.name) {
-            Some(reason) if reason.starts_with("drained") => "draining",
-            Some(_) => "UNHEALTHY",
-            None if node.healthy => "healthy",
-            None => "UNHEALTHY",
-        };
-        let hottest = node
-            .gpus
-            .iter()
-            .filter_map(|g| g.temp_c)
-            .fold(None, |max: Option<f32>, t| Some(max.map_or(t, |m| m.max(t))));
-        let mut heat = Vec::new();
-        if node.thermal_throttled || node.gpus.iter().any(|g| g.throttled) {
-            heat.push("THROTTLED".to_owned());
+    let rows: Vec<[String; 10]> = view.snapshot.nodes.iter().map(|node| row(view, node)).collect();
+    let header = [
+        "node",
+        "state",
+        "runtime",
+        "in-flight",
+        "queue",
+        "tok/s",
+        "gpu °C",
+        "heat/power",
+        "age",
+        "link",
+    ]
+    .map(str::to_owned);
+    let mut widths = [0usize; 10];
+    for cells in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(cells) {
+            *width = (*width).max(cell.chars().count());
         }
-        if let Some(pressure) = link.and_then(|l| l.thermal_pressure.as_deref()) {
-            heat.push(format!("thermal {pressure}"));
-        }
-        match (node.on_battery, link.and_then(|l| l.battery_pct)) {
-            (Some(true), Some(pct)) => heat.push(format!("battery {pct:.0}%")),
-            (Some(true), None) => heat.push("battery".to_owned()),
-            (Some(false), _) => heat.push("AC".to_owned()),
-            (None, _) => {}
-        }
-        let link_text = match link {
-            Some(l) if l.connected => {
-                let days = l.cert.expires_in_s / 86_400;
-                let renew = if l.cert.expires_in_s < RENEW_WITHIN_DAYS * 86_400 {
-                    format!(" RENEW SOON: `switchyard certs renew --node {}`", node.name)
-                } else {
-                    String::new()
-                };
-                format!("mTLS from {}, cert expires in {days} days{renew}", l.peer)
+    }
+    let mut out = String::new();
+    for cells in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            let pad = width.saturating_sub(cell.chars().count());
+            // Numbers to the right, words to the left; the last column unpadded.
+            match i {
+                3..=6 | 8 => line.push_str(&format!("{}{cell}  ", " ".repeat(pad))),
+                9 => line.push_str(cell),
+                _ => line.push_str(&format!("{cell}{}  ", " ".repeat(pad))),
             }
-            Some(_) => "down".to_owned(),
-            None => "static (no agent)".to_owned(),
-        };
-        out.push_str(&format!(
-            "{:<10} {:<9} {:<10} {:>4}/{:<4} {:>5} {:>7} {:>7} {:<22} {:>5}ms  {link_text}\n",
-            node.name,
-            state,
-            node.runtime,
-            node.in_flight,
-            node.max_concurrency,
-            node.queued,
-            node.tokens_per_sec
-                .map(|t| format!("{t:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            hottest.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into()),
-            if heat.is_empty() {
-                "-".to_owned()
-            } else {
-                heat.join(", ")
-            },
-            node.last_seen_ms,
-        ));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     if !view.unhealthy.is_empty() {
         out.push_str("\nwhy:\n");
@@ -179,4 +151,63 @@ pub fn format_nodes(view: &NodesView) -> String {
         }
     }
     out.trim_end().to_owned()
+}
+
+fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 10] {
+    let link = view.links.iter().find(|l| l.node == node.name);
+    let state = match view.unhealthy.get(&node.name) {
+        Some(reason) if reason.starts_with("drained") => "draining",
+        Some(_) => "UNHEALTHY",
+        None if node.healthy => "healthy",
+        None => "UNHEALTHY",
+    };
+    let hottest = node
+        .gpus
+        .iter()
+        .filter_map(|g| g.temp_c)
+        .fold(None, |max: Option<f32>, t| Some(max.map_or(t, |m| m.max(t))));
+    let mut heat = Vec::new();
+    if node.thermal_throttled || node.gpus.iter().any(|g| g.throttled) {
+        heat.push("THROTTLED".to_owned());
+    }
+    if let Some(pressure) = link.and_then(|l| l.thermal_pressure.as_deref()) {
+        heat.push(format!("thermal {pressure}"));
+    }
+    match (node.on_battery, link.and_then(|l| l.battery_pct)) {
+        (Some(true), Some(pct)) => heat.push(format!("battery {pct:.0}%")),
+        (Some(true), None) => heat.push("battery".to_owned()),
+        (Some(false), _) => heat.push("AC".to_owned()),
+        (None, _) => {}
+    }
+    let link_text = match link {
+        Some(l) if l.connected => {
+            let days = l.cert.expires_in_s / 86_400;
+            let renew = if l.cert.expires_in_s < RENEW_WITHIN_DAYS * 86_400 {
+                format!(" RENEW SOON: `switchyard certs renew --node {}`", node.name)
+            } else {
+                String::new()
+            };
+            format!("mTLS from {}, cert expires in {days} days{renew}", l.peer)
+        }
+        Some(_) => "down".to_owned(),
+        None => "static (no agent)".to_owned(),
+    };
+    [
+        node.name.clone(),
+        state.to_owned(),
+        node.runtime.clone(),
+        format!("{}/{}", node.in_flight, node.max_concurrency),
+        node.queued.to_string(),
+        node.tokens_per_sec
+            .map(|t| format!("{t:.1}"))
+            .unwrap_or_else(|| "-".into()),
+        hottest.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into()),
+        if heat.is_empty() {
+            "-".to_owned()
+        } else {
+            heat.join(", ")
+        },
+        format!("{}ms", node.last_seen_ms),
+        link_text,
+    ]
 }

@@ -3,5 +3,6 @@
 mod support;
 
 mod hostile_policies;
+mod messages;
 mod policy_lifecycle;
 mod swap_under_load;
