@@ -40,6 +40,8 @@ pub struct AgentApi {
     pub telemetry: watch::Receiver<AgentTelemetry>,
     /// The data plane to the runtime's own server (`None` for the simulated runtime).
     relay: Option<RuntimeRelay>,
+    /// The models the agent starts itself.
+    models: Option<Arc<crate::models::ModelManager>>,
 }
 
 fn boxed<B>(body: B) -> Body
@@ -109,7 +111,18 @@ impl AgentApi {
             performance,
             telemetry,
             relay,
+            models: None,
         })
+    }
+
+    /// Serve `models`' models from their own runtimes, started on demand.
+    pub fn with_models(mut self, models: Option<Arc<crate::models::ModelManager>>) -> Self {
+        let shared_runtime = self.config.runtime.base_url.is_some();
+        self.relay = self
+            .relay
+            .map(|relay| relay.with_models(models.clone(), shared_runtime));
+        self.models = models;
+        self
     }
 
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
@@ -152,6 +165,7 @@ impl AgentApi {
             }
             (Method::GET, "/healthz") => full(StatusCode::OK, &json!({ "status": "ok", "node": self.config.node })),
             (Method::GET, "/v1/models") => self.models().await,
+            (Method::POST, "/models/load" | "/models/unload") => self.load_or_unload(request).await,
             (Method::POST, path) if path.starts_with("/v1/") || path.starts_with("/api/") => match &self.relay {
                 Some(relay) => match relay.relay(request).await {
                     Ok(response) => response,
@@ -237,6 +251,69 @@ impl AgentApi {
             header::HeaderValue::from_static("application/x-ndjson"),
         );
         response
+    }
+
+    /// `POST /models/load` and `/models/unload` with `{"model": NAME}` (the catalog's local or
+    /// logical name): the operator's `switchyard models load|unload`.
+    async fn load_or_unload(&self, request: Request<Incoming>) -> Response<Body> {
+        let load = request.uri().path().ends_with("/load");
+        let name = match Limited::new(request.into_body(), 64 * 1024).collect().await {
+            Ok(body) => serde_json::from_slice::<Value>(&body.to_bytes())
+                .ok()
+                .and_then(|v| v["model"].as_str().map(str::to_owned)),
+            Err(_) => None,
+        };
+        let Some(name) = name else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "send {\"model\": NAME}",
+            );
+        };
+        let Some(entry) = self.config.models.iter().find(|m| m.local == name || m.logical == name) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!("model {name:?} is not in node {}'s catalog", self.config.node),
+            );
+        };
+        let local = entry.local.clone();
+        let outcome = match &self.models {
+            Some(models) if models.manages(&local) => if load {
+                models.load_now(&local).await.map(|()| "loaded")
+            } else {
+                models
+                    .unload(&local)
+                    .await
+                    .map(|stopped| if stopped { "unloaded" } else { "was not loaded" })
+            }
+            .map_err(|e| {
+                let status = match e {
+                    crate::models::LoadError::Busy { .. } => StatusCode::CONFLICT,
+                    crate::models::LoadError::TooLarge { .. } => StatusCode::INSUFFICIENT_STORAGE,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                error(status, "model_error", e.to_string())
+            }),
+            _ => {
+                let done = if load {
+                    self.driver.load_model(&local).await.map(|()| "loaded")
+                } else {
+                    self.driver.unload_model(&local).await.map(|()| "unloaded")
+                };
+                done.map_err(|e| driver_error(&e))
+            }
+        };
+        match outcome {
+            Ok(what) => {
+                tracing::info!(model = %local, "{what} (operator)");
+                full(
+                    StatusCode::OK,
+                    &json!({ "node": self.config.node, "model": local, "result": what }),
+                )
+            }
+            Err(response) => response,
+        }
     }
 
     async fn models(&self) -> Response<Body> {

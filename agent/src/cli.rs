@@ -196,7 +196,17 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
         supervisor_state,
     );
     let first = sampler.sample().await;
+    // The models the agent starts itself share the GPUs' memory, or the RAM without one.
+    let machine_memory_mb = match first.gpus.iter().map(|g| g.mem_total_mb).sum::<u64>() {
+        0 => first.system.mem_total_mb,
+        vram => vram,
+    };
+    let models =
+        crate::models::ModelManager::from_config(&config, machine_memory_mb, Some(estimates_file(&config_path)));
+    sampler.set_models(models.clone());
+    let first = sampler.sample().await;
     let (publish, telemetry) = watch::channel(first);
+    let models_task = models.clone().map(|m| tokio::spawn(m.run(shutdown.clone())));
     tokio::spawn(sampler.run(
         publish,
         Duration::from_millis(config.telemetry_interval_ms),
@@ -207,7 +217,7 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let api = Arc::new(AgentApi::new(config.clone(), driver, performance, telemetry)?);
+    let api = Arc::new(AgentApi::new(config.clone(), driver, performance, telemetry)?.with_models(models));
     crate::say(&format!("switchyard-agent {} listening on http://{addr}", config.node));
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let link_task = config
@@ -222,7 +232,24 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
         // The supervisor stops the runtime (SIGTERM, then SIGKILL after its grace period).
         let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
     }
+    if let Some(task) = models_task {
+        // Every model's runtime gets SIGTERM, then SIGKILL after its grace period.
+        let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    }
     Ok(())
+}
+
+/// Where measured load times and memory are kept: systemd's `$STATE_DIRECTORY` when the
+/// service has one (its config folder is read-only), else beside the config.
+fn estimates_file(config_path: &std::path::Path) -> PathBuf {
+    let name = config_path
+        .file_stem()
+        .map(|s| format!("{}.models.json", s.to_string_lossy()))
+        .unwrap_or_else(|| "agent.models.json".to_owned());
+    match std::env::var_os("STATE_DIRECTORY") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => config_path.with_file_name(name),
+    }
 }
 
 /// Cancel `shutdown` on Ctrl-C or SIGTERM.

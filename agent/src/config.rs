@@ -109,6 +109,18 @@ pub struct RuntimeConfig {
     /// Per-request timeout towards the runtime, in seconds (default 600).
     #[serde(default = "default_timeout")]
     pub request_timeout_s: u64,
+    /// Memory the models the agent starts may use together, in MB (default: the VRAM of all
+    /// NVIDIA GPUs, else the RAM; unified memory on Apple Silicon).
+    #[serde(default)]
+    pub memory_budget_mb: Option<u64>,
+    /// How long a model's runtime may take to answer its readiness probe, in seconds
+    /// (default 300).
+    #[serde(default = "default_load_timeout")]
+    pub load_timeout_s: u64,
+}
+
+fn default_load_timeout() -> u64 {
+    300
 }
 
 fn default_timeout() -> u64 {
@@ -155,6 +167,54 @@ pub struct ModelEntry {
     /// `best`, `good` or `fast`: what policies may prefer for quality.
     #[serde(default)]
     pub tier: Option<String>,
+    /// Start this model's own runtime on demand: the command, with `{port}` where the
+    /// agent puts the port it chose (e.g. `["vllm", "serve", "Qwen/...", "--port", "{port}"]`).
+    /// Absent: the model is served by `[runtime]`'s server.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Memory the model's runtime needs, in MB (absent: measured at its first load).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// How long the model may stay idle before its runtime is stopped (`"90s"`, `"30m"`,
+    /// `"2h"`; absent or `"-1"`: until memory is needed for another model).
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+    /// Start it when the agent starts.
+    #[serde(default)]
+    pub preload: bool,
+}
+
+impl ModelEntry {
+    /// Whether the agent starts this model's runtime itself.
+    pub fn managed(&self) -> bool {
+        self.command.is_some()
+    }
+}
+
+/// A keep-alive duration: `"90s"`, `"30m"`, `"2h"`, `"0"`; `None` for `"-1"` (forever).
+pub fn parse_keep_alive(text: &str) -> Result<Option<std::time::Duration>, String> {
+    let text = text.trim();
+    if text == "-1" {
+        return Ok(None);
+    }
+    if text == "0" {
+        return Ok(Some(std::time::Duration::ZERO));
+    }
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. \"90s\", \"30m\", \"2h\", \"0\" or \"-1\""))?;
+    let seconds = match unit {
+        "s" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration; use e.g. \"90s\", \"30m\", \"2h\", \"0\" or \"-1\""
+            ));
+        }
+    };
+    Ok(Some(std::time::Duration::from_secs(seconds)))
 }
 
 impl AgentConfig {
@@ -222,11 +282,16 @@ impl AgentConfig {
                 }
             }
             _ => {
-                let Some(url) = &self.runtime.base_url else {
-                    return Err(invalid(
-                        "runtime.base_url",
-                        "is required for this runtime kind, e.g. \"http://127.0.0.1:11434\"".into(),
-                    ));
+                let every_model_managed = !self.models.is_empty() && self.models.iter().all(ModelEntry::managed);
+                let url = match &self.runtime.base_url {
+                    Some(url) => url,
+                    None if every_model_managed => "http://127.0.0.1",
+                    None => {
+                        return Err(invalid(
+                            "runtime.base_url",
+                            "is required for this runtime kind, e.g. \"http://127.0.0.1:11434\" (or give every model its own `command`)".into(),
+                        ));
+                    }
                 };
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(invalid(
@@ -266,15 +331,50 @@ impl AgentConfig {
                     "must be at least 1".into(),
                 ));
             }
+            if let Some(command) = &model.command {
+                if matches!(self.runtime.kind, RuntimeKind::Ollama | RuntimeKind::Simulated) {
+                    return Err(invalid(
+                        &format!("models[{i}].command"),
+                        format!(
+                            "a {} runtime loads its models itself; per-model commands are for vllm, mlx, llama-cpp and openai",
+                            self.runtime.kind.as_str()
+                        ),
+                    ));
+                }
+                if command.is_empty() || !command.iter().any(|arg| arg.contains("{port}")) {
+                    return Err(invalid(
+                        &format!("models[{i}].command"),
+                        "must give the program and its arguments, with \"{port}\" where the agent puts the port, e.g. [\"vllm\", \"serve\", \"MODEL\", \"--port\", \"{port}\"]".into(),
+                    ));
+                }
+            } else if model.preload || model.memory_mb.is_some() {
+                return Err(invalid(
+                    &format!("models[{i}]"),
+                    "`preload` and `memory_mb` need a `command`: the agent only loads the models it starts".into(),
+                ));
+            }
+            if let Some(keep_alive) = &model.keep_alive
+                && let Err(message) = parse_keep_alive(keep_alive)
+            {
+                return Err(invalid(&format!("models[{i}].keep_alive"), message));
+            }
+            if model.memory_mb == Some(0) {
+                return Err(invalid(&format!("models[{i}].memory_mb"), "must be at least 1".into()));
+            }
+        }
+        if self.runtime.memory_budget_mb == Some(0) {
+            return Err(invalid("runtime.memory_budget_mb", "must be at least 1".into()));
         }
         Ok(())
     }
 
+    /// The shared runtime's address (with a runtime per model and none shared, a placeholder
+    /// that nothing is sent to).
     pub fn base_url(&self) -> String {
         self.runtime
             .base_url
             .clone()
-            .unwrap_or_default()
+            .unwrap_or_else(|| "http://127.0.0.1".to_owned())
             .trim_end_matches('/')
             .to_owned()
     }
@@ -292,6 +392,7 @@ impl AgentConfig {
                 loaded: loaded
                     .iter()
                     .any(|l| l == &m.local || l.strip_suffix(":latest") == Some(m.local.as_str())),
+                load_ms: None,
             })
             .collect()
     }

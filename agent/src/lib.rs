@@ -11,6 +11,7 @@ pub mod driver;
 pub mod init;
 pub mod join_bundle;
 pub mod link;
+pub mod models;
 pub mod node_cert;
 pub mod openai_shapes;
 pub mod performance;

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::api::{Body, BoxError};
 use crate::driver::RuntimeDriver;
+use crate::models::{Lease, LoadError, ModelManager};
 use crate::performance::PerformanceTracker;
 use crate::tap::{Framing, Tap};
 
@@ -45,6 +46,10 @@ pub struct RuntimeRelay {
     client: Client<HttpConnector, Full<Bytes>>,
     driver: Arc<dyn RuntimeDriver>,
     performance: Arc<PerformanceTracker>,
+    /// Models with their own runtime process, started on demand.
+    models: Option<Arc<ModelManager>>,
+    /// Whether `[runtime]` has a server of its own for the models without a command.
+    shared_runtime: bool,
 }
 
 /// Why a request could not be relayed; rendered by [`crate::api`].
@@ -83,7 +88,54 @@ impl RuntimeRelay {
             client,
             driver,
             performance,
+            models: None,
+            shared_runtime: true,
         })
+    }
+
+    /// Relay requests for `models`' models to their own runtimes (started on demand);
+    /// `shared_runtime`: whether the base runtime serves the other models.
+    pub fn with_models(mut self, models: Option<Arc<ModelManager>>, shared_runtime: bool) -> Self {
+        self.models = models;
+        self.shared_runtime = shared_runtime;
+        self
+    }
+
+    /// The model's own runtime, ready and held for this request, when the agent starts it;
+    /// `Err` is the answer to give instead.
+    async fn lease_for(&self, body: &[u8]) -> Result<Option<Lease>, Response<Body>> {
+        let Some(models) = &self.models else {
+            return Ok(None);
+        };
+        let model = model_of(body);
+        match model.as_deref() {
+            Some(local) if models.manages(local) => match models.acquire(local).await {
+                Ok(lease) => Ok(Some(lease)),
+                Err(e) => {
+                    tracing::warn!(model = local, "{e}");
+                    let status = match e {
+                        LoadError::TooLarge { .. } => StatusCode::INSUFFICIENT_STORAGE,
+                        _ => StatusCode::SERVICE_UNAVAILABLE,
+                    };
+                    let mut response = crate::api::error(status, "model_not_loaded", e.to_string());
+                    // Nothing started on it: another node may serve it.
+                    response.headers_mut().insert(
+                        RETRYABLE,
+                        HeaderValue::from_static("the model could not be loaded here"),
+                    );
+                    Err(response)
+                }
+            },
+            _ if !self.shared_runtime => Err(crate::api::error(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!(
+                    "model {:?} is not in this node's catalog (every model here has its own runtime command)",
+                    model.unwrap_or_default()
+                ),
+            )),
+            _ => Ok(None),
+        }
     }
 
     /// Relay `request` (its path, headers and body) to the runtime.
@@ -95,10 +147,17 @@ impl RuntimeRelay {
             .await
             .map_err(|e| RelayError::Body(e.to_string()))?
             .to_bytes();
+        let lease = match self.lease_for(&body).await {
+            Ok(lease) => lease,
+            Err(answer) => return Ok(answer),
+        };
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri: Uri = format!("{}{}{path}", self.scheme_authority, self.base_path)
-            .parse()
-            .map_err(http::Error::from)?;
+        let uri: Uri = match &lease {
+            Some(lease) => format!("{}{path}", lease.base_url),
+            None => format!("{}{}{path}", self.scheme_authority, self.base_path),
+        }
+        .parse()
+        .map_err(http::Error::from)?;
         let generation = is_generation(parts.uri.path());
         let mut answer = self.send(&parts.headers, &uri, body.clone()).await;
         if let Ok(response) = &answer
@@ -115,7 +174,10 @@ impl RuntimeRelay {
                 let mut response = crate::api::error(
                     StatusCode::BAD_GATEWAY,
                     "runtime_unreachable",
-                    format!("the runtime at {} is unreachable: {e}", self.scheme_authority),
+                    format!(
+                        "the runtime at {} is unreachable: {e}",
+                        uri.authority().map_or("?", |a| a.as_str())
+                    ),
                 );
                 response
                     .headers_mut()
@@ -143,7 +205,12 @@ impl RuntimeRelay {
             started,
             self.performance.clone(),
         );
-        let body = TappedBody { inner: body, tap }.boxed_unsync();
+        let body = TappedBody {
+            inner: body,
+            tap,
+            _lease: lease,
+        }
+        .boxed_unsync();
         Ok(Response::from_parts(head, body))
     }
 
@@ -175,6 +242,8 @@ impl RuntimeRelay {
 struct TappedBody {
     inner: Incoming,
     tap: Tap,
+    /// Holds the model resident until the answer is over (or the client is gone).
+    _lease: Option<Lease>,
 }
 
 impl hyper::body::Body for TappedBody {

@@ -29,8 +29,13 @@ pub struct ModelVariant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<String>,
     pub context_length: u32,
+    /// Resident now: a request starts at once. False for a model that must load first.
     #[serde(default)]
     pub loaded: bool,
+    /// For a model that is not resident: how long loading it takes, estimated from its
+    /// previous loads (absent when never measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<u32>,
 }
 
 /// One node of the cluster.

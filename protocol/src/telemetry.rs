@@ -32,6 +32,54 @@ pub struct AgentTelemetry {
     #[serde(default)]
     pub models: Vec<ModelVariant>,
     pub performance: Performance,
+    /// The runtimes the agent starts per model (`[[models]] command`): what is resident,
+    /// loading or cold, with memory, idleness and load-time estimates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_states: Vec<ModelState>,
+    /// The memory those runtimes may use together, in MB (when the agent starts any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget_mb: Option<u64>,
+}
+
+/// Where a model the agent starts itself stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelLoadState {
+    /// Not running; a request starts it.
+    Cold,
+    /// Its runtime is starting (requests for it wait for this one load).
+    Loading,
+    /// Resident and serving.
+    Ready,
+    /// Being stopped (idle past its keep-alive, or evicted to make room).
+    Stopping,
+}
+
+/// One model the agent starts itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelState {
+    /// The runtime's name for it (the catalog's `local`).
+    pub local: String,
+    pub state: ModelLoadState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Declared, or measured at its last load (`memory_measured`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default)]
+    pub memory_measured: bool,
+    pub in_flight: u32,
+    /// Seconds since its last request ended (resident and idle only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_s: Option<u64>,
+    /// How long a load takes, from its previous loads (absent before the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<u32>,
+    pub loads: u32,
+    pub evictions: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

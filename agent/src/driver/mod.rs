@@ -127,6 +127,20 @@ pub trait RuntimeDriver: Send + Sync + std::fmt::Debug {
     async fn ensure_model(&self, _model: &str) -> Result<bool, DriverError> {
         Ok(false)
     }
+    /// Load `model` into memory now (Ollama: a generation with no prompt).
+    async fn load_model(&self, model: &str) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(format!(
+            "this {} runtime loads and unloads {model:?} itself",
+            self.kind().as_str()
+        )))
+    }
+    /// Unload `model` now (Ollama: `keep_alive: 0`).
+    async fn unload_model(&self, model: &str) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(format!(
+            "this {} runtime loads and unloads {model:?} itself",
+            self.kind().as_str()
+        )))
+    }
 }
 
 /// The HTTP client drivers talk to their runtime with: no Nagle delay, a bounded connect,

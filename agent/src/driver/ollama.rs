@@ -82,6 +82,20 @@ impl OllamaDriver {
         parse_keep_alive(self.keep_alive.as_deref()?)
     }
 
+    /// Ollama's documented way to load or unload a model: a generation with no prompt,
+    /// with the `keep_alive` to apply.
+    async fn empty_generation(&self, model: &str, keep_alive: Option<KeepAlive>) -> Result<(), DriverError> {
+        let mut request = ollama_rs::generation::completion::request::GenerationRequest::new(model.to_owned(), "");
+        if let Some(keep_alive) = keep_alive {
+            request = request.keep_alive(keep_alive);
+        }
+        self.ollama
+            .generate(request)
+            .await
+            .map(drop)
+            .map_err(|e| classify(e, model, &self.base))
+    }
+
     /// Pull `model` if it is a catalog model and pulling is allowed; true if it was pulled.
     async fn pull_if_allowed(&self, model: &str) -> Result<bool, DriverError> {
         if !self.pullable.iter().any(|m| m == model) {
@@ -289,6 +303,14 @@ impl RuntimeDriver for OllamaDriver {
 
     async fn ensure_model(&self, model: &str) -> Result<bool, DriverError> {
         self.pull_if_allowed(model).await
+    }
+
+    async fn load_model(&self, model: &str) -> Result<(), DriverError> {
+        self.empty_generation(model, self.keep_alive()).await
+    }
+
+    async fn unload_model(&self, model: &str) -> Result<(), DriverError> {
+        self.empty_generation(model, Some(KeepAlive::UnloadOnCompletion)).await
     }
 
     async fn chat(&self, request: ChatRequest) -> Result<EventStream, DriverError> {

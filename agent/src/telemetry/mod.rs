@@ -10,7 +10,7 @@ pub mod system;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use switchyard_protocol::{AgentTelemetry, NodeLimits, RuntimeTelemetry, SupervisorState};
+use switchyard_protocol::{AgentTelemetry, LoadedModel, ModelLoadState, NodeLimits, RuntimeTelemetry, SupervisorState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +26,7 @@ pub struct Sampler {
     power: power::PowerProbe,
     performance: Arc<PerformanceTracker>,
     supervisor: Option<watch::Receiver<SupervisorState>>,
+    models: Option<Arc<crate::models::ModelManager>>,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -51,7 +52,13 @@ impl Sampler {
             power: power::PowerProbe,
             performance,
             supervisor,
+            models: None,
         }
+    }
+
+    /// Report the models the agent starts itself (and their memory budget).
+    pub fn set_models(&mut self, models: Option<Arc<crate::models::ModelManager>>) {
+        self.models = models;
     }
 
     pub async fn sample(&mut self) -> AgentTelemetry {
@@ -59,7 +66,31 @@ impl Sampler {
         let gpus = self.gpus.sample();
         let mut power = self.power.sample();
         let performance = self.performance.snapshot();
+        let model_states = self.models.as_ref().map(|m| m.states()).unwrap_or_default();
+        let ready: Vec<LoadedModel> = model_states
+            .iter()
+            .filter(|m| m.state == ModelLoadState::Ready)
+            .map(|m| LoadedModel {
+                name: m.local.clone(),
+                vram_mb: m.memory_mb,
+            })
+            .collect();
+        let per_model_only =
+            self.models.is_some() && self.config.as_ref().is_some_and(|c| c.runtime.base_url.is_none());
         let runtime = match (&self.config, &self.driver) {
+            // Every model has its own runtime, started on demand: nothing shared to probe.
+            (Some(_), Some(driver)) if per_model_only => Some(RuntimeTelemetry {
+                kind: driver.kind().as_str().to_owned(),
+                simulated: false,
+                base_url: "(a runtime per model)".to_owned(),
+                healthy: true,
+                error: None,
+                running: model_states.iter().map(|m| m.in_flight).sum(),
+                waiting: 0,
+                kv_cache_usage_pct: None,
+                loaded_models: ready.clone(),
+                supervisor: None,
+            }),
             (Some(_), Some(driver)) => {
                 let probe = driver.probe().await;
                 if probe.thermal_throttled == Some(true) {
@@ -74,7 +105,7 @@ impl Sampler {
                     running: probe.running.unwrap_or(performance.in_flight),
                     waiting: probe.waiting.unwrap_or(0),
                     kv_cache_usage_pct: probe.kv_cache_usage_pct,
-                    loaded_models: probe.loaded,
+                    loaded_models: probe.loaded.into_iter().chain(ready.iter().cloned()).collect(),
                     supervisor: self.supervisor.as_ref().map(|rx| rx.borrow().clone()),
                 })
             }
@@ -113,8 +144,22 @@ impl Sampler {
                 max_concurrency: config.map(|c| c.max_concurrency).unwrap_or(0),
                 max_tokens: config.map(|c| c.max_tokens).unwrap_or(0),
             },
-            models: config.map(|c| c.variants(&loaded)).unwrap_or_default(),
+            models: config
+                .map(|c| {
+                    let mut variants = c.variants(&loaded);
+                    for variant in &mut variants {
+                        if let Some(state) = model_states.iter().find(|m| m.local == variant.local)
+                            && !variant.loaded
+                        {
+                            variant.load_ms = state.load_ms;
+                        }
+                    }
+                    variants
+                })
+                .unwrap_or_default(),
             performance,
+            memory_budget_mb: self.models.as_ref().map(|m| m.budget_mb()),
+            model_states,
         }
     }
 

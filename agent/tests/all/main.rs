@@ -8,6 +8,7 @@ mod support;
 mod agent_process;
 mod config_errors;
 mod joining;
+mod model_manager;
 mod ollama_driver;
 mod openai_driver;
 mod service_files;

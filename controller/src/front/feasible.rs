@@ -64,6 +64,7 @@ mod tests {
                 quantization: None,
                 context_length: context,
                 loaded: true,
+                load_ms: None,
             }],
             last_seen_ms: 0,
         }

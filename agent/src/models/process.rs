@@ -1,0 +1,209 @@
+//! One model's runtime process: started from the catalog's `command` with the port filled
+//! in, waited for until it answers `GET /v1/models`, measured (resident memory of it and its
+//! children, plus their GPU memory from NVML where there is a GPU), and stopped with
+//! SIGTERM, then SIGKILL after a grace period.
+
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// How long a stopped runtime gets to exit before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A started, ready runtime.
+#[derive(Debug)]
+pub struct Running {
+    pub child: Child,
+    pub pid: Option<u32>,
+    pub port: u16,
+    /// From spawn to the first good readiness answer.
+    pub ready_after: Duration,
+}
+
+/// Why a runtime did not become ready.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start {program:?}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the runtime exited before it was ready ({0})")]
+    Exited(String),
+    #[error("the runtime was not ready within {0:?} (GET /v1/models on its port never answered 200)")]
+    Timeout(Duration),
+    #[error("no free port on 127.0.0.1: {0}")]
+    Port(std::io::Error),
+}
+
+/// A port that is free now. The runtimes (vLLM, `mlx_lm.server`, llama.cpp's server) cannot
+/// listen on port 0 and report the port, so the agent asks the kernel for a free one and
+/// hands it over; the small race with other processes is covered by one retry of the start.
+fn free_port() -> Result<u16, StartError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(StartError::Port)?;
+    Ok(listener.local_addr().map_err(StartError::Port)?.port())
+}
+
+/// `command` with every `{port}` replaced.
+pub fn fill_port(command: &[String], port: u16) -> Vec<String> {
+    command
+        .iter()
+        .map(|arg| arg.replace("{port}", &port.to_string()))
+        .collect()
+}
+
+/// Start `command` on a free port and wait until it answers, for at most `timeout`.
+pub async fn start(command: &[String], timeout: Duration, client: &reqwest::Client) -> Result<Running, StartError> {
+    let mut last = None;
+    for _ in 0..2 {
+        match start_once(command, timeout, client).await {
+            Ok(running) => return Ok(running),
+            // Exiting at once is what losing the port race looks like: try another port.
+            Err(e @ StartError::Exited(_)) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(StartError::Timeout(timeout)))
+}
+
+async fn start_once(command: &[String], timeout: Duration, client: &reqwest::Client) -> Result<Running, StartError> {
+    let port = free_port()?;
+    let filled = fill_port(command, port);
+    let (program, args) = filled.split_first().ok_or_else(|| StartError::Spawn {
+        program: String::new(),
+        source: std::io::Error::other("empty command"),
+    })?;
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| StartError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    let pid = child.id();
+    let url = format!("http://127.0.0.1:{port}/v1/models");
+    let deadline = started + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(StartError::Exited(status.to_string()));
+        }
+        let ready = client
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(Running {
+                child,
+                pid,
+                port,
+                ready_after: started.elapsed(),
+            });
+        }
+        if Instant::now() >= deadline {
+            stop(&mut child).await;
+            return Err(StartError::Timeout(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM, then SIGKILL after the grace period.
+pub async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+/// Memory the process `pid` and its descendants hold, in MB: resident memory, plus GPU
+/// memory where NVML reports processes.
+pub fn memory_of_tree(pid: u32) -> u64 {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let mut system = System::new();
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::All,
+        true,
+        ProcessRefreshKind::nothing().with_memory(),
+    );
+    let root = Pid::from_u32(pid);
+    let in_tree = |mut current: Pid| -> bool {
+        for _ in 0..64 {
+            if current == root {
+                return true;
+            }
+            match system.process(current).and_then(|p| p.parent()) {
+                Some(parent) => current = parent,
+                None => return false,
+            }
+        }
+        false
+    };
+    let pids: Vec<u32> = system
+        .processes()
+        .keys()
+        .copied()
+        .filter(|p| in_tree(*p))
+        .map(|p| p.as_u32())
+        .collect();
+    let resident: u64 = pids
+        .iter()
+        .filter_map(|p| system.process(Pid::from_u32(*p)))
+        .map(|p| p.memory())
+        .sum();
+    (resident + gpu_memory_of(&pids)) / (1024 * 1024)
+}
+
+/// GPU memory (bytes) NVML attributes to `pids`; 0 without a driver.
+fn gpu_memory_of(pids: &[u32]) -> u64 {
+    use nvml_wrapper::enums::device::UsedGpuMemory;
+    let Ok(nvml) = nvml_wrapper::Nvml::init() else {
+        return 0;
+    };
+    let count = nvml.device_count().unwrap_or(0);
+    let mut total = 0;
+    for index in 0..count {
+        let Ok(device) = nvml.device_by_index(index) else {
+            continue;
+        };
+        for process in device.running_compute_processes().unwrap_or_default() {
+            if pids.contains(&process.pid)
+                && let UsedGpuMemory::Used(bytes) = process.used_gpu_memory
+            {
+                total += bytes;
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_goes_wherever_the_command_says() {
+        let command: Vec<String> = ["server", "--port", "{port}", "--url=http://127.0.0.1:{port}/"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(
+            fill_port(&command, 8123),
+            ["server", "--port", "8123", "--url=http://127.0.0.1:8123/"]
+        );
+    }
+
+    #[test]
+    fn a_process_tree_is_measured() {
+        // This test process holds some resident memory.
+        assert!(memory_of_tree(std::process::id()) > 0);
+    }
+}
