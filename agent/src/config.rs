@@ -336,7 +336,7 @@ impl AgentConfig {
                     return Err(invalid(
                         &format!("models[{i}].command"),
                         format!(
-                            "a {} runtime loads its models itself; per-model commands are for vllm, mlx, llama-cpp and openai",
+                            "the {} runtime loads its models itself; per-model commands are for vllm, mlx, llama-cpp and openai",
                             self.runtime.kind.as_str()
                         ),
                     ));

@@ -208,6 +208,33 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
                 unhealthy: app.nodes.health_reasons(),
             },
         ),
+        (&Method::POST, ["nodes", node, "models", action @ ("load" | "unload")]) => {
+            let model = match read_body(request.into_body(), POLICY_LIMIT).await {
+                Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["model"].as_str().map(str::to_owned)),
+                Err(reply) => return reply,
+            };
+            let Some(model) = model else {
+                return error_json(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "send {\"model\": NAME} (the logical name or the node's own)",
+                );
+            };
+            let body = serde_json::json!({ "model": model });
+            match crate::agents::command::post(&app.nodes, node, &format!("/models/{action}"), &body).await {
+                Ok((status, answer)) if status.is_success() => json(StatusCode::OK, &answer),
+                Ok((status, answer)) => error_json(
+                    status,
+                    "model_error",
+                    answer["error"]["message"]
+                        .as_str()
+                        .map_or_else(|| format!("node {node} answered {status}"), str::to_owned),
+                ),
+                Err(e) => error_json(StatusCode::BAD_GATEWAY, "node_error", e.to_string()),
+            }
+        }
         (&Method::POST, ["nodes", node, action @ ("drain" | "undrain")]) => {
             let drain = *action == "drain";
             match app.nodes.set_drained(node, drain) {

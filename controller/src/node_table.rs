@@ -53,6 +53,14 @@ pub struct LinkView {
     /// The OS's thermal pressure level, where it says.
     #[serde(default)]
     pub thermal_pressure: Option<String>,
+    /// The models the agent starts itself, and their memory budget.
+    #[serde(default)]
+    pub models: Vec<switchyard_protocol::ModelState>,
+    #[serde(default)]
+    pub memory_budget_mb: Option<u64>,
+    /// What the node's shared runtime reports resident (Ollama's `/api/ps`), with its memory.
+    #[serde(default)]
+    pub resident: Vec<switchyard_protocol::LoadedModel>,
 }
 
 #[derive(Debug)]
@@ -312,6 +320,14 @@ impl NodeTable {
                 simulated: e.telemetry.runtime.as_ref().is_some_and(|r| r.simulated),
                 battery_pct: e.telemetry.power.battery_pct,
                 thermal_pressure: e.telemetry.power.thermal_pressure.clone(),
+                models: e.telemetry.model_states.clone(),
+                memory_budget_mb: e.telemetry.memory_budget_mb,
+                resident: e
+                    .telemetry
+                    .runtime
+                    .as_ref()
+                    .map(|r| r.loaded_models.clone())
+                    .unwrap_or_default(),
             })
             .collect();
         views.sort_by(|a, b| a.node.cmp(&b.node));

@@ -10,6 +10,7 @@ mod agent_link;
 mod demo;
 mod fidelity;
 mod first_hour;
+mod models;
 mod front_door;
 mod policy_cli;
 mod policy_faults;

@@ -2,6 +2,7 @@
 //! with HTTP/2 running the other way (the controller is the client). The node name comes
 //! from the agent's certificate; liveness is the connection plus HTTP/2 pings.
 
+pub mod command;
 mod link;
 mod node_admission;
 mod server_tls;

@@ -2,8 +2,10 @@
 
 mod admin_client;
 mod certs_cmd;
+mod models_cmd;
 mod nodes_cmd;
 
+pub use models_cmd::format_models;
 pub use nodes_cmd::format_nodes;
 mod policy_cmd;
 
@@ -55,6 +57,9 @@ pub enum Command {
     /// Drain a node for maintenance (no new work; in-flight requests finish), or undrain it.
     #[command(subcommand)]
     Node(nodes_cmd::NodeCommand),
+    /// The models per node: loaded or not, memory, idle time, load-time estimate; or load and
+    /// unload one (`switchyard models load NODE MODEL`).
+    Models(models_cmd::ModelsArgs),
     /// Run the demo: a controller and three agent processes named after the seed machines
     /// (simulated runtimes), linked over mTLS, with the seed routing policy.
     Demo {
@@ -138,6 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(command) => certs_cmd::run(command),
         Command::Nodes { controller } => nodes_cmd::list(&controller).await,
         Command::Node(command) => nodes_cmd::run(command).await,
+        Command::Models(args) => models_cmd::run(args).await,
         Command::Demo {
             listen,
             policies,
