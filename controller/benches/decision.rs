@@ -1,8 +1,11 @@
 //! One routing decision through the Wasm sandbox versus the same policy code compiled
 //! natively, for 3, 16 and 256 nodes. The Wasm side is the engine's full request-path
-//! decision (`decide_prepared`: lowering the request and the prepared node list into the
-//! guest, the sandboxed call, lifting and validating the decision); the native side calls
-//! the policy crate's `decide` on the same inputs, already in memory. Results: BENCHMARKS.md.
+//! decision (`decide_prepared`: lowering the request and its candidates into the guest, the
+//! sandboxed call, lifting and validating the decision), for the current contract (0.2.0:
+//! the cluster handed to each instance once per snapshot version, candidates by index) and
+//! for a component built against 0.1.0 (`tests/fixtures/least-loaded-0.1.0.wasm`: every
+//! candidate node lowered whole per call); the native side calls the policy crate's
+//! `decide` on the same inputs, already in memory. Results: BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
 use switchyard_controller::policy::{EngineOptions, PolicyEngine, PreparedSnapshot};
@@ -89,6 +92,7 @@ fn to_sdk_node(node: &NodeSnapshot) -> sdk::Node {
                 quantization: m.quantization.clone(),
                 context_length: m.context_length,
                 loaded: m.loaded,
+                load_ms: m.load_ms,
             })
             .collect(),
         last_seen_ms: node.last_seen_ms,
@@ -115,6 +119,15 @@ fn bench_decisions(c: &mut Criterion) {
         .load_file(&policies_dir().join("seed-rules.toml"), &ClusterSnapshot::default())
         .expect("seed-rules");
     let params = seed_params();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let legacy = engine
+        .load_text(
+            "name = \"least-loaded-legacy\"\n[[stage]]\ncomponent = \"least-loaded-0.1.0.wasm\"\n",
+            "least-loaded-legacy.toml",
+            Some(&fixtures),
+            &ClusterSnapshot::default(),
+        )
+        .expect("the 0.1.0 component loads");
 
     let mut group = c.benchmark_group("decision");
     for n in [3usize, 16, 256] {
@@ -137,6 +150,11 @@ fn bench_decisions(c: &mut Criterion) {
         engine.activate(&least.id).expect("activate");
         assert!(engine.decide(&req, &snapshot).fault.is_none());
         group.bench_with_input(BenchmarkId::new("least-loaded/wasm", n), &n, |b, _| {
+            b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
+        });
+        engine.activate(&legacy.id).expect("activate");
+        assert!(engine.decide(&req, &snapshot).fault.is_none());
+        group.bench_with_input(BenchmarkId::new("least-loaded/wasm-0.1.0", n), &n, |b, _| {
             b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
         });
         group.bench_with_input(BenchmarkId::new("least-loaded/native", n), &n, |b, _| {

@@ -44,6 +44,10 @@ pub struct NodePatch {
     pub thermal_throttled: Option<bool>,
     /// Sets every GPU's temperature.
     pub gpu_temp_c: Option<f32>,
+    /// Sets every model variant's `loaded` (resident or cold).
+    pub loaded: Option<bool>,
+    /// Sets every model variant's load-time estimate, in milliseconds.
+    pub load_ms: Option<u32>,
     pub tokens_per_sec: Option<f32>,
 }
 
@@ -189,6 +193,12 @@ fn apply(snapshot: &mut ClusterSnapshot, patch: &NodePatch) -> Result<(), String
     }
     if let Some(v) = patch.gpu_temp_c {
         node.gpus.iter_mut().for_each(|g| g.temp_c = Some(v));
+    }
+    if let Some(v) = patch.loaded {
+        node.models.iter_mut().for_each(|m| m.loaded = v);
+    }
+    if let Some(v) = patch.load_ms {
+        node.models.iter_mut().for_each(|m| m.load_ms = Some(v));
     }
     Ok(())
 }

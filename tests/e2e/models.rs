@@ -29,8 +29,21 @@ fn models_load_on_demand_behind_the_controller_and_the_operator_sees_and_moves_t
         let file = models.join(format!("{name}.gguf"));
         std::fs::copy(&source, &file).expect("copy model");
         serde_json::json!([
-            python(), "-m", "llama_cpp.server", "--model", file, "--model_alias", name,
-            "--host", "127.0.0.1", "--port", "{port}", "--interrupt_requests", "False", "--n_threads", "1"
+            python(),
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            file,
+            "--model_alias",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--interrupt_requests",
+            "False",
+            "--n_threads",
+            "1"
         ])
     };
     let config = cluster.dir.path().join("xeon.toml");
@@ -50,7 +63,8 @@ fn models_load_on_demand_behind_the_controller_and_the_operator_sees_and_moves_t
     )
     .expect("config");
     let _agent = Agent::start(&config, None);
-    assert!(eventually(Duration::from_secs(30), || controller.node_healthy("xeon") == Some(true)));
+    assert!(eventually(Duration::from_secs(30), || controller.node_healthy("xeon")
+        == Some(true)));
 
     let url = format!("{}/v1/chat/completions", controller.url);
     for round in 0..4 {
@@ -78,7 +92,9 @@ fn models_load_on_demand_behind_the_controller_and_the_operator_sees_and_moves_t
             && variant("tiny-a")["load_ms"].as_u64().is_some()
     };
     assert!(
-        eventually(Duration::from_secs(5), || warm_and_cold(&controller.admin("/admin/nodes"))),
+        eventually(Duration::from_secs(5), || warm_and_cold(
+            &controller.admin("/admin/nodes")
+        )),
         "{}",
         controller.admin("/admin/nodes")
     );
@@ -86,7 +102,10 @@ fn models_load_on_demand_behind_the_controller_and_the_operator_sees_and_moves_t
     let listed = controller.cli_ok(&["models"]);
     assert!(listed.contains("tiny-b") && listed.contains("ready"), "{listed}");
     assert!(listed.contains("cold"), "{listed}");
-    assert!(listed.contains("xeon: 600 of 1000 MB of model memory in use"), "{listed}");
+    assert!(
+        listed.contains("xeon: 600 of 1000 MB of model memory in use"),
+        "{listed}"
+    );
 
     let unloaded = controller.cli_ok(&["models", "unload", "xeon", "tiny-b"]);
     assert_eq!(unloaded.trim(), "xeon: tiny-b unloaded");
@@ -95,5 +114,8 @@ fn models_load_on_demand_behind_the_controller_and_the_operator_sees_and_moves_t
     let unknown = controller.cli(&["models", "load", "xeon", "gpt-5"]);
     assert!(!unknown.status.success());
     let message = String::from_utf8_lossy(&unknown.stderr);
-    assert!(message.contains("model \"gpt-5\" is not in node xeon's catalog"), "{message}");
+    assert!(
+        message.contains("model \"gpt-5\" is not in node xeon's catalog"),
+        "{message}"
+    );
 }

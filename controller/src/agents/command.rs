@@ -26,7 +26,9 @@ pub async fn post(
     path: &str,
     body: &serde_json::Value,
 ) -> Result<(StatusCode, serde_json::Value), CommandError> {
-    let mut sender = nodes.sender(node).ok_or_else(|| CommandError::NotLinked(node.to_owned()))?;
+    let mut sender = nodes
+        .sender(node)
+        .ok_or_else(|| CommandError::NotLinked(node.to_owned()))?;
     let failed = |message: String| CommandError::Link {
         node: node.to_owned(),
         message,

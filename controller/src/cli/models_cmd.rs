@@ -79,10 +79,20 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
 
 /// One row per model per node.
 pub fn format_models(view: &NodesView) -> String {
-    let mut rows = vec![[
-        "node", "model", "runtime name", "state", "memory", "in-flight", "idle", "load est.", "loads/evictions",
-    ]
-    .map(str::to_owned)];
+    let mut rows = vec![
+        [
+            "node",
+            "model",
+            "runtime name",
+            "state",
+            "memory",
+            "in-flight",
+            "idle",
+            "load est.",
+            "loads/evictions",
+        ]
+        .map(str::to_owned),
+    ];
     for node in &view.snapshot.nodes {
         let link = view.links.iter().find(|l| l.node == node.name);
         for variant in &node.models {
@@ -147,7 +157,10 @@ pub fn format_models(view: &NodesView) -> String {
                 .filter(|m| m.state != switchyard_protocol::ModelLoadState::Cold)
                 .filter_map(|m| m.memory_mb)
                 .sum();
-            out.push_str(&format!("{}: {used} of {budget} MB of model memory in use\n", link.node));
+            out.push_str(&format!(
+                "{}: {used} of {budget} MB of model memory in use\n",
+                link.node
+            ));
         }
     }
     out.trim_end().to_owned()

@@ -1,20 +1,37 @@
-//! The one place `bindgen!` runs on `wit/`: the generated types stay private here, and this
-//! module converts between them and the wire types in `switchyard-protocol`. Only the
-//! fields the WIT declares are marshalled.
+//! The one place `bindgen!` runs on `wit/`: the current contract (`wit/policy.wit`,
+//! `switchyard:policy@0.2.0`) and the one before it (`wit/legacy/policy-0.1.0.wit`), whose
+//! components still load. The generated types stay private here; this module converts
+//! between them and the wire types in `switchyard-protocol`. Only the fields the WIT
+//! declares are marshalled.
 
 use switchyard_protocol::{Decision, GpuSample, ModelVariant, NodeSnapshot, Reject, RequestInfo, Route, Target};
 
-mod generated {
+mod current {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/policy.wit",
         world: "policy",
     });
 }
 
-pub(crate) use generated::switchyard::policy::host::{Host, LogLevel};
-pub(crate) use generated::switchyard::policy::types as wit;
-pub(crate) use generated::switchyard::policy::types::Host as TypesHost;
-pub(crate) use generated::{Policy, PolicyPre};
+mod legacy {
+    wasmtime::component::bindgen!({
+        path: "../wit/legacy/policy-0.1.0.wit",
+        world: "policy",
+    });
+}
+
+pub(crate) use current::switchyard::policy::host::{Host, LogLevel};
+pub(crate) use current::switchyard::policy::types as wit;
+pub(crate) use current::switchyard::policy::types::Host as TypesHost;
+pub(crate) use current::{Policy, PolicyPre};
+
+/// The 0.1.0 contract: every call lowers the candidate nodes whole.
+pub(crate) mod v1 {
+    pub(crate) use super::legacy::switchyard::policy::host::{Host, LogLevel};
+    pub(crate) use super::legacy::switchyard::policy::types as wit;
+    pub(crate) use super::legacy::switchyard::policy::types::Host as TypesHost;
+    pub(crate) use super::legacy::{Policy, PolicyPre};
+}
 
 pub(crate) fn request_to_wit(req: &RequestInfo) -> wit::Request {
     wit::Request {
@@ -50,6 +67,7 @@ fn variant_to_wit(model: &ModelVariant) -> wit::ModelVariant {
         quantization: model.quantization.clone(),
         context_length: model.context_length,
         loaded: model.loaded,
+        load_ms: if model.loaded { None } else { model.load_ms },
     }
 }
 
@@ -90,6 +108,85 @@ pub(crate) fn decision_from_wit(decision: wit::Decision) -> Decision {
             reason: route.reason,
         }),
         wit::Decision::Reject(reject) => Decision::Reject(Reject {
+            status: reject.status,
+            message: reject.message,
+        }),
+    }
+}
+
+/// The 0.1.0 request.
+pub(crate) fn request_to_v1(req: &wit::Request) -> v1::wit::Request {
+    v1::wit::Request {
+        id: req.id.clone(),
+        api: req.api.clone(),
+        model: req.model.clone(),
+        stream: req.stream,
+        prompt_tokens: req.prompt_tokens,
+        max_tokens: req.max_tokens,
+        priority: req.priority,
+        task: req.task.clone(),
+        session: req.session.clone(),
+        tags: req.tags.clone(),
+    }
+}
+
+/// A 0.1.0 node: `node` with only `variant` of its models and the candidate's live load.
+pub(crate) fn node_to_v1(node: &wit::Node, variant: &wit::ModelVariant, load: wit::Load) -> v1::wit::Node {
+    v1::wit::Node {
+        name: node.name.clone(),
+        labels: node.labels.clone(),
+        runtime: node.runtime.clone(),
+        healthy: node.healthy,
+        in_flight: load.in_flight,
+        queued: load.queued,
+        max_concurrency: node.max_concurrency,
+        max_tokens: node.max_tokens,
+        cpu_util_pct: node.cpu_util_pct,
+        mem_used_mb: node.mem_used_mb,
+        mem_total_mb: node.mem_total_mb,
+        gpus: node
+            .gpus
+            .iter()
+            .map(|g| v1::wit::Gpu {
+                name: g.name.clone(),
+                util_pct: g.util_pct,
+                mem_used_mb: g.mem_used_mb,
+                mem_total_mb: g.mem_total_mb,
+                temp_c: g.temp_c,
+                power_w: g.power_w,
+                throttled: g.throttled,
+            })
+            .collect(),
+        on_battery: node.on_battery,
+        thermal_throttled: node.thermal_throttled,
+        tokens_per_sec: node.tokens_per_sec,
+        ttft_ms: node.ttft_ms,
+        models: vec![v1::wit::ModelVariant {
+            logical: variant.logical.clone(),
+            local: variant.local.clone(),
+            quantization: variant.quantization.clone(),
+            context_length: variant.context_length,
+            loaded: variant.loaded,
+        }],
+        last_seen_ms: node.last_seen_ms,
+    }
+}
+
+/// A 0.1.0 decision as the current one.
+pub(crate) fn decision_from_v1(decision: v1::wit::Decision) -> wit::Decision {
+    match decision {
+        v1::wit::Decision::Route(route) => wit::Decision::Route(wit::Route {
+            targets: route
+                .targets
+                .into_iter()
+                .map(|t| wit::Target {
+                    node: t.node,
+                    model: t.model,
+                })
+                .collect(),
+            reason: route.reason,
+        }),
+        v1::wit::Decision::Reject(reject) => wit::Decision::Reject(wit::Reject {
             status: reject.status,
             message: reject.message,
         }),

@@ -148,13 +148,11 @@ impl LoadedPolicy {
     pub fn decide(&self, req: &RequestInfo, prepared: &PreparedSnapshot) -> Result<Decision, PolicyFault> {
         let snapshot = prepared.snapshot();
         let wit_req = bindings::request_to_wit(req);
-        let mut chosen: Vec<wit::Node> = Vec::new();
+        let mut candidates: Vec<wit::Candidate> = prepared.candidates_for(&req.model);
         let mut reasons: Vec<String> = Vec::new();
         let mut previous: Option<Vec<switchyard_protocol::Target>> = None;
-        let candidates = prepared.nodes_for(&req.model);
         for (index, stage) in self.stages.iter().enumerate() {
-            let nodes = if index == 0 { &candidates[..] } else { chosen.as_slice() };
-            let decision = bindings::decision_from_wit(stage.route(&wit_req, nodes)?);
+            let decision = bindings::decision_from_wit(stage.route(&wit_req, prepared, &candidates)?);
             check_decision(&decision, snapshot, &req.model, previous.as_deref())?;
             let route = match decision {
                 Decision::Reject(_) => return Ok(decision),
@@ -171,14 +169,10 @@ impl LoadedPolicy {
                 }));
             }
             // The next stage sees only the chosen nodes, each with only the chosen model.
-            chosen = route
+            candidates = route
                 .targets
                 .iter()
-                .filter_map(|target| {
-                    let mut node = nodes.iter().find(|n| n.name == target.node)?.clone();
-                    node.models.retain(|m| m.local == target.model);
-                    Some(node)
-                })
+                .filter_map(|target| prepared.candidate(&req.model, &target.node, &target.model))
                 .collect();
             previous = Some(route.targets);
             reasons.push(route.reason);

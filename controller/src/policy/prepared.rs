@@ -1,14 +1,16 @@
 //! A cluster snapshot prepared for policies: marshalled into the WIT types once per snapshot
-//! (telemetry changes it about once a second; requests read it thousands of times), and
-//! grouped by logical model. A policy is shown only the nodes that serve the requested
-//! model, each with only its variant of that model: every other node or model could not be
-//! a valid target, and marshalling them is most of a decision's cost. Each node's in-flight
-//! count comes, per request, from the controller's own live count ([`LiveLoad`]) where there
-//! is one: telemetry is up to a second old, and a node it still shows busy may be free.
+//! (telemetry changes it at most ten times a second; requests read it thousands of times)
+//! under a version number that each warm policy instance receives once (`set-cluster`),
+//! and indexed by logical model, so that a request names its candidates by index with their
+//! live load instead of copying nodes into the sandbox. A policy is shown only the nodes
+//! that serve the requested model, each with only its variant of that model: every other
+//! node or model could not be a valid target. Each node's in-flight count comes, per
+//! request, from the controller's own live count ([`LiveLoad`]) where there is one:
+//! telemetry is up to a second old, and a node it still shows busy may be free.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use switchyard_protocol::ClusterSnapshot;
 
@@ -19,26 +21,37 @@ pub trait LiveLoad: Send + Sync + std::fmt::Debug {
     fn in_flight(&self, node: &str) -> u32;
 }
 
+/// Versions are unique in the process: an instance that saw one never mistakes another
+/// snapshot for it.
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
 #[derive(Debug)]
 pub struct PreparedSnapshot {
     snapshot: Arc<ClusterSnapshot>,
-    by_model: HashMap<String, Vec<wit::Node>>,
+    version: u64,
+    /// Every node, with every model, in the snapshot's order (what `set-cluster` hands over).
+    nodes: Vec<wit::Node>,
+    /// Per logical model: (node index, variant index) of each node serving it.
+    by_model: HashMap<String, Vec<(u32, u32)>>,
     live: Option<Arc<dyn LiveLoad>>,
 }
 
 impl PreparedSnapshot {
     pub fn new(snapshot: Arc<ClusterSnapshot>) -> Self {
-        let mut by_model: HashMap<String, Vec<wit::Node>> = HashMap::new();
-        for node in &snapshot.nodes {
-            let marshalled = bindings::node_to_wit(node);
-            for (index, model) in node.models.iter().enumerate() {
-                let mut view = marshalled.clone();
-                view.models = vec![marshalled.models[index].clone()];
-                by_model.entry(model.logical.clone()).or_default().push(view);
+        let nodes: Vec<wit::Node> = snapshot.nodes.iter().map(bindings::node_to_wit).collect();
+        let mut by_model: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
+        for (n, node) in snapshot.nodes.iter().enumerate() {
+            for (m, model) in node.models.iter().enumerate() {
+                by_model
+                    .entry(model.logical.clone())
+                    .or_default()
+                    .push((n as u32, m as u32));
             }
         }
         Self {
             snapshot,
+            version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+            nodes,
             by_model,
             live: None,
         }
@@ -58,28 +71,58 @@ impl PreparedSnapshot {
         self.snapshot.clone()
     }
 
-    /// The nodes a policy sees for a request for `model`: marshalled once, copied only when
-    /// a live in-flight count differs from the prepared one.
-    pub(crate) fn nodes_for(&self, model: &str) -> Cow<'_, [wit::Node]> {
-        let nodes = self.by_model.get(model).map(Vec::as_slice).unwrap_or(&[]);
-        let Some(live) = &self.live else {
-            return Cow::Borrowed(nodes);
-        };
-        let counts: Vec<u32> = nodes.iter().map(|n| live.in_flight(&n.name)).collect();
-        if nodes.iter().zip(&counts).all(|(n, c)| n.in_flight == *c) {
-            return Cow::Borrowed(nodes);
+    /// This snapshot's version, unique in the process.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Every node, marshalled.
+    pub(crate) fn nodes(&self) -> &[wit::Node] {
+        &self.nodes
+    }
+
+    fn load(&self, node: u32) -> wit::Load {
+        let wit_node = &self.nodes[node as usize];
+        wit::Load {
+            in_flight: self
+                .live
+                .as_ref()
+                .map_or(wit_node.in_flight, |live| live.in_flight(&wit_node.name)),
+            queued: wit_node.queued,
         }
-        Cow::Owned(
-            nodes
-                .iter()
-                .zip(counts)
-                .map(|(node, in_flight)| {
-                    let mut node = node.clone();
-                    node.in_flight = in_flight;
-                    node
-                })
-                .collect(),
-        )
+    }
+
+    /// The candidates for a request for `model`: every node serving it, with its live load.
+    pub(crate) fn candidates_for(&self, model: &str) -> Vec<wit::Candidate> {
+        self.by_model
+            .get(model)
+            .map(|pairs| {
+                pairs
+                    .iter()
+                    .map(|&(node, model)| wit::Candidate {
+                        node,
+                        model,
+                        load: self.load(node),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The candidate for `node`'s variant `local` of `model` (a chain's next stage).
+    pub(crate) fn candidate(&self, model: &str, node: &str, local: &str) -> Option<wit::Candidate> {
+        let pairs = self.by_model.get(model)?;
+        pairs
+            .iter()
+            .find(|&&(n, m)| {
+                let wit_node = &self.nodes[n as usize];
+                wit_node.name == node && wit_node.models[m as usize].local == local
+            })
+            .map(|&(node, model)| wit::Candidate {
+                node,
+                model,
+                load: self.load(node),
+            })
     }
 }
 

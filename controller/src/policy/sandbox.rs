@@ -12,7 +12,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Host, LogLevel, Policy, TypesHost};
+use super::bindings::{Host, LogLevel, Policy, TypesHost, v1};
 use super::guest_log::{LogBudget, one_line};
 use super::guest_output::GuestOutput;
 
@@ -55,6 +55,36 @@ impl WasiView for HostState {
 
 impl Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
+        let level = match level {
+            LogLevel::Trace => tracing::Level::TRACE,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Error => tracing::Level::ERROR,
+        };
+        self.guest_log(level, &message);
+    }
+}
+
+/// The same `host.log` for components built against the 0.1.0 contract.
+impl v1::Host for HostState {
+    fn log(&mut self, level: v1::LogLevel, message: String) {
+        let level = match level {
+            v1::LogLevel::Trace => tracing::Level::TRACE,
+            v1::LogLevel::Debug => tracing::Level::DEBUG,
+            v1::LogLevel::Info => tracing::Level::INFO,
+            v1::LogLevel::Warn => tracing::Level::WARN,
+            v1::LogLevel::Error => tracing::Level::ERROR,
+        };
+        self.guest_log(level, &message);
+    }
+}
+
+impl v1::TypesHost for HostState {}
+
+impl HostState {
+    /// One line of a guest's log, within its budget, tagged with the policy.
+    fn guest_log(&mut self, level: tracing::Level, message: &str) {
         let in_call = self.log_lines_in_call;
         self.log_lines_in_call = in_call.saturating_add(1);
         if !self.log_budget.allow(in_call) {
@@ -64,14 +94,14 @@ impl Host for HostState {
             }
             return;
         }
-        let message = one_line(&message);
+        let message = one_line(message);
         let policy = &*self.policy_id;
         match level {
-            LogLevel::Trace => tracing::trace!(target: "policy", %policy, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "policy", %policy, "{message}"),
-            LogLevel::Info => tracing::info!(target: "policy", %policy, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "policy", %policy, "{message}"),
-            LogLevel::Error => tracing::error!(target: "policy", %policy, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(target: "policy", %policy, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(target: "policy", %policy, "{message}"),
+            tracing::Level::INFO => tracing::info!(target: "policy", %policy, "{message}"),
+            tracing::Level::WARN => tracing::warn!(target: "policy", %policy, "{message}"),
+            _ => tracing::error!(target: "policy", %policy, "{message}"),
         }
     }
 }
@@ -112,6 +142,7 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         forbid_waiting(&mut linker)?;
         Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        v1::Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {

@@ -1,6 +1,8 @@
 //! One compiled component of a policy chain: compiled once (`InstancePre`), configured
 //! instances kept in a lock-free pool and reused, every call under an epoch deadline and a
-//! memory cap. An instance that faults is dropped, never reused.
+//! memory cap. An instance that faults is dropped, never reused. A component of the current
+//! contract (0.2.0) receives the cluster once per snapshot version (`set-cluster`) and then
+//! only candidates by index; one built for 0.1.0 receives its candidate nodes whole.
 
 use std::sync::Arc;
 
@@ -8,21 +10,34 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
-use super::bindings::{Policy, PolicyPre, wit};
+use super::bindings::{self, Policy, PolicyPre, v1, wit};
 use super::fault::PolicyFault;
 use super::guest_log::LogBudget;
 use super::guest_output::GuestOutput;
+use super::prepared::PreparedSnapshot;
 use super::sandbox::{HostState, Sandbox};
 use super::spec::Limits;
 
+enum Bindings {
+    Current(Policy),
+    Legacy(v1::Policy),
+}
+
 struct Instance {
     store: Store<HostState>,
-    bindings: Policy,
+    bindings: Bindings,
+    /// The snapshot version this instance was last given (`set-cluster`); 0: none.
+    seen_version: u64,
+}
+
+enum Pre {
+    Current(PolicyPre<HostState>),
+    Legacy(v1::PolicyPre<HostState>),
 }
 
 /// A compiled, configurable stage.
 pub struct Stage {
-    pre: PolicyPre<HostState>,
+    pre: Pre,
     params_json: String,
     limits: Limits,
     policy_id: Arc<str>,
@@ -54,7 +69,17 @@ impl Stage {
             .linker()
             .instantiate_pre(component)
             .map_err(|e| format!("{e:#}"))?;
-        let pre = PolicyPre::new(instance_pre).map_err(|e| format!("{e:#}"))?;
+        let pre = match PolicyPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::Current(pre),
+            Err(current) => match v1::PolicyPre::new(instance_pre) {
+                Ok(pre) => Pre::Legacy(pre),
+                Err(_) => {
+                    return Err(format!(
+                        "{current:#} (the component implements neither switchyard:policy@0.2.0 nor @0.1.0)"
+                    ));
+                }
+            },
+        };
         Ok(Self {
             pre,
             params_json,
@@ -85,18 +110,30 @@ impl Stage {
             log_budget: self.log_budget.clone(),
             log_lines_in_call: 0,
         };
-        let mut store = Store::new(self.pre.engine(), state);
+        let engine = match &self.pre {
+            Pre::Current(pre) => pre.engine(),
+            Pre::Legacy(pre) => pre.engine(),
+        };
+        let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| Err(self.classify(e, PolicyFault::Instantiate)))?;
+        let instantiated = match &self.pre {
+            Pre::Current(pre) => pre.instantiate(&mut store).map(Bindings::Current),
+            Pre::Legacy(pre) => pre.instantiate(&mut store).map(Bindings::Legacy),
+        };
+        let bindings = instantiated.map_err(|e| Err(self.classify(e, PolicyFault::Instantiate)))?;
         store.set_epoch_deadline(self.deadline_ticks());
-        let configured = bindings.call_configure(&mut store, &self.params_json);
+        let configured = match &bindings {
+            Bindings::Current(b) => b.call_configure(&mut store, &self.params_json),
+            Bindings::Legacy(b) => b.call_configure(&mut store, &self.params_json),
+        };
         store.data().output.drain_to_log(&self.policy_id);
         match configured {
-            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                bindings,
+                seen_version: 0,
+            }),
             Ok(Err(message)) => Err(Ok(message)),
             Err(e) => Err(Err(self.classify(e, PolicyFault::Trap))),
         }
@@ -131,8 +168,22 @@ impl Stage {
         self.warm.len()
     }
 
-    /// Call `route` under the stage's limits.
-    pub fn route(&self, req: &wit::Request, nodes: &[wit::Node]) -> Result<wit::Decision, PolicyFault> {
+    /// The contract the component implements.
+    pub fn contract(&self) -> &'static str {
+        match self.pre {
+            Pre::Current(_) => "switchyard:policy@0.2.0",
+            Pre::Legacy(_) => "switchyard:policy@0.1.0",
+        }
+    }
+
+    /// Call `route` for `candidates` of `prepared` under the stage's limits (handing the
+    /// instance the cluster first when it has not seen this snapshot version).
+    pub fn route(
+        &self,
+        req: &wit::Request,
+        prepared: &PreparedSnapshot,
+        candidates: &[wit::Candidate],
+    ) -> Result<wit::Decision, PolicyFault> {
         let mut instance = match self.warm.pop() {
             Some(instance) => instance,
             None => self.instantiate().map_err(|e| match e {
@@ -142,7 +193,28 @@ impl Stage {
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
         instance.store.data_mut().log_lines_in_call = 0;
-        let result = instance.bindings.call_route(&mut instance.store, req, nodes);
+        let result = match &instance.bindings {
+            Bindings::Current(b) => {
+                let mut handed = Ok(());
+                if instance.seen_version != prepared.version() {
+                    handed = b.call_set_cluster(&mut instance.store, prepared.version(), prepared.nodes());
+                    instance.seen_version = prepared.version();
+                }
+                handed.and_then(|()| b.call_route(&mut instance.store, req, candidates))
+            }
+            Bindings::Legacy(b) => {
+                let nodes = prepared.nodes();
+                let whole: Vec<v1::wit::Node> = candidates
+                    .iter()
+                    .filter_map(|c| {
+                        let node = nodes.get(c.node as usize)?;
+                        Some(bindings::node_to_v1(node, node.models.get(c.model as usize)?, c.load))
+                    })
+                    .collect();
+                b.call_route(&mut instance.store, &bindings::request_to_v1(req), &whole)
+                    .map(bindings::decision_from_v1)
+            }
+        };
         instance.store.data().output.drain_to_log(&self.policy_id);
         match result {
             Ok(decision) => {

@@ -161,6 +161,9 @@ fn the_node_table_reads_as_an_operator_needs() {
         simulated: true,
         battery_pct: (node == "m4").then_some(41.0),
         thermal_pressure: (node == "m4").then(|| "heavy".to_owned()),
+        models: Vec::new(),
+        memory_budget_mb: None,
+        resident: Vec::new(),
     };
     let view = NodesView {
         snapshot,

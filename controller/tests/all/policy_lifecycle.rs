@@ -259,3 +259,61 @@ fn uploads_are_capped_listed_and_deleted_unless_a_loaded_policy_uses_them() {
     ));
     engine.upload_component(vec![0xff; 16]).expect("room again");
 }
+
+#[test]
+fn a_component_built_for_the_0_1_0_contract_still_loads_and_routes() {
+    // The least-loaded component as it was built before 0.2.0 (every candidate node lowered
+    // whole per call): users' existing .wasm files keep working.
+    let engine = engine();
+    let fixtures = repo_path("controller/tests/fixtures");
+    let policy = engine
+        .load_text(
+            "name = \"old-least-loaded\"\n[[stage]]\ncomponent = \"least-loaded-0.1.0.wasm\"\n",
+            "old-least-loaded.toml",
+            Some(&fixtures),
+            &cluster(),
+        )
+        .expect("a 0.1.0 component loads");
+    assert_eq!(policy.stages[0].contract(), "switchyard:policy@0.1.0");
+    engine.activate(&policy.id).expect("activate");
+    let mut snapshot = cluster();
+    for node in &mut snapshot.nodes {
+        node.in_flight = if node.name == "xeon" { 0 } else { 1 };
+    }
+    let routed = engine.decide(&request(None), &snapshot);
+    assert!(routed.fault.is_none(), "{:?}", routed.fault);
+    assert_eq!(routed.decision.first_node(), Some("xeon"), "{:?}", routed.decision);
+
+    let current = engine
+        .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
+        .expect("loads");
+    assert_eq!(current.stages[0].contract(), "switchyard:policy@0.2.0");
+}
+
+#[test]
+fn each_warm_instance_sees_every_new_snapshot_before_it_decides_on_it() {
+    let engine = engine();
+    let policy = engine
+        .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
+        .expect("loads");
+    engine.activate(&policy.id).expect("activate");
+    let mut healthy = cluster();
+    for node in &mut healthy.nodes {
+        node.models.iter_mut().for_each(|m| m.loaded = true);
+    }
+    let mut ryzen_down = healthy.clone();
+    for node in &mut ryzen_down.nodes {
+        node.healthy = node.name != "ryzen";
+    }
+    // Alternate snapshots many times: every warm instance must drop what it held.
+    for round in 0..40 {
+        let (snapshot, expected) = if round % 2 == 0 {
+            (&healthy, "ryzen")
+        } else {
+            (&ryzen_down, "xeon")
+        };
+        let routed = engine.decide(&request(Some("batch")), snapshot);
+        assert!(routed.fault.is_none(), "round {round}: {:?}", routed.fault);
+        assert_eq!(routed.decision.first_node(), Some(expected), "round {round}");
+    }
+}

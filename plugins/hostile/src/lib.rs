@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 
 use serde::Deserialize;
-use switchyard_policy_sdk::{self as sdk, Decision, Guest, Node, Request, Route, Target};
+use switchyard_policy_sdk::{self as sdk, Decision, Node, Policy, Request, Route, Target};
 
 pub struct Hostile;
 
@@ -45,7 +45,7 @@ thread_local! {
     static MODE: RefCell<Option<Mode>> = const { RefCell::new(None) };
 }
 
-impl Guest for Hostile {
+impl Policy for Hostile {
     fn configure(params: String) -> Result<(), String> {
         let params: Params = sdk::decode_params(&params)?;
         if matches!(params.mode, Mode::SleepInConfigure) {
@@ -55,12 +55,12 @@ impl Guest for Hostile {
         Ok(())
     }
 
-    fn route(req: Request, nodes: Vec<Node>) -> Decision {
+    fn route(req: &Request, nodes: &[Node]) -> Decision {
         let triggered = req.tags.iter().any(|(k, v)| k == "hostile" && v == "go");
         let mode = MODE.with(|m| *m.borrow());
         match (triggered, mode) {
-            (true, Some(mode)) => misbehave(mode, &req),
-            _ => behave(&req, &nodes),
+            (true, Some(mode)) => misbehave(mode, req),
+            _ => behave(req, nodes),
         }
     }
 }

@@ -1,18 +1,20 @@
-//! `least-loaded`: every eligible node, ordered by `(in-flight + queued) / max-concurrency`,
-//! ties broken by measured tokens/s (faster first), then by name. No params.
+//! `least-loaded`: every eligible node, ordered by `(in-flight + queued) / max-concurrency`
+//! with the model's warmth counted in (a node that must load it first counts a quarter node
+//! more, plus a full node per 10 s of its estimated load: [`sdk::effective_load`]), ties
+//! broken by measured tokens/s (faster first), then by name. No params.
 
-use switchyard_policy_sdk::{self as sdk, Decision, Guest, Node, Request, Route};
+use switchyard_policy_sdk::{self as sdk, Decision, Node, Policy, Request, Route};
 
 pub struct LeastLoaded;
 
-impl Guest for LeastLoaded {
+impl Policy for LeastLoaded {
     fn configure(params: String) -> Result<(), String> {
         let _: Params = sdk::decode_params(&params)?;
         Ok(())
     }
 
-    fn route(req: Request, nodes: Vec<Node>) -> Decision {
-        decide(&req, &nodes)
+    fn route(req: &Request, nodes: &[Node]) -> Decision {
+        decide(req, nodes)
     }
 }
 
@@ -29,8 +31,8 @@ pub fn decide(req: &Request, nodes: &[Node]) -> Decision {
         return sdk::no_capacity(req, nodes);
     }
     eligible.sort_by(|a, b| {
-        sdk::load_ratio(a)
-            .total_cmp(&sdk::load_ratio(b))
+        sdk::effective_load(a, req)
+            .total_cmp(&sdk::effective_load(b, req))
             .then_with(|| {
                 let speed = |n: &Node| n.tokens_per_sec.unwrap_or(0.0);
                 speed(b).total_cmp(&speed(a))
@@ -38,8 +40,12 @@ pub fn decide(req: &Request, nodes: &[Node]) -> Decision {
             .then_with(|| a.name.cmp(&b.name))
     });
     let best = eligible[0];
+    let warmth = match sdk::load_delay_ms(best, req) {
+        0 => String::new(),
+        ms => format!(", must load the model first (about {:.1} s)", f64::from(ms) / 1000.0),
+    };
     let reason = format!(
-        "least loaded: {} at {}/{}",
+        "least loaded: {} at {}/{}{warmth}",
         best.name,
         best.in_flight + best.queued,
         best.max_concurrency

@@ -1,10 +1,10 @@
 //! Guest-side SDK for Switchyard policies: the bindings generated from `wit/` (once, here),
-//! params decoding, and the eligibility checks every policy needs. A policy crate depends
-//! on this, implements [`Guest`] and calls [`export_policy!`].
+//! the cluster cache behind the 0.2.0 contract, params decoding, and the eligibility checks
+//! every policy needs. A policy crate implements [`Policy`] and calls [`export_policy!`].
 
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../wit/policy.wit",
         world: "policy",
         pub_export_macro: true,
         export_macro_name: "export_policy_world",
@@ -12,19 +12,72 @@ pub mod bindings {
     });
 }
 
-pub use bindings::Guest;
-pub use bindings::switchyard::policy::host::{LogLevel, log};
-pub use bindings::switchyard::policy::types::{Decision, Gpu, ModelVariant, Node, Reject, Request, Route, Target};
+pub mod cluster;
 
-/// Export a type implementing [`Guest`] as the component's policy world. The exports exist
+pub use bindings::switchyard::policy::host::{LogLevel, log};
+pub use bindings::switchyard::policy::types::{
+    Candidate, Decision, Gpu, Load, ModelVariant, Node, Reject, Request, Route, Target,
+};
+
+/// A routing policy. The SDK keeps the cluster the host hands over once per snapshot
+/// version and shows [`Policy::route`] the request's candidates, each with only its variant
+/// of the requested model and its live load, without copying them per request.
+pub trait Policy {
+    /// Called once per instance with the policy's `[params]` as JSON; an error refuses them.
+    fn configure(params: String) -> Result<(), String>;
+    /// Decide where `req` goes among `nodes` (every node that serves its model, healthy or
+    /// not; in a chain, the previous stage's choices).
+    fn route(req: &Request, nodes: &[Node]) -> Decision;
+}
+
+/// Export a type implementing [`Policy`] as the component's policy world. The exports exist
 /// only in the Wasm build: natively (unit tests, benchmarks) several policies can then be
 /// linked into one binary.
 #[macro_export]
 macro_rules! export_policy {
     ($ty:ident) => {
         #[cfg(target_arch = "wasm32")]
-        $crate::bindings::export_policy_world!($ty with_types_in $crate::bindings);
+        mod __switchyard_policy_export {
+            pub struct Export;
+            impl $crate::bindings::Guest for Export {
+                fn configure(params: String) -> Result<(), String> {
+                    <super::$ty as $crate::Policy>::configure(params)
+                }
+                fn set_cluster(version: u64, nodes: Vec<$crate::Node>) {
+                    $crate::cluster::set(version, nodes);
+                }
+                fn route(req: $crate::Request, candidates: Vec<$crate::Candidate>) -> $crate::Decision {
+                    $crate::cluster::with_candidates(&req.model, &candidates, |nodes| {
+                        <super::$ty as $crate::Policy>::route(&req, nodes)
+                    })
+                }
+            }
+            $crate::bindings::export_policy_world!(Export with_types_in $crate::bindings);
+        }
     };
+}
+
+/// How long a request for `node`'s variant of the requested model waits before the node can
+/// start on it: nothing when resident, else the node's estimate of the load (30 s when it
+/// has never measured one).
+pub fn load_delay_ms(node: &Node, req: &Request) -> u32 {
+    match variant(node, &req.model) {
+        Some(v) if !v.loaded => v.load_ms.unwrap_or(UNMEASURED_LOAD_MS),
+        _ => 0,
+    }
+}
+
+/// The load delay assumed for a cold model that was never measured.
+pub const UNMEASURED_LOAD_MS: u32 = 30_000;
+
+/// [`load_ratio`] with the model's warmth counted in: a node that must load the model first
+/// counts a quarter of a full node's load more, plus a full node's per 10 s of estimated
+/// load time. An idle warm node beats any cold one; a cold node that loads in seconds beats
+/// a full warm one; a 40 s load loses to anything short of a deep queue.
+pub fn effective_load(node: &Node, req: &Request) -> f32 {
+    let delay = load_delay_ms(node, req);
+    let cold = if delay > 0 { 0.25 + delay as f32 / 10_000.0 } else { 0.0 };
+    load_ratio(node) + cold
 }
 
 /// Targets worth returning: the first is the choice, the rest are retries before the first
@@ -129,6 +182,7 @@ pub mod fixture {
                     quantization: None,
                     context_length: 8192,
                     loaded: true,
+                    load_ms: None,
                 })
                 .collect(),
             last_seen_ms: 0,

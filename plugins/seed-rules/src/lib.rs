@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 
 use serde::Deserialize;
-use switchyard_policy_sdk::{self as sdk, Decision, Guest, Node, Request, Route, Target};
+use switchyard_policy_sdk::{self as sdk, Decision, Node, Policy, Request, Route, Target};
 
 pub struct SeedRules;
 
@@ -22,7 +22,7 @@ thread_local! {
     static CONFIG: RefCell<Option<Params>> = const { RefCell::new(None) };
 }
 
-impl Guest for SeedRules {
+impl Policy for SeedRules {
     fn configure(params: String) -> Result<(), String> {
         let params: Params = sdk::decode_params(&params)?;
         params.validate()?;
@@ -30,10 +30,10 @@ impl Guest for SeedRules {
         Ok(())
     }
 
-    fn route(req: Request, nodes: Vec<Node>) -> Decision {
+    fn route(req: &Request, nodes: &[Node]) -> Decision {
         CONFIG.with(|c| match c.borrow().as_ref() {
-            Some(params) => decide(params, &req, &nodes),
-            None => sdk::no_capacity(&req, &[]),
+            Some(params) => decide(params, req, nodes),
+            None => sdk::no_capacity(req, &[]),
         })
     }
 }
@@ -117,16 +117,16 @@ impl Params {
         self.rules.iter().any(|r| r.nodes.iter().any(|n| n == node))
     }
 
-    /// A rule's nodes in order, with `"*"` expanded to the unnamed nodes, least loaded first.
-    fn expand<'a>(&self, rule: &'a Rule, nodes: &'a [Node]) -> Vec<&'a Node> {
+    /// A rule's nodes in order, with `"*"` expanded to the unnamed nodes, least loaded first
+    /// (warmth counted: [`sdk::effective_load`]).
+    fn expand<'a>(&self, rule: &'a Rule, nodes: &'a [Node], req: &Request) -> Vec<&'a Node> {
         let mut out = Vec::new();
         for name in &rule.nodes {
             if name == OTHERS {
                 let mut others: Vec<&Node> = nodes.iter().filter(|n| !self.names(&n.name)).collect();
                 others.sort_by(|a, b| {
-                    load(a)
-                        .partial_cmp(&load(b))
-                        .unwrap_or(std::cmp::Ordering::Equal)
+                    sdk::effective_load(a, req)
+                        .total_cmp(&sdk::effective_load(b, req))
                         .then_with(|| a.name.cmp(&b.name))
                 });
                 out.extend(others);
@@ -150,10 +150,6 @@ impl Params {
     }
 }
 
-fn load(node: &Node) -> f64 {
-    f64::from(node.in_flight + node.queued) / f64::from(node.max_concurrency.max(1))
-}
-
 /// The whole policy, callable natively as well as from the export.
 pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let mut targets: Vec<Target> = Vec::new();
@@ -161,7 +157,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let mut skipped: Vec<&str> = Vec::new();
     for rule in params.rules.iter().filter(|r| r.matches(req)) {
         let mut yielded = false;
-        for node in params.expand(rule, nodes) {
+        for node in params.expand(rule, nodes, req) {
             let name = &node.name;
             if targets.len() == sdk::MAX_TARGETS || !rule.accepts(node, req) || targets.iter().any(|t| &t.node == name)
             {

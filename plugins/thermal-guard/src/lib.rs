@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use switchyard_policy_sdk::{self as sdk, Decision, Guest, Node, Request, Route};
+use switchyard_policy_sdk::{self as sdk, Decision, Node, Policy, Request, Route};
 
 pub struct ThermalGuard;
 
@@ -19,7 +19,7 @@ thread_local! {
     static CONFIG: RefCell<Option<Params>> = const { RefCell::new(None) };
 }
 
-impl Guest for ThermalGuard {
+impl Policy for ThermalGuard {
     fn configure(params: String) -> Result<(), String> {
         let params: Params = sdk::decode_params(&params)?;
         if !(0.0..=100.0).contains(&params.max_vram_pct) {
@@ -29,10 +29,10 @@ impl Guest for ThermalGuard {
         Ok(())
     }
 
-    fn route(req: Request, nodes: Vec<Node>) -> Decision {
+    fn route(req: &Request, nodes: &[Node]) -> Decision {
         CONFIG.with(|c| match c.borrow().as_ref() {
-            Some(params) => decide(params, &req, &nodes),
-            None => sdk::no_capacity(&req, &[]),
+            Some(params) => decide(params, req, nodes),
+            None => sdk::no_capacity(req, &[]),
         })
     }
 }
