@@ -184,6 +184,10 @@ impl Process {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         kill(self.child.id(), "-TERM");

@@ -1,7 +1,9 @@
 //! One model's runtime process: started from the catalog's `command` with the port filled
 //! in, waited for until it answers `GET /v1/models`, measured (resident memory of it and its
 //! children, plus their GPU memory from NVML where there is a GPU), and stopped with
-//! SIGTERM, then SIGKILL after a grace period.
+//! SIGTERM, then SIGKILL after a grace period. On Linux a runtime also gets SIGTERM when the
+//! agent dies without stopping it (SIGKILL, a crash): no runtime outlives its agent holding
+//! GPU memory that a restarted agent would need.
 
 use std::time::{Duration, Instant};
 
@@ -75,16 +77,17 @@ async fn start_once(command: &[String], timeout: Duration, client: &reqwest::Cli
         source: std::io::Error::other("empty command"),
     })?;
     let started = Instant::now();
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| StartError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        .kill_on_drop(true);
+    die_with_the_agent(&mut command);
+    let mut child = command.spawn().map_err(|source| StartError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
     let pid = child.id();
     let url = format!("http://127.0.0.1:{port}/v1/models");
     let deadline = started + timeout;
@@ -113,6 +116,26 @@ async fn start_once(command: &[String], timeout: Duration, client: &reqwest::Cli
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Ask the kernel to send the runtime SIGTERM when the thread that started it ends: the
+/// agent's async workers live as long as the agent, so in effect when the agent dies.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_the_agent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which
+    // is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_the_agent(_command: &mut Command) {}
 
 /// SIGTERM, then SIGKILL after the grace period.
 pub async fn stop(child: &mut Child) {

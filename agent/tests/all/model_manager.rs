@@ -247,3 +247,45 @@ async fn an_agent_runs_many_models_loading_on_demand_and_evicting_to_fit() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_the_agent_started_dies_with_the_agent_even_on_sigkill() {
+    let models = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(model_dir().join("tiny.gguf"), models.path().join("tiny.gguf")).expect("copy");
+    let command = json!([
+        python(),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        models.path().join("tiny.gguf"),
+        "--model_alias",
+        "tiny",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--n_threads",
+        "1"
+    ]);
+    let (agent, _dir) = agent(&format!(
+        "node = \"xeon\"\nmax_concurrency = 1\nmax_tokens = 64\ntelemetry_interval_ms = 200\n\
+         [runtime]\nkind = \"llama-cpp\"\n\
+         [[models]]\nlogical = \"tiny\"\nlocal = \"tiny\"\ncontext_length = 256\nmemory_mb = 100\npreload = true\ncommand = {command}\n"
+    ));
+    let client = reqwest::Client::new();
+    let ready = telemetry_when(&client, &agent.url, |t| state(t, "tiny")["state"] == "ready").await;
+    let pid = state(&ready, "tiny")["pid"].as_u64().expect("preloaded at start") as u32;
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &agent.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .await,
+        "runtime {pid} outlived its SIGKILLed agent"
+    );
+}
