@@ -19,9 +19,16 @@ def fmt(ns):
     return f"{ns / 1000:.2f} µs" if ns >= 1000 else f"{ns:.0f} ns"
 
 
-print("| policy | nodes | Wasm (median) | native (median) | Wasm / native |")
-print("|---|---|---|---|---|")
+def legacy(policy, n):
+    try:
+        return fmt(median_ns(policy, "wasm-0.1.0", n))
+    except FileNotFoundError:
+        return "-"
+
+
+print("| policy | nodes | Wasm, contract 0.2.0 (median) | Wasm, a 0.1.0 component (median) | native (median) | 0.2.0 / native |")
+print("|---|---|---|---|---|---|")
 for policy in ["least-loaded", "seed-rules"]:
     for n in [3, 16, 256]:
         wasm, native = median_ns(policy, "wasm", n), median_ns(policy, "native", n)
-        print(f"| {policy} | {n} | {fmt(wasm)} | {fmt(native)} | {wasm / native:.1f}x |")
+        print(f"| {policy} | {n} | {fmt(wasm)} | {legacy(policy, n)} | {fmt(native)} | {wasm / native:.1f}x |")

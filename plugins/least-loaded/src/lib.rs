@@ -30,15 +30,17 @@ pub fn decide(req: &Request, nodes: &[Node]) -> Decision {
     if eligible.is_empty() {
         return sdk::no_capacity(req, nodes);
     }
-    eligible.sort_by(|a, b| {
-        sdk::effective_load(a, req)
-            .total_cmp(&sdk::effective_load(b, req))
-            .then_with(|| {
-                let speed = |n: &Node| n.tokens_per_sec.unwrap_or(0.0);
-                speed(b).total_cmp(&speed(a))
-            })
-            .then_with(|| a.name.cmp(&b.name))
+    // Each node's key once (not per comparison): the sort is most of the work at 256 nodes.
+    let mut keyed: Vec<(f32, f32, &Node)> = eligible
+        .iter()
+        .map(|n| (sdk::effective_load(n, req), n.tokens_per_sec.unwrap_or(0.0), *n))
+        .collect();
+    keyed.sort_by(|a, b| {
+        a.0.total_cmp(&b.0)
+            .then_with(|| b.1.total_cmp(&a.1))
+            .then_with(|| a.2.name.cmp(&b.2.name))
     });
+    let eligible: Vec<&Node> = keyed.into_iter().map(|(_, _, n)| n).collect();
     let best = eligible[0];
     let warmth = match sdk::load_delay_ms(best, req) {
         0 => String::new(),
@@ -123,5 +125,31 @@ mod tests {
             Decision::Reject(r) => assert_eq!(r.status, 503),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_warm_node_wins_a_prompt_over_a_cold_one_unless_it_is_full() {
+        let warm = node("warm", &[("m", "m-warm")], 2);
+        let mut cold = node("cold", &[("m", "m-cold")], 2);
+        cold.models[0].loaded = false;
+        cold.models[0].load_ms = Some(40_000);
+        cold.tokens_per_sec = Some(100.0);
+        assert_eq!(first(&decide(&request("m"), &[cold.clone(), warm.clone()])), "warm");
+
+        // A quick load beats a full warm node; a 40 s one does not.
+        let mut full = warm;
+        full.in_flight = 2;
+        assert_eq!(first(&decide(&request("m"), &[cold.clone(), full.clone()])), "warm");
+        cold.models[0].load_ms = Some(3_000);
+        let decision = decide(&request("m"), &[cold, full]);
+        assert_eq!(first(&decision), "cold");
+        let Decision::Route(route) = decision else {
+            unreachable!()
+        };
+        assert!(
+            route.reason.ends_with("must load the model first (about 3.0 s)"),
+            "{}",
+            route.reason
+        );
     }
 }

@@ -123,13 +123,13 @@ impl Params {
         let mut out = Vec::new();
         for name in &rule.nodes {
             if name == OTHERS {
-                let mut others: Vec<&Node> = nodes.iter().filter(|n| !self.names(&n.name)).collect();
-                others.sort_by(|a, b| {
-                    sdk::effective_load(a, req)
-                        .total_cmp(&sdk::effective_load(b, req))
-                        .then_with(|| a.name.cmp(&b.name))
-                });
-                out.extend(others);
+                let mut others: Vec<(f32, &Node)> = nodes
+                    .iter()
+                    .filter(|n| !self.names(&n.name))
+                    .map(|n| (sdk::effective_load(n, req), n))
+                    .collect();
+                others.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+                out.extend(others.into_iter().map(|(_, n)| n));
             } else if let Some(node) = nodes.iter().find(|n| &n.name == name) {
                 out.push(node);
             }
