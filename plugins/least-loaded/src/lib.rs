@@ -26,7 +26,7 @@ struct Params {}
 
 /// The whole policy, callable natively (tests, benchmarks) as well as from the export.
 pub fn decide(req: &Request, nodes: &[Node]) -> Decision {
-    let mut eligible: Vec<&Node> = nodes.iter().filter(|n| sdk::ineligibility(n, req).is_none()).collect();
+    let eligible: Vec<&Node> = nodes.iter().filter(|n| sdk::ineligibility(n, req).is_none()).collect();
     if eligible.is_empty() {
         return sdk::no_capacity(req, nodes);
     }
