@@ -5,7 +5,8 @@ agent adds to a model switch beyond the runtime's own start-up.
 Usage: tests/bench/model_switch.py [ROUNDS]   (after tests/runtimes/setup.sh and a build)
 
 1. The runtime alone: start `python -m llama_cpp.server` on the tiny model and time it until
-   `GET /v1/models` answers (what any supervisor must wait for).
+   `GET /v1/models` answers (what any supervisor must wait for), and from SIGTERM to its exit
+   (what evicting it must wait for, so that its memory is free).
 2. An agent (`switchyard-agent run`) with two models, `tiny-a` and `tiny-b`, each its own
    llama.cpp runtime started on demand, and a memory budget that holds one: alternating
    streamed requests make every request a switch (evict one, load the other).
@@ -85,7 +86,7 @@ def main():
         shutil.copy(work / "tiny.gguf", work / f"{name}.gguf")
 
     # 1. The runtime's own start-up.
-    startups = []
+    startups, stops = [], []
     for _ in range(rounds):
         port = free_port()
         proc = subprocess.Popen(llama_command(work / "tiny-a.gguf", "tiny-a", port),
@@ -93,13 +94,15 @@ def main():
         try:
             startups.append(wait_ready(port))
         finally:
+            stopping = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
+            stops.append(time.monotonic() - stopping)
 
     # 2 and 3. Through the agent.
-    agent_bin = REPO / "target/release/switchyard-agent"
-    if not agent_bin.exists():
-        agent_bin = REPO / "target/debug/switchyard-agent"
+    # The newest build of the agent (a release build from an older checkout must not win).
+    builds = [REPO / f"target/{p}/switchyard-agent" for p in ("release", "debug")]
+    agent_bin = max((b for b in builds if b.exists()), key=lambda b: b.stat().st_mtime)
     config = work / "agent.toml"
     config.write_text(
         'node = "bench"\nmax_concurrency = 1\nmax_tokens = 64\n'
@@ -115,7 +118,11 @@ def main():
                              stdout=subprocess.DEVNULL, stderr=log,
                              env={**os.environ, "SWITCHYARD_LOG": "info"})
     try:
-        wait_ready(agent_port)
+        try:
+            wait_ready(agent_port)
+        except RuntimeError:
+            log.flush()
+            sys.exit(f"the agent did not start:\n{(work / 'agent.log').read_text()[-2000:]}")
         ttft(agent_port, "tiny-a")  # load it once
         warm, cold = [], []
         for _ in range(rounds):
@@ -131,15 +138,17 @@ def main():
              (work / "agent.log").read_text().splitlines() if "load_ms=" in line and "loaded" in line]
     ms = lambda xs: statistics.median(xs) * 1000
     runtime = ms(startups)
+    stop = ms(stops)
     print(f"agent binary: {agent_bin.relative_to(REPO)}; {rounds} rounds; medians")
     print()
     print("| what | time |")
     print("|---|---|")
     print(f"| the runtime alone: llama.cpp server start to ready | {runtime:.0f} ms |")
+    print(f"| the runtime alone: SIGTERM to exit (what evicting it waits for) | {stop:.0f} ms |")
     print(f"| warm model through the agent: time to first token | {ms(warm):.1f} ms |")
     print(f"| cold model through the agent (evict one, load the other): time to first token | {ms(cold):.0f} ms |")
     print(f"| the agent's load (start to ready, as it logs it) | {statistics.median(loads):.0f} ms |")
-    print(f"| a switch beyond the runtime's own start-up: cold - warm - runtime alone | {ms(cold) - ms(warm) - runtime:.0f} ms |")
+    print(f"| the agent's part of a switch: cold - warm - start - stop | {ms(cold) - ms(warm) - runtime - stop:.0f} ms |")
     shutil.rmtree(work, ignore_errors=True)
 
 

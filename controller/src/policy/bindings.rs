@@ -94,24 +94,41 @@ pub(crate) fn node_to_wit(node: &NodeSnapshot) -> wit::Node {
     }
 }
 
-pub(crate) fn decision_from_wit(decision: wit::Decision) -> Decision {
-    match decision {
+/// The decision with each target index resolved against the `candidates` of the call;
+/// `Err` names an index that is not one of them.
+pub(crate) fn decision_from_wit(
+    decision: wit::Decision,
+    candidates: &[wit::Candidate],
+    nodes: &[wit::Node],
+) -> Result<Decision, String> {
+    Ok(match decision {
         wit::Decision::Route(route) => Decision::Route(Route {
             targets: route
                 .targets
-                .into_iter()
-                .map(|t| Target {
-                    node: t.node,
-                    model: t.model,
+                .iter()
+                .enumerate()
+                .map(|(position, &index)| {
+                    let candidate = candidates.get(index as usize).ok_or_else(|| {
+                        format!(
+                            "target #{} is not one of the request's {} candidates (a node that does not serve the model, or none at all)",
+                            position + 1,
+                            candidates.len()
+                        )
+                    })?;
+                    let node = &nodes[candidate.node as usize];
+                    Ok(Target {
+                        node: node.name.clone(),
+                        model: node.models[candidate.model as usize].local.clone(),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, String>>()?,
             reason: route.reason,
         }),
         wit::Decision::Reject(reject) => Decision::Reject(Reject {
             status: reject.status,
             message: reject.message,
         }),
-    }
+    })
 }
 
 /// The 0.1.0 request.
@@ -172,21 +189,21 @@ pub(crate) fn node_to_v1(node: &wit::Node, variant: &wit::ModelVariant, load: wi
     }
 }
 
-/// A 0.1.0 decision as the current one.
-pub(crate) fn decision_from_v1(decision: v1::wit::Decision) -> wit::Decision {
+/// A 0.1.0 decision (targets by name).
+pub(crate) fn decision_from_v1(decision: v1::wit::Decision) -> Decision {
     match decision {
-        v1::wit::Decision::Route(route) => wit::Decision::Route(wit::Route {
+        v1::wit::Decision::Route(route) => Decision::Route(Route {
             targets: route
                 .targets
                 .into_iter()
-                .map(|t| wit::Target {
+                .map(|t| Target {
                     node: t.node,
                     model: t.model,
                 })
                 .collect(),
             reason: route.reason,
         }),
-        v1::wit::Decision::Reject(reject) => wit::Decision::Reject(wit::Reject {
+        v1::wit::Decision::Reject(reject) => Decision::Reject(Reject {
             status: reject.status,
             message: reject.message,
         }),

@@ -152,7 +152,7 @@ impl LoadedPolicy {
         let mut reasons: Vec<String> = Vec::new();
         let mut previous: Option<Vec<switchyard_protocol::Target>> = None;
         for (index, stage) in self.stages.iter().enumerate() {
-            let decision = bindings::decision_from_wit(stage.route(&wit_req, prepared, &candidates)?);
+            let decision = stage.route(&wit_req, prepared, &candidates)?;
             check_decision(&decision, snapshot, &req.model, previous.as_deref())?;
             let route = match decision {
                 Decision::Reject(_) => return Ok(decision),

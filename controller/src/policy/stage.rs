@@ -183,7 +183,7 @@ impl Stage {
         req: &wit::Request,
         prepared: &PreparedSnapshot,
         candidates: &[wit::Candidate],
-    ) -> Result<wit::Decision, PolicyFault> {
+    ) -> Result<switchyard_protocol::Decision, PolicyFault> {
         let mut instance = match self.warm.pop() {
             Some(instance) => instance,
             None => self.instantiate().map_err(|e| match e {
@@ -200,7 +200,9 @@ impl Stage {
                     handed = b.call_set_cluster(&mut instance.store, prepared.version(), prepared.nodes());
                     instance.seen_version = prepared.version();
                 }
-                handed.and_then(|()| b.call_route(&mut instance.store, req, candidates))
+                handed
+                    .and_then(|()| b.call_route(&mut instance.store, req, candidates))
+                    .map(|decision| bindings::decision_from_wit(decision, candidates, prepared.nodes()))
             }
             Bindings::Legacy(b) => {
                 let nodes = prepared.nodes();
@@ -212,7 +214,7 @@ impl Stage {
                     })
                     .collect();
                 b.call_route(&mut instance.store, &bindings::request_to_v1(req), &whole)
-                    .map(bindings::decision_from_v1)
+                    .map(|decision| Ok(bindings::decision_from_v1(decision)))
             }
         };
         instance.store.data().output.drain_to_log(&self.policy_id);
@@ -222,7 +224,7 @@ impl Stage {
                 if !self.retired.load(std::sync::atomic::Ordering::Relaxed) {
                     let _ = self.warm.push(instance);
                 }
-                Ok(decision)
+                decision.map_err(PolicyFault::InvalidDecision)
             }
             Err(e) => Err(self.classify(e, PolicyFault::Trap)),
         }

@@ -7,7 +7,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::{Candidate, Decision, Node};
+use crate::bindings::switchyard::policy::types::Decision;
+use crate::{Candidate, Node};
 
 /// A candidate list built for some (node index, variant index) pairs.
 type View = (Vec<(u32, u32)>, Vec<Node>);
@@ -115,7 +116,7 @@ mod tests {
                     .iter()
                     .map(|n| (n.name.clone(), n.models[0].local.clone(), n.models.len(), n.in_flight))
                     .collect();
-                Decision::Reject(crate::Reject {
+                Decision::Reject(crate::bindings::switchyard::policy::types::Reject {
                     status: 503,
                     message: String::new(),
                 })

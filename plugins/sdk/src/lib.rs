@@ -13,11 +13,11 @@ pub mod bindings {
 }
 
 pub mod cluster;
+mod decision;
 
 pub use bindings::switchyard::policy::host::{LogLevel, log};
-pub use bindings::switchyard::policy::types::{
-    Candidate, Decision, Gpu, Load, ModelVariant, Node, Reject, Request, Route, Target,
-};
+pub use bindings::switchyard::policy::types::{Candidate, Gpu, Load, ModelVariant, Node, Request};
+pub use decision::{Decision, Reject, Route, Target};
 
 /// A routing policy. The SDK keeps the cluster the host hands over once per snapshot
 /// version and shows [`Policy::route`] the request's candidates, each with only its variant
@@ -46,9 +46,12 @@ macro_rules! export_policy {
                 fn set_cluster(version: u64, nodes: Vec<$crate::Node>) {
                     $crate::cluster::set(version, nodes);
                 }
-                fn route(req: $crate::Request, candidates: Vec<$crate::Candidate>) -> $crate::Decision {
+                fn route(
+                    req: $crate::Request,
+                    candidates: Vec<$crate::Candidate>,
+                ) -> $crate::bindings::switchyard::policy::types::Decision {
                     $crate::cluster::with_candidates(&req.model, &candidates, |nodes| {
-                        <super::$ty as $crate::Policy>::route(&req, nodes)
+                        <super::$ty as $crate::Policy>::route(&req, nodes).to_wit(nodes)
                     })
                 }
             }
