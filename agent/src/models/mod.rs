@@ -318,6 +318,7 @@ impl ModelManager {
 
     async fn load(self: Arc<Self>, local: String, evict: Vec<(String, Box<Child>)>) {
         let evicted: Vec<String> = evict.iter().map(|(name, _)| name.clone()).collect();
+        let evicting = Instant::now();
         for (name, mut child) in evict {
             tracing::info!(model = %name, "evicting (idle) to make room for {local}");
             process::stop(&mut child).await;
@@ -326,6 +327,7 @@ impl ModelManager {
             }
             self.changed();
         }
+        let evict_ms = evicting.elapsed().as_millis() as u64;
         let Some(managed) = self.catalog.get(&local).cloned() else {
             return;
         };
@@ -341,7 +343,7 @@ impl ModelManager {
                     None => None,
                 };
                 tracing::info!(
-                    model = %local, pid = ?running.pid, port = running.port, load_ms,
+                    model = %local, pid = ?running.pid, port = running.port, evict_ms, load_ms,
                     runtime_ready_ms = running.ready_after.as_millis() as u64, memory_mb = ?measured,
                     "loaded"
                 );
