@@ -103,3 +103,21 @@ async fn a_missing_catalog_model_is_pulled_on_demand_and_then_served() {
     assert!(printable(&text) && usage.completion_tokens == 5, "{text:?}");
     assert!(driver.models().await.expect("tags").iter().any(|m| m == "tiny2:1b"));
 }
+
+#[tokio::test]
+async fn the_operator_loads_and_unloads_an_ollama_model_through_ollama_rs() {
+    let backend = Runtime::start("llama-cpp");
+    let double = ollama_double(&backend, &[]);
+    let driver = OllamaDriver::new(&double.url, Some("30m".into()), Vec::new(), Duration::from_secs(60));
+    let resident = |probe: switchyard_agent::driver::RuntimeProbe| -> Vec<String> {
+        probe.loaded.into_iter().map(|m| m.name).collect()
+    };
+    assert!(resident(driver.probe().await).is_empty(), "nothing loaded yet");
+    driver.load_model("tiny").await.expect("load");
+    let loaded = resident(driver.probe().await);
+    assert!(loaded.iter().any(|m| m.starts_with("tiny")), "{loaded:?}");
+    driver.unload_model("tiny").await.expect("unload");
+    assert!(resident(driver.probe().await).is_empty(), "keep_alive 0 unloads it");
+    let missing = driver.load_model("no-such-model").await.expect_err("unknown model");
+    assert_eq!(missing.status(), 404, "{missing}");
+}
