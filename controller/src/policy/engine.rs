@@ -250,8 +250,15 @@ impl PolicyEngine {
         }
         let hash = hex::encode(&hasher.finalize()[..6]);
         let id: Arc<str> = Arc::from(format!("{}@{hash}", spec.name));
-        if let Some(existing) = self.registry().loaded.iter().find(|p| p.id == id) {
-            return Ok(existing.clone());
+        {
+            // The same document again (a file edited back): it becomes the newest version
+            // of its name, the one `activate NAME` picks.
+            let mut registry = self.registry();
+            if let Some(position) = registry.loaded.iter().position(|p| p.id == id) {
+                let existing = registry.loaded.remove(position);
+                registry.loaded.push(existing.clone());
+                return Ok(existing);
+            }
         }
 
         let mut stages = Vec::with_capacity(components.len());
@@ -279,7 +286,10 @@ impl PolicyEngine {
             let compiled = Stage::compile(&self.sandbox, &component, params_json, spec.limits, id.clone())
                 .map_err(compile_error)?;
             compiled.configure_check().map_err(|message| PolicyError::Configure {
-                origin: origin.to_owned(),
+                origin: match super::params_line::params_line(text, index, &message) {
+                    Some(line) => format!("{origin}:{line}"),
+                    None => origin.to_owned(),
+                },
                 stage: index,
                 message,
             })?;

@@ -8,6 +8,7 @@ mod fault;
 mod guest_log;
 mod guest_output;
 mod loaded;
+mod params_line;
 mod pool;
 mod prepared;
 mod sandbox;

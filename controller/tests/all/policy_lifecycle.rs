@@ -317,3 +317,24 @@ fn each_warm_instance_sees_every_new_snapshot_before_it_decides_on_it() {
         assert_eq!(routed.decision.first_node(), Some(expected), "round {round}");
     }
 }
+
+#[test]
+fn a_document_loaded_again_becomes_the_version_its_name_activates() {
+    let engine = engine();
+    let text = std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("policy");
+    let first = engine
+        .load_text(&text, "a.toml", Some(&repo_path("policies")), &cluster())
+        .expect("first");
+    let edited = text.replace("description = ", "# edited\ndescription = ");
+    let second = engine
+        .load_text(&edited, "a.toml", Some(&repo_path("policies")), &cluster())
+        .expect("second");
+    assert_ne!(first.id, second.id);
+    assert_eq!(engine.activate("least-loaded").expect("by name").id, second.id);
+    // The file is edited back: the first version is loaded again, and is now the newest.
+    let again = engine
+        .load_text(&text, "a.toml", Some(&repo_path("policies")), &cluster())
+        .expect("again");
+    assert_eq!(again.id, first.id);
+    assert_eq!(engine.activate("least-loaded").expect("by name").id, first.id);
+}

@@ -88,9 +88,32 @@ pub fn effective_load(node: &Node, req: &Request) -> f32 {
 pub const MAX_TARGETS: usize = 8;
 
 /// Decode `configure`'s JSON params into a typed config; the error names what was wrong.
+/// The error names the key's path (`rules[1].min_priority`), never a position in the JSON the
+/// host made from the TOML: the host points at the TOML file's line.
 pub fn decode_params<T: serde::de::DeserializeOwned>(params: &str) -> Result<T, String> {
     let params = if params.trim().is_empty() { "{}" } else { params };
-    serde_json::from_str(params).map_err(|e| format!("invalid [params]: {e}"))
+    let mut json = serde_json::Deserializer::from_str(params);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let mut path = e.path().to_string();
+        let inner = e.into_inner();
+        let mut message = inner.to_string();
+        if let Some(at) = message.rfind(" at line ") {
+            message.truncate(at);
+        }
+        // An unknown field's path ends with the field itself, which the message names.
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+            && let Some(parent) = path.strip_suffix(field)
+        {
+            path = parent.trim_end_matches('.').to_owned();
+        }
+        if path == "." || path.is_empty() {
+            format!("invalid [params]: {message}")
+        } else {
+            format!("invalid [params] at {path}: {message}")
+        }
+    })
 }
 
 /// The variant of the request's logical model that `node` serves, if any.
