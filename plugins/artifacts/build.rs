@@ -66,6 +66,17 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
+    // The same sources give the same component bytes on every machine (so a builtin policy
+    // has the same `name@hash` everywhere): paths into the crate cache and this checkout are
+    // remapped away (rustc already does so for its own library).
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let mut remaps = vec![format!("--remap-path-prefix={}=/switchyard", workspace.display())];
+    if let Some(home) = cargo_home {
+        remaps.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", remaps.join("\u{1f}"));
     let status = cmd.status().expect("failed to start cargo for the guest build");
     if !status.success() {
         fail("building the policy components (plugins/*) for wasm32-wasip2 failed; the errors are above");
