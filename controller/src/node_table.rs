@@ -438,16 +438,20 @@ mod tests {
         sender
     }
 
-    #[tokio::test]
-    async fn telemetry_is_published_in_batches_not_once_per_sample() {
-        let table = NodeTable::new(ClusterSnapshot::default());
-        let cert = CertInfo {
-            common_name: "xeon".into(),
+    fn cert(node: &str) -> CertInfo {
+        CertInfo {
+            common_name: node.into(),
             serial: "01".into(),
             not_before: String::new(),
             not_after: String::new(),
             expires_in_s: 86_400,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn telemetry_is_published_in_batches_not_once_per_sample() {
+        let table = NodeTable::new(ClusterSnapshot::default());
+        let cert = cert("xeon");
         let telemetry = crate::agents::telemetry_bounds::sample_telemetry();
         table
             .connected("xeon", 1, "peer".into(), cert, telemetry.clone(), link().await)
@@ -470,13 +474,7 @@ mod tests {
     #[tokio::test]
     async fn a_node_says_why_it_takes_no_work_and_a_lost_one_keeps_no_in_flight_count() {
         let table = NodeTable::new(ClusterSnapshot::default());
-        let cert = CertInfo {
-            common_name: "xeon".into(),
-            serial: "01".into(),
-            not_before: String::new(),
-            not_after: String::new(),
-            expires_in_s: 86_400,
-        };
+        let cert = cert("xeon");
         let mut telemetry = crate::agents::telemetry_bounds::sample_telemetry();
         telemetry.performance.in_flight = 2;
         telemetry.runtime = Some(switchyard_protocol::RuntimeTelemetry {

@@ -143,14 +143,12 @@ fn an_expired_certificate_is_refused_by_the_agent_before_dialling_and_by_the_con
     assert_eq!(controller.node_healthy("xeon"), None, "never in the node table");
 }
 
-/// Handshake with `bundle`'s certificate as an agent would, and read until the controller
-/// answers or closes (TLS 1.3 refuses a client certificate after the client's handshake).
-fn present_certificate(address: &str, bundle: &Path) {
+/// A TLS 1.3 client that presents `bundle`'s node certificate and trusts its CA, as an agent.
+fn node_tls(bundle: &Path) -> rustls::ClientConfig {
     use std::sync::Arc;
     use switchyard_protocol::tls::{load_certs, load_key, load_roots};
-    use tokio::io::AsyncReadExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
         .with_root_certificates(load_roots(&bundle.join("ca.pem")).expect("roots"))
@@ -158,7 +156,15 @@ fn present_certificate(address: &str, bundle: &Path) {
             load_certs(&bundle.join("node.pem")).expect("cert"),
             load_key(&bundle.join("node.key")).expect("key"),
         )
-        .expect("client config");
+        .expect("client config")
+}
+
+/// Handshake with `bundle`'s certificate as an agent would, and read until the controller
+/// answers or closes (TLS 1.3 refuses a client certificate after the client's handshake).
+fn present_certificate(address: &str, bundle: &Path) {
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+    let config = node_tls(bundle);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -269,17 +275,8 @@ fn a_restarted_controller_gets_every_agent_back_without_intervention() {
 /// certificate's serial.
 fn controller_serial(address: &str, bundle: &Path) -> String {
     use std::sync::Arc;
-    use switchyard_protocol::tls::{cert_info, load_certs, load_key, load_roots};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_root_certificates(load_roots(&bundle.join("ca.pem")).expect("roots"))
-        .with_client_auth_cert(
-            load_certs(&bundle.join("node.pem")).expect("cert"),
-            load_key(&bundle.join("node.key")).expect("key"),
-        )
-        .expect("client config");
+    use switchyard_protocol::tls::cert_info;
+    let config = node_tls(bundle);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -64,6 +64,34 @@ fn chat(model: &str, max_tokens: u32, stream: bool) -> String {
     )
 }
 
+/// A streamed chat for `qwen25-coder-7b` with `headers`, read up to its first event.
+fn stream_started(
+    url: &str,
+    headers: &[&str],
+    max_tokens: u32,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut curl = Command::new("curl")
+        .args([
+            "-sS",
+            "-N",
+            "--max-time",
+            "60",
+            "-H",
+            &format!("Authorization: Bearer {KEY}"),
+        ])
+        .args(headers)
+        .args(["-d", &chat("qwen25-coder-7b", max_tokens, true)])
+        .arg(url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut reader = BufReader::new(curl.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("first event");
+    assert!(first.starts_with("data: "), "{first}");
+    (curl, reader)
+}
+
 fn body_json(text: &str) -> Value {
     let body = text.split("\r\n\r\n").last().unwrap_or_default();
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
@@ -218,29 +246,7 @@ fn a_drained_node_finishes_its_stream_takes_no_new_work_and_says_why() {
     assert_eq!(batch(4), "xeon");
 
     // A batch stream on the xeon (22 tokens/s: 60 tokens take about 3 s), then drain it.
-    let mut curl = Command::new("curl")
-        .args([
-            "-sS",
-            "-N",
-            "--max-time",
-            "60",
-            "-H",
-            &format!("Authorization: Bearer {KEY}"),
-        ])
-        .args([
-            "-H",
-            "x-switchyard-task: batch",
-            "-d",
-            &chat("qwen25-coder-7b", 60, true),
-        ])
-        .arg(&url)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("curl");
-    let mut reader = BufReader::new(curl.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    reader.read_line(&mut first).expect("first event");
-    assert!(first.starts_with("data: "), "{first}");
+    let (mut curl, mut reader) = stream_started(&url, &["-H", "x-switchyard-task: batch"], 60);
     let drained = controller.cli_ok(&["node", "drain", "xeon"]);
     assert!(drained.contains("node xeon drained"), "{drained}");
 
@@ -313,24 +319,8 @@ fn an_agent_stopped_mid_stream_tells_its_client_within_a_second() {
     let controller = controller(&cluster, "");
     let xeon = simulated(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"]);
     // 200 tokens at the xeon's 22 tokens/s take about 9 s.
-    let mut curl = Command::new("curl")
-        .args([
-            "-sS",
-            "-N",
-            "--max-time",
-            "30",
-            "-H",
-            &format!("Authorization: Bearer {KEY}"),
-        ])
-        .args(["-d", &chat("qwen25-coder-7b", 200, true)])
-        .arg(format!("{}/v1/chat/completions", controller.url))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("curl");
-    let mut reader = BufReader::new(curl.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    reader.read_line(&mut first).expect("first event");
-    assert!(first.starts_with("data: "), "{first}");
+    let url = format!("{}/v1/chat/completions", controller.url);
+    let (mut curl, mut reader) = stream_started(&url, &[], 200);
 
     let signalled = Instant::now();
     let status = Command::new("kill")
