@@ -45,6 +45,9 @@ pub struct ExplainQuery {
     pub request: RequestInfo,
     #[serde(default)]
     pub snapshot: Option<ClusterSnapshot>,
+    /// A loaded policy (id, or name for its newest version) to ask instead of the active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 fn authorized(app: &App, request: &Request<Incoming>) -> bool {
@@ -181,8 +184,14 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             };
             // Off the async worker: a policy call may block (a guest that prints).
             let engine = app.engine.clone();
-            let routed = match tokio::task::spawn_blocking(move || engine.explain(&query.request, &prepared)).await {
-                Ok(routed) => routed,
+            let explained = tokio::task::spawn_blocking(move || match &query.policy {
+                Some(policy) => engine.explain_with(policy, &query.request, &prepared),
+                None => Ok(engine.explain(&query.request, &prepared)),
+            })
+            .await;
+            let routed = match explained {
+                Ok(Ok(routed)) => routed,
+                Ok(Err(e)) => return policy_error(e),
                 Err(e) => {
                     return error_json(
                         StatusCode::INTERNAL_SERVER_ERROR,

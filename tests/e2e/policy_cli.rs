@@ -33,6 +33,57 @@ fn activate_and_rollback_through_the_cli_swap_the_running_policy() {
 }
 
 #[test]
+fn any_loaded_policy_can_be_asked_before_it_serves_and_the_active_one_stays() {
+    let policies = policies_copy();
+    let demo = Controller::demo(policies.path());
+    let active = demo.active();
+    let ask = |extra: &[&str]| {
+        let mut args = vec![
+            "route",
+            "explain",
+            "--model",
+            "qwen25-coder-7b",
+            "--task",
+            "development",
+        ];
+        args.extend_from_slice(extra);
+        let out = demo.cli_ok(&args);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let candidate = ask(&["--policy", "least-loaded"]);
+    assert!(
+        candidate["policy"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("least-loaded@")),
+        "{candidate}"
+    );
+    assert!(
+        candidate["decision"]["route"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("least loaded")),
+        "{candidate}"
+    );
+    let current = ask(&[]);
+    assert_eq!(
+        current["policy"],
+        active.as_str(),
+        "the active policy answers without --policy"
+    );
+    assert_eq!(demo.active(), active, "asking a candidate changes nothing");
+    let unknown = demo.cli(&[
+        "route",
+        "explain",
+        "--model",
+        "qwen25-coder-7b",
+        "--policy",
+        "no-such-policy",
+    ]);
+    assert!(!unknown.status.success());
+    let message = String::from_utf8_lossy(&unknown.stderr);
+    assert!(message.contains("no-such-policy"), "{message}");
+}
+
+#[test]
 fn uploading_a_policy_with_its_own_component_file_activates_it() {
     let policies = policies_copy();
     let demo = Controller::demo(policies.path());

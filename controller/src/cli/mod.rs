@@ -95,8 +95,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum RouteCommand {
-    /// Ask the active policy where a request with this metadata would go now, and why
-    /// (nothing is sent; the reply is the decision as JSON).
+    /// Ask the active policy (or any loaded one, with --policy) where a request with this
+    /// metadata would go now, and why (nothing is sent; the reply is the decision as JSON).
     Explain {
         #[command(flatten)]
         controller: Remote,
@@ -118,6 +118,10 @@ pub enum RouteCommand {
         /// The session (`x-switchyard-session`, or OpenAI's `user`).
         #[arg(long)]
         session: Option<String>,
+        /// Ask this loaded policy (an id, or a name for its newest version) instead of the
+        /// active one: rehearse a candidate before it serves.
+        #[arg(long)]
+        policy: Option<String>,
     },
 }
 
@@ -187,6 +191,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             prompt_tokens,
             max_tokens,
             session,
+            policy,
         }) => {
             let mut request = switchyard_protocol::RequestInfo::for_model(model);
             request.id = "explain".to_owned();
@@ -199,6 +204,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let body = serde_json::to_vec(&crate::admin::ExplainQuery {
                 request,
                 snapshot: None,
+                policy,
             })?;
             let reply = client
                 .call("POST", "/admin/route/explain", body, "application/json")

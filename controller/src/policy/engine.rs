@@ -426,6 +426,44 @@ impl PolicyEngine {
         }
     }
 
+    /// What the loaded policy `id_or_name` (its newest version for a name) would decide, active
+    /// or not: rehearsing a candidate before it serves. Nothing is counted; a fault is
+    /// reported with the fallback's decision, as for the active policy.
+    pub fn explain_with(
+        &self,
+        id_or_name: &str,
+        req: &RequestInfo,
+        prepared: &PreparedSnapshot,
+    ) -> Result<Routed, PolicyError> {
+        let policy = self
+            .registry()
+            .loaded
+            .iter()
+            .rev()
+            .find(|p| &*p.id == id_or_name || p.name() == id_or_name)
+            .cloned()
+            .ok_or_else(|| PolicyError::Unknown(id_or_name.to_owned()))?;
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| policy.decide(req, prepared)))
+            .unwrap_or_else(|panic| {
+                Err(PolicyFault::Trap(format!(
+                    "the policy call panicked in the host: {}",
+                    panic_message(&*panic)
+                )))
+            });
+        Ok(match decided {
+            Ok(decision) => Routed {
+                decision,
+                policy_id: policy.id.clone(),
+                fault: None,
+            },
+            Err(fault) => Routed {
+                decision: fallback::least_loaded(req, prepared.snapshot(), fault.kind().as_str()),
+                policy_id: policy.id.clone(),
+                fault: Some(fault),
+            },
+        })
+    }
+
     /// The active policy's decision. A panic in the call is a fault, or (`GiveBack`) `None`
     /// with nothing counted, for the caller to decide another way.
     fn decide_inner(

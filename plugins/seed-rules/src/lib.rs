@@ -103,9 +103,43 @@ impl Rule {
     }
 
     fn accepts(&self, node: &Node, req: &Request) -> bool {
-        sdk::ineligibility(node, req).is_none()
-            && (self.queue || sdk::has_free_slot(node))
-            && !(self.avoid_on_battery && node.on_battery == Some(true))
+        self.why_not(node, req).is_none()
+    }
+
+    /// Why this rule cannot send `req` to `node` now, or `None` when it can.
+    fn why_not(&self, node: &Node, req: &Request) -> Option<String> {
+        if let Some(why) = sdk::ineligibility(node, req) {
+            return Some(why.to_owned());
+        }
+        if self.avoid_on_battery && node.on_battery == Some(true) {
+            return Some("on battery".to_owned());
+        }
+        if !self.queue && !sdk::has_free_slot(node) {
+            return Some(format!("busy ({}/{})", node.in_flight, node.max_concurrency));
+        }
+        None
+    }
+
+    /// Why none of this rule's nodes could take `req`: `m4 on battery`, `ryzen busy (4/4)`.
+    fn why_skipped(&self, params: &Params, req: &Request, nodes: &[Node]) -> String {
+        let mut reasons: Vec<String> = Vec::new();
+        for name in &self.nodes {
+            if name == OTHERS {
+                if !params.expand(self, nodes, req).iter().any(|n| !params.names(&n.name)) {
+                    reasons.push("no other node serves the model".to_owned());
+                }
+                continue;
+            }
+            match nodes.iter().find(|n| &n.name == name) {
+                Some(node) => {
+                    if let Some(why) = self.why_not(node, req) {
+                        reasons.push(format!("{name} {why}"));
+                    }
+                }
+                None => reasons.push(format!("{name} does not serve the model")),
+            }
+        }
+        reasons.join(", ")
     }
 }
 
@@ -154,7 +188,7 @@ impl Params {
 pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let mut targets: Vec<Target> = Vec::new();
     let mut winner: Option<(&Rule, &str)> = None;
-    let mut skipped: Vec<&str> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
     for rule in params.rules.iter().filter(|r| r.matches(req)) {
         let mut yielded = false;
         for node in params.expand(rule, nodes, req) {
@@ -170,7 +204,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
             }
         }
         if !yielded && winner.is_none() {
-            skipped.push(rule.name.as_str());
+            skipped.push(format!("{} ({})", rule.name, rule.why_skipped(params, req, nodes)));
         }
     }
     let Some((rule, node)) = winner else {
@@ -281,10 +315,30 @@ mod tests {
         assert_eq!(r.targets[0].node, "ryzen");
         assert!(r.reason.contains("fell through development"), "{}", r.reason);
 
+        assert!(
+            r.reason.contains("fell through development (m4 offline)"),
+            "{}",
+            r.reason
+        );
+
         let mut nodes = cluster();
         nodes[0].on_battery = Some(true);
         let r = route(decide(&seed_params(), &with_task("development"), &nodes));
         assert_eq!(r.targets[0].node, "ryzen");
+        assert!(
+            r.reason.ends_with("fell through development (m4 on battery)"),
+            "{}",
+            r.reason
+        );
+
+        let mut nodes = cluster();
+        nodes[0].in_flight = 1;
+        let r = route(decide(&seed_params(), &with_task("development"), &nodes));
+        assert!(
+            r.reason.ends_with("fell through development (m4 busy (1/1))"),
+            "{}",
+            r.reason
+        );
     }
 
     #[test]
