@@ -61,9 +61,13 @@ pub struct Expect {
     pub model: Option<String>,
     /// Every target's node, in order.
     pub targets: Option<Vec<String>>,
-    /// A rejection with this status.
+    /// A rejection with this status (without it, any rejection fails the case).
     pub reject: Option<u16>,
     pub reason_contains: Option<String>,
+    /// Nodes none of the targets may be (`switchyard policy check` writes the ones that
+    /// could not serve the request).
+    #[serde(default)]
+    pub avoid: Vec<String>,
     /// Whether the fallback decided (a policy fault). Default: it must not have.
     #[serde(default)]
     pub fallback: bool,
@@ -223,6 +227,11 @@ fn check(
             }
         }
         Decision::Route(route) => {
+            for target in &route.targets {
+                if expect.avoid.contains(&target.node) {
+                    problems.push(format!("routed to {}, which it must avoid", target.node));
+                }
+            }
             let first = route.targets.first();
             let first_node = first.map_or("no node", |t| t.node.as_str());
             if let Some(status) = expect.reject {

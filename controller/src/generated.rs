@@ -3,26 +3,9 @@
 //! generator of JSON values with awkward text (quotes, escapes, non-ASCII, control bytes,
 //! words the parsers look for). Every run checks the same inputs; a failure names its case.
 
-/// A seeded xorshift generator.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub use crate::rng::Rng;
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
     /// Text made of pieces the parsers care about.
     pub fn text(&mut self) -> String {
         const PIECES: [&str; 14] = [
@@ -39,7 +22,7 @@ impl Rng {
         match self.below(if depth > 2 { 5 } else { 7 }) {
             0 => Value::Null,
             1 => json!(self.below(2) == 0),
-            2 => json!(self.next() as f64 / 7.0),
+            2 => json!(self.next_u64() as f64 / 7.0),
             3 => json!(self.below(100_000)),
             4 => json!(self.text()),
             5 => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),

@@ -16,6 +16,8 @@ pub mod http;
 pub mod metrics;
 pub mod node_table;
 pub mod policy;
+pub mod policy_check;
+pub mod rng;
 pub mod seed_cluster;
 pub mod watch;
 

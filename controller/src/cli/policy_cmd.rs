@@ -1,4 +1,4 @@
-//! `switchyard policy list | upload | activate | rollback | test`.
+//! `switchyard policy list | upload | activate | rollback | test | check`.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,24 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         fixtures: Vec<PathBuf>,
     },
+    /// Check a policy locally on generated clusters and requests: it never routes to a node
+    /// that cannot serve the request, answers whenever one can, and never faults. Failures
+    /// are shrunk and written as fixtures for `policy test`.
+    Check {
+        policy: PathBuf,
+        /// How many generated cases.
+        #[arg(long, default_value_t = 1000)]
+        cases: u32,
+        /// The generator's seed: the same seed checks the same cases.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// At most this many nodes per generated cluster (1-12).
+        #[arg(long, default_value_t = 12)]
+        max_nodes: u32,
+        /// Where failing cases are written.
+        #[arg(long, default_value = "policy-check-failures")]
+        out: PathBuf,
+    },
 }
 
 pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
@@ -75,6 +93,39 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 .call("POST", "/admin/rollback", Vec::new(), "application/json")
                 .await?;
             crate::say(&String::from_utf8_lossy(&body));
+        }
+        PolicyCommand::Check {
+            policy,
+            cases,
+            seed,
+            max_nodes,
+            out,
+        } => {
+            let options = crate::policy_check::CheckOptions {
+                cases,
+                seed,
+                max_nodes,
+                out,
+            };
+            let report = tokio::task::spawn_blocking(move || crate::policy_check::check(&policy, &options)).await??;
+            for v in &report.violations {
+                crate::say(&format!(
+                    "FAIL case {}: {} ({} node(s) after shrinking)\n     fixture: {} (run it with `switchyard policy test`)",
+                    v.case,
+                    v.property,
+                    v.nodes,
+                    v.fixture.display()
+                ));
+            }
+            crate::say(&format!(
+                "{}: {} generated case(s) checked (seed {seed}), {} failing",
+                report.policy,
+                report.cases,
+                report.violations.len()
+            ));
+            if !report.violations.is_empty() {
+                bail!("{} property violation(s)", report.violations.len());
+            }
         }
         PolicyCommand::Test { policy, fixtures } => {
             let report = tokio::task::spawn_blocking(move || crate::fixtures::run(&policy, &fixtures)).await??;

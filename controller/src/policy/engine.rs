@@ -226,7 +226,13 @@ impl PolicyEngine {
             origin: origin.clone(),
             source,
         })?;
-        self.load_text(&text, &origin, path.parent(), live)
+        // A bare file name's folder is the current one (`Path::parent` says "").
+        let base = match path.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+            Some(parent) => parent,
+            None => Path::new("."),
+        };
+        self.load_text(&text, &origin, Some(base), live)
     }
 
     /// Load and validate a policy document. It is compiled, instantiated, configured and

@@ -4,5 +4,6 @@ mod support;
 
 mod hostile_policies;
 mod messages;
+mod policy_check;
 mod policy_lifecycle;
 mod swap_under_load;

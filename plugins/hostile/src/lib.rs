@@ -33,6 +33,9 @@ pub enum Mode {
     Sleep,
     /// Sleep for a minute in `configure`, when the policy is loaded.
     SleepInConfigure,
+    /// A planted bug that needs no trigger tag: with more than five candidates, route to an
+    /// unhealthy one (what `switchyard policy check` must find).
+    UnhealthyWhenCrowded,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +62,13 @@ impl Policy for Hostile {
         let triggered = req.tags.iter().any(|(k, v)| k == "hostile" && v == "go");
         let mode = MODE.with(|m| *m.borrow());
         match (triggered, mode) {
+            (_, Some(Mode::UnhealthyWhenCrowded)) if nodes.len() > 5 => match nodes.iter().find(|n| !n.healthy) {
+                Some(node) => Decision::Route(Route {
+                    targets: vec![sdk::target_for(node, req)],
+                    reason: "the first unhealthy node (a planted bug)".to_owned(),
+                }),
+                None => behave(req, nodes),
+            },
             (true, Some(mode)) => misbehave(mode, req),
             _ => behave(req, nodes),
         }
@@ -120,6 +130,7 @@ fn misbehave(mode: Mode, req: &Request) -> Decision {
             }],
             reason: "a bigger model than asked for".to_owned(),
         }),
+        Mode::UnhealthyWhenCrowded => behave(req, &[]),
         Mode::Sleep | Mode::SleepInConfigure => {
             std::thread::sleep(std::time::Duration::from_secs(60));
             behave(req, &[])
