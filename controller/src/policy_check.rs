@@ -22,6 +22,9 @@ pub struct CheckOptions {
     pub max_nodes: u32,
     /// Where failing cases are written as fixtures.
     pub out: PathBuf,
+    /// The policy may refuse work some node could serve (by design: seed-rules keeps batch
+    /// work off the laptop); every other property still holds.
+    pub allow_reject: bool,
 }
 
 /// One property a case broke, shrunk, and the fixture written for it.
@@ -160,7 +163,13 @@ fn cannot_serve(node: &NodeSnapshot, req: &RequestInfo) -> Option<String> {
 }
 
 /// The property `req` on `snapshot` breaks under the active policy, if any.
-fn broken(engine: &PolicyEngine, policy: &str, snapshot: &ClusterSnapshot, req: &RequestInfo) -> Option<String> {
+fn broken(
+    engine: &PolicyEngine,
+    policy: &str,
+    snapshot: &ClusterSnapshot,
+    req: &RequestInfo,
+    allow_reject: bool,
+) -> Option<String> {
     let prepared = PreparedSnapshot::from(snapshot.clone());
     let routed = match engine.explain_with(policy, req, &prepared) {
         Ok(routed) => routed,
@@ -174,6 +183,7 @@ fn broken(engine: &PolicyEngine, policy: &str, snapshot: &ClusterSnapshot, req: 
             let node = snapshot.node(&target.node)?;
             cannot_serve(node, req).map(|why| format!("routed to {}, which cannot serve it ({why})", target.node))
         }),
+        Decision::Reject(_) if allow_reject => None,
         Decision::Reject(reject) => snapshot
             .nodes
             .iter()
@@ -183,13 +193,20 @@ fn broken(engine: &PolicyEngine, policy: &str, snapshot: &ClusterSnapshot, req: 
 }
 
 /// The smallest cluster found (nodes removed one at a time) that still breaks a property.
-fn shrink(engine: &PolicyEngine, policy: &str, snapshot: &ClusterSnapshot, req: &RequestInfo) -> ClusterSnapshot {
+fn shrink(
+    engine: &PolicyEngine,
+    policy: &str,
+    snapshot: &ClusterSnapshot,
+    req: &RequestInfo,
+    allow_reject: bool,
+) -> ClusterSnapshot {
     let mut current = snapshot.clone();
     loop {
         let smaller = (0..current.nodes.len()).find_map(|i| {
             let mut candidate = current.clone();
             candidate.nodes.remove(i);
-            (!candidate.nodes.is_empty() && broken(engine, policy, &candidate, req).is_some()).then_some(candidate)
+            (!candidate.nodes.is_empty() && broken(engine, policy, &candidate, req, allow_reject).is_some())
+                .then_some(candidate)
         });
         match smaller {
             Some(smaller) => current = smaller,
@@ -265,11 +282,12 @@ pub fn check(policy: &Path, options: &CheckOptions) -> anyhow::Result<CheckRepor
         let snapshot = cluster(&mut rng, options.max_nodes);
         let req = request(&mut rng, case);
         report.cases += 1;
-        if broken(&engine, &id, &snapshot, &req).is_none() {
+        let allow = options.allow_reject;
+        if broken(&engine, &id, &snapshot, &req, allow).is_none() {
             continue;
         }
-        let shrunk = shrink(&engine, &id, &snapshot, &req);
-        let property = broken(&engine, &id, &shrunk, &req).unwrap_or_default();
+        let shrunk = shrink(&engine, &id, &snapshot, &req, allow);
+        let property = broken(&engine, &id, &shrunk, &req, allow).unwrap_or_default();
         let fixture = write_fixture(&options.out, case, &property, options.seed, &shrunk, &req)?;
         report.violations.push(Violation {
             case,

@@ -419,7 +419,7 @@ fn a_new_node_joins_with_its_bundle_and_serves_under_the_default_policy() {
         "{}",
         controller.log_text()
     );
-    // No rule of the shipped seed-rules names gpu4; the fallback's "*" reaches it.
+    // No rule of the shipped seed-rules names gpu4; the batch rule's "*" reaches it.
     let (status, text) = curl_with_key(
         &format!("{}/v1/chat/completions", controller.url),
         KEY,
@@ -433,5 +433,5 @@ fn a_new_node_joins_with_its_bundle_and_serves_under_the_default_policy() {
     assert_eq!(status, 200, "{text}");
     let lower = text.to_ascii_lowercase();
     assert!(lower.contains("x-switchyard-node: gpu4"), "{text}");
-    assert!(lower.contains("rule 'fallback-queue'"), "{text}");
+    assert!(lower.contains("rule 'batch'"), "{text}");
 }

@@ -58,6 +58,10 @@ pub enum PolicyCommand {
         /// Where failing cases are written.
         #[arg(long, default_value = "policy-check-failures")]
         out: PathBuf,
+        /// Accept refusals of work some node could serve (a policy that keeps some work off
+        /// some nodes by design); every other property is still checked.
+        #[arg(long)]
+        allow_reject: bool,
     },
 }
 
@@ -100,12 +104,14 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             seed,
             max_nodes,
             out,
+            allow_reject,
         } => {
             let options = crate::policy_check::CheckOptions {
                 cases,
                 seed,
                 max_nodes,
                 out,
+                allow_reject,
             };
             let report = tokio::task::spawn_blocking(move || crate::policy_check::check(&policy, &options)).await??;
             for v in &report.violations {

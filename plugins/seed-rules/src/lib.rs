@@ -63,15 +63,42 @@ pub struct Rule {
     /// Only requests whose prompt + max_tokens estimate is at most this ("short" work).
     #[serde(default)]
     pub max_total_tokens: Option<u32>,
+    /// Only nodes expected to finish the request within this many minutes: its tokens
+    /// (prompt + `max_tokens`, or the node's own limit when the request sets none) over the
+    /// node's measured speed, plus its time to first token ("only if < 5 min").
+    #[serde(default)]
+    pub max_minutes: Option<f32>,
     /// Skip nodes that report running on battery.
     #[serde(default)]
     pub avoid_on_battery: bool,
+    /// Skip nodes that are thermally throttled (the OS's verdict, or a throttled GPU).
+    #[serde(default)]
+    pub avoid_throttled: bool,
     /// Accept a node even when all its slots are busy (the controller queues there).
     #[serde(default)]
     pub queue: bool,
+    /// Whether later rules add their nodes (as retry targets, or as the choice when this
+    /// rule has none): `always` (default), `if-none` (only when this rule has no node, so
+    /// work waits for this rule's nodes while they are up), `never` (this rule's nodes or
+    /// nothing, e.g. batch work never reaches the laptop).
+    #[serde(default)]
+    pub fall_through: FallThrough,
     /// Preferred nodes, best first; `"*"`: every node no rule names, least loaded first.
     pub nodes: Vec<String>,
 }
+
+/// What happens after a matching rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FallThrough {
+    #[default]
+    Always,
+    IfNone,
+    Never,
+}
+
+/// The speed assumed for a node that has not measured one yet (tokens per second).
+const UNMEASURED_TOKENS_PER_SEC: f32 = 10.0;
 
 impl Params {
     fn validate(&self) -> Result<(), String> {
@@ -85,6 +112,12 @@ impl Params {
             if rule.min_priority.is_some_and(|p| p > 9) {
                 return Err(format!(
                     "[params] rules[{i}] ('{}'): min_priority must be 0-9",
+                    rule.name
+                ));
+            }
+            if rule.max_minutes.is_some_and(|m| !(m > 0.0 && m.is_finite())) {
+                return Err(format!(
+                    "[params] rules[{i}] ('{}'): max_minutes must be a positive number",
                     rule.name
                 ));
             }
@@ -113,6 +146,15 @@ impl Rule {
         }
         if self.avoid_on_battery && node.on_battery == Some(true) {
             return Some("on battery".to_owned());
+        }
+        if self.avoid_throttled && (node.thermal_throttled || node.gpus.iter().any(|g| g.throttled)) {
+            return Some("thermally throttled".to_owned());
+        }
+        if let Some(limit) = self.max_minutes {
+            let minutes = estimated_minutes(node, req);
+            if minutes > limit {
+                return Some(format!("would take about {minutes:.1} min (over {limit})"));
+            }
         }
         if !self.queue && !sdk::has_free_slot(node) {
             return Some(format!("busy ({}/{})", node.in_flight, node.max_concurrency));
@@ -173,7 +215,12 @@ impl Params {
 
     /// Healthy nodes that could serve `req` but that no rule names and no `"*"` reaches.
     fn unreachable<'a>(&self, req: &Request, nodes: &'a [Node]) -> Vec<&'a str> {
-        if self.rules.iter().any(|r| r.nodes.iter().any(|n| n == OTHERS)) {
+        if self
+            .rules
+            .iter()
+            .filter(|r| r.matches(req))
+            .any(|r| r.nodes.iter().any(|n| n == OTHERS))
+        {
             return Vec::new();
         }
         nodes
@@ -184,11 +231,24 @@ impl Params {
     }
 }
 
+/// How long `node` would take for `req`: its tokens over the node's measured speed, plus its
+/// time to first token; without `max_tokens`, as many as the node allows.
+fn estimated_minutes(node: &Node, req: &Request) -> f32 {
+    let tokens = req.prompt_tokens / 8 + req.max_tokens.unwrap_or(node.max_tokens);
+    let speed = node
+        .tokens_per_sec
+        .filter(|s| *s > 0.0)
+        .unwrap_or(UNMEASURED_TOKENS_PER_SEC);
+    let first_token_s = node.ttft_ms.unwrap_or(0.0) / 1000.0;
+    (tokens as f32 / speed + first_token_s) / 60.0
+}
+
 /// The whole policy, callable natively as well as from the export.
 pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let mut targets: Vec<Target> = Vec::new();
     let mut winner: Option<(&Rule, &str)> = None;
     let mut skipped: Vec<String> = Vec::new();
+    let mut stopped_by: Option<&Rule> = None;
     for rule in params.rules.iter().filter(|r| r.matches(req)) {
         let mut yielded = false;
         for node in params.expand(rule, nodes, req) {
@@ -206,8 +266,27 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
         if !yielded && winner.is_none() {
             skipped.push(format!("{} ({})", rule.name, rule.why_skipped(params, req, nodes)));
         }
+        let stop = match rule.fall_through {
+            FallThrough::Always => false,
+            FallThrough::IfNone => yielded,
+            FallThrough::Never => true,
+        };
+        if stop {
+            stopped_by = Some(rule);
+            break;
+        }
     }
     let Some((rule, node)) = winner else {
+        if let Some(rule) = stopped_by.filter(|_| nodes.iter().any(|n| sdk::ineligibility(n, req).is_none())) {
+            return Decision::Reject(sdk::Reject {
+                status: 503,
+                message: format!(
+                    "rule '{}' keeps this work on its own nodes and none can take it now ({}); retry later",
+                    rule.name,
+                    rule.why_skipped(params, req, nodes)
+                ),
+            });
+        }
         let unreachable = params.unreachable(req, nodes);
         if !unreachable.is_empty() {
             return Decision::Reject(sdk::Reject {
@@ -234,29 +313,11 @@ mod tests {
     use super::*;
     use sdk::fixture::{node, request};
 
-    /// The seed document's guide, as `policies/seed-rules.toml` ships it.
+    /// The seed document's guide, exactly as `policies/seed-rules.toml` ships it.
     fn seed_params() -> Params {
-        let rule = |name: &str, tasks: &[&str], nodes: &[&str]| Rule {
-            name: name.to_owned(),
-            tasks: tasks.iter().map(|s| (*s).to_owned()).collect(),
-            min_priority: None,
-            max_total_tokens: None,
-            avoid_on_battery: false,
-            queue: false,
-            nodes: nodes.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        let mut development = rule("development", &["development"], &["m4"]);
-        development.max_total_tokens = Some(2048);
-        development.avoid_on_battery = true;
-        let production = rule("production", &["production"], &["ryzen"]);
-        let mut high_priority = rule("high-priority", &[], &["ryzen"]);
-        high_priority.min_priority = Some(8);
-        let batch = rule("batch", &["batch", "preprocessing", "testing"], &["xeon"]);
-        let mut fallback = rule("fallback-queue", &[], &["ryzen", "xeon", OTHERS, "m4"]);
-        fallback.queue = true;
-        Params {
-            rules: vec![development, production, high_priority, batch, fallback],
-        }
+        let file: toml::Table = toml::from_str(include_str!("../../../policies/seed-rules.toml")).expect("toml");
+        let params = &file["stage"].as_array().expect("stages")[0]["params"];
+        params.clone().try_into().expect("params")
     }
 
     fn cluster() -> Vec<Node> {
@@ -299,12 +360,76 @@ mod tests {
     }
 
     #[test]
-    fn long_development_work_skips_the_m4() {
+    fn development_work_the_laptop_cannot_finish_in_five_minutes_goes_elsewhere() {
+        let mut nodes = cluster();
+        nodes[0].tokens_per_sec = Some(5.0);
         let mut req = with_task("development");
         req.prompt_tokens = 1900;
-        req.max_tokens = Some(512);
-        let route = route(decide(&seed_params(), &req, &cluster()));
-        assert_eq!(route.targets[0].node, "ryzen");
+        req.max_tokens = Some(1024);
+        assert_eq!(
+            route(decide(&seed_params(), &req, &nodes)).targets[0].node,
+            "m4",
+            "about 4.2 min"
+        );
+        req.max_tokens = Some(2000);
+        let r = route(decide(&seed_params(), &req, &nodes));
+        assert_eq!(r.targets[0].node, "ryzen");
+        assert!(
+            r.reason.contains("m4 would take about 7.5 min (over 5)"),
+            "{}",
+            r.reason
+        );
+        // No max_tokens: as many as the node allows (2048 at 5 tokens/s: too long).
+        req.max_tokens = None;
+        req.prompt_tokens = 100;
+        assert_eq!(route(decide(&seed_params(), &req, &nodes)).targets[0].node, "ryzen");
+    }
+
+    #[test]
+    fn a_throttled_laptop_gets_no_development_work() {
+        let mut nodes = cluster();
+        nodes[0].thermal_throttled = true;
+        let r = route(decide(&seed_params(), &with_task("development"), &nodes));
+        assert_eq!(r.targets[0].node, "ryzen");
+        assert!(r.reason.contains("m4 thermally throttled"), "{}", r.reason);
+    }
+
+    #[test]
+    fn production_and_untagged_work_prefer_the_ryzen_even_full_and_go_elsewhere_when_it_is_down() {
+        let mut nodes = cluster();
+        nodes[1].in_flight = 4;
+        for req in [with_task("production"), request("qwen25-coder-7b")] {
+            let r = route(decide(&seed_params(), &req, &nodes));
+            assert_eq!(r.targets[0].node, "ryzen", "{:?}: {}", req.task, r.reason);
+        }
+        nodes[1].healthy = false;
+        let r = route(decide(&seed_params(), &with_task("production"), &nodes));
+        assert_eq!(r.targets[0].node, "xeon", "{}", r.reason);
+        assert!(
+            r.reason.contains("fell through production (ryzen offline)"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn batch_work_never_reaches_the_laptop() {
+        // A model only the xeon and the m4 serve, with the xeon down.
+        let mut nodes = cluster();
+        nodes[1].models.retain(|m| m.logical != "qwen25-coder-7b");
+        nodes[2].healthy = false;
+        match decide(&seed_params(), &with_task("batch"), &nodes) {
+            Decision::Reject(r) => {
+                assert_eq!(r.status, 503);
+                assert!(
+                    r.message
+                        .starts_with("rule 'batch-queue' keeps this work on its own nodes"),
+                    "{}",
+                    r.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -355,7 +480,7 @@ mod tests {
     #[test]
     fn batch_goes_to_the_xeon_and_falls_back_to_the_ryzen_when_the_xeon_is_full() {
         let r = route(decide(&seed_params(), &with_task("batch"), &cluster()));
-        assert_eq!(order(&r), ["xeon", "ryzen", "m4"]);
+        assert_eq!(order(&r), ["xeon", "ryzen"], "never the laptop");
 
         let mut nodes = cluster();
         nodes[2].in_flight = 2;
@@ -394,13 +519,13 @@ mod tests {
         let local = node("local", &[("tinyllama", "tinyllama")], 1);
         nodes.extend([gpu4, local]);
         let r = route(decide(&seed_params(), &with_task("batch"), &nodes));
-        assert_eq!(order(&r), ["xeon", "ryzen", "gpu4", "m4"]);
+        assert_eq!(order(&r), ["xeon", "ryzen", "gpu4"], "batch: never the laptop");
 
         let mut req = request("tinyllama");
         req.task = Some("development".into());
         let r = route(decide(&seed_params(), &req, &nodes));
         assert_eq!(order(&r), ["local"], "a model only an unnamed node serves goes there");
-        assert!(r.reason.contains("rule 'fallback-queue'"), "{}", r.reason);
+        assert!(r.reason.contains("rule 'fallback'"), "{}", r.reason);
     }
 
     #[test]
