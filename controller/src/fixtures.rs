@@ -68,6 +68,8 @@ pub struct Expect {
     /// could not serve the request).
     #[serde(default)]
     pub avoid: Vec<String>,
+    /// Whether the request waits for its first target when that one is full.
+    pub waits: Option<bool>,
     /// Whether the fallback decided (a policy fault). Default: it must not have.
     #[serde(default)]
     pub fallback: bool,
@@ -227,6 +229,15 @@ fn check(
             }
         }
         Decision::Route(route) => {
+            if let Some(waits) = expect.waits
+                && waits != route.wait_for_first
+            {
+                problems.push(if waits {
+                    "it does not wait for its first target".to_owned()
+                } else {
+                    "it waits for its first target".to_owned()
+                });
+            }
             for target in &route.targets {
                 if expect.avoid.contains(&target.node) {
                     problems.push(format!("routed to {}, which it must avoid", target.node));

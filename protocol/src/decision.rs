@@ -15,6 +15,10 @@ pub struct Target {
 pub struct Route {
     pub targets: Vec<Target>,
     pub reason: String,
+    /// Wait for a slot on the first target when it is full, rather than take a free one
+    /// further down; the others are then only for when the first refuses before any work.
+    #[serde(default)]
+    pub wait_for_first: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,13 +13,13 @@ use crate::cluster::Cluster;
 use crate::process::{Agent, Controller, curl_with_key, eventually};
 use crate::runtimes::repo;
 
-const KEY: &str = "e2e-prompt-key-0123456789";
+pub(crate) const KEY: &str = "e2e-prompt-key-0123456789";
 const LIMITED_KEY: &str = "e2e-limited-key-0123456789";
 const JOIN_WITHIN: Duration = Duration::from_secs(30);
 
 /// A controller with the shipped policies (seed-rules active), two keys (one limited to
 /// `qwen25-coder-7b`) and `extra` config.
-fn controller(cluster: &Cluster, extra: &str) -> Controller {
+pub(crate) fn controller(cluster: &Cluster, extra: &str) -> Controller {
     cluster.configure(&format!(
         "[policy]\ndir = {:?}\nactive = \"seed-rules\"\nwatch = false\n\
          [[api_keys]]\nname = \"e2e\"\nkey = \"{KEY}\"\n\
@@ -30,11 +30,29 @@ fn controller(cluster: &Cluster, extra: &str) -> Controller {
 }
 
 /// A simulated seed node (`profile` m4, ryzen or xeon) serving `models` (logical = local).
-fn simulated(cluster: &Cluster, controller: &Controller, node: &str, profile: &str, models: &[&str]) -> Agent {
+pub(crate) fn simulated(
+    cluster: &Cluster,
+    controller: &Controller,
+    node: &str,
+    profile: &str,
+    models: &[&str],
+) -> Agent {
+    simulated_with(cluster, controller, node, profile, models, 2)
+}
+
+/// [`simulated`] taking `max_concurrency` requests at once.
+pub(crate) fn simulated_with(
+    cluster: &Cluster,
+    controller: &Controller,
+    node: &str,
+    profile: &str,
+    models: &[&str],
+    max_concurrency: u32,
+) -> Agent {
     let address = controller.agents.clone().expect("agents");
     let bundle = cluster.issue(node, &[]);
     let mut text = format!(
-        "node = \"{node}\"\nmax_concurrency = 2\nmax_tokens = 2048\ntelemetry_interval_ms = 250\n\
+        "node = \"{node}\"\nmax_concurrency = {max_concurrency}\nmax_tokens = 2048\ntelemetry_interval_ms = 250\n\
          [runtime]\nkind = \"simulated\"\nprofile = \"{profile}\"\n"
     );
     for model in models {
@@ -58,14 +76,14 @@ fn simulated(cluster: &Cluster, controller: &Controller, node: &str, profile: &s
     agent
 }
 
-fn chat(model: &str, max_tokens: u32, stream: bool) -> String {
+pub(crate) fn chat(model: &str, max_tokens: u32, stream: bool) -> String {
     format!(
         "{{\"model\": \"{model}\", \"max_tokens\": {max_tokens}, \"stream\": {stream}, \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}"
     )
 }
 
 /// A streamed chat for `qwen25-coder-7b` with `headers`, read up to its first event.
-fn stream_started(
+pub(crate) fn stream_started(
     url: &str,
     headers: &[&str],
     max_tokens: u32,

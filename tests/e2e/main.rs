@@ -15,3 +15,4 @@ mod models;
 mod policy_cli;
 mod policy_faults;
 mod real_cluster;
+mod routing;

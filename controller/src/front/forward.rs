@@ -68,6 +68,9 @@ pub struct Dispatch {
     pub priority: u8,
     pub stream: bool,
     pub max_tokens: Option<u32>,
+    /// The policy's `wait-for-first`: queue for the first target when it is full; the
+    /// others only after it refused.
+    pub wait_for_first: bool,
 }
 
 /// Send to the targets in order; `plan(node, local_model)` builds what a node receives.
@@ -82,6 +85,7 @@ pub async fn forward(
     let mut remaining: Vec<Target> = targets.to_vec();
     let mut last_error = "no target node".to_owned();
     let mut retries = 0;
+    let mut first_attempt = true;
     // The node table as the policy saw it; a retry reads it afresh.
     let mut view = Some(decided_on);
     loop {
@@ -99,6 +103,18 @@ pub async fn forward(
         if candidates.is_empty() {
             return Err(FrontError::Exhausted(last_error));
         }
+        // The first attempt waits for the first target while it is linked; a refusal moves on.
+        let waiting_for_first = dispatch.wait_for_first
+            && std::mem::replace(&mut first_attempt, false)
+            && remaining
+                .first()
+                .zip(candidates.first())
+                .is_some_and(|(t, c)| t.node == c.0);
+        let candidates = if waiting_for_first {
+            candidates[..1].to_vec()
+        } else {
+            candidates
+        };
         let permit = front
             .admission
             .acquire(&candidates, dispatch.priority, front.limits.queue_timeout)
@@ -252,6 +268,7 @@ mod tests {
     fn a_whole_answer_waits_for_its_size_and_a_stream_for_its_first_byte() {
         let limits = FrontLimits::default();
         let whole = |max_tokens| Dispatch {
+            wait_for_first: false,
             priority: 5,
             stream: false,
             max_tokens,
@@ -273,6 +290,7 @@ mod tests {
         );
         assert_eq!(answer_wait(&limits, whole(Some(10)), &node(None)), limits.total_timeout);
         let stream = Dispatch {
+            wait_for_first: false,
             stream: true,
             ..whole(Some(3000))
         };

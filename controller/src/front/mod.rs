@@ -156,6 +156,7 @@ async fn prompt(
     feasible::check(view.snapshot(), &info)?;
     let route = decide(&app.engine, view.clone(), &front.metrics, &info, outcome).await?;
     let dispatch = Dispatch {
+        wait_for_first: route.wait_for_first,
         priority: info.priority,
         stream: info.stream,
         max_tokens: info.max_tokens,

@@ -123,6 +123,7 @@ pub(crate) fn decision_from_wit(
                 })
                 .collect::<Result<_, String>>()?,
             reason: route.reason,
+            wait_for_first: route.wait_for_first,
         }),
         wit::Decision::Reject(reject) => Decision::Reject(Reject {
             status: reject.status,
@@ -202,6 +203,7 @@ pub(crate) fn decision_from_v1(decision: v1::wit::Decision) -> Decision {
                 })
                 .collect(),
             reason: route.reason,
+            wait_for_first: false,
         }),
         v1::wit::Decision::Reject(reject) => Decision::Reject(Reject {
             status: reject.status,

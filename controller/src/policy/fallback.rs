@@ -43,5 +43,6 @@ pub fn least_loaded(req: &RequestInfo, snapshot: &ClusterSnapshot, why: &str) ->
     Decision::Route(Route {
         targets,
         reason: format!("fallback least-loaded ({why})"),
+        wait_for_first: false,
     })
 }

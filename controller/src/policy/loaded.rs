@@ -151,6 +151,9 @@ impl LoadedPolicy {
         let mut candidates: Vec<wit::Candidate> = prepared.candidates_for(&req.model);
         let mut reasons: Vec<String> = Vec::new();
         let mut previous: Option<Vec<switchyard_protocol::Target>> = None;
+        // A stage that asked to wait for its first target keeps asking, while that node is
+        // still the first (a later stage may reorder).
+        let mut waits_for: Option<String> = None;
         for (index, stage) in self.stages.iter().enumerate() {
             let decision = stage.route(&wit_req, prepared, &candidates)?;
             check_decision(&decision, snapshot, &req.model, previous.as_deref())?;
@@ -158,15 +161,24 @@ impl LoadedPolicy {
                 Decision::Reject(_) => return Ok(decision),
                 Decision::Route(route) => route,
             };
+            let first = route.targets.first().map(|t| t.node.clone());
+            let wait_for_first = route.wait_for_first || (waits_for.is_some() && waits_for == first);
             if index + 1 == self.stages.len() {
                 if reasons.is_empty() {
-                    return Ok(Decision::Route(route));
+                    return Ok(Decision::Route(switchyard_protocol::Route {
+                        wait_for_first,
+                        ..route
+                    }));
                 }
                 reasons.push(route.reason);
                 return Ok(Decision::Route(switchyard_protocol::Route {
                     targets: route.targets,
                     reason: reasons.join("; "),
+                    wait_for_first,
                 }));
+            }
+            if route.wait_for_first {
+                waits_for = first;
             }
             // The next stage sees only the chosen nodes, each with only the chosen model.
             candidates = route

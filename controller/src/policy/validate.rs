@@ -106,6 +106,7 @@ mod tests {
                 model: model.to_owned(),
             }],
             reason: "test".to_owned(),
+            wait_for_first: false,
         })
     }
 

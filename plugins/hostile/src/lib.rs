@@ -66,6 +66,7 @@ impl Policy for Hostile {
                 Some(node) => Decision::Route(Route {
                     targets: vec![sdk::target_for(node, req)],
                     reason: "the first unhealthy node (a planted bug)".to_owned(),
+                    wait_for_first: false,
                 }),
                 None => behave(req, nodes),
             },
@@ -82,6 +83,7 @@ fn behave(req: &Request, nodes: &[Node]) -> Decision {
         Some(node) => Decision::Route(Route {
             targets: vec![sdk::target_for(node, req)],
             reason: "first eligible".to_owned(),
+            wait_for_first: false,
         }),
         None => sdk::no_capacity(req, nodes),
     }
@@ -105,6 +107,7 @@ fn misbehave(mode: Mode, req: &Request) -> Decision {
                 model: req.model.clone(),
             }],
             reason: "routing to a node that does not exist".to_owned(),
+            wait_for_first: false,
         }),
         Mode::HugeOutput => Decision::Route(Route {
             targets: (0..10_000)
@@ -114,6 +117,7 @@ fn misbehave(mode: Mode, req: &Request) -> Decision {
                 })
                 .collect(),
             reason: "x".repeat(2 << 20),
+            wait_for_first: false,
         }),
         Mode::Chatty => {
             #[allow(clippy::print_stdout)]
@@ -129,6 +133,7 @@ fn misbehave(mode: Mode, req: &Request) -> Decision {
                 model: "llama2-70b-q4".to_owned(),
             }],
             reason: "a bigger model than asked for".to_owned(),
+            wait_for_first: false,
         }),
         Mode::UnhealthyWhenCrowded => behave(req, &[]),
         Mode::Sleep | Mode::SleepInConfigure => {

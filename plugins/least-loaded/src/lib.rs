@@ -59,6 +59,7 @@ pub fn decide(req: &Request, nodes: &[Node]) -> Decision {
             .map(|n| sdk::target_for(n, req))
             .collect(),
         reason,
+        wait_for_first: false,
     })
 }
 

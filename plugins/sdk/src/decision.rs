@@ -19,6 +19,9 @@ pub struct Target {
 pub struct Route {
     pub targets: Vec<Target>,
     pub reason: String,
+    /// Wait for a slot on the first target when it is full, rather than take a free one
+    /// further down; the others are then only for when the first refuses before any work.
+    pub wait_for_first: bool,
 }
 
 /// Refuse the request with an HTTP `status` and a `message` for the client.
@@ -53,6 +56,7 @@ impl Decision {
                     })
                     .collect(),
                 reason: route.reason,
+                wait_for_first: route.wait_for_first,
             }),
             Decision::Reject(reject) => wit::Decision::Reject(wit::Reject {
                 status: reject.status,
@@ -86,6 +90,7 @@ mod tests {
                 },
             ],
             reason: "r".into(),
+            wait_for_first: false,
         });
         match decision.to_wit(&candidates) {
             wit::Decision::Route(route) => assert_eq!(route.targets, [1, 0, u32::MAX]),

@@ -77,6 +77,11 @@ pub struct Rule {
     /// Accept a node even when all its slots are busy (the controller queues there).
     #[serde(default)]
     pub queue: bool,
+    /// With `queue`: when this rule's node is full, the request waits for it rather than
+    /// take a free node further down the targets; those are kept for when it refuses before
+    /// any work ("Production: Ryzen exclusively").
+    #[serde(default)]
+    pub wait: bool,
     /// Whether later rules add their nodes (as retry targets, or as the choice when this
     /// rule has none): `always` (default), `if-none` (only when this rule has no node, so
     /// work waits for this rule's nodes while they are up), `never` (this rule's nodes or
@@ -112,6 +117,12 @@ impl Params {
             if rule.min_priority.is_some_and(|p| p > 9) {
                 return Err(format!(
                     "[params] rules[{i}] ('{}'): min_priority must be 0-9",
+                    rule.name
+                ));
+            }
+            if rule.wait && !rule.queue {
+                return Err(format!(
+                    "[params] rules[{i}] ('{}'): wait needs queue = true (a full node is only accepted with queue)",
                     rule.name
                 ));
             }
@@ -305,7 +316,11 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     if !skipped.is_empty() {
         reason.push_str(&format!("; fell through {}", skipped.join(", ")));
     }
-    Decision::Route(Route { targets, reason })
+    Decision::Route(Route {
+        targets,
+        reason,
+        wait_for_first: rule.wait,
+    })
 }
 
 #[cfg(test)]

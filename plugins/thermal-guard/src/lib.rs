@@ -138,6 +138,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
             .map(|(_, _, n)| sdk::target_for(n, req))
             .collect(),
         reason,
+        wait_for_first: false,
     })
 }
 
