@@ -42,6 +42,8 @@ pub struct AgentApi {
     relay: Option<RuntimeRelay>,
     /// The models the agent starts itself.
     models: Option<Arc<crate::models::ModelManager>>,
+    /// Set by `POST /power/sleep`, cleared by `/power/wake`; telemetry reports it.
+    sleeping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn boxed<B>(body: B) -> Body
@@ -112,7 +114,14 @@ impl AgentApi {
             telemetry,
             relay,
             models: None,
+            sleeping: Arc::default(),
         })
+    }
+
+    /// Turn `sleeping` on `POST /power/sleep` and off on `/power/wake`.
+    pub fn with_sleep_switch(mut self, sleeping: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.sleeping = sleeping;
+        self
     }
 
     /// Serve `models`' models from their own runtimes, started on demand.
@@ -166,6 +175,23 @@ impl AgentApi {
             (Method::GET, "/healthz") => full(StatusCode::OK, &json!({ "status": "ok", "node": self.config.node })),
             (Method::GET, "/v1/models") => self.models().await,
             (Method::POST, "/models/load" | "/models/unload") => self.load_or_unload(request).await,
+            (Method::POST, "/power/sleep" | "/power/wake") => {
+                let sleeping = path.ends_with("/sleep");
+                self.sleeping.store(sleeping, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    sleeping,
+                    "told the machine is {}",
+                    if sleeping {
+                        "going to sleep: no new work"
+                    } else {
+                        "awake"
+                    }
+                );
+                full(
+                    StatusCode::OK,
+                    &json!({ "node": self.config.node, "sleeping": sleeping }),
+                )
+            }
             (Method::POST, path) if path.starts_with("/v1/") || path.starts_with("/api/") => match &self.relay {
                 Some(relay) => match relay.relay(request).await {
                     Ok(response) => response,

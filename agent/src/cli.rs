@@ -205,6 +205,7 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
         crate::models::ModelManager::from_config(&config, machine_memory_mb, Some(estimates_file(&config_path)));
     sampler.set_models(models.clone());
     let first = sampler.sample().await;
+    let sleep_switch = sampler.sleep_switch();
     let (publish, telemetry) = watch::channel(first);
     let models_task = models.clone().map(|m| tokio::spawn(m.run(shutdown.clone())));
     tokio::spawn(sampler.run(
@@ -217,7 +218,11 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let api = Arc::new(AgentApi::new(config.clone(), driver, performance, telemetry)?.with_models(models));
+    let api = Arc::new(
+        AgentApi::new(config.clone(), driver, performance, telemetry)?
+            .with_models(models)
+            .with_sleep_switch(sleep_switch),
+    );
     crate::say(&format!("switchyard-agent {} listening on http://{addr}", config.node));
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let link_task = config

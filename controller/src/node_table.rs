@@ -353,6 +353,9 @@ fn unhealthy_because(entry: &Linked) -> Option<String> {
             age.as_secs_f32()
         ));
     }
+    if entry.telemetry.power.sleeping {
+        return Some("the machine is going to sleep (`POST /power/wake` on its agent, or it wakes)".to_owned());
+    }
     match entry.telemetry.runtime.as_ref() {
         None => Some("the agent reports no runtime".to_owned()),
         Some(r) if !r.healthy => Some(format!(
@@ -381,7 +384,7 @@ fn to_snapshot(name: &str, entry: &Linked) -> NodeSnapshot {
         name: name.to_owned(),
         labels: t.labels.clone(),
         runtime: runtime.map(|r| r.kind.clone()).unwrap_or_else(|| "none".into()),
-        healthy: entry.connected && fresh && runtime.is_some_and(|r| r.healthy),
+        healthy: entry.connected && fresh && !t.power.sleeping && runtime.is_some_and(|r| r.healthy),
         in_flight,
         queued,
         max_concurrency: t.limits.max_concurrency,

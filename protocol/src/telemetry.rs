@@ -156,6 +156,9 @@ pub struct PowerTelemetry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thermal_pressure: Option<String>,
     pub thermal_throttled: bool,
+    /// The machine is going to sleep (its operator's hook said so): no new work.
+    #[serde(default)]
+    pub sleeping: bool,
     /// Where these figures came from (`pmset`, `/sys/class/power_supply`, ...).
     pub source: String,
 }

@@ -49,6 +49,19 @@ pub(crate) fn simulated_with(
     models: &[&str],
     max_concurrency: u32,
 ) -> Agent {
+    simulated_env(cluster, controller, node, profile, models, max_concurrency, &[])
+}
+
+/// [`simulated_with`] with extra environment variables for the agent.
+pub(crate) fn simulated_env(
+    cluster: &Cluster,
+    controller: &Controller,
+    node: &str,
+    profile: &str,
+    models: &[&str],
+    max_concurrency: u32,
+    env: &[(&str, &str)],
+) -> Agent {
     let address = controller.agents.clone().expect("agents");
     let bundle = cluster.issue(node, &[]);
     let mut text = format!(
@@ -67,7 +80,7 @@ pub(crate) fn simulated_with(
     ));
     let path = cluster.dir.path().join(format!("{node}.toml"));
     std::fs::write(&path, text).expect("agent config");
-    let agent = Agent::start(&path, None);
+    let agent = Agent::start_with_env(&path, None, env);
     assert!(
         eventually(JOIN_WITHIN, || controller.node_healthy(node) == Some(true)),
         "{node} never joined: {}",

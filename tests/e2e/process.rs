@@ -341,6 +341,11 @@ pub struct Agent {
 impl Agent {
     /// Start the agent with `config`, optionally inside a network namespace.
     pub fn start(config: &Path, netns: Option<&str>) -> Agent {
+        Self::start_with_env(config, netns, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables.
+    pub fn start_with_env(config: &Path, netns: Option<&str>, env: &[(&str, &str)]) -> Agent {
         let mut command = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -352,7 +357,8 @@ impl Agent {
         command
             .args(["run", "--listen", "127.0.0.1:0", "--config"])
             .arg(config)
-            .env("SWITCHYARD_LOG", "info");
+            .env("SWITCHYARD_LOG", "info")
+            .envs(env.iter().copied());
         let mut spawned = spawn(command);
         let found = spawned.wait_for_lines(&[" listening on "], Duration::from_secs(60));
         let _ = spawned.drain();

@@ -66,3 +66,96 @@ fn production_waits_for_a_full_ryzen_and_goes_to_the_xeon_only_when_the_ryzen_is
     );
     assert_eq!((status, node_of(&text).as_str()), (200, "xeon"), "{text}");
 }
+
+/// The node a short development prompt goes to now (it must be answered).
+fn development_goes_to(url: &str) -> String {
+    let (status, text) = curl_with_key(
+        url,
+        KEY,
+        &[
+            "-H",
+            "x-switchyard-task: development",
+            "-d",
+            &chat("qwen25-coder-7b", 2, false),
+        ],
+    );
+    assert_eq!(status, 200, "no request may fail: {text}");
+    node_of(&text)
+}
+
+/// How long until development work goes to `node`, asking every 50 ms for at most 10 s.
+fn moves_to(url: &str, node: &str) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        if development_goes_to(url) == node {
+            return started.elapsed();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("development work never went to {node}");
+}
+
+#[test]
+fn a_laptop_on_battery_or_going_to_sleep_gets_no_new_work_within_two_seconds_and_comes_back() {
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    // A fake power source, laid out like /sys/class/power_supply: the real parser reads it.
+    let power = cluster.dir.path().join("power/BAT0");
+    std::fs::create_dir_all(&power).expect("power dir");
+    std::fs::write(power.join("type"), "Battery\n").expect("type");
+    std::fs::write(power.join("capacity"), "81\n").expect("capacity");
+    std::fs::write(power.join("status"), "Charging\n").expect("status");
+    let supply = cluster.dir.path().join("power").display().to_string();
+    let m4 = crate::first_hour::simulated_env(
+        &cluster,
+        &controller,
+        "m4",
+        "m4",
+        &["qwen25-coder-7b"],
+        1,
+        &[("SWITCHYARD_POWER_SUPPLY_DIR", supply.as_str())],
+    );
+    let _ryzen = simulated(&cluster, &controller, "ryzen", "ryzen", &["qwen25-coder-7b"]);
+    let url = format!("{}/v1/chat/completions", controller.url);
+    assert_eq!(development_goes_to(&url), "m4");
+
+    // Unplugged: new development work leaves the laptop (the seed: on AC only).
+    std::fs::write(power.join("status"), "Discharging\n").expect("status");
+    let moved = moves_to(&url, "ryzen");
+    assert!(moved < std::time::Duration::from_secs(2), "took {moved:?}");
+    let table = controller.cli_ok(&["nodes"]);
+    assert!(table.contains("battery 81%"), "{table}");
+    std::fs::write(power.join("status"), "Charging\n").expect("status");
+    assert!(moves_to(&url, "m4") < std::time::Duration::from_secs(2));
+
+    // Going to sleep (the operator's hook tells the agent): a stream in flight finishes,
+    // new work goes elsewhere, and the laptop is back when it wakes.
+    let (mut stream, mut reader) =
+        crate::first_hour::stream_started(&url, &["-H", "x-switchyard-task: development"], 40);
+    let client = |path: &str| {
+        std::process::Command::new("curl")
+            .args(["-sS", "-X", "POST", "--max-time", "5"])
+            .arg(format!("{}{path}", m4.url))
+            .output()
+            .expect("curl")
+    };
+    assert!(String::from_utf8_lossy(&client("/power/sleep").stdout).contains("\"sleeping\":true"));
+    let moved = moves_to(&url, "ryzen");
+    assert!(moved < std::time::Duration::from_secs(2), "took {moved:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("rest");
+    let _ = stream.wait();
+    assert!(
+        rest.trim_end().ends_with("data: [DONE]"),
+        "the stream in flight finished:\n{rest}"
+    );
+    let view = controller.admin("/admin/nodes");
+    assert!(
+        view["unhealthy"]["m4"]
+            .as_str()
+            .is_some_and(|r| r.contains("going to sleep")),
+        "{view}"
+    );
+    client("/power/wake");
+    assert!(moves_to(&url, "m4") < std::time::Duration::from_secs(2));
+}

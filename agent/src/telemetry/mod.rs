@@ -18,6 +18,9 @@ use crate::config::AgentConfig;
 use crate::driver::RuntimeDriver;
 use crate::performance::PerformanceTracker;
 
+/// How often the power state (battery, heat, sleep) is checked between samples.
+pub const POWER_CHECK: Duration = Duration::from_millis(250);
+
 pub struct Sampler {
     config: Option<Arc<AgentConfig>>,
     driver: Option<Arc<dyn RuntimeDriver>>,
@@ -49,11 +52,16 @@ impl Sampler {
             driver,
             system: system::SystemProbe::new(),
             gpus: gpu::GpuProbe::new(),
-            power: power::PowerProbe,
+            power: power::PowerProbe::default(),
             performance,
             supervisor,
             models: None,
         }
+    }
+
+    /// The switch `POST /power/sleep` and `/power/wake` turn.
+    pub fn sleep_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.power.sleeping.clone()
     }
 
     /// Report the models the agent starts itself (and their memory budget).
@@ -163,7 +171,10 @@ impl Sampler {
         }
     }
 
-    /// Sample every `interval` until cancelled, publishing each sample.
+    /// Sample every `interval` until cancelled, publishing each sample; and publish at once
+    /// (within [`POWER_CHECK`]) when the machine goes on battery or back, starts or stops
+    /// throttling for heat, or is told it is going to sleep or has woken: a laptop leaves
+    /// the rotation in well under two seconds, without waiting for the next interval.
     pub async fn run(
         mut self,
         publish: watch::Sender<AgentTelemetry>,
@@ -172,10 +183,22 @@ impl Sampler {
     ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut power_check = tokio::time::interval(POWER_CHECK);
+        power_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
+                _ = power_check.tick() => {
+                    let now = self.power.sample();
+                    let published = &publish.borrow().power;
+                    let changed = (now.on_battery, now.thermal_throttled, now.sleeping)
+                        != (published.on_battery, published.thermal_throttled, published.sleeping);
+                    if !changed {
+                        continue;
+                    }
+                    tracing::info!(on_battery = ?now.on_battery, thermal_throttled = now.thermal_throttled, sleeping = now.sleeping, "power state changed; telemetry sent at once");
+                }
             }
             let sample = self.sample().await;
             publish.send_replace(sample);

@@ -5,14 +5,30 @@
 //! - Linux: `/sys/class/power_supply/*` (a `Battery` whose `status` is `Discharging`, and its
 //!   `capacity`).
 //! - Elsewhere, or when nothing is exposed: unknown (`None`), never a guess.
+//!
+//! `SWITCHYARD_POWER_SUPPLY_DIR` points the Linux probe at another folder laid out like
+//! `/sys/class/power_supply` (the tests flip a battery's `status` there). Whether the machine
+//! is about to sleep is what the operator's hook tells the agent (`POST /power/sleep`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use switchyard_protocol::PowerTelemetry;
 
-#[derive(Debug, Default)]
-pub struct PowerProbe;
+#[derive(Debug, Default, Clone)]
+pub struct PowerProbe {
+    /// Set while the machine is going to sleep (until `POST /power/wake`).
+    pub sleeping: Arc<AtomicBool>,
+}
 
 impl PowerProbe {
     pub fn sample(&self) -> PowerTelemetry {
+        let mut power = self.os_sample();
+        power.sleeping = self.sleeping.load(Ordering::Relaxed);
+        power
+    }
+
+    fn os_sample(&self) -> PowerTelemetry {
         #[cfg(target_os = "macos")]
         {
             let batt = run("pmset", &["-g", "batt"]).unwrap_or_default();
@@ -32,7 +48,11 @@ impl PowerProbe {
         }
         #[cfg(target_os = "linux")]
         {
-            linux_power_supply(std::path::Path::new("/sys/class/power_supply"))
+            let root = std::env::var_os("SWITCHYARD_POWER_SUPPLY_DIR").map_or_else(
+                || std::path::PathBuf::from("/sys/class/power_supply"),
+                std::path::PathBuf::from,
+            );
+            linux_power_supply(&root)
         }
         #[cfg(not(any(target_os = "macos", target_os = "linux")))]
         {
