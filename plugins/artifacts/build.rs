@@ -14,6 +14,7 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("seed-rules", "seed_rules", true),
     ("least-loaded", "least_loaded", true),
     ("thermal-guard", "thermal_guard", true),
+    ("session-affinity", "session_affinity", true),
     ("hostile", "hostile", false),
 ];
 
@@ -32,6 +33,7 @@ fn main() {
         "plugins/seed-rules",
         "plugins/least-loaded",
         "plugins/thermal-guard",
+        "plugins/session-affinity",
         "plugins/hostile",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());

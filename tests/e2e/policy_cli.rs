@@ -194,7 +194,13 @@ fn policy_test(policy: &Path, fixtures: &[&Path]) -> std::process::Output {
 #[test]
 fn policy_test_passes_the_shipped_fixtures_and_fails_a_wrong_expectation() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for name in ["seed-rules", "least-loaded", "thermal-guard", "seed-then-thermal"] {
+    for name in [
+        "seed-rules",
+        "least-loaded",
+        "thermal-guard",
+        "seed-then-thermal",
+        "session-affinity",
+    ] {
         let out = policy_test(
             &repo.join(format!("policies/{name}.toml")),
             &[&repo.join(format!("policies/fixtures/{name}.cases.toml"))],

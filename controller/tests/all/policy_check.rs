@@ -35,6 +35,7 @@ fn the_shipped_policies_keep_every_property_on_generated_clusters() {
         ("seed-then-thermal", true),
         ("least-loaded", false),
         ("thermal-guard", false),
+        ("session-affinity", false),
     ] {
         let path = repo_path(&format!("policies/{policy}.toml"));
         let mut args = vec![
