@@ -173,6 +173,29 @@ impl AgentApi {
                 full(StatusCode::OK, &json!({ "ok": true }))
             }
             (Method::GET, "/healthz") => full(StatusCode::OK, &json!({ "status": "ok", "node": self.config.node })),
+            // As vLLM and SGLang answer it, so that other routers can probe the agent: 200 while
+            // the runtime answers and the machine is not going to sleep, 503 with why otherwise.
+            (Method::GET, "/health") => {
+                let sample = self.telemetry.borrow();
+                let why = if sample.power.sleeping {
+                    Some("the machine is going to sleep".to_owned())
+                } else {
+                    match &sample.runtime {
+                        Some(runtime) if runtime.healthy => None,
+                        Some(runtime) => Some(
+                            runtime
+                                .error
+                                .clone()
+                                .unwrap_or_else(|| "the runtime is unhealthy".to_owned()),
+                        ),
+                        None => Some("no runtime".to_owned()),
+                    }
+                };
+                match why {
+                    None => full(StatusCode::OK, &json!({ "status": "ok", "node": self.config.node })),
+                    Some(why) => error(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", why),
+                }
+            }
             (Method::GET, "/v1/models") => self.models().await,
             (Method::POST, "/models/load" | "/models/unload") => self.load_or_unload(request).await,
             (Method::POST, "/power/sleep" | "/power/wake") => {

@@ -129,7 +129,24 @@ async fn a_runtime_that_dies_mid_stream_ends_the_stream_with_an_explicit_error_e
         .expect("stream");
     let first = response.chunk().await.expect("first chunk").expect("some bytes");
     assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    let health = || async {
+        client
+            .get(format!("{}/health", agent.url))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        health().await,
+        200,
+        "GET /health, as vLLM answers it, while the runtime answers"
+    );
     runtime.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || async { health().await == 503 }).await,
+        "GET /health says 503 once the runtime is gone"
+    );
     let mut rest = String::new();
     let broke = loop {
         match response.chunk().await {
