@@ -159,6 +159,33 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             Ok(policy) => json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })),
             Err(e) => policy_error(e),
         },
+        (&Method::POST, ["shadow"]) => {
+            let policy = match read_body(request.into_body(), POLICY_LIMIT).await {
+                Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["policy"].as_str().map(str::to_owned)),
+                Err(reply) => return reply,
+            };
+            let Some(policy) = policy else {
+                return error_json(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "send {\"policy\": ID or NAME} (a loaded policy)",
+                );
+            };
+            match app.engine.start_shadow(&policy) {
+                Ok(report) => json(StatusCode::CREATED, &report),
+                Err(e) => policy_error(e),
+            }
+        }
+        (&Method::GET, ["shadow"]) => match app.engine.shadow_report() {
+            Some(report) => json(StatusCode::OK, &report),
+            None => error_json(StatusCode::NOT_FOUND, "not_found", "no shadow is running"),
+        },
+        (&Method::DELETE, ["shadow"]) => match app.engine.stop_shadow() {
+            Some(report) => json(StatusCode::OK, &report),
+            None => error_json(StatusCode::NOT_FOUND, "not_found", "no shadow is running"),
+        },
         (&Method::POST, ["rollback"]) => match app.engine.rollback() {
             Ok(policy) => json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })),
             Err(e) => policy_error(e),

@@ -225,3 +225,70 @@ fn policy_test_passes_the_shipped_fixtures_and_fails_a_wrong_expectation() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_shadow_decides_beside_the_active_policy_and_reports_where_it_differs() {
+    let policies = policies_copy();
+    let demo = Controller::demo(policies.path());
+    let key = demo.api_key.clone().expect("key");
+    let active = demo.active();
+    let started = demo.cli_ok(&["policy", "shadow", "least-loaded"]);
+    assert!(started.contains("shadow least-loaded@"), "{started}");
+    // seed-rules sends development to the m4 and batch to the xeon; least-loaded weighs load
+    // and speed, and decides on the live load a moment later (the request itself in flight).
+    let body = "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 2, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
+    let mut served = Vec::new();
+    for task in ["development", "development", "development", "batch", "batch"] {
+        let hint = format!("x-switchyard-task: {task}");
+        let (status, text) = crate::process::curl_with_key(
+            &format!("{}/v1/chat/completions", demo.url),
+            &key,
+            &["-H", &hint, "-d", body],
+        );
+        assert_eq!(status, 200, "{text}");
+        let node = text
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-switchyard-node: ")
+                    .map(|n| n.trim().to_owned())
+            })
+            .expect("node");
+        served.push((task, node));
+    }
+    assert!(
+        demo.wait_for(SWAP_WITHIN, |d| d.admin("/admin/shadow")["compared"] == 5),
+        "{}",
+        demo.admin("/admin/shadow")
+    );
+    let report = demo.admin("/admin/shadow");
+    let differences = report["differences"].as_array().expect("differences");
+    let differing: u64 = differences.iter().map(|d| d[1].as_u64().unwrap_or(0)).sum();
+    let agreed = report["agreed"].as_u64().expect("agreed");
+    assert_eq!(
+        agreed + differing,
+        5,
+        "every compared request agreed or differed: {report}"
+    );
+    assert!(
+        differing > 0,
+        "least-loaded differs from seed-rules on this traffic: {report}"
+    );
+    for difference in differences {
+        let text = difference[0].as_str().expect("text");
+        // `task T, model M: active -> candidate`: the active side is what really served.
+        assert!(
+            served
+                .iter()
+                .any(|(task, node)| text.starts_with(&format!("task {task}, model qwen25-coder-7b: {node} -> "))),
+            "{text} does not match what served: {served:?}"
+        );
+    }
+    let shown = demo.cli_ok(&["policy", "shadow", "--report"]);
+    assert!(shown.contains(&format!("5 compared, {agreed} agreed")), "{shown}");
+    let stopped = demo.cli_ok(&["policy", "shadow", "--stop"]);
+    assert!(stopped.contains("(stopped)"), "{stopped}");
+    assert_eq!(demo.active(), active, "the active policy served throughout");
+    let none = demo.cli(&["policy", "shadow", "--report"]);
+    assert!(!none.status.success());
+}

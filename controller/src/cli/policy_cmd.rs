@@ -30,6 +30,22 @@ pub enum PolicyCommand {
         remote: Remote,
         policy: String,
     },
+    /// Let a loaded policy decide every live request beside the active one (off the request
+    /// path), and report how often it agrees and where it differs; or show (--report) or
+    /// stop (--stop) the running shadow.
+    Shadow {
+        #[command(flatten)]
+        remote: Remote,
+        /// The candidate: an id, or a name for its newest loaded version.
+        #[arg(required_unless_present_any = ["report", "stop"])]
+        policy: Option<String>,
+        /// Show the running shadow's report.
+        #[arg(long, conflicts_with = "stop")]
+        report: bool,
+        /// Stop the shadow and show its last report.
+        #[arg(long)]
+        stop: bool,
+    },
     /// Re-activate the policy that was active before the current one.
     Rollback {
         #[command(flatten)]
@@ -91,6 +107,28 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 .call("POST", &path, Vec::new(), "application/json")
                 .await?;
             crate::say(&String::from_utf8_lossy(&body));
+        }
+        PolicyCommand::Shadow {
+            remote,
+            policy,
+            report,
+            stop,
+        } => {
+            let client = AdminClient::new(&remote)?;
+            let body = if stop {
+                client
+                    .call("DELETE", "/admin/shadow", Vec::new(), "application/json")
+                    .await?
+            } else if report {
+                client
+                    .call("GET", "/admin/shadow", Vec::new(), "application/json")
+                    .await?
+            } else {
+                let body = serde_json::to_vec(&serde_json::json!({ "policy": policy }))?;
+                client.call("POST", "/admin/shadow", body, "application/json").await?
+            };
+            let report: crate::policy::shadow::ShadowReport = serde_json::from_slice(&body)?;
+            crate::say(&format_shadow(&report, stop));
         }
         PolicyCommand::Rollback { remote } => {
             let body = AdminClient::new(&remote)?
@@ -171,6 +209,29 @@ async fn upload_components(client: &AdminClient, file: &Path) -> anyhow::Result<
         }
     }
     Ok(text)
+}
+
+fn format_shadow(report: &crate::policy::shadow::ShadowReport, stopped: bool) -> String {
+    let rate = if report.compared == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.1}%", report.agreed as f64 * 100.0 / report.compared as f64)
+    };
+    let mut out = format!(
+        "shadow {}{}: {} compared, {} agreed ({rate}), {} dropped (queue full)",
+        report.policy,
+        if stopped { " (stopped)" } else { "" },
+        report.compared,
+        report.agreed,
+        report.dropped
+    );
+    for (kind, count) in &report.faults {
+        out.push_str(&format!("\n  faults {kind}: {count}"));
+    }
+    for (difference, count) in &report.differences {
+        out.push_str(&format!("\n  {count:>6}  {difference}"));
+    }
+    out
 }
 
 fn format_list(view: &crate::policy::EngineView) -> String {

@@ -154,7 +154,7 @@ async fn prompt(
 
     let view = app.nodes.prepared();
     feasible::check(view.snapshot(), &info)?;
-    let route = decide(&app.engine, view.clone(), &front.metrics, &info, outcome).await?;
+    let route = decide(&app.engine, &view, &front.metrics, &info, outcome).await?;
     let dispatch = Dispatch {
         wait_for_first: route.wait_for_first,
         priority: info.priority,
@@ -241,14 +241,15 @@ fn parse(
 /// thread, never on this async worker.
 async fn decide(
     engine: &Arc<PolicyEngine>,
-    view: Arc<PreparedSnapshot>,
+    view: &Arc<PreparedSnapshot>,
     metrics: &FrontMetrics,
     info: &RequestInfo,
     outcome: &mut Outcome,
 ) -> Result<Route, FrontError> {
     let decided = Instant::now();
-    let routed = engine.decide_off_worker(info, view).await;
+    let routed = engine.decide_off_worker(info, view.clone()).await;
     metrics.decision.observe(decided.elapsed());
+    engine.offer_shadow(info, view, &routed.decision);
     outcome.policy = Some(routed.policy_id.to_string());
     match routed.decision {
         Decision::Route(route) => {

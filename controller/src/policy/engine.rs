@@ -139,6 +139,8 @@ pub struct PolicyEngine {
     fallback_decisions: AtomicU64,
     reverts: AtomicU64,
     fallback_id: Arc<str>,
+    /// A candidate deciding beside the active policy, off the request path.
+    shadow: arc_swap::ArcSwapOption<super::shadow::Shadow>,
 }
 
 impl PolicyEngine {
@@ -154,6 +156,7 @@ impl PolicyEngine {
             fallback_decisions: AtomicU64::new(0),
             reverts: AtomicU64::new(0),
             fallback_id: Arc::from(FALLBACK_ID),
+            shadow: arc_swap::ArcSwapOption::empty(),
         })
     }
 
@@ -429,6 +432,55 @@ impl PolicyEngine {
         match self.decide_inner(req, prepared, OnPanic::Fault, Accounting::Rehearsal) {
             Some(routed) => routed,
             None => self.fallback_without_policy(req, prepared.snapshot(), None),
+        }
+    }
+
+    /// Let the loaded policy `id_or_name` decide every live request beside the active one,
+    /// off the request path (replacing any shadow already running).
+    pub fn start_shadow(&self, id_or_name: &str) -> Result<super::shadow::ShadowReport, PolicyError> {
+        let policy = self
+            .registry()
+            .loaded
+            .iter()
+            .rev()
+            .find(|p| &*p.id == id_or_name || p.name() == id_or_name)
+            .cloned()
+            .ok_or_else(|| PolicyError::Unknown(id_or_name.to_owned()))?;
+        let shadow = super::shadow::Shadow::start(policy).map_err(|e| PolicyError::Invalid {
+            origin: id_or_name.to_owned(),
+            field: "shadow".to_owned(),
+            message: format!("cannot start the shadow's thread: {e}"),
+        })?;
+        let report = shadow.report();
+        tracing::info!(policy = %shadow.policy.id, "shadowing: it decides every request beside the active policy");
+        if let Some(previous) = self.shadow.swap(Some(shadow)) {
+            self.retire_unless_active(&previous.policy);
+        }
+        Ok(report)
+    }
+
+    /// Stop the shadow; its last report.
+    pub fn stop_shadow(&self) -> Option<super::shadow::ShadowReport> {
+        let shadow = self.shadow.swap(None)?;
+        self.retire_unless_active(&shadow.policy);
+        Some(shadow.report())
+    }
+
+    /// The running shadow's report.
+    pub fn shadow_report(&self) -> Option<super::shadow::ShadowReport> {
+        self.shadow.load().as_ref().map(|s| s.report())
+    }
+
+    /// Offer a live request and the active decision to the shadow, if one runs (never waits).
+    pub fn offer_shadow(&self, req: &RequestInfo, prepared: &Arc<PreparedSnapshot>, decision: &Decision) {
+        if let Some(shadow) = self.shadow.load().as_ref() {
+            shadow.offer(req, prepared.clone(), decision);
+        }
+    }
+
+    fn retire_unless_active(&self, policy: &Arc<LoadedPolicy>) {
+        if !self.active.load().as_ref().is_some_and(|a| Arc::ptr_eq(a, policy)) {
+            policy.retire();
         }
     }
 

@@ -12,6 +12,7 @@ mod params_line;
 mod pool;
 mod prepared;
 mod sandbox;
+pub mod shadow;
 mod smoke;
 mod spec;
 mod stage;

@@ -338,3 +338,39 @@ fn a_document_loaded_again_becomes_the_version_its_name_activates() {
     assert_eq!(again.id, first.id);
     assert_eq!(engine.activate("least-loaded").expect("by name").id, first.id);
 }
+
+#[test]
+fn a_shadow_never_blocks_the_request_path_and_accounts_for_every_request() {
+    let engine = engine();
+    let active = engine
+        .load_file(&repo_path("policies/seed-rules.toml"), &cluster())
+        .expect("seed-rules");
+    engine.activate(&active.id).expect("activate");
+    engine
+        .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
+        .expect("least-loaded");
+    engine.start_shadow("least-loaded").expect("shadow");
+    let prepared = std::sync::Arc::new(switchyard_controller::policy::PreparedSnapshot::from(cluster()));
+    let req = request(Some("batch"));
+    let decision = engine.decide(&req, &cluster()).decision;
+    for _ in 0..5000 {
+        engine.offer_shadow(&req, &prepared, &decision);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let settled = loop {
+        let report = engine.shadow_report().expect("running");
+        let seen = report.compared + report.dropped + report.faults.values().sum::<u64>();
+        if seen == 5000 || std::time::Instant::now() > deadline {
+            break report;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(settled.compared + settled.dropped, 5000, "{settled:?}");
+    assert!(
+        settled.dropped > 0,
+        "5000 offers at once overflow the 1024-deep queue: {settled:?}"
+    );
+    let last = engine.stop_shadow().expect("stopped");
+    assert_eq!(last.compared, settled.compared);
+    assert!(engine.shadow_report().is_none());
+}

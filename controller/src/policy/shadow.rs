@@ -1,0 +1,156 @@
+//! Shadow: a candidate policy decides every live request beside the active one, off the
+//! request path, and only its agreement is recorded. Requests are offered to a bounded
+//! queue that one thread drains; a full queue drops shadow work (counted), it never delays a
+//! request. The report says how often the candidate agreed, where it differs (by task,
+//! model and node), and how it faulted.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use switchyard_protocol::{Decision, RequestInfo};
+
+use super::{LoadedPolicy, PreparedSnapshot};
+
+/// Requests waiting for the shadow at most; beyond, shadow work is dropped.
+pub const SHADOW_QUEUE: usize = 1024;
+/// Differences listed in a report, most frequent first.
+const LISTED: usize = 20;
+
+/// What the shadow found so far.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct ShadowReport {
+    /// The candidate, `name@hash`.
+    pub policy: String,
+    pub since_unix_s: u64,
+    /// Requests both policies decided.
+    pub compared: u64,
+    /// ... on which the candidate chose the active policy's node (or the same rejection).
+    pub agreed: u64,
+    /// Requests the shadow skipped because its queue was full.
+    pub dropped: u64,
+    /// The candidate's faults, by kind (the active policy served regardless).
+    pub faults: BTreeMap<String, u64>,
+    /// `task T, model M: active -> candidate`, with counts; the most frequent first.
+    pub differences: Vec<(String, u64)>,
+}
+
+struct Job {
+    req: RequestInfo,
+    prepared: Arc<PreparedSnapshot>,
+    active: Decision,
+}
+
+/// A running shadow.
+pub struct Shadow {
+    pub policy: Arc<LoadedPolicy>,
+    queue: SyncSender<Job>,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for Shadow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shadow")
+            .field("policy", &self.policy.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    report: ShadowReport,
+    differences: BTreeMap<String, u64>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    match state.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Where a decision sends a request: its first node, or its rejection.
+fn outcome(decision: &Decision) -> String {
+    match decision {
+        Decision::Route(route) => route
+            .targets
+            .first()
+            .map_or_else(|| "no target".to_owned(), |t| t.node.clone()),
+        Decision::Reject(reject) => format!("reject {}", reject.status),
+    }
+}
+
+impl Shadow {
+    /// Start shadowing with `policy` (its instances are kept warm while it shadows).
+    pub fn start(policy: Arc<LoadedPolicy>) -> std::io::Result<Arc<Self>> {
+        policy.revive();
+        let (queue, jobs) = sync_channel(SHADOW_QUEUE);
+        let state = Arc::new(Mutex::new(State {
+            report: ShadowReport {
+                policy: policy.id.to_string(),
+                since_unix_s: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                ..Default::default()
+            },
+            differences: BTreeMap::new(),
+        }));
+        let worker = (policy.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("policy-shadow".into())
+            .spawn(move || run(jobs, worker.0, worker.1))?;
+        Ok(Arc::new(Self { policy, queue, state }))
+    }
+
+    /// Offer one live request: never blocks; a full queue counts a drop.
+    pub fn offer(&self, req: &RequestInfo, prepared: Arc<PreparedSnapshot>, active: &Decision) {
+        let job = Job {
+            req: req.clone(),
+            prepared,
+            active: active.clone(),
+        };
+        if let Err(TrySendError::Full(_)) = self.queue.try_send(job) {
+            lock(&self.state).report.dropped += 1;
+        }
+    }
+
+    pub fn report(&self) -> ShadowReport {
+        let state = lock(&self.state);
+        let mut report = state.report.clone();
+        let mut differences: Vec<(String, u64)> = state.differences.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        differences.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        differences.truncate(LISTED);
+        report.differences = differences;
+        report
+    }
+}
+
+/// The shadow's thread: decide each offered request with the candidate and compare. It
+/// ends when the shadow is dropped (its queue's sender goes away).
+fn run(jobs: Receiver<Job>, policy: Arc<LoadedPolicy>, state: Arc<Mutex<State>>) {
+    while let Ok(job) = jobs.recv() {
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| policy.decide(&job.req, &job.prepared)));
+        let mut state = lock(&state);
+        match decided {
+            Ok(Ok(decision)) => {
+                state.report.compared += 1;
+                let (active, candidate) = (outcome(&job.active), outcome(&decision));
+                if active == candidate {
+                    state.report.agreed += 1;
+                } else {
+                    let key = format!(
+                        "task {}, model {}: {active} -> {candidate}",
+                        job.req.task.as_deref().unwrap_or("none"),
+                        job.req.model
+                    );
+                    *state.differences.entry(key).or_default() += 1;
+                }
+            }
+            Ok(Err(fault)) => *state.report.faults.entry(fault.kind().as_str().to_owned()).or_default() += 1,
+            Err(_) => *state.report.faults.entry("panic".to_owned()).or_default() += 1,
+        }
+    }
+}
