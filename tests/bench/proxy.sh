@@ -9,6 +9,8 @@
 #   vllm-router  client -> vllm-router 0.1.17 (round robin, one worker) -> runtime
 #   switchyard   client -> controller (least-loaded Wasm policy, admission) -> mTLS HTTP/2 link
 #                -> agent (kind = "openai", a byte relay) -> runtime
+#   switchyard+shadow  the same, with seed-rules shadowing every request (`policy shadow`):
+#                what a shadow costs the live path
 # Cells: non-streamed chat at 1, 16 and 64 connections (wrk, closed loop, keep-alive) and
 # streamed chat at 16 (examples/sse_load.rs). Reported: added p50 at 1 connection, RPS (and
 # ratio to direct) and p99 at 16 and 64, router CPU per request at 16 (from /proc: controller
@@ -126,8 +128,9 @@ pids+=($!); vllm_pid=$!
 body='{"model": "bench-model", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]}'
 stream_body='{"model": "bench-model", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "hello"}]}'
 export BODY=$body
-declare -A url=([direct]=$runtime [nginx]="http://127.0.0.1:$nginx_port" [vllm-router]="http://127.0.0.1:$vllm_port" [switchyard]=$controller)
-systems=(direct nginx vllm-router switchyard)
+declare -A url=([direct]=$runtime [nginx]="http://127.0.0.1:$nginx_port" [vllm-router]="http://127.0.0.1:$vllm_port" [switchyard]=$controller [switchyard+shadow]=$controller)
+systems=(direct nginx vllm-router switchyard switchyard+shadow)
+admin() { curl -s -X "$1" -H "Authorization: Bearer $(cat "$work/admin.token")" -H 'Content-Type: application/json' ${3:+-d "$3"} "$controller/admin/$2"; }
 for system in "${systems[@]}"; do
   for _ in $(seq 1 300); do
     status=$(curl -s -o "$work/check.json" -w '%{http_code}' -H 'Content-Type: application/json' -d "$body" "${url[$system]}/v1/chat/completions" || true)
@@ -141,7 +144,7 @@ router_pids() {
     direct) echo "";;
     nginx) pgrep -P "$nginx_pid" | tr '\n' ' ';;
     vllm-router) echo "$vllm_pid $(pgrep -P "$vllm_pid" | tr '\n' ' ')";;
-    switchyard) echo "$controller_pid $agent_pid";;
+    switchyard|switchyard+shadow) echo "$controller_pid $agent_pid";;
   esac
 }
 cpu_ticks() { # total utime+stime of processes (all threads)
@@ -174,6 +177,7 @@ results=$work/results
 for round in $(seq 1 "$rounds"); do
   for system in "${systems[@]}"; do
     u=${url[$system]}; procs=$(router_pids "$system")
+    [[ $system == switchyard+shadow ]] && admin POST shadow '{"policy": "seed-rules"}' >/dev/null
     read -r p50_1 _ _ _ < <(run_wrk "$u" 1)
     before=$(cpu_ticks $procs)
     read -r _ p99_16 rps_16 reqs_16 < <(run_wrk "$u" 16)
@@ -183,6 +187,10 @@ for round in $(seq 1 "$rounds"); do
     read -r ttfb streams < <("$bin/examples/sse_load" "$u" 16 "$seconds" "$stream_body")
     cpu_sse=$(per_request "$(($(cpu_ticks $procs) - before))" "$streams")
     [[ -n "$procs" ]] || { cpu_16=-; cpu_sse=-; }
+    if [[ $system == switchyard+shadow ]]; then
+      admin DELETE shadow >"$work/shadow.json"
+      echo "round $round shadow: $(cat "$work/shadow.json")" >&2
+    fi
     echo "$round $system $p50_1 $rps_16 $p99_16 $rps_64 $p99_64 $cpu_16 $ttfb $cpu_sse" >>"$results"
     echo "round $round $system: p50@1 $p50_1 ms, rps@16 $rps_16, rps@64 $rps_64, cpu/req $cpu_16 µs, sse ttfb $ttfb ms, cpu/stream $cpu_sse µs" >&2
   done
