@@ -105,6 +105,18 @@ struct Registry {
     compiled: HashMap<[u8; 32], Component>,
 }
 
+impl Registry {
+    /// The loaded policy `id_or_name`: an exact `name@hash`, or a name's newest version.
+    fn find(&self, id_or_name: &str) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        self.loaded
+            .iter()
+            .rev()
+            .find(|p| &*p.id == id_or_name || p.name() == id_or_name)
+            .cloned()
+            .ok_or_else(|| PolicyError::Unknown(id_or_name.to_owned()))
+    }
+}
+
 /// A summary of one loaded policy for `list`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PolicyView {
@@ -372,13 +384,7 @@ impl PolicyEngine {
     /// newest version). Requests already deciding finish on the policy they started with.
     pub fn activate(&self, id_or_name: &str) -> Result<Arc<LoadedPolicy>, PolicyError> {
         let mut registry = self.registry();
-        let policy = registry
-            .loaded
-            .iter()
-            .rev()
-            .find(|p| &*p.id == id_or_name || p.name() == id_or_name)
-            .cloned()
-            .ok_or_else(|| PolicyError::Unknown(id_or_name.to_owned()))?;
+        let policy = registry.find(id_or_name)?;
         policy.revive();
         let old = self.active.swap(Some(policy.clone()));
         if let Some(old) = old
@@ -438,14 +444,7 @@ impl PolicyEngine {
     /// Let the loaded policy `id_or_name` decide every live request beside the active one,
     /// off the request path (replacing any shadow already running).
     pub fn start_shadow(&self, id_or_name: &str) -> Result<super::shadow::ShadowReport, PolicyError> {
-        let policy = self
-            .registry()
-            .loaded
-            .iter()
-            .rev()
-            .find(|p| &*p.id == id_or_name || p.name() == id_or_name)
-            .cloned()
-            .ok_or_else(|| PolicyError::Unknown(id_or_name.to_owned()))?;
+        let policy = self.registry().find(id_or_name)?;
         let shadow = super::shadow::Shadow::start(policy).map_err(|e| PolicyError::Invalid {
             origin: id_or_name.to_owned(),
             field: "shadow".to_owned(),
@@ -493,14 +492,7 @@ impl PolicyEngine {
         req: &RequestInfo,
         prepared: &PreparedSnapshot,
     ) -> Result<Routed, PolicyError> {
-        let policy = self
-            .registry()
-            .loaded
-            .iter()
-            .rev()
-            .find(|p| &*p.id == id_or_name || p.name() == id_or_name)
-            .cloned()
-            .ok_or_else(|| PolicyError::Unknown(id_or_name.to_owned()))?;
+        let policy = self.registry().find(id_or_name)?;
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| policy.decide(req, prepared)))
             .unwrap_or_else(|panic| {
                 Err(PolicyFault::Trap(format!(

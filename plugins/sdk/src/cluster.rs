@@ -62,12 +62,14 @@ pub fn with_candidates(model: &str, candidates: &[Candidate], decide: impl FnOnc
     CLUSTER.with(|cell| {
         let mut cluster = cell.borrow_mut();
         let cluster = &mut *cluster;
-        let key: Vec<(u32, u32)> = candidates.iter().map(|c| (c.node, c.model)).collect();
+        // Compared in place: the usual request (a first stage) allocates nothing here.
+        let same = |cached: &[(u32, u32)]| cached.iter().copied().eq(candidates.iter().map(|c| (c.node, c.model)));
         let mut own;
-        let list: &mut Vec<Node> = match cluster.views.get(model).map(|(cached, _)| *cached == key) {
+        let list: &mut Vec<Node> = match cluster.views.get(model).map(|(cached, _)| same(cached)) {
             Some(true) => &mut cluster.views.get_mut(model).expect("checked").1,
             // The first list asked for since the version changed: the one to keep.
             None => {
+                let key: Vec<(u32, u32)> = candidates.iter().map(|c| (c.node, c.model)).collect();
                 let list = view(&cluster.nodes, candidates);
                 &mut cluster.views.entry(model.to_owned()).or_insert((key, list)).1
             }
