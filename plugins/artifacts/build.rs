@@ -15,6 +15,8 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("least-loaded", "least_loaded", true),
     ("thermal-guard", "thermal_guard", true),
     ("session-affinity", "session_affinity", true),
+    ("finish-time", "finish_time", true),
+    ("round-robin", "round_robin", true),
     ("hostile", "hostile", false),
 ];
 
@@ -34,6 +36,8 @@ fn main() {
         "plugins/least-loaded",
         "plugins/thermal-guard",
         "plugins/session-affinity",
+        "plugins/finish-time",
+        "plugins/round-robin",
         "plugins/hostile",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());

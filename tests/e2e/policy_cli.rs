@@ -200,6 +200,8 @@ fn policy_test_passes_the_shipped_fixtures_and_fails_a_wrong_expectation() {
         "thermal-guard",
         "seed-then-thermal",
         "session-affinity",
+        "finish-time",
+        "round-robin",
     ] {
         let out = policy_test(
             &repo.join(format!("policies/{name}.toml")),

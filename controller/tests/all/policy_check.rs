@@ -36,6 +36,8 @@ fn the_shipped_policies_keep_every_property_on_generated_clusters() {
         ("least-loaded", false),
         ("thermal-guard", false),
         ("session-affinity", false),
+        ("finish-time", true),
+        ("round-robin", false),
     ] {
         let path = repo_path(&format!("policies/{policy}.toml"));
         let mut args = vec![

@@ -1,0 +1,558 @@
+//! `finish-time`: each request goes where it is expected to be served soonest, estimated
+//! from every candidate's live load, measured speed and time to first token, with the seed's
+//! roles as preferences worth a few seconds rather than walls.
+//!
+//! A request belongs to a class (its task, priority and streaming):
+//! - **interactive** (development work, or an untagged stream): ordered by the estimated time
+//!   to its first token. Every node whose estimate is within `race_s` of the best is a target,
+//!   so while all are full the request takes whichever slot frees first (the controller's
+//!   queue), instead of waiting on one node's queue.
+//! - **production** (the production task, or priority >= `high_priority`): the preferred
+//!   nodes (the ryzen) while one is healthy, waited for when full (the seed: "Ryzen
+//!   exclusively"); the others only when it refuses or is down.
+//! - **batch** (batch, preprocessing, testing, ...): ordered by estimated time to finish;
+//!   never a laptop; a node keeps `reserve` slots free of batch work for interactive and
+//!   production requests.
+//! - **other**: ordered by estimated time to finish, preferred nodes first.
+//!
+//! A laptop (`laptops`) is skipped while on battery or throttled, and takes interactive work
+//! only when it would finish within `laptop_max_minutes`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use switchyard_policy_sdk::{self as sdk, Decision, Node, Policy, Request, Route};
+
+pub struct FinishTime;
+
+thread_local! {
+    static CONFIG: RefCell<Option<Params>> = const { RefCell::new(None) };
+}
+
+impl Policy for FinishTime {
+    fn configure(params: String) -> Result<(), String> {
+        let params: Params = sdk::decode_params(&params)?;
+        params.validate()?;
+        CONFIG.with(|c| *c.borrow_mut() = Some(params));
+        Ok(())
+    }
+
+    fn route(req: &Request, nodes: &[Node]) -> Decision {
+        CONFIG.with(|c| match c.borrow().as_ref() {
+            Some(params) => decide(params, req, nodes),
+            None => sdk::no_capacity(req, &[]),
+        })
+    }
+}
+
+sdk::export_policy!(FinishTime);
+
+/// What kind of work a request is, which decides what is minimised for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    Interactive,
+    Production,
+    Batch,
+    Other,
+}
+
+impl Class {
+    fn name(self) -> &'static str {
+        match self {
+            Class::Interactive => "interactive",
+            Class::Production => "production",
+            Class::Batch => "batch",
+            Class::Other => "other",
+        }
+    }
+}
+
+/// The policy's `[params]`; every field has the seed's default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub interactive_tasks: Vec<String>,
+    pub production_tasks: Vec<String>,
+    pub batch_tasks: Vec<String>,
+    /// Requests at or above this priority are production work whatever their task.
+    pub high_priority: u8,
+    /// Per class, the nodes the seed assigns it, in order of preference.
+    pub prefer: BTreeMap<Class, Vec<String>>,
+    /// Per class, what being a preferred node is worth, in seconds of estimated time (it
+    /// orders the nodes that have a free slot; a request takes the first of those).
+    pub preference_s: BTreeMap<Class, f32>,
+    /// Interactive work races every node whose first token is expected within this many
+    /// seconds of the best one's.
+    pub race_s: f32,
+    /// Production work waits for a full preferred node while one is healthy.
+    pub production_waits: bool,
+    /// Machines that are laptops: never batch work, not on battery, not while throttled.
+    pub laptops: Vec<String>,
+    /// A laptop takes interactive work only when it would finish within this many minutes.
+    pub laptop_max_minutes: f32,
+    /// Per node, slots that batch work leaves free.
+    pub reserve: BTreeMap<String, u32>,
+    /// Output tokens assumed for a request that sets no `max_tokens`.
+    pub default_max_tokens: u32,
+    /// Output tokens assumed for each request a node is already serving, to estimate when
+    /// its next slot frees.
+    pub typical_tokens: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        Self {
+            interactive_tasks: strings(&["development", "prototype", "code-review", "interactive", "learning"]),
+            production_tasks: strings(&["production"]),
+            batch_tasks: strings(&["batch", "preprocessing", "testing", "evaluation", "validation"]),
+            high_priority: 8,
+            prefer: BTreeMap::from([
+                (Class::Interactive, strings(&["m4"])),
+                (Class::Production, strings(&["ryzen"])),
+                (Class::Batch, strings(&["xeon"])),
+                (Class::Other, strings(&["ryzen", "xeon"])),
+            ]),
+            preference_s: BTreeMap::from([
+                (Class::Interactive, 2.0),
+                (Class::Production, 30.0),
+                (Class::Batch, 60.0),
+                (Class::Other, 5.0),
+            ]),
+            race_s: 60.0,
+            production_waits: true,
+            laptops: strings(&["m4"]),
+            laptop_max_minutes: 5.0,
+            reserve: BTreeMap::from([("ryzen".to_owned(), 1)]),
+            default_max_tokens: 512,
+            typical_tokens: 512,
+        }
+    }
+}
+
+impl Params {
+    fn validate(&self) -> Result<(), String> {
+        let preferences = self
+            .preference_s
+            .iter()
+            .map(|(class, value)| (format!("preference_s.{}", class.name()), *value));
+        let scalars = [
+            ("race_s".to_owned(), self.race_s),
+            ("laptop_max_minutes".to_owned(), self.laptop_max_minutes),
+        ];
+        for (name, value) in preferences.chain(scalars) {
+            if !(value >= 0.0 && value.is_finite()) {
+                return Err(format!("[params] {name} must be a number of zero or more, not {value}"));
+            }
+        }
+        if self.high_priority > 9 {
+            return Err(format!(
+                "[params] high_priority must be 0-9 (request priorities), not {}",
+                self.high_priority
+            ));
+        }
+        if self.default_max_tokens == 0 || self.typical_tokens == 0 {
+            return Err("[params] default_max_tokens and typical_tokens must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    pub fn class_of(&self, req: &Request) -> Class {
+        let task = req.task.as_deref();
+        let listed = |list: &[String]| task.is_some_and(|t| list.iter().any(|l| l == t));
+        if listed(&self.production_tasks) || req.priority >= self.high_priority {
+            Class::Production
+        } else if listed(&self.interactive_tasks) || (task.is_none() && req.stream) {
+            Class::Interactive
+        } else if listed(&self.batch_tasks) {
+            Class::Batch
+        } else {
+            Class::Other
+        }
+    }
+
+    fn preferred(&self, class: Class, node: &str) -> bool {
+        self.prefer
+            .get(&class)
+            .is_some_and(|nodes| nodes.iter().any(|n| n == node))
+    }
+
+    fn is_laptop(&self, node: &str) -> bool {
+        self.laptops.iter().any(|l| l == node)
+    }
+}
+
+/// Speed assumed for a node that has not measured one yet.
+const UNMEASURED_TOKENS_PER_SEC: f32 = 20.0;
+/// Time to first token assumed for a node that has not measured one yet.
+const UNMEASURED_TTFT_S: f32 = 0.5;
+
+/// One candidate's estimates for one request, in seconds from now.
+#[derive(Debug, Clone, Copy)]
+pub struct Estimate {
+    /// A slot is free now.
+    pub free: bool,
+    /// Until a slot is free (0 when one is) plus any model load.
+    pub start_s: f32,
+    pub first_token_s: f32,
+    pub finish_s: f32,
+}
+
+/// When `node` would start, answer and finish `req`, given `slots` usable slots.
+pub fn estimate(params: &Params, node: &Node, req: &Request, slots: u32) -> Estimate {
+    let speed = node
+        .tokens_per_sec
+        .filter(|s| *s > 0.0 && s.is_finite())
+        .unwrap_or(UNMEASURED_TOKENS_PER_SEC);
+    let ttft_s = node
+        .ttft_ms
+        .filter(|t| *t >= 0.0 && t.is_finite())
+        .map_or(UNMEASURED_TTFT_S, |t| t / 1000.0);
+    let busy = node.in_flight + node.queued;
+    // Each request ahead of this one holds a slot for about a typical request's time; with
+    // `slots` served at once, the queue drains that many at a time.
+    let typical_s = ttft_s + params.typical_tokens as f32 / speed;
+    let wait_s = if busy < slots {
+        0.0
+    } else {
+        (busy - slots + 1) as f32 * typical_s / slots.max(1) as f32
+    };
+    let start_s = wait_s + sdk::load_delay_ms(node, req) as f32 / 1000.0;
+    let first_token_s = start_s + ttft_s;
+    let tokens = req.max_tokens.unwrap_or(params.default_max_tokens).min(node.max_tokens);
+    Estimate {
+        free: busy < slots,
+        start_s,
+        first_token_s,
+        finish_s: first_token_s + tokens as f32 / speed,
+    }
+}
+
+/// Why `node` is not a candidate for this class of work, or `None`.
+fn excluded(params: &Params, class: Class, node: &Node, req: &Request) -> Option<String> {
+    if let Some(why) = sdk::ineligibility(node, req) {
+        return Some(why.to_owned());
+    }
+    if params.is_laptop(&node.name) {
+        if class == Class::Batch {
+            return Some("a laptop (no batch work)".to_owned());
+        }
+        if node.on_battery == Some(true) {
+            return Some("on battery".to_owned());
+        }
+        if node.thermal_throttled || node.gpus.iter().any(|g| g.throttled) {
+            return Some("thermally throttled".to_owned());
+        }
+        let minutes = estimate(params, node, req, node.max_concurrency).finish_s / 60.0;
+        if minutes > params.laptop_max_minutes {
+            return Some(format!(
+                "would take about {minutes:.1} min (over {})",
+                params.laptop_max_minutes
+            ));
+        }
+    }
+    None
+}
+
+/// The whole policy, callable natively as well as from the export.
+pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
+    let class = params.class_of(req);
+    let mut skipped: Vec<String> = Vec::new();
+    // (objective, estimate, node): lower objective first.
+    let mut ranked: Vec<(f32, Estimate, &Node)> = Vec::with_capacity(nodes.len());
+    let mut reserved: Vec<(f32, Estimate, &Node)> = Vec::new();
+    for node in nodes {
+        if let Some(why) = excluded(params, class, node, req) {
+            skipped.push(format!("{} {why}", node.name));
+            continue;
+        }
+        let reserve = if class == Class::Batch {
+            params.reserve.get(&node.name).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        // A node with no slot beyond its reserve is estimated on all of them (it is only
+        // used when nothing else is left, below).
+        let slots = match node.max_concurrency.saturating_sub(reserve) {
+            0 => node.max_concurrency,
+            slots => slots,
+        };
+        let estimate = estimate(params, node, req, slots);
+        let mut objective = match class {
+            Class::Interactive => estimate.first_token_s,
+            _ => estimate.finish_s,
+        };
+        if params.preferred(class, &node.name) {
+            objective -= params.preference_s.get(&class).copied().unwrap_or(0.0);
+        }
+        // Batch work does not take a reserved slot: a node at its batch limit is not a target
+        // (the request waits for one that is) unless it is the only node left.
+        if reserve > 0 && node.in_flight + node.queued + reserve >= node.max_concurrency {
+            reserved.push((objective, estimate, node));
+            continue;
+        }
+        ranked.push((objective, estimate, node));
+    }
+    // Only when no other node can take the work does it queue on a reserved slot's node.
+    if ranked.is_empty() {
+        ranked = reserved;
+    } else {
+        skipped.extend(reserved.iter().map(|(_, _, node)| {
+            format!(
+                "{} keeps {} slot(s) for other work ({}/{})",
+                node.name,
+                params.reserve.get(&node.name).copied().unwrap_or(0),
+                node.in_flight,
+                node.max_concurrency
+            )
+        }));
+    }
+    if ranked.is_empty() {
+        return match sdk::no_capacity(req, nodes) {
+            Decision::Reject(mut reject) if reject.status == 503 && !skipped.is_empty() => {
+                reject.message = format!("{} ({})", reject.message, skipped.join(", "));
+                Decision::Reject(reject)
+            }
+            other => other,
+        };
+    }
+    // Nodes with a free slot first: the controller gives the request to the first target
+    // with one, so that is the order it is served in; the full ones follow, for the request to
+    // take whichever frees first.
+    ranked.sort_by(|a, b| {
+        (!a.1.free)
+            .cmp(&!b.1.free)
+            .then_with(|| a.0.total_cmp(&b.0))
+            .then_with(|| a.2.name.cmp(&b.2.name))
+    });
+
+    // Production waits for its preferred node while one is up (the others follow only for
+    // when it refuses before any work).
+    let chosen: Vec<&(f32, Estimate, &Node)> = match class {
+        Class::Interactive => {
+            let best = ranked[0].0;
+            ranked.iter().filter(|r| r.0 <= best + params.race_s).collect()
+        }
+        Class::Production if params.production_waits => {
+            // Preferred nodes first, by estimate; the others after them, for refusals only.
+            let (mut first, rest): (Vec<_>, Vec<_>) = ranked.iter().partition(|r| params.preferred(class, &r.2.name));
+            first.extend(rest);
+            first
+        }
+        _ => ranked.iter().collect(),
+    };
+    let (_, best_estimate, best) = chosen[0];
+    let waits = class == Class::Production
+        && params.production_waits
+        && params.preferred(class, &best.name)
+        && !best_estimate.free;
+    let measure = match class {
+        Class::Interactive => format!("first token in ~{:.1} s", best_estimate.first_token_s),
+        _ => format!("done in ~{:.0} s", best_estimate.finish_s),
+    };
+    let wait = if best_estimate.start_s > 0.05 {
+        format!(", starts in ~{:.1} s", best_estimate.start_s)
+    } else {
+        String::new()
+    };
+    let mut reason = format!(
+        "finish-time {}: {} ({measure}{wait}, {}/{})",
+        class.name(),
+        best.name,
+        best.in_flight + best.queued,
+        best.max_concurrency
+    );
+    if !skipped.is_empty() {
+        reason.push_str("; skipped ");
+        reason.push_str(&skipped.join(", "));
+    }
+    Decision::Route(Route {
+        targets: chosen
+            .iter()
+            .take(sdk::MAX_TARGETS)
+            .map(|(_, _, n)| sdk::target_for(n, req))
+            .collect(),
+        reason,
+        wait_for_first: waits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sdk::fixture::{node, request};
+
+    fn seed() -> Vec<Node> {
+        let mut m4 = node("m4", &[("m", "m-mlx")], 1);
+        m4.tokens_per_sec = Some(18.0);
+        m4.ttft_ms = Some(350.0);
+        m4.on_battery = Some(false);
+        let mut ryzen = node("ryzen", &[("m", "m-vllm")], 4);
+        ryzen.tokens_per_sec = Some(45.0);
+        ryzen.ttft_ms = Some(120.0);
+        let mut xeon = node("xeon", &[("m", "m-q4")], 2);
+        xeon.tokens_per_sec = Some(22.0);
+        xeon.ttft_ms = Some(200.0);
+        vec![m4, ryzen, xeon]
+    }
+
+    fn with_task(task: &str, max_tokens: u32) -> Request {
+        let mut req = request("m");
+        req.task = Some(task.to_owned());
+        req.max_tokens = Some(max_tokens);
+        req
+    }
+
+    fn route(decision: Decision) -> Route {
+        match decision {
+            Decision::Route(route) => route,
+            Decision::Reject(r) => panic!("rejected: {}", r.message),
+        }
+    }
+
+    fn order(route: &Route) -> Vec<&str> {
+        route.targets.iter().map(|t| t.node.as_str()).collect()
+    }
+
+    #[test]
+    fn development_goes_to_a_free_laptop_and_races_the_others_when_it_is_busy() {
+        let params = Params::default();
+        let mut nodes = seed();
+        let r = route(decide(&params, &with_task("development", 64), &nodes));
+        assert_eq!(order(&r)[0], "m4", "{}", r.reason);
+        assert!(!r.wait_for_first);
+
+        nodes[0].in_flight = 1;
+        let r = route(decide(&params, &with_task("development", 64), &nodes));
+        assert_eq!(order(&r), ["ryzen", "xeon", "m4"], "{}", r.reason);
+        assert!(r.reason.starts_with("finish-time interactive: ryzen"), "{}", r.reason);
+    }
+
+    #[test]
+    fn a_laptop_on_battery_throttled_or_too_slow_gets_no_development_work() {
+        let params = Params::default();
+        let mut nodes = seed();
+        nodes[0].on_battery = Some(true);
+        let r = route(decide(&params, &with_task("development", 64), &nodes));
+        assert!(!order(&r).contains(&"m4"));
+        assert!(r.reason.contains("m4 on battery"), "{}", r.reason);
+
+        let mut nodes = seed();
+        nodes[0].thermal_throttled = true;
+        let r = route(decide(&params, &with_task("development", 64), &nodes));
+        assert!(!order(&r).contains(&"m4"), "{}", r.reason);
+
+        // 2048 tokens at 18 tok/s is under 2 minutes; a limit of 1 minute excludes it.
+        let params = Params {
+            laptop_max_minutes: 1.0,
+            ..Params::default()
+        };
+        let r = route(decide(&params, &with_task("development", 2048), &seed()));
+        assert!(r.reason.contains("m4 would take about"), "{}", r.reason);
+    }
+
+    #[test]
+    fn batch_never_reaches_the_laptop_and_leaves_a_ryzen_slot_free() {
+        let params = Params::default();
+        let mut nodes = seed();
+        let r = route(decide(&params, &with_task("batch", 1500), &nodes));
+        assert!(!order(&r).contains(&"m4"), "{}", r.reason);
+        assert_eq!(order(&r)[0], "xeon", "{}", r.reason);
+
+        // The xeon full, the ryzen with one of its four slots taken: a long job is done
+        // sooner on the ryzen than after the xeon's queue.
+        nodes[2].in_flight = 2;
+        nodes[1].in_flight = 1;
+        let r = route(decide(&params, &with_task("batch", 1500), &nodes));
+        assert_eq!(order(&r)[0], "ryzen", "{}", r.reason);
+
+        // At three of four the last slot is kept for interactive and production work.
+        nodes[1].in_flight = 3;
+        let r = route(decide(&params, &with_task("batch", 1500), &nodes));
+        assert_eq!(order(&r), ["xeon"], "{}", r.reason);
+        assert!(r.reason.contains("ryzen keeps 1 slot(s)"), "{}", r.reason);
+
+        // With the xeon down the ryzen is all there is: the work queues there.
+        nodes[2].healthy = false;
+        let r = route(decide(&params, &with_task("batch", 1500), &nodes));
+        assert_eq!(order(&r), ["ryzen"], "{}", r.reason);
+    }
+
+    #[test]
+    fn production_waits_for_a_full_ryzen_while_it_is_up() {
+        let params = Params::default();
+        let mut nodes = seed();
+        nodes[1].in_flight = 4;
+        let r = route(decide(&params, &with_task("production", 256), &nodes));
+        assert_eq!(order(&r)[0], "ryzen", "{}", r.reason);
+        assert!(r.wait_for_first);
+
+        nodes[1].healthy = false;
+        let r = route(decide(&params, &with_task("production", 256), &nodes));
+        assert_eq!(order(&r)[0], "xeon", "{}", r.reason);
+        assert!(!r.wait_for_first);
+    }
+
+    #[test]
+    fn high_priority_is_production_and_an_untagged_stream_is_interactive() {
+        let params = Params::default();
+        let mut req = request("m");
+        req.priority = 9;
+        assert_eq!(params.class_of(&req), Class::Production);
+        req.priority = 5;
+        req.stream = true;
+        assert_eq!(params.class_of(&req), Class::Interactive);
+        req.stream = false;
+        assert_eq!(params.class_of(&req), Class::Other);
+    }
+
+    #[test]
+    fn estimates_count_the_queue_the_speed_and_a_cold_model() {
+        let params = Params::default();
+        let mut nodes = seed();
+        let req = with_task("batch", 450);
+        let idle = estimate(&params, &nodes[1], &req, 4);
+        assert!((idle.finish_s - (0.12 + 10.0)).abs() < 0.01, "{idle:?}");
+        nodes[1].in_flight = 4;
+        nodes[1].queued = 3;
+        let queued = estimate(&params, &nodes[1], &req, 4);
+        // Four requests ahead of a free slot, four served at once: one typical request.
+        let typical = 0.12 + 512.0 / 45.0;
+        assert!((queued.start_s - 4.0 * typical / 4.0).abs() < 0.01, "{queued:?}");
+        nodes[2].models[0].loaded = false;
+        nodes[2].models[0].load_ms = Some(8000);
+        assert!((estimate(&params, &nodes[2], &req, 2).start_s - 8.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn no_node_left_is_a_503_that_says_why_and_an_unknown_model_a_404() {
+        let params = Params::default();
+        let nodes = vec![seed().remove(0)];
+        match decide(&params, &with_task("batch", 64), &nodes) {
+            Decision::Reject(r) => {
+                assert_eq!(r.status, 503);
+                assert!(r.message.contains("m4 a laptop (no batch work)"), "{}", r.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        match decide(&params, &request("nope"), &seed()) {
+            Decision::Reject(r) => assert_eq!(r.status, 404),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn params_are_checked() {
+        assert!(sdk::decode_params::<Params>("{\"race\": 1}").is_err());
+        let bad = Params {
+            high_priority: 12,
+            ..Params::default()
+        };
+        assert!(bad.validate().is_err());
+        let parsed: Params = sdk::decode_params("{\"prefer\": {\"batch\": [\"big\"]}}").expect("parses");
+        assert!(parsed.preferred(Class::Batch, "big"));
+        assert!(sdk::decode_params::<Params>("{\"prefer\": {\"bulk\": []}}").is_err());
+    }
+}
