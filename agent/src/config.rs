@@ -48,6 +48,21 @@ pub struct AgentConfig {
     /// The controller to join over mTLS. Absent: the agent serves only its local API.
     #[serde(default)]
     pub controller: Option<ControllerLink>,
+    /// The machine's power draw, for energy figures where no GPU measures it.
+    #[serde(default)]
+    pub energy: Option<EnergyConfig>,
+}
+
+/// `[energy]`: the whole machine's draw as the operator knows it (a wall meter, the spec
+/// sheet). Used only where NVML measures nothing; reported as `declared`, never as measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyConfig {
+    /// Watts while the node serves requests.
+    pub watts: f32,
+    /// Watts while it is idle (default 0: idle draw is not counted).
+    #[serde(default)]
+    pub idle_watts: f32,
 }
 
 /// How the agent reaches the controller. The paths are relative to the config file; they
@@ -250,6 +265,16 @@ impl AgentConfig {
             field: field.to_owned(),
             message,
         };
+        if let Some(energy) = &self.energy {
+            for (field, watts) in [("energy.watts", energy.watts), ("energy.idle_watts", energy.idle_watts)] {
+                if !(watts >= 0.0 && watts.is_finite() && watts < 100_000.0) {
+                    return Err(invalid(
+                        field,
+                        format!("{watts} is not a power draw; give the machine's watts, e.g. 260.0"),
+                    ));
+                }
+            }
+        }
         let name_ok = !self.node.is_empty()
             && self.node.len() <= 63
             && self

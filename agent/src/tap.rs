@@ -187,6 +187,9 @@ impl Drop for Tap {
                 let whole = std::mem::take(&mut self.line);
                 self.parse_counters(&whole);
                 let seconds = now.duration_since(self.started).as_secs_f32();
+                if let Some(tokens) = self.completion_tokens {
+                    self.tracker.add_tokens(tokens);
+                }
                 if let Some(tokens) = self.completion_tokens.filter(|t| *t > 0)
                     && seconds > 0.0
                 {
@@ -201,6 +204,7 @@ impl Drop for Tap {
                 let ttft_ms = first.duration_since(self.started).as_secs_f32() * 1000.0;
                 // Without a usage object, every event but the closing one is a token.
                 let tokens = self.completion_tokens.unwrap_or(self.events.saturating_sub(1));
+                self.tracker.add_tokens(tokens);
                 let decode = now.duration_since(first).as_secs_f32();
                 let speed = (tokens > 1 && decode > 0.0).then(|| (tokens - 1) as f32 / decode);
                 self.tracker.record(ttft_ms, speed);

@@ -81,6 +81,40 @@ pub fn render(app: &App) -> String {
             n.in_flight
         );
     }
+    let energy: Vec<_> = snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| Some((n.name.as_str(), app.nodes.energy(&n.name)?)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_node_energy_joules_total Energy the node used since its agent started; source says whether measured (nvml-counter, nvml-power) or assumed (declared, seed-figure)."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_node_energy_joules_total counter");
+    for (name, e) in &energy {
+        let _ = writeln!(
+            out,
+            "switchyard_node_energy_joules_total{{node=\"{}\",source=\"{}\"}} {:.3}",
+            Label(name),
+            e.source.as_str(),
+            e.joules_total
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_node_joules_per_token Recent energy per generated token on the node."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_node_joules_per_token gauge");
+    for (name, e) in &energy {
+        if let Some(per_token) = e.joules_per_token {
+            let _ = writeln!(
+                out,
+                "switchyard_node_joules_per_token{{node=\"{}\",source=\"{}\"}} {per_token:.4}",
+                Label(name),
+                e.source.as_str()
+            );
+        }
+    }
     app.front.metrics.render(&mut out, app.front.admission.queue_depth());
     out
 }

@@ -58,6 +58,9 @@ pub struct LinkView {
     pub models: Vec<switchyard_protocol::ModelState>,
     #[serde(default)]
     pub memory_budget_mb: Option<u64>,
+    /// Energy used since the agent started, per token, and where the figure comes from.
+    #[serde(default)]
+    pub energy: Option<switchyard_protocol::EnergyTelemetry>,
     /// What the node's shared runtime reports resident (Ollama's `/api/ps`), with its memory.
     #[serde(default)]
     pub resident: Vec<switchyard_protocol::LoadedModel>,
@@ -71,6 +74,8 @@ pub struct NodeTable {
     /// The links of connected nodes, published with each change: the request path looks a
     /// node's link up without a lock.
     senders: ArcSwap<HashMap<String, AgentSender>>,
+    /// Each connected node's energy figures, published with the snapshot: read per request.
+    energy: ArcSwap<HashMap<String, switchyard_protocol::EnergyTelemetry>>,
     /// The controller's own in-flight counts, shown to policies instead of telemetry's.
     live: std::sync::OnceLock<Arc<dyn LiveLoad>>,
     /// Nodes the operator drained (no new work), by name; kept across reconnections.
@@ -87,6 +92,7 @@ impl NodeTable {
             static_nodes: snapshot.nodes,
             linked: Mutex::new(HashMap::new()),
             senders: ArcSwap::from_pointee(HashMap::new()),
+            energy: ArcSwap::from_pointee(HashMap::new()),
             live: std::sync::OnceLock::new(),
             drained: Mutex::new(BTreeSet::new()),
             dirty: std::sync::atomic::AtomicBool::new(false),
@@ -157,6 +163,11 @@ impl NodeTable {
             .filter_map(|(name, e)| Some((name.clone(), e.sender.clone()?)))
             .collect();
         self.senders.store(Arc::new(senders));
+        let energy: HashMap<String, switchyard_protocol::EnergyTelemetry> = linked
+            .iter()
+            .filter_map(|(name, e)| Some((name.clone(), e.telemetry.energy.clone()?)))
+            .collect();
+        self.energy.store(Arc::new(energy));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -290,6 +301,11 @@ impl NodeTable {
         out
     }
 
+    /// `node`'s energy figures from its last telemetry, if it reports any.
+    pub fn energy(&self, node: &str) -> Option<switchyard_protocol::EnergyTelemetry> {
+        self.energy.load().get(node).cloned()
+    }
+
     /// The link to `node`, if it is connected.
     pub fn sender(&self, node: &str) -> Option<AgentSender> {
         self.senders.load().get(node).cloned()
@@ -322,6 +338,7 @@ impl NodeTable {
                 thermal_pressure: e.telemetry.power.thermal_pressure.clone(),
                 models: e.telemetry.model_states.clone(),
                 memory_budget_mb: e.telemetry.memory_budget_mb,
+                energy: e.telemetry.energy.clone(),
                 resident: e
                     .telemetry
                     .runtime

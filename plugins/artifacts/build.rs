@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("session-affinity", "session_affinity", true),
     ("finish-time", "finish_time", true),
     ("round-robin", "round_robin", true),
+    ("lowest-cost", "lowest_cost", true),
     ("hostile", "hostile", false),
 ];
 
@@ -38,6 +39,7 @@ fn main() {
         "plugins/session-affinity",
         "plugins/finish-time",
         "plugins/round-robin",
+        "plugins/lowest-cost",
         "plugins/hostile",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());

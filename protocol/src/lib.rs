@@ -16,6 +16,6 @@ pub use framing::Framing;
 pub use request::RequestInfo;
 pub use snapshot::{ClusterSnapshot, GpuSample, ModelVariant, NodeSnapshot};
 pub use telemetry::{
-    AgentTelemetry, GpuTelemetry, HostInfo, LoadedModel, ModelLoadState, ModelState, NodeLimits, Performance,
-    PowerTelemetry, RuntimeTelemetry, SupervisorState, SystemTelemetry,
+    AgentTelemetry, EnergySource, EnergyTelemetry, GpuTelemetry, HostInfo, LoadedModel, ModelLoadState, ModelState,
+    NodeLimits, Performance, PowerTelemetry, RuntimeTelemetry, SupervisorState, SystemTelemetry,
 };

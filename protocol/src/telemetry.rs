@@ -39,6 +39,51 @@ pub struct AgentTelemetry {
     /// The memory those runtimes may use together, in MB (when the agent starts any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_budget_mb: Option<u64>,
+    /// Energy the node used and per token generated, and where the figure comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy: Option<EnergyTelemetry>,
+}
+
+/// Where a node's energy figure comes from, from measured to assumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnergySource {
+    /// NVML's total energy counter of every GPU: measured, GPUs only.
+    NvmlCounter,
+    /// NVML's power readings integrated over time (GPUs without the counter): measured, GPUs only.
+    NvmlPower,
+    /// The operator's `[energy] watts` for the whole machine, while it serves, times time.
+    Declared,
+    /// The seed document's figure for a simulated machine, times time: not a measurement.
+    SeedFigure,
+}
+
+impl EnergySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnergySource::NvmlCounter => "nvml-counter",
+            EnergySource::NvmlPower => "nvml-power",
+            EnergySource::Declared => "declared",
+            EnergySource::SeedFigure => "seed-figure",
+        }
+    }
+}
+
+/// A node's energy since its agent started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyTelemetry {
+    pub source: EnergySource,
+    /// Joules used since the agent started.
+    pub joules_total: f64,
+    /// Average draw since the previous sample, in watts.
+    pub watts: f32,
+    /// Tokens generated since the agent started.
+    pub tokens_total: u64,
+    /// Joules per generated token over the recent samples that generated any (weighted
+    /// towards the newest); absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joules_per_token: Option<f32>,
 }
 
 /// Where a model the agent starts itself stands.
@@ -124,6 +169,9 @@ pub struct GpuTelemetry {
     pub power_w: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_limit_w: Option<f32>,
+    /// NVML's total energy counter: millijoules since the driver was loaded (Volta and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_mj: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sm_clock_mhz: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,4 +279,7 @@ pub struct Performance {
     pub source: String,
     /// Requests being served by the agent right now.
     pub in_flight: u32,
+    /// Tokens generated since the agent started.
+    #[serde(default)]
+    pub tokens_total: u64,
 }

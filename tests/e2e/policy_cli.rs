@@ -202,6 +202,7 @@ fn policy_test_passes_the_shipped_fixtures_and_fails_a_wrong_expectation() {
         "session-affinity",
         "finish-time",
         "round-robin",
+        "lowest-cost",
     ] {
         let out = policy_test(
             &repo.join(format!("policies/{name}.toml")),

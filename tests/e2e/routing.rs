@@ -159,3 +159,74 @@ fn a_laptop_on_battery_or_going_to_sleep_gets_no_new_work_within_two_seconds_and
     client("/power/wake");
     assert!(moves_to(&url, "m4") < std::time::Duration::from_secs(2));
 }
+
+/// A response header's value, from `curl -i` output.
+fn header_of(text: &str, name: &str) -> Option<String> {
+    let prefix = format!("{name}: ");
+    text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix(&prefix)
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+#[test]
+fn answers_carry_their_energy_estimate_and_metrics_count_it_labelled_by_source() {
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    let _xeon = simulated(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"]);
+    let url = format!("{}/v1/chat/completions", controller.url);
+    let ask = || {
+        let (status, text) = curl_with_key(
+            &url,
+            KEY,
+            &[
+                "-H",
+                "x-switchyard-task: batch",
+                "-d",
+                &chat("qwen25-coder-7b", 20, false),
+            ],
+        );
+        assert_eq!(status, 200, "{text}");
+        text
+    };
+    // The agent reports joules per token once it has generated some: the seed's 260 W for
+    // the xeon while it serves (labelled as the seed's figure), over the tokens it made.
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let text = ask();
+        if header_of(&text, "x-switchyard-energy-mj").is_some() {
+            break text;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no energy estimate ever came:\n{text}"
+        );
+    };
+    assert_eq!(
+        header_of(&answer, "x-switchyard-energy-source").as_deref(),
+        Some("seed-figure")
+    );
+    let millijoules: f64 = header_of(&answer, "x-switchyard-energy-mj")
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+    // 20 tokens at 22 tok/s take 0.9 s plus 0.2 s to the first token: about 14 J per token at
+    // 260 W; never less than decoding alone (260 / 22 = 11.8 J), nor several times more.
+    let per_token = millijoules / 1000.0 / 20.0;
+    assert!((11.0..30.0).contains(&per_token), "{per_token} J per token:\n{answer}");
+
+    let metrics = crate::process::curl_with_key(&format!("{}/metrics", controller.url), KEY, &[]).1;
+    let value = |prefix: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+    };
+    assert!(value("switchyard_node_energy_joules_total{node=\"xeon\",source=\"seed-figure\"}") > 0.0);
+    let per_1k = value("switchyard_energy_wh_per_1k_requests{node=\"all\"}");
+    assert!(per_1k > 0.0, "{metrics}");
+    let table = controller.cli_ok(&["nodes"]);
+    assert!(table.contains("J/tok") && table.contains(" ~"), "{table}");
+    assert!(table.contains("not measured"), "{table}");
+}

@@ -38,6 +38,9 @@ pub struct Profile {
     /// (model size in billions of parameters, tokens/s) for one request, ascending size.
     pub speeds: Vec<(f32, f32)>,
     pub thermal: Option<Thermal>,
+    /// The seed's whole-machine draw under load and idle, in watts (0: not given).
+    pub watts: f32,
+    pub idle_watts: f32,
 }
 
 impl Profile {
@@ -55,6 +58,9 @@ impl Profile {
                 throttle_c: 82.0,
                 throttled_speed: 0.6,
             }),
+            // "TDP: ~12W (idle) to ~30W (full load)"
+            watts: 30.0,
+            idle_watts: 12.0,
         }
     }
 
@@ -66,6 +72,9 @@ impl Profile {
             ttft_ms: 120.0,
             speeds: vec![(7.0, 45.0), (14.0, 38.0), (34.0, 30.0), (70.0, 17.0)],
             thermal: None,
+            // "105W (CPU) + 420W (GPU) = ~525W full load"
+            watts: 525.0,
+            idle_watts: 0.0,
         }
     }
 
@@ -77,6 +86,9 @@ impl Profile {
             ttft_ms: 200.0,
             speeds: vec![(7.0, 22.0), (14.0, 12.0)],
             thermal: None,
+            // "95W (CPU) + 165W (GPU) = ~260W typical"
+            watts: 260.0,
+            idle_watts: 0.0,
         }
     }
 

@@ -73,6 +73,7 @@ impl GpuProbe {
                 sm_clock_mhz: device.clock_info(Clock::SM).ok(),
                 mem_clock_mhz: device.clock_info(Clock::Memory).ok(),
                 throttle_reasons: device.current_throttle_reasons().map(reason_names).unwrap_or_default(),
+                energy_mj: device.total_energy_consumption().ok(),
             });
         }
         gpus

@@ -2,6 +2,7 @@
 //! runtime's own queue and models, sampled on its own task and published through a `watch`
 //! channel that the agent's API and (later) its controller link read.
 
+pub mod energy;
 pub mod gpu;
 pub mod power;
 pub mod runtime_state;
@@ -18,6 +19,28 @@ use crate::config::AgentConfig;
 use crate::driver::RuntimeDriver;
 use crate::performance::PerformanceTracker;
 
+/// The watts to count where no GPU measures: the operator's `[energy]`, else the seed's
+/// figure for a simulated machine.
+fn declared_power(config: Option<&AgentConfig>) -> Option<energy::Declared> {
+    let config = config?;
+    if let Some(declared) = &config.energy {
+        return Some(energy::Declared {
+            watts: declared.watts,
+            idle_watts: declared.idle_watts,
+            source: switchyard_protocol::EnergySource::Declared,
+            time_scale: 1.0,
+        });
+    }
+    let profile = config.runtime.profile.as_deref()?;
+    let profile = crate::driver::simulated::Profile::named(profile)?;
+    (config.runtime.kind == crate::config::RuntimeKind::Simulated).then_some(energy::Declared {
+        watts: profile.watts,
+        idle_watts: profile.idle_watts,
+        source: switchyard_protocol::EnergySource::SeedFigure,
+        time_scale: config.runtime.time_scale.unwrap_or(1.0),
+    })
+}
+
 /// How often the power state (battery, heat, sleep) is checked between samples.
 pub const POWER_CHECK: Duration = Duration::from_millis(250);
 
@@ -30,6 +53,7 @@ pub struct Sampler {
     performance: Arc<PerformanceTracker>,
     supervisor: Option<watch::Receiver<SupervisorState>>,
     models: Option<Arc<crate::models::ModelManager>>,
+    energy: energy::EnergyMeter,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -47,6 +71,7 @@ impl Sampler {
         performance: Arc<PerformanceTracker>,
         supervisor: Option<watch::Receiver<SupervisorState>>,
     ) -> Self {
+        let energy = energy::EnergyMeter::new(declared_power(config.as_deref()));
         Self {
             config,
             driver,
@@ -56,6 +81,7 @@ impl Sampler {
             performance,
             supervisor,
             models: None,
+            energy,
         }
     }
 
@@ -74,6 +100,10 @@ impl Sampler {
         let gpus = self.gpus.sample();
         let mut power = self.power.sample();
         let performance = self.performance.snapshot();
+        let now = std::time::Instant::now();
+        let energy = self
+            .energy
+            .sample(now, &gpus, self.performance.busy_seconds(now), performance.tokens_total);
         let model_states = self.models.as_ref().map(|m| m.states()).unwrap_or_default();
         let ready: Vec<LoadedModel> = model_states
             .iter()
@@ -168,6 +198,7 @@ impl Sampler {
             performance,
             memory_budget_mb: self.models.as_ref().map(|m| m.budget_mb()),
             model_states,
+            energy,
         }
     }
 

@@ -109,7 +109,7 @@ pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
 
 /// The node table as text: one row per node, then why each unhealthy node is so.
 pub fn format_nodes(view: &NodesView) -> String {
-    let rows: Vec<[String; 10]> = view.snapshot.nodes.iter().map(|node| row(view, node)).collect();
+    let rows: Vec<[String; 11]> = view.snapshot.nodes.iter().map(|node| row(view, node)).collect();
     let header = [
         "node",
         "state",
@@ -117,13 +117,14 @@ pub fn format_nodes(view: &NodesView) -> String {
         "in-flight",
         "queue",
         "tok/s",
+        "J/tok",
         "gpu °C",
         "heat/power",
         "age",
         "link",
     ]
     .map(str::to_owned);
-    let mut widths = [0usize; 10];
+    let mut widths = [0usize; 11];
     for cells in std::iter::once(&header).chain(&rows) {
         for (width, cell) in widths.iter_mut().zip(cells) {
             *width = (*width).max(cell.chars().count());
@@ -136,13 +137,16 @@ pub fn format_nodes(view: &NodesView) -> String {
             let pad = width.saturating_sub(cell.chars().count());
             // Numbers to the right, words to the left; the last column unpadded.
             match i {
-                3..=6 | 8 => line.push_str(&format!("{}{cell}  ", " ".repeat(pad))),
-                9 => line.push_str(cell),
+                3..=7 | 9 => line.push_str(&format!("{}{cell}  ", " ".repeat(pad))),
+                10 => line.push_str(cell),
                 _ => line.push_str(&format!("{cell}{}  ", " ".repeat(pad))),
             }
         }
         out.push_str(line.trim_end());
         out.push('\n');
+    }
+    if rows.iter().any(|cells| cells[6].starts_with('~')) {
+        out.push_str("~ energy from declared watts or the seed's figures, not measured\n");
     }
     if !view.unhealthy.is_empty() {
         out.push_str("\nwhy:\n");
@@ -153,7 +157,7 @@ pub fn format_nodes(view: &NodesView) -> String {
     out.trim_end().to_owned()
 }
 
-fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 10] {
+fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 11] {
     let link = view.links.iter().find(|l| l.node == node.name);
     let state = match view.unhealthy.get(&node.name) {
         Some(reason) if reason.starts_with("drained") => "draining",
@@ -201,6 +205,7 @@ fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 1
         node.tokens_per_sec
             .map(|t| format!("{t:.1}"))
             .unwrap_or_else(|| "-".into()),
+        energy_cell(link.and_then(|l| l.energy.as_ref())),
         hottest.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into()),
         if heat.is_empty() {
             "-".to_owned()
@@ -210,4 +215,17 @@ fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 1
         format!("{}ms", node.last_seen_ms),
         link_text,
     ]
+}
+
+/// Joules per token, `~` marking a figure that is assumed rather than measured.
+fn energy_cell(energy: Option<&switchyard_protocol::EnergyTelemetry>) -> String {
+    use switchyard_protocol::EnergySource;
+    let Some(energy) = energy else {
+        return "-".to_owned();
+    };
+    let Some(per_token) = energy.joules_per_token else {
+        return "-".to_owned();
+    };
+    let assumed = matches!(energy.source, EnergySource::Declared | EnergySource::SeedFigure);
+    format!("{}{per_token:.2}", if assumed { "~" } else { "" })
 }

@@ -69,6 +69,8 @@ pub struct FrontMetrics {
     pub decision: Histogram,
     pub retries: AtomicU64,
     pub cancelled: AtomicU64,
+    /// Per node: the requests' estimated joules (`x-switchyard-energy-mj`) and how many.
+    energy: Mutex<HashMap<String, (f64, u64)>>,
 }
 
 impl Default for FrontMetrics {
@@ -80,6 +82,7 @@ impl Default for FrontMetrics {
             decision: Histogram::new(DECISION),
             retries: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
+            energy: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -93,7 +96,62 @@ impl FrontMetrics {
         *requests.entry((node.to_owned(), model.to_owned(), status)).or_insert(0) += 1;
     }
 
+    /// Count one request's estimated energy on `node`.
+    pub fn energy(&self, node: &str, joules: f64) {
+        let mut energy = match self.energy.lock() {
+            Ok(e) => e,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let entry = energy.entry(node.to_owned()).or_insert((0.0, 0));
+        entry.0 += joules;
+        entry.1 += 1;
+    }
+
+    fn render_energy(&self, out: &mut String) {
+        let energy = match self.energy.lock() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut rows: Vec<_> = energy.into_iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_request_energy_joules_total Estimated energy of the requests served, by node (the node's joules per token x the request's max tokens)."
+        );
+        let _ = writeln!(out, "# TYPE switchyard_request_energy_joules_total counter");
+        for (node, (joules, _)) in &rows {
+            let _ = writeln!(
+                out,
+                "switchyard_request_energy_joules_total{{node=\"{}\"}} {joules:.3}",
+                Label(node)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_energy_wh_per_1k_requests Estimated watt-hours per 1,000 requests, by node and for the whole cluster (node=\"all\")."
+        );
+        let _ = writeln!(out, "# TYPE switchyard_energy_wh_per_1k_requests gauge");
+        let per_1k = |joules: f64, requests: u64| joules / 3600.0 / requests.max(1) as f64 * 1000.0;
+        for (node, (joules, requests)) in &rows {
+            let _ = writeln!(
+                out,
+                "switchyard_energy_wh_per_1k_requests{{node=\"{}\"}} {:.3}",
+                Label(node),
+                per_1k(*joules, *requests)
+            );
+        }
+        let (joules, requests) = rows.iter().fold((0.0, 0), |acc, (_, (j, r))| (acc.0 + j, acc.1 + r));
+        if requests > 0 {
+            let _ = writeln!(
+                out,
+                "switchyard_energy_wh_per_1k_requests{{node=\"all\"}} {:.3}",
+                per_1k(joules, requests)
+            );
+        }
+    }
+
     pub fn render(&self, out: &mut String, queue_depth: usize) {
+        self.render_energy(out);
         let _ = writeln!(
             out,
             "# HELP switchyard_requests_total Prompt requests by serving node, logical model and HTTP status."

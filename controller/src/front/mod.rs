@@ -195,6 +195,10 @@ async fn prompt(
     )
     .await;
     routing_headers(response.headers_mut(), &node, &policy, &reason);
+    if let Some(estimate) = energy_estimate(app.nodes.energy(&node).as_ref(), &info) {
+        front.metrics.energy(&node, estimate.joules);
+        estimate.write(response.headers_mut());
+    }
     Ok(response)
 }
 
@@ -311,6 +315,42 @@ fn served_reason(route: &Route, node: &str) -> String {
         }
         _ => route.reason.clone(),
     }
+}
+
+/// Output tokens assumed for the energy estimate of a request that sets no `max_tokens`.
+const ENERGY_DEFAULT_TOKENS: u32 = 256;
+
+/// A request's energy, estimated when its answer starts: the node's recent joules per token
+/// times the tokens the request may generate (its `max_tokens`, else 256). An upper estimate
+/// made before the answer is known, labelled with where the node's figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct EnergyEstimate {
+    joules: f64,
+    source: switchyard_protocol::EnergySource,
+}
+
+impl EnergyEstimate {
+    fn write(self, headers: &mut HeaderMap) {
+        let millijoules = (self.joules * 1000.0).round() as u64;
+        headers.insert("x-switchyard-energy-mj", HeaderValue::from(millijoules));
+        headers.insert(
+            "x-switchyard-energy-source",
+            HeaderValue::from_static(self.source.as_str()),
+        );
+    }
+}
+
+fn energy_estimate(
+    energy: Option<&switchyard_protocol::EnergyTelemetry>,
+    info: &RequestInfo,
+) -> Option<EnergyEstimate> {
+    let energy = energy?;
+    let per_token = energy.joules_per_token.filter(|j| j.is_finite() && *j >= 0.0)?;
+    let tokens = info.max_tokens.unwrap_or(ENERGY_DEFAULT_TOKENS);
+    Some(EnergyEstimate {
+        joules: f64::from(per_token) * f64::from(tokens),
+        source: energy.source,
+    })
 }
 
 fn routing_headers(headers: &mut HeaderMap, node: &str, policy: &str, reason: &str) {

@@ -128,6 +128,7 @@ fn client_errors_say_what_to_fix() {
 
 #[test]
 fn the_node_table_reads_as_an_operator_needs() {
+    use switchyard_protocol::{EnergySource, EnergyTelemetry};
     let mut snapshot = cluster();
     for node in &mut snapshot.nodes {
         node.last_seen_ms = 250;
@@ -161,6 +162,24 @@ fn the_node_table_reads_as_an_operator_needs() {
         models: Vec::new(),
         memory_budget_mb: None,
         resident: Vec::new(),
+        // The m4's figure is the seed's (assumed); the xeon's is measured by NVML.
+        energy: match node {
+            "m4" => Some(EnergyTelemetry {
+                source: EnergySource::SeedFigure,
+                joules_total: 3600.0,
+                watts: 30.0,
+                tokens_total: 2160,
+                joules_per_token: Some(1.67),
+            }),
+            "xeon" => Some(EnergyTelemetry {
+                source: EnergySource::NvmlCounter,
+                joules_total: 52000.0,
+                watts: 150.0,
+                tokens_total: 7600,
+                joules_per_token: Some(6.84),
+            }),
+            _ => None,
+        },
     };
     let view = NodesView {
         snapshot,

@@ -38,6 +38,7 @@ fn the_shipped_policies_keep_every_property_on_generated_clusters() {
         ("session-affinity", false),
         ("finish-time", true),
         ("round-robin", false),
+        ("lowest-cost", false),
     ] {
         let path = repo_path(&format!("policies/{policy}.toml"));
         let mut args = vec![
