@@ -62,11 +62,26 @@ pub(crate) fn simulated_env(
     max_concurrency: u32,
     env: &[(&str, &str)],
 ) -> Agent {
+    simulated_full(cluster, controller, node, profile, models, max_concurrency, "", env)
+}
+
+/// [`simulated_env`] with more lines for its `[runtime]` (say `time_scale = 0.01`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn simulated_full(
+    cluster: &Cluster,
+    controller: &Controller,
+    node: &str,
+    profile: &str,
+    models: &[&str],
+    max_concurrency: u32,
+    runtime_extra: &str,
+    env: &[(&str, &str)],
+) -> Agent {
     let address = controller.agents.clone().expect("agents");
     let bundle = cluster.issue(node, &[]);
     let mut text = format!(
         "node = \"{node}\"\nmax_concurrency = {max_concurrency}\nmax_tokens = 2048\ntelemetry_interval_ms = 250\n\
-         [runtime]\nkind = \"simulated\"\nprofile = \"{profile}\"\n"
+         [runtime]\nkind = \"simulated\"\nprofile = \"{profile}\"\n{runtime_extra}"
     );
     for model in models {
         text.push_str(&format!(

@@ -230,3 +230,89 @@ fn answers_carry_their_energy_estimate_and_metrics_count_it_labelled_by_source()
     assert!(table.contains("J/tok") && table.contains(" ~"), "{table}");
     assert!(table.contains("not measured"), "{table}");
 }
+
+#[test]
+fn a_laptop_past_its_thermal_threshold_gets_no_new_work_within_two_seconds_and_comes_back_cool() {
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    // The simulated m4 heats with sustained generation and throttles at 82 °C (about four
+    // minutes of generation from idle); a hundred times faster than life here.
+    let m4 = crate::first_hour::simulated_full(
+        &cluster,
+        &controller,
+        "m4",
+        "m4",
+        &["qwen25-coder-7b"],
+        1,
+        "time_scale = 0.01\n",
+        &[],
+    );
+    let _ryzen = simulated(&cluster, &controller, "ryzen", "ryzen", &["qwen25-coder-7b"]);
+    let url = format!("{}/v1/chat/completions", controller.url);
+    assert_eq!(development_goes_to(&url), "m4");
+
+    // Long generations straight at the m4's own API keep it generating until it throttles
+    // (and while it stays throttled); a watcher notes when its telemetry first says so.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heater = {
+        let stop = stop.clone();
+        let agent_url = format!("{}/v1/chat/completions", m4.url);
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && rounds < 40 {
+                rounds += 1;
+                let status = std::process::Command::new("curl")
+                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30", "-d"])
+                    .arg(chat("qwen25-coder-7b", 2000, false))
+                    .arg(&agent_url)
+                    .output()
+                    .expect("curl");
+                assert_eq!(
+                    String::from_utf8_lossy(&status.stdout),
+                    "200",
+                    "{}",
+                    String::from_utf8_lossy(&status.stderr)
+                );
+            }
+        })
+    };
+    let telemetry_url = format!("{}/telemetry", m4.url);
+    let throttled = || {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .arg(&telemetry_url)
+            .output()
+            .expect("curl");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .map(|t| t["power"]["thermal_throttled"] == true)
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !throttled() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the m4 never throttled; its log:\n{}\ntelemetry: {:?}",
+            m4.log_text(),
+            std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "5"])
+                .arg(&telemetry_url)
+                .output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // From the agent's report of the throttle to development work going elsewhere; every
+    // request on the way is answered (development_goes_to asserts a 200).
+    let moved = moves_to(&url, "ryzen");
+    assert!(moved < std::time::Duration::from_secs(2), "took {moved:?}");
+    let view = controller.admin("/admin/nodes");
+    let m4_view = view["snapshot"]["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["name"] == "m4").cloned())
+        .expect("m4 listed");
+    assert_eq!(m4_view["thermal_throttled"], true, "{m4_view}");
+
+    // Generation stops, the laptop cools below its threshold and gets development work again.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    heater.join().expect("heater");
+    assert!(moves_to(&url, "m4") < std::time::Duration::from_secs(5));
+}

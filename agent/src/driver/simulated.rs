@@ -226,11 +226,16 @@ impl SimulatedDriver {
                 tokio::time::sleep(ttft).await;
             }
             yield Event::Delta(format!("[simulated {name}]"));
+            // Each token is due at a point in time, not after a fixed sleep: sleeps round up
+            // to the timer's millisecond, which at small time scales would slow generation
+            // (and the heat it makes) several times over.
+            let mut due = tokio::time::Instant::now();
             for _ in 1..max_tokens {
                 let throttled = driver.tick(1);
                 let effective = if throttled { speed * driver.throttled_speed() } else { speed };
                 if !instant {
-                    tokio::time::sleep(Duration::from_secs_f32(driver.time_scale / effective)).await;
+                    due += Duration::from_secs_f32(driver.time_scale / effective);
+                    tokio::time::sleep_until(due).await;
                 }
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 yield Event::Delta(format!(" {}", WORDS[(seed >> 33) as usize % WORDS.len()]));
