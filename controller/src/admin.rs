@@ -17,6 +17,8 @@ use crate::policy::PolicyError;
 const POLICY_LIMIT: usize = 256 * 1024;
 /// Largest component accepted over HTTP.
 const COMPONENT_LIMIT: usize = 16 * 1024 * 1024;
+/// Largest decision-record import (NDJSON) in one request.
+const IMPORT_LIMIT: usize = 256 * 1024 * 1024;
 
 /// The reply to `POST /admin/route/explain`.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -186,6 +188,37 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             Some(report) => json(StatusCode::OK, &report),
             None => error_json(StatusCode::NOT_FOUND, "not_found", "no shadow is running"),
         },
+        (&Method::GET, ["decisions"]) => decisions_query(&app, &query).await,
+        (&Method::GET, ["decisions", "export"]) => decisions_export(&app, &query).await,
+        (&Method::POST, ["decisions", "import"]) => {
+            let Some(store) = app.decisions.clone() else {
+                return no_record();
+            };
+            let body = match read_body(request.into_body(), IMPORT_LIMIT).await {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            };
+            let text = match String::from_utf8(body.to_vec()) {
+                Ok(text) => text,
+                Err(_) => {
+                    return error_json(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "the import is not UTF-8 NDJSON",
+                    );
+                }
+            };
+            match tokio::task::spawn_blocking(move || store.import(&text)).await {
+                Ok(Ok(report)) => json(StatusCode::OK, &report),
+                Ok(Err(e @ crate::decisions::store::StoreError::Import { .. })) => error_json(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("{e}; nothing was imported"),
+                ),
+                Ok(Err(e)) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+                Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+            }
+        }
         (&Method::POST, ["rollback"]) => match app.engine.rollback() {
             Ok(policy) => json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })),
             Err(e) => policy_error(e),
@@ -298,5 +331,114 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             "not_found",
             format!("no admin endpoint {method} {path}"),
         ),
+    }
+}
+
+fn no_record() -> Response<ResponseBody> {
+    error_json(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "this controller keeps no decision record (`[decisions] enabled = false`)",
+    )
+}
+
+/// `since=` and `until=`: ms since the epoch, or a span ago (`90s`, `15m`, `2h`, `7d`).
+fn parse_time(raw: &str) -> Result<u64, String> {
+    if let Ok(ms) = raw.parse::<u64>() {
+        return Ok(ms);
+    }
+    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a time: give ms since the epoch or a span ago like 15m, 2h, 7d"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        "d" => number * 86_400,
+        _ => return Err(format!("{raw:?}: the unit must be s, m, h or d (e.g. 15m)")),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Ok(now.saturating_sub(seconds * 1000))
+}
+
+fn decisions_params(query: &str) -> Result<crate::decisions::Query, String> {
+    let mut out = crate::decisions::Query {
+        limit: 100,
+        ..Default::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = value.replace("%40", "@");
+        match key {
+            "since" => out.since_ms = Some(parse_time(&value)?),
+            "until" => out.until_ms = Some(parse_time(&value)?),
+            "policy" => out.policy = Some(value),
+            "node" => out.node = Some(value),
+            "limit" => {
+                out.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=10_000).contains(l))
+                    .ok_or_else(|| format!("limit must be 1-10000, not {value:?}"))?
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?}: use since, until, policy, node, limit"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn decisions_query(app: &Arc<App>, query: &str) -> Response<ResponseBody> {
+    let Some(store) = app.decisions.clone() else {
+        return no_record();
+    };
+    let params = match decisions_params(query) {
+        Ok(params) => params,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, "invalid_request", e),
+    };
+    match tokio::task::spawn_blocking(move || {
+        store.flush();
+        store.query(&params).map(|r| (r, store.written(), store.dropped()))
+    })
+    .await
+    {
+        Ok(Ok((records, written, dropped))) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "records": records, "written": written, "dropped": dropped }),
+        ),
+        Ok(Err(e)) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+    }
+}
+
+async fn decisions_export(app: &Arc<App>, query: &str) -> Response<ResponseBody> {
+    let Some(store) = app.decisions.clone() else {
+        return no_record();
+    };
+    let since = match decisions_params(query) {
+        Ok(params) => params.since_ms,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, "invalid_request", e),
+    };
+    let exported = tokio::task::spawn_blocking(move || {
+        store.flush();
+        let mut out = Vec::new();
+        store.export(since, &mut out).map(|_| out)
+    })
+    .await;
+    match exported {
+        Ok(Ok(body)) => crate::http::text(
+            StatusCode::OK,
+            "application/x-ndjson",
+            String::from_utf8(body).unwrap_or_default(),
+        ),
+        Ok(Err(e)) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
     }
 }

@@ -27,6 +27,8 @@ pub struct App {
     pub nodes: Arc<NodeTable>,
     pub admin_token: String,
     pub front: crate::front::Front,
+    /// The decision record, when kept.
+    pub decisions: Option<Arc<crate::decisions::DecisionStore>>,
 }
 
 impl Handler for App {
@@ -86,6 +88,8 @@ pub struct Settings {
     /// Prompt API keys (empty: open).
     pub keys: crate::front::keys::ApiKeys,
     pub limits: crate::front::forward::FrontLimits,
+    /// The decision record's store (`None`: no record kept).
+    pub decisions: Option<crate::decisions::StoreOptions>,
 }
 
 /// A controller that has bound its port and loaded its policies.
@@ -149,6 +153,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     if settings.keys.is_open() {
         tracing::warn!("no [[api_keys]] configured: the prompt API is open to anyone who can reach it");
     }
+    let decisions = match &settings.decisions {
+        Some(options) => {
+            let store = crate::decisions::DecisionStore::open(options.clone())?;
+            tracing::info!(path = %store.path().display(), "decision record kept");
+            Some(store)
+        }
+        None => None,
+    };
     let front = crate::front::Front::new(settings.keys, settings.limits);
     nodes.use_live_load(front.admission.clone());
     let app = Arc::new(App {
@@ -156,6 +168,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         nodes,
         admin_token: settings.admin_token,
         front,
+        decisions,
     });
     let watcher = if settings.watch { watcher } else { None };
     Ok(Running {

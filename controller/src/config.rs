@@ -47,6 +47,44 @@ pub struct ControllerConfig {
     pub keyless: Vec<crate::front::keyless::KeylessConfig>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The decision record: one record per routed request in an embedded database.
+    #[serde(default)]
+    pub decisions: DecisionsConfig,
+}
+
+/// `[decisions]`: where the decision record is kept and how much of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionsConfig {
+    /// Keep a record of every routed request (default true).
+    pub enabled: bool,
+    /// The database file, relative to this config's folder (default `decisions.redb`).
+    pub path: std::path::PathBuf,
+    /// Records kept at most; the oldest go first (default 1,000,000).
+    pub max_records: u64,
+    /// Records older than this many hours go (default 168, a week).
+    pub max_age_hours: u64,
+}
+
+impl Default for DecisionsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "decisions.redb".into(),
+            max_records: 1_000_000,
+            max_age_hours: 168,
+        }
+    }
+}
+
+impl DecisionsConfig {
+    pub fn options(&self) -> Option<crate::decisions::StoreOptions> {
+        self.enabled.then(|| crate::decisions::StoreOptions {
+            path: self.path.clone(),
+            max_records: self.max_records,
+            max_age: std::time::Duration::from_secs(self.max_age_hours.saturating_mul(3600)),
+        })
+    }
 }
 
 /// Front-door limits.
@@ -184,6 +222,14 @@ impl ControllerConfig {
         config.admin.token_file = base.join(&config.admin.token_file);
         config.policy.dir = config.policy.dir.map(|d| base.join(d));
         config.cluster.static_snapshot = config.cluster.static_snapshot.map(|s| base.join(s));
+        config.decisions.path = base.join(&config.decisions.path);
+        if config.decisions.max_records == 0 {
+            return Err(ConfigError::Invalid {
+                path: shown,
+                field: "decisions.max_records",
+                message: "must be at least 1; to keep no record, set `enabled = false`".into(),
+            });
+        }
         for key in &mut config.api_keys {
             key.key_file = key.key_file.as_ref().map(|f| base.join(f));
         }

@@ -145,6 +145,12 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
         )])
         .with_keyless(vec![demo_keyless()?]),
         limits: Default::default(),
+        // The demo keeps its record beside its certificates, gone when it stops.
+        decisions: Some(crate::decisions::StoreOptions {
+            path: work.path().join("decisions.redb"),
+            max_records: 1_000_000,
+            max_age: Duration::from_secs(24 * 3600),
+        }),
     };
     let running = app::start(settings).await?;
     let url = format!("http://{}", running.addr);

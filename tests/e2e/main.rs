@@ -7,6 +7,7 @@ mod process;
 mod runtimes;
 
 mod agent_link;
+mod decisions;
 mod demo;
 mod fidelity;
 mod first_hour;

@@ -2,6 +2,7 @@
 
 mod admin_client;
 mod certs_cmd;
+mod decisions_cmd;
 mod models_cmd;
 mod nodes_cmd;
 
@@ -91,6 +92,9 @@ pub enum Command {
     /// Ask a running controller where a request would go, and why.
     #[command(subcommand)]
     Route(RouteCommand),
+    /// The decision record: what each request's policy decided and how it turned out.
+    #[command(subcommand)]
+    Decisions(decisions_cmd::DecisionsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +187,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             switchyard_agent::cli::run(cli).await
         }
         Command::Policy(command) => policy_cmd::run(command).await,
+        Command::Decisions(command) => decisions_cmd::run(command).await,
         Command::Route(RouteCommand::Explain {
             controller,
             model,
@@ -272,6 +277,7 @@ async fn serve(
         keys: crate::front::keys::ApiKeys::from_config(&config.api_keys, &config.keyless)
             .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?,
         limits: config.limits.limits(),
+        decisions: config.decisions.options(),
     };
     let running = app::start(settings).await?;
     crate::say(&format!("switchyard listening on http://{}", running.addr));

@@ -57,6 +57,25 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         fixtures: Vec<PathBuf>,
     },
+    /// Replay recorded requests, each against the snapshot it was decided on, through a
+    /// policy (locally, deterministically) and report the decisions that change: from an
+    /// export file (`switchyard decisions export`), or from the controller's record.
+    Replay {
+        #[command(flatten)]
+        remote: Remote,
+        /// The candidate policy file.
+        policy: PathBuf,
+        /// An export (NDJSON) to replay instead of asking the controller.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// With the controller's record: only requests since this (ms since the epoch, or a
+        /// span ago: 15m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a policy locally on generated clusters and requests: it never routes to a node
     /// that cannot serve the request, answers whenever one can, and never faults. Failures
     /// are shrunk and written as fixtures for `policy test`.
@@ -129,6 +148,41 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             };
             let report: crate::policy::shadow::ShadowReport = serde_json::from_slice(&body)?;
             crate::say(&format_shadow(&report, stop));
+        }
+        PolicyCommand::Replay {
+            remote,
+            policy,
+            from,
+            since,
+            json,
+        } => {
+            let text = match from {
+                Some(file) => std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read the export {}", file.display()))?,
+                None => {
+                    let path = match &since {
+                        Some(since) => format!("/admin/decisions/export?since={since}"),
+                        None => "/admin/decisions/export".to_owned(),
+                    };
+                    let body = AdminClient::new(&remote)?
+                        .call("GET", &path, Vec::new(), "application/json")
+                        .await?;
+                    String::from_utf8(body.to_vec()).context("the export is not UTF-8")?
+                }
+            };
+            let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let lines = crate::decisions::store::parse_export(&text)?
+                    .into_iter()
+                    .map(|(_, line)| line)
+                    .collect();
+                crate::decisions::replay::replay_lines(&policy, lines)
+            })
+            .await??;
+            if json {
+                crate::say(&serde_json::to_string_pretty(&report)?);
+            } else {
+                crate::say(&crate::decisions::replay::format_report(&report));
+            }
         }
         PolicyCommand::Rollback { remote } => {
             let body = AdminClient::new(&remote)?

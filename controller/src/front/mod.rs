@@ -18,6 +18,7 @@ pub mod keys;
 pub mod metrics;
 pub mod model_field;
 pub mod ollama;
+mod record;
 mod relay;
 pub mod request_info;
 mod respond;
@@ -40,7 +41,7 @@ use self::metrics::FrontMetrics;
 use self::request_info::{Api, request_info};
 use crate::app::App;
 use crate::http::{ResponseBody, json, text};
-use crate::policy::{PolicyEngine, PreparedSnapshot};
+use crate::policy::PreparedSnapshot;
 
 /// The front door's state.
 #[derive(Debug)]
@@ -88,11 +89,21 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Option<Respons
     };
     let started = Instant::now();
     let client = api.client();
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        arrived_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        ..Outcome::default()
+    };
     let response = match prompt(&app, api, request, started, &mut outcome).await {
         Ok(response) => response,
         Err(error) => {
             let status = error.status().as_u16();
+            if let Some(mut sink) = outcome.record.take() {
+                sink.outcome().node = outcome.node.clone();
+                sink.finish(status, false);
+            }
             app.front
                 .metrics
                 .request(outcome.node.as_deref().unwrap_or("none"), &outcome.model_label, status);
@@ -120,6 +131,10 @@ struct Outcome {
     /// The metrics label: the logical model once a node was chosen for it, `-` before (a
     /// client's arbitrary model name never becomes a label).
     model_label: String,
+    /// When the request arrived, ms since the epoch.
+    arrived_ms: u64,
+    /// The decision record's draft, once the policy decided (when a record is kept).
+    record: Option<record::RecordSink>,
 }
 
 impl Default for Outcome {
@@ -129,6 +144,8 @@ impl Default for Outcome {
             reason: None,
             node: None,
             model_label: "-".to_owned(),
+            arrived_ms: 0,
+            record: None,
         }
     }
 }
@@ -154,7 +171,7 @@ async fn prompt(
 
     let view = app.nodes.prepared();
     feasible::check(view.snapshot(), &info)?;
-    let route = decide(&app.engine, &view, &front.metrics, &info, outcome).await?;
+    let route = decide(app, &view, &info, started, outcome).await?;
     let dispatch = Dispatch {
         wait_for_first: route.wait_for_first,
         priority: info.priority,
@@ -169,6 +186,15 @@ async fn prompt(
 
     outcome.node = Some(upstream.node.clone());
     outcome.model_label = info.model.clone();
+    let energy = energy_estimate(app.nodes.energy(&upstream.node).as_ref(), &info);
+    let mut sink = outcome.record.take();
+    if let Some(sink) = &mut sink {
+        let recorded = sink.outcome();
+        recorded.node = Some(upstream.node.clone());
+        recorded.ttft_ms = Some(started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32);
+        recorded.retries = upstream.retries;
+        recorded.energy_mj = energy.map(|e| (e.joules * 1000.0).round() as u64);
+    }
     let reason = served_reason(&route, &upstream.node);
     let policy = outcome.policy.clone().unwrap_or_default();
     tracing::info!(request = %id, node = %upstream.node, model = %info.model, task = info.task.as_deref().unwrap_or("-"), %policy, %reason, retries = upstream.retries, "routed");
@@ -185,17 +211,16 @@ async fn prompt(
     }
     let node = upstream.node.clone();
     let mut response = respond::respond(
-        front.metrics.clone(),
-        front.closing.clone(),
-        front.limits.total_timeout,
+        front,
         api,
         &info,
         upstream,
         started,
+        sink,
     )
     .await;
     routing_headers(response.headers_mut(), &node, &policy, &reason);
-    if let Some(estimate) = energy_estimate(app.nodes.energy(&node).as_ref(), &info) {
+    if let Some(estimate) = energy {
         front.metrics.energy(&node, estimate.joules);
         estimate.write(response.headers_mut());
     }
@@ -244,17 +269,37 @@ fn parse(
 /// Phase 3: the active policy's decision (the fallback's when it faults), made on a policy
 /// thread, never on this async worker.
 async fn decide(
-    engine: &Arc<PolicyEngine>,
+    app: &App,
     view: &Arc<PreparedSnapshot>,
-    metrics: &FrontMetrics,
     info: &RequestInfo,
+    started: Instant,
     outcome: &mut Outcome,
 ) -> Result<Route, FrontError> {
+    let engine = &app.engine;
     let decided = Instant::now();
     let routed = engine.decide_off_worker(info, view.clone()).await;
-    metrics.decision.observe(decided.elapsed());
+    app.front.metrics.decision.observe(decided.elapsed());
     engine.offer_shadow(info, view, &routed.decision);
     outcome.policy = Some(routed.policy_id.to_string());
+    if let Some(store) = &app.decisions {
+        // What the policy saw in place of the snapshot's in-flight counts.
+        let in_flight = view
+            .snapshot()
+            .nodes
+            .iter()
+            .filter(|n| n.variant(&info.model).is_some())
+            .map(|n| (n.name.clone(), app.front.admission.in_use(&n.name)))
+            .collect();
+        outcome.record = Some(record::RecordSink::new(
+            store.clone(),
+            view,
+            in_flight,
+            info,
+            &routed,
+            started,
+            outcome.arrived_ms,
+        ));
+    }
     match routed.decision {
         Decision::Route(route) => {
             outcome.reason = Some(route.reason.clone());

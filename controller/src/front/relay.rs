@@ -57,6 +57,8 @@ pub struct Relayed {
     pub status: u16,
     pub started: Instant,
     pub shape: Shape,
+    /// The decision record's draft, completed when the relay ends.
+    pub record: Option<super::record::RecordSink>,
 }
 
 /// Bookkeeping when the relay ends.
@@ -67,12 +69,16 @@ struct Finish {
     status: u16,
     started: Instant,
     completed: bool,
+    record: Option<super::record::RecordSink>,
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
         let metrics = &self.metrics;
         metrics.total.observe(self.started.elapsed());
+        if let Some(record) = self.record.take() {
+            record.finish(self.status, !self.completed);
+        }
         if self.completed {
             metrics.request(&self.node, &self.model, self.status);
         } else {
@@ -109,6 +115,7 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
         status,
         started,
         mut shape,
+        record,
     } = relayed;
     let mut finish = Finish {
         metrics,
@@ -117,6 +124,7 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
         status,
         started,
         completed: false,
+        record,
     };
     // A body with a declared length may be dropped by the server right after its last byte,
     // without being asked for its end: count the bytes so that such an answer is complete.

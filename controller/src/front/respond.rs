@@ -3,8 +3,7 @@
 //! included, already in the client's shape). Where an Ollama client meets an OpenAI runtime
 //! the answer is translated: streams incrementally, errors into Ollama's shape.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -14,28 +13,31 @@ use switchyard_protocol::RequestInfo;
 
 use super::ClientApi;
 use super::forward::{Dialect, Upstream};
-use super::metrics::FrontMetrics;
 use super::ollama::{self, NdjsonTranslator};
+use super::record::RecordSink;
 use super::relay::{Framing, Relayed, Shape, relay};
 use super::request_info::Api;
 use crate::http::{ResponseBody, json};
 
 pub async fn respond(
-    metrics: Arc<FrontMetrics>,
-    closing: tokio_util::sync::CancellationToken,
-    total_timeout: Duration,
+    front: &super::Front,
     api: Api,
     info: &RequestInfo,
     upstream: Upstream,
     started: Instant,
+    record: Option<RecordSink>,
 ) -> Response<ResponseBody> {
+    let metrics = front.metrics.clone();
+    let closing = front.closing.clone();
+    let total_timeout = front.limits.total_timeout;
     let translate = api.is_ollama() && upstream.dialect == Dialect::OpenAi;
     let Upstream {
         node, response, permit, ..
     } = upstream;
     let (mut head, body) = response.into_parts();
     let status = head.status;
-    let relayed = |shape| Relayed {
+    let mut record = record;
+    let mut relayed = |shape| Relayed {
         metrics: metrics.clone(),
         closing: closing.clone(),
         total_timeout,
@@ -44,6 +46,7 @@ pub async fn respond(
         status: status.as_u16(),
         started,
         shape,
+        record: record.take(),
     };
     if !translate {
         for name in ["connection", "keep-alive", "transfer-encoding", "x-switchyard-runtime"] {
@@ -59,11 +62,17 @@ pub async fn respond(
     if !status.is_success() {
         let message = node_error_message(body).await;
         metrics.request(&node, &info.model, status.as_u16());
+        if let Some(record) = record.take() {
+            record.finish(status.as_u16(), false);
+        }
         return ClientApi::Ollama.error_body(status, "upstream_error", &message);
     }
     if api == Api::OllamaEmbed {
         let value: Value = whole_json(body).await;
         metrics.request(&node, &info.model, status.as_u16());
+        if let Some(record) = record.take() {
+            record.finish(status.as_u16(), false);
+        }
         return json(StatusCode::OK, &ollama::from_openai_embeddings(&value, &info.model));
     }
     let translator = Box::new(NdjsonTranslator::new(&info.model, api == Api::OllamaGenerate, started));

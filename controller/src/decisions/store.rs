@@ -1,0 +1,668 @@
+//! The decision record's store: a redb database (an embedded, crash-safe B-tree store) in the
+//! controller's data directory. Records are keyed by arrival time and request id, so they come
+//! back in time order and an import of the same export adds nothing twice; each snapshot is
+//! stored once, with the time it was last used. Requests hand their records to a writer
+//! thread through a bounded queue (a full queue drops the record and counts it; a request
+//! never waits for the disk); the writer commits in batches and keeps the store within its
+//! record count and age.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use switchyard_protocol::ClusterSnapshot;
+
+use super::record::DecisionRecord;
+
+/// `{at_ms:016x}/{id}` -> the record as JSON.
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// snapshot key -> (last used, ms since the epoch: 8 bytes little-endian) + the snapshot as JSON.
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+
+/// Records waiting for the writer; more are dropped (and counted).
+const QUEUE: usize = 8192;
+/// How often the writer commits what it has.
+const BATCH_EVERY: Duration = Duration::from_millis(100);
+/// How often the writer enforces the bounds.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("decision store {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("decision store: {0}")]
+    Db(String),
+    #[error("line {line} of the import: {message}")]
+    Import { line: usize, message: String },
+}
+
+fn db<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+/// `[decisions]` in the controller's config.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    /// Records kept at most; the oldest go first.
+    pub max_records: u64,
+    /// Records older than this go.
+    pub max_age: Duration,
+}
+
+/// One line of an export: a snapshot (before the first record that refers to it) or a record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExportLine {
+    Snapshot { key: String, snapshot: ClusterSnapshot },
+    Record(Box<DecisionRecord>),
+}
+
+/// Which records a query wants.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Arrived at or after this, ms since the epoch.
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    /// Decided by this policy (`name@hash`, or just `name`).
+    pub policy: Option<String>,
+    /// Answered by this node.
+    pub node: Option<String>,
+    pub limit: usize,
+}
+
+impl Query {
+    fn matches(&self, record: &DecisionRecord) -> bool {
+        let policy_ok = self
+            .policy
+            .as_deref()
+            .is_none_or(|p| record.decided.policy == p || record.decided.policy.split('@').next() == Some(p));
+        let node_ok = self
+            .node
+            .as_deref()
+            .is_none_or(|n| record.outcome.node.as_deref() == Some(n));
+        let until_ok = self.until_ms.is_none_or(|u| record.at_ms <= u);
+        policy_ok && node_ok && until_ok
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportReport {
+    pub records_added: u64,
+    /// Records already in the store (the same arrival time and id): not added twice.
+    pub records_present: u64,
+    pub snapshots_added: u64,
+}
+
+enum Job {
+    Record(Box<DecisionRecord>, Arc<ClusterSnapshot>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The store and its writer.
+pub struct DecisionStore {
+    db: Arc<Database>,
+    path: PathBuf,
+    jobs: SyncSender<Job>,
+    dropped: AtomicU64,
+    written: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for DecisionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionStore").field("path", &self.path).finish()
+    }
+}
+
+fn key(at_ms: u64, id: &str) -> String {
+    format!("{at_ms:016x}/{id}")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn snapshot_value(last_used_ms: u64, json: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + json.len());
+    value.extend_from_slice(&last_used_ms.to_le_bytes());
+    value.extend_from_slice(json);
+    value
+}
+
+fn split_snapshot_value(value: &[u8]) -> (u64, &[u8]) {
+    if value.len() < 8 {
+        return (0, value);
+    }
+    let mut last = [0u8; 8];
+    last.copy_from_slice(&value[..8]);
+    (u64::from_le_bytes(last), &value[8..])
+}
+
+impl DecisionStore {
+    /// Open (or create) the store and start its writer.
+    pub fn open(options: StoreOptions) -> Result<Arc<Self>, StoreError> {
+        let shown = options.path.display().to_string();
+        if let Some(parent) = options.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+                path: shown.clone(),
+                message: format!("cannot create its folder: {e}"),
+            })?;
+        }
+        let database = Database::create(&options.path).map_err(|e| StoreError::Open {
+            path: shown.clone(),
+            message: format!("{e} (is another controller using it?)"),
+        })?;
+        let db = Arc::new(database);
+        {
+            let txn = db.begin_write().map_err(db_err)?;
+            txn.open_table(RECORDS).map_err(db_err)?;
+            txn.open_table(SNAPSHOTS).map_err(db_err)?;
+            txn.commit().map_err(db_err)?;
+        }
+        let (jobs, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let written = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            db: db.clone(),
+            options: options.clone(),
+            written: written.clone(),
+            last_prune: std::time::Instant::now(),
+        };
+        std::thread::Builder::new()
+            .name("decision-record".to_owned())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Open {
+                path: shown,
+                message: format!("cannot start its writer: {e}"),
+            })?;
+        Ok(Arc::new(Self {
+            db,
+            path: options.path,
+            jobs,
+            dropped: AtomicU64::new(0),
+            written,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Hand a finished record to the writer with the snapshot it names (stored, once, if the
+    /// store does not hold it yet). Never blocks: a full queue drops the record.
+    pub fn submit(&self, record: DecisionRecord, snapshot: &Arc<ClusterSnapshot>) {
+        let job = Job::Record(Box::new(record), snapshot.clone());
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.jobs.try_send(job) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records dropped because the writer's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records written since the controller started.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Wait until everything submitted so far is committed.
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.jobs.send(Job::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Records kept now.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        txn.open_table(RECORDS).map_err(db)?.len().map_err(db)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Records matching `query`, oldest first from `since_ms`; without `since_ms`, the latest
+    /// `limit` matching ones (still oldest first).
+    pub fn query(&self, query: &Query) -> Result<Vec<DecisionRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(RECORDS).map_err(db)?;
+        let limit = query.limit.max(1);
+        let mut out = Vec::new();
+        let parse = |value: &[u8]| serde_json::from_slice::<DecisionRecord>(value).map_err(db);
+        match query.since_ms {
+            Some(since) => {
+                let start = format!("{since:016x}");
+                for entry in table.range(start.as_str()..).map_err(db)? {
+                    let (_, value) = entry.map_err(db)?;
+                    let record = parse(value.value())?;
+                    if query.until_ms.is_some_and(|u| record.at_ms > u) {
+                        break;
+                    }
+                    if query.matches(&record) {
+                        out.push(record);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            None => {
+                for entry in table.iter().map_err(db)?.rev() {
+                    let (_, value) = entry.map_err(db)?;
+                    let record = parse(value.value())?;
+                    if query.matches(&record) {
+                        out.push(record);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+                out.reverse();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every record from `since_ms` (all without it) as export lines: each snapshot once,
+    /// before the first record that names it. Written to `out` as NDJSON.
+    pub fn export(&self, since_ms: Option<u64>, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let records = txn.open_table(RECORDS).map_err(db)?;
+        let snapshots = txn.open_table(SNAPSHOTS).map_err(db)?;
+        let start = format!("{:016x}", since_ms.unwrap_or(0));
+        let mut sent: HashMap<String, ()> = HashMap::new();
+        let mut count = 0;
+        for entry in records.range(start.as_str()..).map_err(db)? {
+            let (_, value) = entry.map_err(db)?;
+            let record: DecisionRecord = serde_json::from_slice(value.value()).map_err(db)?;
+            if !sent.contains_key(&record.snapshot) {
+                sent.insert(record.snapshot.clone(), ());
+                if let Some(stored) = snapshots.get(record.snapshot.as_str()).map_err(db)? {
+                    let (_, json) = split_snapshot_value(stored.value());
+                    let snapshot: ClusterSnapshot = serde_json::from_slice(json).map_err(db)?;
+                    let line = ExportLine::Snapshot {
+                        key: record.snapshot.clone(),
+                        snapshot,
+                    };
+                    writeln!(out, "{}", serde_json::to_string(&line).map_err(db)?).map_err(db)?;
+                }
+            }
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&ExportLine::Record(Box::new(record))).map_err(db)?
+            )
+            .map_err(db)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Add an export's lines; all or nothing. A record already present (same arrival time and
+    /// id) is not added twice; a record whose snapshot is neither in the import nor the store
+    /// is refused.
+    pub fn import(&self, text: &str) -> Result<ImportReport, StoreError> {
+        let lines = parse_export(text)?;
+        let txn = self.db.begin_write().map_err(db)?;
+        let mut report = ImportReport::default();
+        {
+            let mut records = txn.open_table(RECORDS).map_err(db)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db)?;
+            for (line, entry) in &lines {
+                match entry {
+                    ExportLine::Snapshot { key, snapshot } => {
+                        if snapshots.get(key.as_str()).map_err(db)?.is_none() {
+                            let json = serde_json::to_vec(snapshot).map_err(db)?;
+                            snapshots
+                                .insert(key.as_str(), snapshot_value(now_ms(), &json).as_slice())
+                                .map_err(db)?;
+                            report.snapshots_added += 1;
+                        }
+                    }
+                    ExportLine::Record(record) => {
+                        if snapshots.get(record.snapshot.as_str()).map_err(db)?.is_none() {
+                            return Err(StoreError::Import {
+                                line: *line,
+                                message: format!(
+                                    "record {} names snapshot {}, which is neither earlier in the import nor in the store",
+                                    record.id, record.snapshot
+                                ),
+                            });
+                        }
+                        let k = key(record.at_ms, &record.id);
+                        if records.get(k.as_str()).map_err(db)?.is_some() {
+                            report.records_present += 1;
+                            continue;
+                        }
+                        let json = serde_json::to_vec(record).map_err(db)?;
+                        records.insert(k.as_str(), json.as_slice()).map_err(db)?;
+                        report.records_added += 1;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok(report)
+    }
+}
+
+fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
+    db(e)
+}
+
+/// Parse an export (NDJSON), naming the first bad line.
+pub fn parse_export(text: &str) -> Result<Vec<(usize, ExportLine)>, StoreError> {
+    let mut lines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: ExportLine = serde_json::from_str(line).map_err(|e| StoreError::Import {
+            line: index + 1,
+            message: format!("{e}; each line must be {{\"snapshot\": ...}} or {{\"record\": ...}} as `switchyard decisions export` writes them"),
+        })?;
+        lines.push((index + 1, entry));
+    }
+    Ok(lines)
+}
+
+struct Writer {
+    db: Arc<Database>,
+    options: StoreOptions,
+    written: Arc<AtomicU64>,
+    last_prune: std::time::Instant,
+}
+
+impl Writer {
+    fn run(mut self, jobs: Receiver<Job>) {
+        loop {
+            let first = match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            };
+            let mut batch = vec![first];
+            let deadline = std::time::Instant::now() + BATCH_EVERY;
+            while batch.len() < 4096 {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match jobs.recv_timeout(left) {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut flushes = Vec::new();
+            let records: Vec<(Box<DecisionRecord>, Arc<ClusterSnapshot>)> = batch
+                .into_iter()
+                .filter_map(|job| match job {
+                    Job::Record(record, snapshot) => Some((record, snapshot)),
+                    Job::Flush(done) => {
+                        flushes.push(done);
+                        None
+                    }
+                })
+                .collect();
+            if let Err(e) = self.write(&records) {
+                tracing::warn!("decision record: {} record(s) not written: {e}", records.len());
+            }
+            if self.last_prune.elapsed() >= PRUNE_EVERY || !flushes.is_empty() {
+                if let Err(e) = self.prune() {
+                    tracing::warn!("decision record: pruning failed: {e}");
+                }
+                self.last_prune = std::time::Instant::now();
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn write(&self, records: &[(Box<DecisionRecord>, Arc<ClusterSnapshot>)]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(db)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db)?;
+            // Each snapshot named in this batch: when it was last used.
+            let mut used: HashMap<&str, u64> = HashMap::new();
+            for (record, snapshot) in records {
+                if !used.contains_key(record.snapshot.as_str())
+                    && snapshots.get(record.snapshot.as_str()).map_err(db)?.is_none()
+                {
+                    let json = serde_json::to_vec(snapshot.as_ref()).map_err(db)?;
+                    snapshots
+                        .insert(record.snapshot.as_str(), snapshot_value(record.at_ms, &json).as_slice())
+                        .map_err(db)?;
+                }
+                let last = used.entry(record.snapshot.as_str()).or_insert(0);
+                *last = (*last).max(record.at_ms);
+                let json = serde_json::to_vec(record.as_ref()).map_err(db)?;
+                table
+                    .insert(key(record.at_ms, &record.id).as_str(), json.as_slice())
+                    .map_err(db)?;
+            }
+            for (snapshot, last_used) in used {
+                let current = snapshots.get(snapshot).map_err(db)?.map(|v| v.value().to_vec());
+                if let Some(current) = current {
+                    let (previous, json) = split_snapshot_value(&current);
+                    if last_used > previous {
+                        snapshots
+                            .insert(snapshot, snapshot_value(last_used, json).as_slice())
+                            .map_err(db)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(db)?;
+        self.written.fetch_add(records.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Keep at most `max_records`, none older than `max_age`, and only the snapshots that a
+    /// kept record may name.
+    fn prune(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut records = txn.open_table(RECORDS).map_err(db)?;
+            let cutoff = now_ms().saturating_sub(self.options.max_age.as_millis() as u64);
+            let cutoff_key = format!("{cutoff:016x}");
+            let mut old: Vec<String> = Vec::new();
+            for entry in records.range(..cutoff_key.as_str()).map_err(db)? {
+                old.push(entry.map_err(db)?.0.value().to_owned());
+            }
+            let total = records.len().map_err(db)?;
+            let over = total
+                .saturating_sub(old.len() as u64)
+                .saturating_sub(self.options.max_records);
+            if over > 0 {
+                let start = old.last().cloned();
+                let range = match &start {
+                    Some(after) => {
+                        records.range::<&str>((std::ops::Bound::Excluded(after.as_str()), std::ops::Bound::Unbounded))
+                    }
+                    None => records.range::<&str>(..),
+                }
+                .map_err(db)?;
+                for entry in range.take(over as usize) {
+                    old.push(entry.map_err(db)?.0.value().to_owned());
+                }
+            }
+            for k in &old {
+                records.remove(k.as_str()).map_err(db)?;
+            }
+            let oldest_kept = match records.first().map_err(db)? {
+                Some((_, value)) => serde_json::from_slice::<DecisionRecord>(value.value())
+                    .map(|r| r.at_ms)
+                    .unwrap_or(0),
+                None => u64::MAX,
+            };
+            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db)?;
+            let mut stale: Vec<String> = Vec::new();
+            for entry in snapshots.iter().map_err(db)? {
+                let (k, value) = entry.map_err(db)?;
+                if split_snapshot_value(value.value()).0 < oldest_kept {
+                    stale.push(k.value().to_owned());
+                }
+            }
+            for k in &stale {
+                snapshots.remove(k.as_str()).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decisions::{Outcome, RecordedDecision};
+    use switchyard_protocol::{Decision, Reject, RequestInfo};
+
+    fn record(id: &str, at_ms: u64, node: &str) -> DecisionRecord {
+        let mut request = RequestInfo::for_model("m");
+        request.id = id.to_owned();
+        DecisionRecord {
+            id: id.to_owned(),
+            at_ms,
+            request,
+            snapshot: "boot-1".to_owned(),
+            in_flight: Vec::new(),
+            decided: RecordedDecision {
+                policy: "p@1".to_owned(),
+                decision: Decision::Reject(Reject {
+                    status: 503,
+                    message: "x".to_owned(),
+                }),
+                fault: None,
+                fallback: false,
+            },
+            outcome: Outcome {
+                node: Some(node.to_owned()),
+                status: 200,
+                ..Outcome::default()
+            },
+        }
+    }
+
+    fn open(dir: &Path, max_records: u64) -> Arc<DecisionStore> {
+        DecisionStore::open(StoreOptions {
+            path: dir.join("d.redb"),
+            max_records,
+            max_age: Duration::from_secs(3600),
+        })
+        .expect("opens")
+    }
+
+    #[test]
+    fn records_are_kept_in_time_order_queried_exported_and_imported_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path(), 100);
+        let snapshot = Arc::new(ClusterSnapshot::default());
+        let now = now_ms();
+        for i in 0..10 {
+            store.submit(
+                record(
+                    &format!("req-{i}"),
+                    now - 10_000 + i * 100,
+                    if i % 2 == 0 { "a" } else { "b" },
+                ),
+                &snapshot,
+            );
+        }
+        store.flush();
+        assert_eq!(store.len().expect("len"), 10);
+        let latest = store
+            .query(&Query {
+                limit: 3,
+                ..Query::default()
+            })
+            .expect("query");
+        let ids: Vec<_> = latest.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["req-7", "req-8", "req-9"]);
+        let on_a = store
+            .query(&Query {
+                since_ms: Some(now - 10_000),
+                node: Some("a".to_owned()),
+                limit: 100,
+                ..Query::default()
+            })
+            .expect("query");
+        assert_eq!(on_a.len(), 5);
+        let by_name = store
+            .query(&Query {
+                policy: Some("p".to_owned()),
+                limit: 100,
+                ..Query::default()
+            })
+            .expect("query");
+        assert_eq!(by_name.len(), 10);
+
+        let mut export = Vec::new();
+        assert_eq!(store.export(None, &mut export).expect("export"), 10);
+        let text = String::from_utf8(export).expect("utf-8");
+        assert_eq!(text.lines().count(), 11, "one snapshot, ten records:\n{text}");
+
+        let other = tempfile::tempdir().expect("tempdir");
+        let elsewhere = open(other.path(), 100);
+        let first = elsewhere.import(&text).expect("imports");
+        assert_eq!((first.records_added, first.snapshots_added), (10, 1));
+        let second = elsewhere.import(&text).expect("imports again");
+        assert_eq!((second.records_added, second.records_present), (0, 10));
+        assert_eq!(elsewhere.len().expect("len"), 10);
+    }
+
+    #[test]
+    fn a_bad_import_names_its_line_and_adds_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path(), 100);
+        let good = serde_json::to_string(&ExportLine::Snapshot {
+            key: "k".to_owned(),
+            snapshot: ClusterSnapshot::default(),
+        })
+        .expect("json");
+        let error = store
+            .import(&format!("{good}\n{{\"record\": 7}}\n"))
+            .expect_err("refused");
+        assert!(error.to_string().starts_with("line 2 of the import:"), "{error}");
+        assert!(store.is_empty().expect("len"));
+        // A record naming a snapshot that is nowhere is refused too.
+        let orphan = serde_json::to_string(&ExportLine::Record(Box::new(record("r", 1, "a")))).expect("json");
+        let error = store.import(&orphan).expect_err("refused");
+        assert!(error.to_string().contains("names snapshot boot-1"), "{error}");
+    }
+
+    #[test]
+    fn the_store_keeps_at_most_its_bound_and_drops_the_oldest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path(), 5);
+        let snapshot = Arc::new(ClusterSnapshot::default());
+        let now = now_ms();
+        // Two older than the hour the store keeps, then eight recent ones.
+        store.submit(record("old-1", now - 7_200_000, "a"), &snapshot);
+        store.submit(record("old-2", now - 7_100_000, "a"), &snapshot);
+        for i in 0..8 {
+            store.submit(record(&format!("new-{i}"), now - 1000 + i, "a"), &snapshot);
+        }
+        store.flush();
+        let kept = store
+            .query(&Query {
+                limit: 100,
+                ..Query::default()
+            })
+            .expect("query");
+        let ids: Vec<_> = kept.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["new-3", "new-4", "new-5", "new-6", "new-7"]);
+    }
+}
