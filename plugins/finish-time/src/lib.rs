@@ -11,8 +11,8 @@
 //!   nodes (the ryzen) while one is healthy, waited for when full (the seed: "Ryzen
 //!   exclusively"); the others only when it refuses or is down.
 //! - **batch** (batch, preprocessing, testing, ...): ordered by estimated time to finish;
-//!   never a laptop; a node keeps `reserve` slots free of batch work for interactive and
-//!   production requests.
+//!   never a laptop; a node can keep `reserve` slots free of batch work for interactive and
+//!   production requests (none by default).
 //! - **other**: ordered by estimated time to finish, preferred nodes first.
 //!
 //! A laptop (`laptops`) is skipped while on battery or throttled, and takes interactive work
@@ -125,7 +125,7 @@ impl Default for Params {
             production_waits: true,
             laptops: strings(&["m4"]),
             laptop_max_minutes: 5.0,
-            reserve: BTreeMap::from([("ryzen".to_owned(), 1)]),
+            reserve: BTreeMap::new(),
             default_max_tokens: 512,
             typical_tokens: 512,
         }
@@ -454,8 +454,11 @@ mod tests {
     }
 
     #[test]
-    fn batch_never_reaches_the_laptop_and_leaves_a_ryzen_slot_free() {
-        let params = Params::default();
+    fn batch_never_reaches_the_laptop_and_leaves_a_reserved_ryzen_slot_free() {
+        let params = Params {
+            reserve: BTreeMap::from([("ryzen".to_owned(), 1)]),
+            ..Params::default()
+        };
         let mut nodes = seed();
         let r = route(decide(&params, &with_task("batch", 1500), &nodes));
         assert!(!order(&r).contains(&"m4"), "{}", r.reason);
