@@ -19,8 +19,9 @@ fn main() -> anyhow::Result<()> {
         .get(2)
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| repo.join("policies/seed-rules.toml"));
-    let seed: ClusterSnapshot =
-        toml::from_str(&std::fs::read_to_string(repo.join("policies/fixtures/seed-cluster.toml"))?)?;
+    let seed: ClusterSnapshot = toml::from_str(&std::fs::read_to_string(
+        repo.join("policies/fixtures/seed-cluster.toml"),
+    )?)?;
 
     let generated = Instant::now();
     let mut text = String::new();

@@ -210,15 +210,7 @@ async fn prompt(
         ));
     }
     let node = upstream.node.clone();
-    let mut response = respond::respond(
-        front,
-        api,
-        &info,
-        upstream,
-        started,
-        sink,
-    )
-    .await;
+    let mut response = respond::respond(front, api, &info, upstream, started, sink).await;
     routing_headers(response.headers_mut(), &node, &policy, &reason);
     if let Some(estimate) = energy {
         front.metrics.energy(&node, estimate.joules);
