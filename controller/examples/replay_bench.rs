@@ -4,6 +4,8 @@
 //! through a policy, as the CLI does.
 //!   cargo run --release -p switchyard-controller --example replay_bench -- [N] [POLICY]
 
+#![allow(clippy::print_stdout)] // a benchmark's report is its output
+
 use std::time::Instant;
 
 use switchyard_controller::decisions::replay::replay_lines;
@@ -35,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     for s in 0..64u32 {
         let mut snapshot = seed.clone();
         for (i, node) in snapshot.nodes.iter_mut().enumerate() {
-            node.healthy = (s as usize + i) % 11 != 0;
+            node.healthy = !(s as usize + i).is_multiple_of(11);
             node.on_battery = (node.name == "m4").then_some(s % 7 == 0);
             node.tokens_per_sec = node.tokens_per_sec.map(|t| t * (0.8 + (s % 5) as f32 * 0.1));
         }
@@ -74,6 +76,7 @@ fn main() -> anyhow::Result<()> {
                 }),
                 fault: None,
                 fallback: false,
+                canary: false,
             },
             outcome: Outcome {
                 status: 200,

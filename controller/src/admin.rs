@@ -1,6 +1,6 @@
 //! The admin API under `/admin/`, behind the admin bearer token: policies (list, upload,
-//! activate, rollback), components, route explanations, the node table (with why a node is
-//! unhealthy), and draining a node for maintenance.
+//! activate, rollback), shadow and canary candidates, components, route explanations, the
+//! decision record, the node table (with why a node is unhealthy), and draining a node.
 
 use std::sync::Arc;
 
@@ -188,6 +188,40 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             Some(report) => json(StatusCode::OK, &report),
             None => error_json(StatusCode::NOT_FOUND, "not_found", "no shadow is running"),
         },
+        (&Method::POST, ["canary"]) => {
+            let body = match read_body(request.into_body(), POLICY_LIMIT).await {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            };
+            let start: CanaryStart = match serde_json::from_slice(&body) {
+                Ok(start) => start,
+                Err(e) => {
+                    return error_json(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        format!(
+                            "invalid canary start: {e}; send {{\"policy\": ID or NAME, \"percent\": 1-100}} and any of {}",
+                            "window_s, min_requests, max_error_rate_increase, max_ttft_p95_ratio, ttft_slack_ms, max_faults"
+                        ),
+                    );
+                }
+            };
+            let rules = start.rules(app.canary_rules);
+            match app.engine.start_canary(&start.policy, start.percent, rules) {
+                Ok(report) => json(StatusCode::CREATED, &report),
+                Err(e) => policy_error(e),
+            }
+        }
+        (&Method::GET, ["canary"]) => json(StatusCode::OK, &app.engine.canary_view()),
+        (&Method::DELETE, ["canary"]) => match app.engine.stop_canary() {
+            Some(report) => json(StatusCode::OK, &report),
+            None => error_json(StatusCode::NOT_FOUND, "not_found", "no canary is running"),
+        },
+        (&Method::POST, ["canary", "promote"]) => match app.engine.promote_canary() {
+            Ok(report) => json(StatusCode::OK, &report),
+            Err(e) => policy_error(e),
+        },
+        (&Method::GET, ["decisions", "events"]) => decisions_events(&app, &query).await,
         (&Method::GET, ["decisions"]) => decisions_query(&app, &query).await,
         (&Method::GET, ["decisions", "export"]) => decisions_export(&app, &query).await,
         (&Method::POST, ["decisions", "import"]) => {
@@ -393,6 +427,60 @@ fn decisions_params(query: &str) -> Result<crate::decisions::Query, String> {
         }
     }
     Ok(out)
+}
+
+/// `POST /admin/canary`: the candidate, its share, and any rule that differs from `[canary]`.
+#[derive(Debug, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryStart {
+    pub policy: String,
+    pub percent: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate_increase: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttft_p95_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_slack_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_faults: Option<u32>,
+}
+
+impl CanaryStart {
+    /// `defaults` with this start's overrides.
+    pub fn rules(&self, defaults: crate::policy::canary::CanaryRules) -> crate::policy::canary::CanaryRules {
+        crate::policy::canary::CanaryRules {
+            window_s: self.window_s.unwrap_or(defaults.window_s),
+            min_requests: self.min_requests.unwrap_or(defaults.min_requests),
+            max_error_rate_increase: self.max_error_rate_increase.unwrap_or(defaults.max_error_rate_increase),
+            max_ttft_p95_ratio: self.max_ttft_p95_ratio.unwrap_or(defaults.max_ttft_p95_ratio),
+            ttft_slack_ms: self.ttft_slack_ms.unwrap_or(defaults.ttft_slack_ms),
+            max_faults: self.max_faults.unwrap_or(defaults.max_faults),
+        }
+    }
+}
+
+async fn decisions_events(app: &Arc<App>, query: &str) -> Response<ResponseBody> {
+    let Some(store) = app.decisions.clone() else {
+        return no_record();
+    };
+    let params = match decisions_params(query) {
+        Ok(params) => params,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, "invalid_request", e),
+    };
+    match tokio::task::spawn_blocking(move || {
+        store.flush();
+        store.events(params.since_ms, params.limit)
+    })
+    .await
+    {
+        Ok(Ok(events)) => json(StatusCode::OK, &serde_json::json!({ "events": events })),
+        Ok(Err(e)) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+    }
 }
 
 async fn decisions_query(app: &Arc<App>, query: &str) -> Response<ResponseBody> {

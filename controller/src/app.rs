@@ -29,6 +29,8 @@ pub struct App {
     pub front: crate::front::Front,
     /// The decision record, when kept.
     pub decisions: Option<Arc<crate::decisions::DecisionStore>>,
+    /// A canary's rollback rules unless its start says otherwise (`[canary]`).
+    pub canary_rules: crate::policy::canary::CanaryRules,
 }
 
 impl Handler for App {
@@ -90,6 +92,7 @@ pub struct Settings {
     pub limits: crate::front::forward::FrontLimits,
     /// The decision record's store (`None`: no record kept).
     pub decisions: Option<crate::decisions::StoreOptions>,
+    pub canary: crate::policy::canary::CanaryRules,
 }
 
 /// A controller that has bound its port and loaded its policies.
@@ -157,6 +160,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         Some(options) => {
             let store = crate::decisions::DecisionStore::open(options.clone())?;
             tracing::info!(path = %store.path().display(), "decision record kept");
+            let events = store.clone();
+            engine.on_policy_event(Box::new(move |event| events.event(event.clone())));
             Some(store)
         }
         None => None,
@@ -169,6 +174,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         admin_token: settings.admin_token,
         front,
         decisions,
+        canary_rules: settings.canary,
     });
     let watcher = if settings.watch { watcher } else { None };
     Ok(Running {

@@ -50,6 +50,9 @@ pub struct ControllerConfig {
     /// The decision record: one record per routed request in an embedded database.
     #[serde(default)]
     pub decisions: DecisionsConfig,
+    /// When a canary policy is rolled back automatically (each overridable per canary).
+    #[serde(default)]
+    pub canary: crate::policy::canary::CanaryRules,
 }
 
 /// `[decisions]`: where the decision record is kept and how much of it.
@@ -243,6 +246,13 @@ impl ControllerConfig {
                 path: shown,
                 field: "policy.active",
                 message: "names a policy but `policy.dir` is not set; add `dir = \"policies\"`".into(),
+            });
+        }
+        if let Err(message) = config.canary.validate() {
+            return Err(ConfigError::Invalid {
+                path: shown,
+                field: "canary",
+                message,
             });
         }
         if config.policy.watch_interval_ms < 50 {

@@ -151,6 +151,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
             max_records: 1_000_000,
             max_age: Duration::from_secs(24 * 3600),
         }),
+        canary: Default::default(),
     };
     let running = app::start(settings).await?;
     let url = format!("http://{}", running.addr);

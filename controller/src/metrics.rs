@@ -60,6 +60,23 @@ pub fn render(app: &App) -> String {
     );
     let _ = writeln!(out, "# TYPE switchyard_policy_reverts_total counter");
     let _ = writeln!(out, "switchyard_policy_reverts_total {}", view.reverts);
+    let canary = app.engine.canary_view();
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_canary_rollbacks_total Canaries stopped automatically for doing worse than the active policy."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_canary_rollbacks_total counter");
+    let _ = writeln!(out, "switchyard_canary_rollbacks_total {}", canary.rollbacks);
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_canary_percent The share of requests the running canary decides (0: none runs)."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_canary_percent gauge");
+    let running = canary
+        .canary
+        .as_ref()
+        .filter(|c| c.state == crate::policy::canary::CanaryState::Running);
+    let _ = writeln!(out, "switchyard_canary_percent {}", running.map_or(0, |c| c.percent));
     let snapshot = app.nodes.snapshot();
     let _ = writeln!(out, "# HELP switchyard_node_healthy Whether the node is in rotation.");
     let _ = writeln!(out, "# TYPE switchyard_node_healthy gauge");

@@ -7,6 +7,7 @@ mod process;
 mod runtimes;
 
 mod agent_link;
+mod canary;
 mod decisions;
 mod demo;
 mod fidelity;

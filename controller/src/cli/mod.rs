@@ -278,6 +278,7 @@ async fn serve(
             .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?,
         limits: config.limits.limits(),
         decisions: config.decisions.options(),
+        canary: config.canary,
     };
     let running = app::start(settings).await?;
     crate::say(&format!("switchyard listening on http://{}", running.addr));

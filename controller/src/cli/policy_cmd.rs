@@ -1,4 +1,4 @@
-//! `switchyard policy list | upload | activate | rollback | test | check`.
+//! `switchyard policy list | upload | activate | rollback | shadow | canary | test | replay | check`.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +45,47 @@ pub enum PolicyCommand {
         /// Stop the shadow and show its last report.
         #[arg(long)]
         stop: bool,
+    },
+    /// Let a loaded policy decide a share of live requests (sticky per session) beside the
+    /// active one; it is rolled back automatically when its share does worse (error rate,
+    /// TTFT p95, faults over a window; `[canary]` in the config, or the flags here). Or show
+    /// (--report), stop (--stop) or promote to active (--promote) the canary.
+    Canary {
+        #[command(flatten)]
+        remote: Remote,
+        /// The candidate: an id, or a name for its newest loaded version.
+        #[arg(required_unless_present_any = ["report", "stop", "promote"])]
+        policy: Option<String>,
+        /// The share of requests it decides, 1-100.
+        #[arg(long, required_unless_present_any = ["report", "stop", "promote"])]
+        percent: Option<u8>,
+        /// The window the two shares are compared over, seconds.
+        #[arg(long)]
+        window_s: Option<u32>,
+        /// Answers each share needs in the window before they are compared.
+        #[arg(long)]
+        min_requests: Option<u32>,
+        /// Roll back when its error rate is above the active's by more than this (0.05).
+        #[arg(long)]
+        max_error_rate_increase: Option<f64>,
+        /// Roll back when its TTFT p95 is above the active's times this...
+        #[arg(long)]
+        max_ttft_p95_ratio: Option<f64>,
+        /// ...and by more than this many milliseconds.
+        #[arg(long)]
+        ttft_slack_ms: Option<u32>,
+        /// Roll back after this many faults in the window.
+        #[arg(long)]
+        max_faults: Option<u32>,
+        /// Show the canary (running or how it ended) and recent events.
+        #[arg(long, conflicts_with_all = ["stop", "promote"])]
+        report: bool,
+        /// Stop the canary; the active policy decides everything again.
+        #[arg(long, conflicts_with = "promote")]
+        stop: bool,
+        /// Make the canary the active policy.
+        #[arg(long)]
+        promote: bool,
     },
     /// Re-activate the policy that was active before the current one.
     Rollback {
@@ -148,6 +189,54 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             };
             let report: crate::policy::shadow::ShadowReport = serde_json::from_slice(&body)?;
             crate::say(&format_shadow(&report, stop));
+        }
+        PolicyCommand::Canary {
+            remote,
+            policy,
+            percent,
+            window_s,
+            min_requests,
+            max_error_rate_increase,
+            max_ttft_p95_ratio,
+            ttft_slack_ms,
+            max_faults,
+            report,
+            stop,
+            promote,
+        } => {
+            let client = AdminClient::new(&remote)?;
+            let report = if report {
+                let body = client
+                    .call("GET", "/admin/canary", Vec::new(), "application/json")
+                    .await?;
+                let view: crate::policy::canary::CanaryView = serde_json::from_slice(&body)?;
+                crate::say(&format_canary_view(&view));
+                return Ok(());
+            } else if stop {
+                client
+                    .call("DELETE", "/admin/canary", Vec::new(), "application/json")
+                    .await?
+            } else if promote {
+                client
+                    .call("POST", "/admin/canary/promote", Vec::new(), "application/json")
+                    .await?
+            } else {
+                let start = crate::admin::CanaryStart {
+                    policy: policy.unwrap_or_default(),
+                    percent: percent.unwrap_or_default(),
+                    window_s,
+                    min_requests,
+                    max_error_rate_increase,
+                    max_ttft_p95_ratio,
+                    ttft_slack_ms,
+                    max_faults,
+                };
+                client
+                    .call("POST", "/admin/canary", serde_json::to_vec(&start)?, "application/json")
+                    .await?
+            };
+            let report: crate::policy::canary::CanaryReport = serde_json::from_slice(&report)?;
+            crate::say(&format_canary(&report));
         }
         PolicyCommand::Replay {
             remote,
@@ -284,6 +373,57 @@ fn format_shadow(report: &crate::policy::shadow::ShadowReport, stopped: bool) ->
     }
     for (difference, count) in &report.differences {
         out.push_str(&format!("\n  {count:>6}  {difference}"));
+    }
+    out
+}
+
+fn format_share(name: &str, share: &crate::policy::canary::ShareFigures) -> String {
+    let ms = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
+    format!(
+        "  {name:<7} {:>6} answered, {:>5.1} % errors, TTFT p50 {}, p95 {}, {} faults",
+        share.answered,
+        share.error_rate * 100.0,
+        ms(share.ttft_p50_ms),
+        ms(share.ttft_p95_ms),
+        share.faults
+    )
+}
+
+fn format_canary(report: &crate::policy::canary::CanaryReport) -> String {
+    use crate::policy::canary::CanaryState;
+    let state = match &report.state {
+        CanaryState::Running => "running".to_owned(),
+        CanaryState::RolledBack(why) => format!("ROLLED BACK: {why}"),
+        CanaryState::Promoted => "promoted to active".to_owned(),
+        CanaryState::Stopped => "stopped".to_owned(),
+    };
+    format!(
+        "canary {} at {} % against {}: {state}\n  decided {} by the canary, {} by the active policy; last {} s:\n{}\n{}",
+        report.policy,
+        report.percent,
+        report.active,
+        report.decided_canary,
+        report.decided_active,
+        report.rules.window_s,
+        format_share("canary", &report.window_canary),
+        format_share("active", &report.window_active),
+    )
+}
+
+fn format_canary_view(view: &crate::policy::canary::CanaryView) -> String {
+    let mut out = match &view.canary {
+        Some(report) => format_canary(report),
+        None => "no canary has run since the controller started".to_owned(),
+    };
+    out.push_str(&format!("\nautomatic rollbacks: {}", view.rollbacks));
+    for event in &view.events {
+        out.push_str(&format!(
+            "\n  {} {} {}: {}",
+            event.at_ms,
+            event.kind.as_str(),
+            event.policy,
+            event.detail
+        ));
     }
     out
 }

@@ -15,6 +15,10 @@ pub struct RecordedDecision {
     pub fault: Option<String>,
     #[serde(default)]
     pub fallback: bool,
+    /// Decided by a canary (a candidate deciding a share of live requests), not the active
+    /// policy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canary: bool,
 }
 
 /// How the request turned out.

@@ -95,6 +95,7 @@ pub fn replay_lines(policy_file: &Path, lines: Vec<ExportLine>) -> anyhow::Resul
                 snapshots.insert(key, snapshot);
             }
             ExportLine::Record(record) => records.push(*record),
+            ExportLine::Event(_) => {}
         }
     }
     records.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
@@ -264,6 +265,7 @@ mod tests {
                 decision,
                 fault: None,
                 fallback: false,
+                canary: false,
             },
             outcome: Outcome {
                 node: recorded.map(str::to_owned),

@@ -18,11 +18,14 @@ use serde::{Deserialize, Serialize};
 use switchyard_protocol::ClusterSnapshot;
 
 use super::record::DecisionRecord;
+use crate::policy::canary::PolicyEvent;
 
 /// `{at_ms:016x}/{id}` -> the record as JSON.
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 /// snapshot key -> (last used, ms since the epoch: 8 bytes little-endian) + the snapshot as JSON.
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+/// `{at_ms:016x}/{kind}/{policy}` -> a policy event (a canary started, rolled back...) as JSON.
+const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
 
 /// Records waiting for the writer; more are dropped (and counted).
 const QUEUE: usize = 8192;
@@ -55,12 +58,14 @@ pub struct StoreOptions {
     pub max_age: Duration,
 }
 
-/// One line of an export: a snapshot (before the first record that refers to it) or a record.
+/// One line of an export: a snapshot (before the first record that refers to it), a record,
+/// or a policy event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ExportLine {
     Snapshot { key: String, snapshot: ClusterSnapshot },
     Record(Box<DecisionRecord>),
+    Event(PolicyEvent),
 }
 
 /// Which records a query wants.
@@ -98,10 +103,13 @@ pub struct ImportReport {
     /// Records already in the store (the same arrival time and id): not added twice.
     pub records_present: u64,
     pub snapshots_added: u64,
+    #[serde(default)]
+    pub events_added: u64,
 }
 
 enum Job {
     Record(Box<DecisionRecord>, Arc<ClusterSnapshot>),
+    Event(PolicyEvent),
     Flush(std::sync::mpsc::Sender<()>),
 }
 
@@ -122,6 +130,10 @@ impl std::fmt::Debug for DecisionStore {
 
 fn key(at_ms: u64, id: &str) -> String {
     format!("{at_ms:016x}/{id}")
+}
+
+fn event_key(event: &PolicyEvent) -> String {
+    format!("{:016x}/{}/{}", event.at_ms, event.kind.as_str(), event.policy)
 }
 
 fn now_ms() -> u64 {
@@ -166,6 +178,7 @@ impl DecisionStore {
             let txn = db.begin_write().map_err(db_err)?;
             txn.open_table(RECORDS).map_err(db_err)?;
             txn.open_table(SNAPSHOTS).map_err(db_err)?;
+            txn.open_table(EVENTS).map_err(db_err)?;
             txn.commit().map_err(db_err)?;
         }
         let (jobs, rx) = std::sync::mpsc::sync_channel(QUEUE);
@@ -203,6 +216,26 @@ impl DecisionStore {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.jobs.try_send(job) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Keep a policy event (written with the next batch; never blocks).
+    pub fn event(&self, event: PolicyEvent) {
+        if self.jobs.try_send(Job::Event(event)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Policy events from `since_ms` (all without it), oldest first, at most `limit`.
+    pub fn events(&self, since_ms: Option<u64>, limit: usize) -> Result<Vec<PolicyEvent>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(EVENTS).map_err(db)?;
+        let start = format!("{:016x}", since_ms.unwrap_or(0));
+        let mut out = Vec::new();
+        for entry in table.range(start.as_str()..).map_err(db)?.take(limit.max(1)) {
+            let (_, value) = entry.map_err(db)?;
+            out.push(serde_json::from_slice(value.value()).map_err(db)?);
+        }
+        Ok(out)
     }
 
     /// Records dropped because the writer's queue was full.
@@ -307,6 +340,12 @@ impl DecisionStore {
             .map_err(db)?;
             count += 1;
         }
+        let events = txn.open_table(EVENTS).map_err(db)?;
+        for entry in events.range(start.as_str()..).map_err(db)? {
+            let (_, value) = entry.map_err(db)?;
+            let event: PolicyEvent = serde_json::from_slice(value.value()).map_err(db)?;
+            writeln!(out, "{}", serde_json::to_string(&ExportLine::Event(event)).map_err(db)?).map_err(db)?;
+        }
         Ok(count)
     }
 
@@ -320,8 +359,17 @@ impl DecisionStore {
         {
             let mut records = txn.open_table(RECORDS).map_err(db)?;
             let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db)?;
+            let mut events = txn.open_table(EVENTS).map_err(db)?;
             for (line, entry) in &lines {
                 match entry {
+                    ExportLine::Event(event) => {
+                        let k = event_key(event);
+                        if events.get(k.as_str()).map_err(db)?.is_none() {
+                            let json = serde_json::to_vec(event).map_err(db)?;
+                            events.insert(k.as_str(), json.as_slice()).map_err(db)?;
+                            report.events_added += 1;
+                        }
+                    }
                     ExportLine::Snapshot { key, snapshot } => {
                         if snapshots.get(key.as_str()).map_err(db)?.is_none() {
                             let json = serde_json::to_vec(snapshot).map_err(db)?;
@@ -371,7 +419,7 @@ pub fn parse_export(text: &str) -> Result<Vec<(usize, ExportLine)>, StoreError> 
         }
         let entry: ExportLine = serde_json::from_str(line).map_err(|e| StoreError::Import {
             line: index + 1,
-            message: format!("{e}; each line must be {{\"snapshot\": ...}} or {{\"record\": ...}} as `switchyard decisions export` writes them"),
+            message: format!("{e}; each line must be {{\"snapshot\": ...}}, {{\"record\": ...}} or {{\"event\": ...}} as `switchyard decisions export` writes them"),
         })?;
         lines.push((index + 1, entry));
     }
@@ -402,10 +450,15 @@ impl Writer {
                 }
             }
             let mut flushes = Vec::new();
+            let mut events = Vec::new();
             let records: Vec<(Box<DecisionRecord>, Arc<ClusterSnapshot>)> = batch
                 .into_iter()
                 .filter_map(|job| match job {
                     Job::Record(record, snapshot) => Some((record, snapshot)),
+                    Job::Event(event) => {
+                        events.push(event);
+                        None
+                    }
                     Job::Flush(done) => {
                         flushes.push(done);
                         None
@@ -414,6 +467,9 @@ impl Writer {
                 .collect();
             if let Err(e) = self.write(&records) {
                 tracing::warn!("decision record: {} record(s) not written: {e}", records.len());
+            }
+            if let Err(e) = self.write_events(&events) {
+                tracing::warn!("decision record: {} policy event(s) not written: {e}", events.len());
             }
             if self.last_prune.elapsed() >= PRUNE_EVERY || !flushes.is_empty() {
                 if let Err(e) = self.prune() {
@@ -470,8 +526,23 @@ impl Writer {
         Ok(())
     }
 
+    fn write_events(&self, events: &[PolicyEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut table = txn.open_table(EVENTS).map_err(db)?;
+            for event in events {
+                let json = serde_json::to_vec(event).map_err(db)?;
+                table.insert(event_key(event).as_str(), json.as_slice()).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
     /// Keep at most `max_records`, none older than `max_age`, and only the snapshots that a
-    /// kept record may name.
+    /// kept record may name. Policy events are few; they go only with age.
     fn prune(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db)?;
         {
@@ -501,6 +572,14 @@ impl Writer {
             }
             for k in &old {
                 records.remove(k.as_str()).map_err(db)?;
+            }
+            let mut events = txn.open_table(EVENTS).map_err(db)?;
+            let mut old_events: Vec<String> = Vec::new();
+            for entry in events.range(..cutoff_key.as_str()).map_err(db)? {
+                old_events.push(entry.map_err(db)?.0.value().to_owned());
+            }
+            for k in &old_events {
+                events.remove(k.as_str()).map_err(db)?;
             }
             let oldest_kept = match records.first().map_err(db)? {
                 Some((_, value)) => serde_json::from_slice::<DecisionRecord>(value.value())
@@ -547,6 +626,7 @@ mod tests {
                 }),
                 fault: None,
                 fallback: false,
+                canary: false,
             },
             outcome: Outcome {
                 node: Some(node.to_owned()),

@@ -273,7 +273,8 @@ async fn decide(
     app.front.metrics.decision.observe(decided.elapsed());
     engine.offer_shadow(info, view, &routed.decision);
     outcome.policy = Some(routed.policy_id.to_string());
-    if let Some(store) = &app.decisions {
+    let canary = engine.canary_share(&routed.policy_id);
+    if app.decisions.is_some() || canary.is_some() {
         // What the policy saw in place of the snapshot's in-flight counts.
         let in_flight = view
             .snapshot()
@@ -283,7 +284,8 @@ async fn decide(
             .map(|n| (n.name.clone(), app.front.admission.in_use(&n.name)))
             .collect();
         outcome.record = Some(record::RecordSink::new(
-            store.clone(),
+            app.decisions.clone(),
+            canary,
             view,
             in_flight,
             info,

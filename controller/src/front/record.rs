@@ -1,5 +1,7 @@
 //! The front door's side of the decision record: a draft made when the policy decides,
-//! filled in as the request runs, and handed to the store when the answer ends (or fails).
+//! filled in as the request runs, and handed to the store when the answer ends (or fails);
+//! the same outcome goes to a running canary, which compares its share against the active
+//! policy's.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -7,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use switchyard_protocol::{ClusterSnapshot, RequestInfo};
 
 use crate::decisions::{DecisionRecord, DecisionStore, Draft, Outcome, RecordedDecision};
+use crate::policy::canary::{Canary, Share};
 use crate::policy::{PreparedSnapshot, Routed};
 
 /// This controller run's start, in ms since the epoch: with a snapshot's version, a key no
@@ -26,18 +29,22 @@ pub fn snapshot_key(view: &PreparedSnapshot) -> String {
     format!("{:x}-{}", boot_ms(), view.version())
 }
 
-/// A record on its way: the draft, the store it goes to and the snapshot it names.
+/// A record on its way: the draft, the store it goes to (when a record is kept) and the
+/// snapshot it names, and the canary that wants the outcome (while one runs).
 #[derive(Debug)]
 pub struct RecordSink {
-    store: Arc<DecisionStore>,
+    store: Option<Arc<DecisionStore>>,
+    canary: Option<(Arc<Canary>, Share)>,
     draft: Draft,
     snapshot: Arc<ClusterSnapshot>,
 }
 
 impl RecordSink {
     /// The draft for a decision just made (`arrived_ms`: when the request arrived).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Arc<DecisionStore>,
+        store: Option<Arc<DecisionStore>>,
+        canary: Option<(Arc<Canary>, Share)>,
         view: &PreparedSnapshot,
         in_flight: Vec<(String, u32)>,
         info: &RequestInfo,
@@ -56,11 +63,13 @@ impl RecordSink {
                 decision: routed.decision.clone(),
                 fault: routed.fault.as_ref().map(|f| f.to_string()),
                 fallback: routed.fault.is_some(),
+                canary: canary.as_ref().is_some_and(|(_, share)| *share == Share::Canary),
             },
             outcome: Outcome::default(),
         };
         Self {
             store,
+            canary,
             draft: Draft { record, started },
             snapshot: view.shared(),
         }
@@ -73,6 +82,11 @@ impl RecordSink {
     /// The answer ended with `status` (`cancelled`: the client went away first).
     pub fn finish(self, status: u16, cancelled: bool) {
         let record = self.draft.finish(status, cancelled);
-        self.store.submit(record, &self.snapshot);
+        if let Some((canary, share)) = &self.canary {
+            canary.observe(*share, status, record.outcome.ttft_ms, cancelled);
+        }
+        if let Some(store) = &self.store {
+            store.submit(record, &self.snapshot);
+        }
     }
 }

@@ -54,7 +54,7 @@ const IN_PLACE_BUDGET: std::time::Duration = std::time::Duration::from_millis(2)
 const DECISION_QUEUE: usize = 256;
 
 /// How much longer than the policy's own deadlines a request waits for its decision.
-const DECISION_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+pub(super) const DECISION_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Components that may be uploaded at once (each up to 16 MiB).
 pub const MAX_UPLOADS: usize = 32;
@@ -94,7 +94,7 @@ pub struct Routed {
 }
 
 #[derive(Debug, Default)]
-struct Registry {
+pub(super) struct Registry {
     /// Every loaded version, oldest first.
     loaded: Vec<Arc<LoadedPolicy>>,
     /// Earlier active policies, most recent last: the rollback chain.
@@ -107,7 +107,7 @@ struct Registry {
 
 impl Registry {
     /// The loaded policy `id_or_name`: an exact `name@hash`, or a name's newest version.
-    fn find(&self, id_or_name: &str) -> Result<Arc<LoadedPolicy>, PolicyError> {
+    pub(super) fn find(&self, id_or_name: &str) -> Result<Arc<LoadedPolicy>, PolicyError> {
         self.loaded
             .iter()
             .rev()
@@ -144,7 +144,7 @@ pub struct EngineView {
 pub struct PolicyEngine {
     sandbox: Sandbox,
     /// Where request-path decisions run: never on an async worker.
-    pool: PolicyPool,
+    pub(super) pool: PolicyPool,
     options: EngineOptions,
     active: ArcSwapOption<LoadedPolicy>,
     registry: Mutex<Registry>,
@@ -153,6 +153,8 @@ pub struct PolicyEngine {
     fallback_id: Arc<str>,
     /// A candidate deciding beside the active policy, off the request path.
     shadow: arc_swap::ArcSwapOption<super::shadow::Shadow>,
+    /// A candidate deciding a share of live requests, and what became of it.
+    pub(super) canaries: super::canary::CanarySlot,
 }
 
 impl PolicyEngine {
@@ -169,10 +171,11 @@ impl PolicyEngine {
             reverts: AtomicU64::new(0),
             fallback_id: Arc::from(FALLBACK_ID),
             shadow: arc_swap::ArcSwapOption::empty(),
+            canaries: super::canary::CanarySlot::default(),
         })
     }
 
-    fn registry(&self) -> MutexGuard<'_, Registry> {
+    pub(super) fn registry(&self) -> MutexGuard<'_, Registry> {
         match self.registry.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -477,7 +480,7 @@ impl PolicyEngine {
         }
     }
 
-    fn retire_unless_active(&self, policy: &Arc<LoadedPolicy>) {
+    pub(super) fn retire_unless_active(&self, policy: &Arc<LoadedPolicy>) {
         if !self.active.load().as_ref().is_some_and(|a| Arc::ptr_eq(a, policy)) {
             policy.retire();
         }
@@ -584,6 +587,9 @@ impl PolicyEngine {
     /// serving connections. Either way a panic, an overrun or a full pool is a fault the
     /// fallback answers for.
     pub async fn decide_off_worker(self: &Arc<Self>, req: &RequestInfo, prepared: Arc<PreparedSnapshot>) -> Routed {
+        if let Some(canary) = self.canaries.deciding(req) {
+            return self.decide_canary(&canary, req, prepared).await;
+        }
         let active = self.active.load_full();
         let Some(policy) = active.as_ref().filter(|p| p.stats.in_place()) else {
             return self.decide_on_pool(req, prepared).await;

@@ -9,6 +9,9 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
+    /// A canary that cannot start, stop or be promoted.
+    #[error("canary: {0}")]
+    Canary(String),
     #[error("{origin}: not a valid policy file: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}: field `{field}`: {message}")]

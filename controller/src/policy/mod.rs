@@ -1,6 +1,7 @@
 //! The policy engine: sandboxed Wasm components that decide where each request goes.
 
 mod bindings;
+pub mod canary;
 mod engine;
 mod error;
 pub mod fallback;
