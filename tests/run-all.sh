@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: the README's second command, and exactly what .ci/run calls.
 # Installs what the tests need through the project's own files (the wasm target, cargo-nextest,
-# the real LLM runtimes in .venv), then runs format and lint checks and every test (unit,
+# Debian's chromium for the dashboard, the real LLM runtimes in .venv), then runs format and lint checks and every test (unit,
 # policy guests natively, sandbox integration, real runtimes, end-to-end processes) with
 # cargo-nextest, whose summary line ends the output.
 set -euo pipefail
@@ -16,6 +16,10 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
 fi
 if ! command -v curl >/dev/null 2>&1; then
     apt-get update && apt-get install -y curl
+fi
+# The dashboard's tests drive a real headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null 2>&1; then
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 fi
 
 # The real inference runtimes (llama.cpp's server, mlx_lm.server) and the Python clients the

@@ -56,6 +56,12 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Response<ResponseBo
             ),
         };
     }
+    if request.method() == Method::GET
+        && path.starts_with("/dashboard")
+        && let Some(page) = crate::dashboard::serve(path)
+    {
+        return page;
+    }
     match (request.method(), path) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,

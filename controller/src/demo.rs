@@ -232,6 +232,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
          \x20 switchyard route explain --model qwen25-coder-7b --task batch\n\
          \x20 switchyard policy activate least-loaded; switchyard policy rollback\n\
          Metrics: curl {url}/metrics\n\
+         Dashboard (a browser on this machine; the link carries the admin token): {url}/dashboard#token={admin_token}\n\
          \n\
          Ctrl-C stops the demo. Requests as they are routed:",
         nodes = names.join(", "),

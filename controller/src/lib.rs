@@ -7,6 +7,7 @@ pub mod app;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod decisions;
 pub mod demo;
 pub mod fixtures;

@@ -7,7 +7,9 @@ mod process;
 mod runtimes;
 
 mod agent_link;
+mod browser;
 mod canary;
+mod dashboard;
 mod decisions;
 mod demo;
 mod fidelity;
