@@ -88,6 +88,11 @@ pub struct Params {
     pub race_s: f32,
     /// Production work waits for a full preferred node while one is healthy.
     pub production_waits: bool,
+    /// Batch work that finds no free slot waits for the node it would finish soonest on
+    /// (the seed's batch queue on the xeon) instead of taking whichever slot frees first, so
+    /// freed slots go to interactive and production work (off by default: measured at 85 %
+    /// load it halves interactive TTFT p95 but costs a fifth of batch goodput).
+    pub batch_waits: bool,
     /// Machines that are laptops: never batch work, not on battery, not while throttled.
     pub laptops: Vec<String>,
     /// A laptop takes interactive work only when it would finish within this many minutes.
@@ -123,6 +128,7 @@ impl Default for Params {
             ]),
             race_s: 60.0,
             production_waits: true,
+            batch_waits: false,
             laptops: strings(&["m4"]),
             laptop_max_minutes: 5.0,
             reserve: BTreeMap::new(),
@@ -344,10 +350,11 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
         _ => ranked.iter().collect(),
     };
     let (_, best_estimate, best) = chosen[0];
-    let waits = class == Class::Production
-        && params.production_waits
-        && params.preferred(class, &best.name)
-        && !best_estimate.free;
+    let waits = match class {
+        Class::Production => params.production_waits && params.preferred(class, &best.name) && !best_estimate.free,
+        Class::Batch => params.batch_waits && !best_estimate.free,
+        Class::Interactive | Class::Other => false,
+    };
     let measure = match class {
         Class::Interactive => format!("first token in ~{:.1} s", best_estimate.first_token_s),
         _ => format!("done in ~{:.0} s", best_estimate.finish_s),
@@ -481,6 +488,28 @@ mod tests {
         nodes[2].healthy = false;
         let r = route(decide(&params, &with_task("batch", 1500), &nodes));
         assert_eq!(order(&r), ["ryzen"], "{}", r.reason);
+    }
+
+    #[test]
+    fn with_batch_waits_full_nodes_make_batch_work_wait_for_its_best_node() {
+        let mut nodes = seed();
+        nodes[1].in_flight = 4;
+        nodes[2].in_flight = 2;
+        let r = route(decide(&Params::default(), &with_task("batch", 1500), &nodes));
+        assert_eq!(order(&r)[0], "xeon", "{}", r.reason);
+        assert!(!r.wait_for_first, "by default it takes whichever slot frees first");
+        let params = Params {
+            batch_waits: true,
+            ..Params::default()
+        };
+        let r = route(decide(&params, &with_task("batch", 1500), &nodes));
+        assert_eq!(order(&r)[0], "xeon", "{}", r.reason);
+        assert!(r.wait_for_first);
+        // A free slot anywhere is taken at once.
+        nodes[1].in_flight = 3;
+        let r = route(decide(&params, &with_task("batch", 1500), &nodes));
+        assert_eq!(order(&r)[0], "ryzen", "{}", r.reason);
+        assert!(!r.wait_for_first);
     }
 
     #[test]
