@@ -162,20 +162,11 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             Err(e) => policy_error(e),
         },
         (&Method::POST, ["shadow"]) => {
-            let policy = match read_body(request.into_body(), POLICY_LIMIT).await {
-                Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["policy"].as_str().map(str::to_owned)),
+            let named: PolicyNamed = match read_json(request, "send {\"policy\": ID or NAME} (a loaded policy)").await {
+                Ok(named) => named,
                 Err(reply) => return reply,
             };
-            let Some(policy) = policy else {
-                return error_json(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    "send {\"policy\": ID or NAME} (a loaded policy)",
-                );
-            };
-            match app.engine.start_shadow(&policy) {
+            match app.engine.start_shadow(&named.policy) {
                 Ok(report) => json(StatusCode::CREATED, &report),
                 Err(e) => policy_error(e),
             }
@@ -189,22 +180,11 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             None => error_json(StatusCode::NOT_FOUND, "not_found", "no shadow is running"),
         },
         (&Method::POST, ["canary"]) => {
-            let body = match read_body(request.into_body(), POLICY_LIMIT).await {
-                Ok(body) => body,
-                Err(reply) => return reply,
-            };
-            let start: CanaryStart = match serde_json::from_slice(&body) {
+            let expected = "send {\"policy\": ID or NAME, \"percent\": 1-100} and any of window_s, min_requests, \
+                            max_error_rate_increase, max_ttft_p95_ratio, ttft_slack_ms, max_faults";
+            let start: CanaryStart = match read_json(request, expected).await {
                 Ok(start) => start,
-                Err(e) => {
-                    return error_json(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request_error",
-                        format!(
-                            "invalid canary start: {e}; send {{\"policy\": ID or NAME, \"percent\": 1-100}} and any of {}",
-                            "window_s, min_requests, max_error_rate_increase, max_ttft_p95_ratio, ttft_slack_ms, max_faults"
-                        ),
-                    );
-                }
+                Err(reply) => return reply,
             };
             let rules = start.rules(app.canary_rules);
             match app.engine.start_canary(&start.policy, start.percent, rules) {
@@ -258,19 +238,10 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             Err(e) => policy_error(e),
         },
         (&Method::POST, ["route", "explain"]) => {
-            let body = match read_body(request.into_body(), POLICY_LIMIT).await {
-                Ok(body) => body,
-                Err(reply) => return reply,
-            };
-            let query: ExplainQuery = match serde_json::from_slice(&body) {
+            let expected = "send {\"request\": {...}} with an optional \"snapshot\" and \"policy\"";
+            let query: ExplainQuery = match read_json(request, expected).await {
                 Ok(query) => query,
-                Err(e) => {
-                    return error_json(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request_error",
-                        format!("invalid explain query: {e}"),
-                    );
-                }
+                Err(reply) => return reply,
             };
             let prepared = match query.snapshot {
                 Some(snapshot) => Arc::new(crate::policy::PreparedSnapshot::from(snapshot)),
@@ -312,20 +283,12 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
             },
         ),
         (&Method::POST, ["nodes", node, "models", action @ ("load" | "unload")]) => {
-            let model = match read_body(request.into_body(), POLICY_LIMIT).await {
-                Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["model"].as_str().map(str::to_owned)),
+            let expected = "send {\"model\": NAME} (the logical name or the node's own)";
+            let named: ModelNamed = match read_json(request, expected).await {
+                Ok(named) => named,
                 Err(reply) => return reply,
             };
-            let Some(model) = model else {
-                return error_json(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    "send {\"model\": NAME} (the logical name or the node's own)",
-                );
-            };
-            let body = serde_json::json!({ "model": model });
+            let body = serde_json::json!({ "model": named.model });
             match crate::agents::command::post(&app.nodes, node, &format!("/models/{action}"), &body).await {
                 Ok((status, answer)) if status.is_success() => json(StatusCode::OK, &answer),
                 Ok((status, answer)) => error_json(
@@ -427,6 +390,36 @@ fn decisions_params(query: &str) -> Result<crate::decisions::Query, String> {
         }
     }
     Ok(out)
+}
+
+/// A small JSON body (at most `POLICY_LIMIT` bytes) as `T`; else the 400 that says what it
+/// should have been.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+    expected: &str,
+) -> Result<T, Response<ResponseBody>> {
+    let body = read_body(request.into_body(), POLICY_LIMIT).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        error_json(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("{e}; {expected}"),
+        )
+    })
+}
+
+/// `{"policy": ID or NAME}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyNamed {
+    policy: String,
+}
+
+/// `{"model": NAME}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelNamed {
+    model: String,
 }
 
 /// `POST /admin/canary`: the candidate, its share, and any rule that differs from `[canary]`.

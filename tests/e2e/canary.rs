@@ -43,6 +43,24 @@ fn a_canary_that_sends_everything_to_the_slowest_node_is_rolled_back_and_the_act
     let active = demo.active();
     assert!(active.starts_with("seed-rules@"), "{active}");
 
+    // Bad starts are refused, saying why, and start nothing.
+    for (args, says) in [
+        (vec!["laptop-only", "--percent", "0"], "percent = 0 must be 1 to 100"),
+        (vec!["seed-rules", "--percent", "10"], "is the active policy already"),
+        (vec!["no-such-policy", "--percent", "10"], "no-such-policy"),
+        (
+            vec!["laptop-only", "--percent", "10", "--max-ttft-p95-ratio", "0.5"],
+            "max_ttft_p95_ratio",
+        ),
+    ] {
+        let mut argv = vec!["policy", "canary"];
+        argv.extend(args);
+        let out = demo.cli(&argv);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{argv:?}: {stderr}");
+    }
+    assert!(demo.admin("/admin/canary")["canary"].is_null());
+
     let started = demo.cli_ok(&[
         "policy",
         "canary",

@@ -32,6 +32,22 @@ impl AdminClient {
     }
 
     /// Send a request; a non-2xx reply becomes an error carrying the server's message.
+    /// `GET path`, no body.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Bytes> {
+        self.call("GET", path, Vec::new(), "application/json").await
+    }
+
+    /// `method path` with no body (`POST .../activate`, `DELETE /admin/shadow`).
+    pub async fn send(&self, method: &str, path: &str) -> anyhow::Result<Bytes> {
+        self.call(method, path, Vec::new(), "application/json").await
+    }
+
+    /// `POST path` with `value` as JSON.
+    pub async fn post_json(&self, path: &str, value: &impl serde::Serialize) -> anyhow::Result<Bytes> {
+        self.call("POST", path, serde_json::to_vec(value)?, "application/json")
+            .await
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<Bytes> {
         let uri = format!("{}{path}", self.base);
         let request = Request::builder()

@@ -98,9 +98,7 @@ pub async fn run(command: DecisionsCommand) -> anyhow::Result<()> {
                     ("limit", Some(limit.to_string())),
                 ])
             );
-            let body = AdminClient::new(&remote)?
-                .call("GET", &path, Vec::new(), "application/json")
-                .await?;
+            let body = AdminClient::new(&remote)?.get(&path).await?;
             let value: serde_json::Value = serde_json::from_slice(&body)?;
             let records: Vec<DecisionRecord> = serde_json::from_value(value["records"].clone())?;
             let lines: Vec<String> = records.iter().map(format_line).collect();
@@ -108,9 +106,7 @@ pub async fn run(command: DecisionsCommand) -> anyhow::Result<()> {
         }
         DecisionsCommand::Export { remote, since, out } => {
             let path = format!("/admin/decisions/export{}", query(&[("since", since)]));
-            let body = AdminClient::new(&remote)?
-                .call("GET", &path, Vec::new(), "application/json")
-                .await?;
+            let body = AdminClient::new(&remote)?.get(&path).await?;
             match out {
                 Some(out) => {
                     std::fs::write(&out, &body).with_context(|| format!("cannot write {}", out.display()))?;

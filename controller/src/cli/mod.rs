@@ -206,14 +206,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             request.max_tokens = max_tokens;
             request.session = session;
             let client = admin_client::AdminClient::new(&controller)?;
-            let body = serde_json::to_vec(&crate::admin::ExplainQuery {
+            let query = crate::admin::ExplainQuery {
                 request,
                 snapshot: None,
                 policy,
-            })?;
-            let reply = client
-                .call("POST", "/admin/route/explain", body, "application/json")
-                .await?;
+            };
+            let reply = client.post_json("/admin/route/explain", &query).await?;
             crate::say(&String::from_utf8_lossy(&reply));
             Ok(())
         }

@@ -42,9 +42,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
     let (action, node, model, controller) = match args.action {
         None => {
             let client = AdminClient::new(&args.controller)?;
-            let body = client
-                .call("GET", "/admin/nodes", Vec::new(), "application/json")
-                .await?;
+            let body = client.get("/admin/nodes").await?;
             crate::say(&format_models(&serde_json::from_slice(&body)?));
             return Ok(());
         }
@@ -61,11 +59,9 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
     };
     let client = AdminClient::new(&controller)?;
     let reply = client
-        .call(
-            "POST",
+        .post_json(
             &format!("/admin/nodes/{node}/models/{action}"),
-            serde_json::to_vec(&serde_json::json!({ "model": model }))?,
-            "application/json",
+            &serde_json::json!({ "model": model }),
         )
         .await?;
     let answer: serde_json::Value = serde_json::from_slice(&reply)?;

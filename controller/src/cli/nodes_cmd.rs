@@ -35,9 +35,7 @@ pub enum NodeCommand {
 }
 
 async fn view(client: &AdminClient) -> anyhow::Result<NodesView> {
-    let body = client
-        .call("GET", "/admin/nodes", Vec::new(), "application/json")
-        .await?;
+    let body = client.get("/admin/nodes").await?;
     Ok(serde_json::from_slice(&body)?)
 }
 

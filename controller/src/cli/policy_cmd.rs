@@ -144,9 +144,7 @@ pub enum PolicyCommand {
 pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
         PolicyCommand::List { remote } => {
-            let body = AdminClient::new(&remote)?
-                .call("GET", "/admin/policies", Vec::new(), "application/json")
-                .await?;
+            let body = AdminClient::new(&remote)?.get("/admin/policies").await?;
             let view: crate::policy::EngineView = serde_json::from_slice(&body)?;
             crate::say(&format_list(&view));
         }
@@ -163,9 +161,7 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
         }
         PolicyCommand::Activate { remote, policy } => {
             let path = format!("/admin/policies/{policy}/activate");
-            let body = AdminClient::new(&remote)?
-                .call("POST", &path, Vec::new(), "application/json")
-                .await?;
+            let body = AdminClient::new(&remote)?.send("POST", &path).await?;
             crate::say(&String::from_utf8_lossy(&body));
         }
         PolicyCommand::Shadow {
@@ -176,16 +172,13 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
         } => {
             let client = AdminClient::new(&remote)?;
             let body = if stop {
-                client
-                    .call("DELETE", "/admin/shadow", Vec::new(), "application/json")
-                    .await?
+                client.send("DELETE", "/admin/shadow").await?
             } else if report {
-                client
-                    .call("GET", "/admin/shadow", Vec::new(), "application/json")
-                    .await?
+                client.get("/admin/shadow").await?
             } else {
-                let body = serde_json::to_vec(&serde_json::json!({ "policy": policy }))?;
-                client.call("POST", "/admin/shadow", body, "application/json").await?
+                client
+                    .post_json("/admin/shadow", &serde_json::json!({ "policy": policy }))
+                    .await?
             };
             let report: crate::policy::shadow::ShadowReport = serde_json::from_slice(&body)?;
             crate::say(&format_shadow(&report, stop));
@@ -206,20 +199,14 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
         } => {
             let client = AdminClient::new(&remote)?;
             let report = if report {
-                let body = client
-                    .call("GET", "/admin/canary", Vec::new(), "application/json")
-                    .await?;
+                let body = client.get("/admin/canary").await?;
                 let view: crate::policy::canary::CanaryView = serde_json::from_slice(&body)?;
                 crate::say(&format_canary_view(&view));
                 return Ok(());
             } else if stop {
-                client
-                    .call("DELETE", "/admin/canary", Vec::new(), "application/json")
-                    .await?
+                client.send("DELETE", "/admin/canary").await?
             } else if promote {
-                client
-                    .call("POST", "/admin/canary/promote", Vec::new(), "application/json")
-                    .await?
+                client.send("POST", "/admin/canary/promote").await?
             } else {
                 let start = crate::admin::CanaryStart {
                     policy: policy.unwrap_or_default(),
@@ -231,9 +218,7 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
                     ttft_slack_ms,
                     max_faults,
                 };
-                client
-                    .call("POST", "/admin/canary", serde_json::to_vec(&start)?, "application/json")
-                    .await?
+                client.post_json("/admin/canary", &start).await?
             };
             let report: crate::policy::canary::CanaryReport = serde_json::from_slice(&report)?;
             crate::say(&format_canary(&report));
@@ -253,9 +238,7 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
                         Some(since) => format!("/admin/decisions/export?since={since}"),
                         None => "/admin/decisions/export".to_owned(),
                     };
-                    let body = AdminClient::new(&remote)?
-                        .call("GET", &path, Vec::new(), "application/json")
-                        .await?;
+                    let body = AdminClient::new(&remote)?.get(&path).await?;
                     String::from_utf8(body.to_vec()).context("the export is not UTF-8")?
                 }
             };
@@ -274,9 +257,7 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             }
         }
         PolicyCommand::Rollback { remote } => {
-            let body = AdminClient::new(&remote)?
-                .call("POST", "/admin/rollback", Vec::new(), "application/json")
-                .await?;
+            let body = AdminClient::new(&remote)?.send("POST", "/admin/rollback").await?;
             crate::say(&String::from_utf8_lossy(&body));
         }
         PolicyCommand::Check {

@@ -18,35 +18,12 @@
 //! A laptop (`laptops`) is skipped while on battery or throttled, and takes interactive work
 //! only when it would finish within `laptop_max_minutes`.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use switchyard_policy_sdk::{self as sdk, Decision, Node, Policy, Request, Route};
+use switchyard_policy_sdk::{self as sdk, Decision, Node, Request, Route};
 
-pub struct FinishTime;
-
-thread_local! {
-    static CONFIG: RefCell<Option<Params>> = const { RefCell::new(None) };
-}
-
-impl Policy for FinishTime {
-    fn configure(params: String) -> Result<(), String> {
-        let params: Params = sdk::decode_params(&params)?;
-        params.validate()?;
-        CONFIG.with(|c| *c.borrow_mut() = Some(params));
-        Ok(())
-    }
-
-    fn route(req: &Request, nodes: &[Node]) -> Decision {
-        CONFIG.with(|c| match c.borrow().as_ref() {
-            Some(params) => decide(params, req, nodes),
-            None => sdk::no_capacity(req, &[]),
-        })
-    }
-}
-
-sdk::export_policy!(FinishTime);
+sdk::export_params_policy!(FinishTime, Params, decide, Params::validate);
 
 /// What kind of work a request is, which decides what is minimised for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]

@@ -5,35 +5,12 @@
 //! A node the params do not list is costed from its GPUs' live power draw and no capital,
 //! and said so in the reason; one with neither goes last.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use switchyard_policy_sdk::{self as sdk, Decision, Node, Policy, Request, Route};
+use switchyard_policy_sdk::{self as sdk, Decision, Node, Request, Route};
 
-pub struct LowestCost;
-
-thread_local! {
-    static CONFIG: RefCell<Option<Params>> = const { RefCell::new(None) };
-}
-
-impl Policy for LowestCost {
-    fn configure(params: String) -> Result<(), String> {
-        let params: Params = sdk::decode_params(&params)?;
-        params.validate()?;
-        CONFIG.with(|c| *c.borrow_mut() = Some(params));
-        Ok(())
-    }
-
-    fn route(req: &Request, nodes: &[Node]) -> Decision {
-        CONFIG.with(|c| match c.borrow().as_ref() {
-            Some(params) => decide(params, req, nodes),
-            None => sdk::no_capacity(req, &[]),
-        })
-    }
-}
-
-sdk::export_policy!(LowestCost);
+sdk::export_params_policy!(LowestCost, Params, decide, Params::validate);
 
 /// One machine's costs.
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -60,6 +60,45 @@ macro_rules! export_policy {
     };
 }
 
+/// Define and export `$name`, a policy that is one function of its `[params]`:
+/// `decide(&params, req, nodes)`. The params are decoded (unknown fields refused) and, with a
+/// fourth argument `fn(&Params) -> Result<(), String>`, checked when an instance is
+/// configured, then kept in that instance; an instance never configured refuses every request
+/// with a 503.
+#[macro_export]
+macro_rules! export_params_policy {
+    ($name:ident, $params:ty, $decide:path) => {
+        $crate::export_params_policy!($name, $params, $decide, |_: &$params| Ok(()));
+    };
+    ($name:ident, $params:ty, $decide:path, $check:expr) => {
+        pub struct $name;
+
+        thread_local! {
+            static __SWITCHYARD_PARAMS: ::core::cell::RefCell<Option<$params>> =
+                const { ::core::cell::RefCell::new(None) };
+        }
+
+        impl $crate::Policy for $name {
+            fn configure(params: String) -> Result<(), String> {
+                let params: $params = $crate::decode_params(&params)?;
+                let check: fn(&$params) -> Result<(), String> = $check;
+                check(&params)?;
+                __SWITCHYARD_PARAMS.with(|c| *c.borrow_mut() = Some(params));
+                Ok(())
+            }
+
+            fn route(req: &$crate::Request, nodes: &[$crate::Node]) -> $crate::Decision {
+                __SWITCHYARD_PARAMS.with(|c| match c.borrow().as_ref() {
+                    Some(params) => $decide(params, req, nodes),
+                    None => $crate::no_capacity(req, &[]),
+                })
+            }
+        }
+
+        $crate::export_policy!($name);
+    };
+}
+
 /// How long a request for `node`'s variant of the requested model waits before the node can
 /// start on it: nothing when resident, else the node's estimate of the load (30 s when it
 /// has never measured one).

@@ -11,34 +11,10 @@
 //! first; a healthy node that no rule can reach is named in the rejection, so the operator
 //! knows to add it.
 
-use std::cell::RefCell;
-
 use serde::Deserialize;
-use switchyard_policy_sdk::{self as sdk, Decision, Node, Policy, Request, Route, Target};
+use switchyard_policy_sdk::{self as sdk, Decision, Node, Request, Route, Target};
 
-pub struct SeedRules;
-
-thread_local! {
-    static CONFIG: RefCell<Option<Params>> = const { RefCell::new(None) };
-}
-
-impl Policy for SeedRules {
-    fn configure(params: String) -> Result<(), String> {
-        let params: Params = sdk::decode_params(&params)?;
-        params.validate()?;
-        CONFIG.with(|c| *c.borrow_mut() = Some(params));
-        Ok(())
-    }
-
-    fn route(req: &Request, nodes: &[Node]) -> Decision {
-        CONFIG.with(|c| match c.borrow().as_ref() {
-            Some(params) => decide(params, req, nodes),
-            None => sdk::no_capacity(req, &[]),
-        })
-    }
-}
-
-sdk::export_policy!(SeedRules);
+sdk::export_params_policy!(SeedRules, Params, decide, Params::validate);
 
 /// The policy's `[params]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +302,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sdk::Policy as _;
     use sdk::fixture::{node, request};
 
     /// The seed document's guide, exactly as `policies/seed-rules.toml` ships it.

@@ -7,37 +7,12 @@
 //! the machine from `node_watts`) divided by the tokens/s the agent measured. Nodes with a
 //! free slot come before full ones.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use switchyard_policy_sdk::{self as sdk, Decision, Node, Policy, Request, Route};
+use switchyard_policy_sdk::{self as sdk, Decision, Node, Request, Route};
 
-pub struct ThermalGuard;
-
-thread_local! {
-    static CONFIG: RefCell<Option<Params>> = const { RefCell::new(None) };
-}
-
-impl Policy for ThermalGuard {
-    fn configure(params: String) -> Result<(), String> {
-        let params: Params = sdk::decode_params(&params)?;
-        if !(0.0..=100.0).contains(&params.max_vram_pct) {
-            return Err("[params] max_vram_pct must be between 0 and 100".to_owned());
-        }
-        CONFIG.with(|c| *c.borrow_mut() = Some(params));
-        Ok(())
-    }
-
-    fn route(req: &Request, nodes: &[Node]) -> Decision {
-        CONFIG.with(|c| match c.borrow().as_ref() {
-            Some(params) => decide(params, req, nodes),
-            None => sdk::no_capacity(req, &[]),
-        })
-    }
-}
-
-sdk::export_policy!(ThermalGuard);
+sdk::export_params_policy!(ThermalGuard, Params, decide, Params::validate);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +115,15 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
         reason,
         wait_for_first: false,
     })
+}
+
+impl Params {
+    fn validate(&self) -> Result<(), String> {
+        if !(0.0..=100.0).contains(&self.max_vram_pct) {
+            return Err("[params] max_vram_pct must be between 0 and 100".to_owned());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
