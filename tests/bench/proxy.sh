@@ -11,6 +11,8 @@
 #                -> agent (kind = "openai", a byte relay) -> runtime
 #   switchyard+shadow  the same, with seed-rules shadowing every request (`policy shadow`):
 #                what a shadow costs the live path
+#   switchyard-no-record  the same path with `[decisions] enabled = false`: what the decision
+#                record (on by default, as in `switchyard` above) costs
 # Cells: non-streamed chat at 1, 16 and 64 connections (wrk, closed loop, keep-alive) and
 # streamed chat at 16 (examples/sse_load.rs). Reported: added p50 at 1 connection, RPS (and
 # ratio to direct) and p99 at 16 and 64, router CPU per request at 16 (from /proc: controller
@@ -46,11 +48,17 @@ pids+=($!)
 wait_for "$work/runtime.out" url=
 runtime=$(sed -n 's/^url=//p' "$work/runtime.out")
 
-# Switchyard: controller + one agent over mTLS.
+# Switchyard: controller + one agent over mTLS; twice, the second keeping no decision record.
 "$bin/switchyard" certs init --dir "$work/certs" >/dev/null
 "$bin/switchyard" certs issue --dir "$work/certs" --node bench >/dev/null
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/admin.token"
-cat >"$work/controller.toml" <<TOML
+declare -A ctl_url ctl_pid agt_pid
+start_switchyard() { # name extra-controller-toml
+  local dir=$work/$1
+  mkdir -p "$dir"
+  ln -s "$work/certs" "$dir/certs"
+  cp "$work/admin.token" "$dir/admin.token"
+  cat >"$dir/controller.toml" <<TOML
 listen = "127.0.0.1:0"
 [admin]
 token_file = "admin.token"
@@ -65,13 +73,15 @@ active = "least-loaded"
 watch = false
 [limits]
 queue_capacity = 1024
+$2
 TOML
-SWITCHYARD_LOG=warn "$bin/switchyard" serve --config "$work/controller.toml" >"$work/controller.out" 2>"$work/controller.err" &
-pids+=($!); controller_pid=$!
-wait_for "$work/controller.out" "agents link to"
-controller=$(grep -o 'http://[0-9.:]*' "$work/controller.out" | head -1)
-agents=$(grep -o 'agents link to [0-9.:]*' "$work/controller.out" | awk '{print $4}')
-cat >"$work/agent.toml" <<TOML
+  SWITCHYARD_LOG=warn "$bin/switchyard" serve --config "$dir/controller.toml" >"$dir/controller.out" 2>"$work/$1-controller.err" &
+  pids+=($!); ctl_pid[$1]=$!
+  wait_for "$dir/controller.out" "agents link to"
+  ctl_url[$1]=$(grep -o 'http://[0-9.:]*' "$dir/controller.out" | head -1)
+  local agents
+  agents=$(grep -o 'agents link to [0-9.:]*' "$dir/controller.out" | awk '{print $4}')
+  cat >"$dir/agent.toml" <<TOML
 node = "bench"
 max_concurrency = 256
 max_tokens = 4096
@@ -89,11 +99,15 @@ ca = "certs/nodes/bench/ca.pem"
 cert = "certs/nodes/bench/node.pem"
 key = "certs/nodes/bench/node.key"
 TOML
-SWITCHYARD_LOG=warn "$bin/switchyard-agent" run --config "$work/agent.toml" --listen 127.0.0.1:0 >"$work/agent.out" 2>"$work/agent.err" &
-pids+=($!); agent_pid=$!
-for _ in $(seq 1 200); do
-  curl -s -H "Authorization: Bearer $(cat "$work/admin.token")" "$controller/admin/nodes" | grep -q '"healthy": true' && break; sleep 0.05
-done
+  SWITCHYARD_LOG=warn "$bin/switchyard-agent" run --config "$dir/agent.toml" --listen 127.0.0.1:0 >"$dir/agent.out" 2>"$work/$1-agent.err" &
+  pids+=($!); agt_pid[$1]=$!
+  for _ in $(seq 1 200); do
+    curl -s -H "Authorization: Bearer $(cat "$work/admin.token")" "${ctl_url[$1]}/admin/nodes" | grep -q '"healthy": true' && break; sleep 0.05
+  done
+}
+start_switchyard switchyard ""
+start_switchyard no-record $'[decisions]\nenabled = false'
+controller=${ctl_url[switchyard]}
 
 # nginx.
 nginx_port=$(free_port)
@@ -128,8 +142,8 @@ pids+=($!); vllm_pid=$!
 body='{"model": "bench-model", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]}'
 stream_body='{"model": "bench-model", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "hello"}]}'
 export BODY=$body
-declare -A url=([direct]=$runtime [nginx]="http://127.0.0.1:$nginx_port" [vllm-router]="http://127.0.0.1:$vllm_port" [switchyard]=$controller [switchyard+shadow]=$controller)
-systems=(direct nginx vllm-router switchyard switchyard+shadow)
+declare -A url=([direct]=$runtime [nginx]="http://127.0.0.1:$nginx_port" [vllm-router]="http://127.0.0.1:$vllm_port" [switchyard]=$controller [switchyard+shadow]=$controller [switchyard-no-record]=${ctl_url[no-record]})
+systems=(direct nginx vllm-router switchyard-no-record switchyard switchyard+shadow)
 admin() { curl -s -X "$1" -H "Authorization: Bearer $(cat "$work/admin.token")" -H 'Content-Type: application/json' ${3:+-d "$3"} "$controller/admin/$2"; }
 for system in "${systems[@]}"; do
   for _ in $(seq 1 300); do
@@ -144,7 +158,8 @@ router_pids() {
     direct) echo "";;
     nginx) pgrep -P "$nginx_pid" | tr '\n' ' ';;
     vllm-router) echo "$vllm_pid $(pgrep -P "$vllm_pid" | tr '\n' ' ')";;
-    switchyard|switchyard+shadow) echo "$controller_pid $agent_pid";;
+    switchyard|switchyard+shadow) echo "${ctl_pid[switchyard]} ${agt_pid[switchyard]}";;
+    switchyard-no-record) echo "${ctl_pid[no-record]} ${agt_pid[no-record]}";;
   esac
 }
 cpu_ticks() { # total utime+stime of processes (all threads)
@@ -195,6 +210,9 @@ for round in $(seq 1 "$rounds"); do
     echo "round $round $system: p50@1 $p50_1 ms, rps@16 $rps_16, rps@64 $rps_64, cpu/req $cpu_16 µs, sse ttfb $ttfb ms, cpu/stream $cpu_sse µs" >&2
   done
 done
+
+record=$(admin GET 'decisions?limit=1' | python3 -c 'import json, sys; v = json.load(sys.stdin); print(v["written"], "written,", v["dropped"], "dropped (queue full)")')
+echo "decision record of switchyard: $record" >&2
 
 python3 - "$results" <<'PY'
 import statistics, sys
