@@ -1,5 +1,6 @@
 //! The demo: seed policy active over the seed cluster, explained through the CLI, swapped
-//! through the CLI, stopped cleanly by SIGTERM.
+//! through the CLI, stopped cleanly by SIGTERM; and a real runtime added as the `local` node
+//! served under the default policy.
 
 use std::process::Command;
 
@@ -132,4 +133,41 @@ fn the_readmes_development_prompt_sent_twice_in_a_row_goes_to_the_free_m4_both_t
         assert!(text.contains("x-switchyard-node: m4"), "#{attempt}: {text}");
     }
     assert!(demo.stop().success());
+}
+
+#[test]
+fn a_real_local_runtime_added_to_the_demo_serves_under_the_default_policy() {
+    let llama = crate::runtimes::Runtime::start("llama-cpp");
+    let model = llama.model();
+    let policies = policies_copy();
+    let demo = Controller::demo_with(
+        policies.path(),
+        &["--local-runtime", &llama.url, "--local-model", &model],
+    );
+    let key = demo.api_key.clone().expect("key");
+    assert!(demo.active().starts_with("seed-rules@"), "{}", demo.active());
+    assert!(
+        demo.wait_for(std::time::Duration::from_secs(30), |d| d.node_healthy("local")
+            == Some(true)),
+        "the local node never became healthy: {}",
+        demo.admin("/admin/nodes")
+    );
+    // Untagged, development and batch work for the model only the local node serves: the
+    // seed rules name m4, ryzen and xeon, and their "*" reaches the node they don't name.
+    for task in [None, Some("development"), Some("batch")] {
+        let body = format!(
+            "{{\"model\": \"{model}\", \"max_tokens\": 4, \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}"
+        );
+        let mut args = vec!["-d".to_owned(), body];
+        if let Some(task) = task {
+            args.extend(["-H".to_owned(), format!("x-switchyard-task: {task}")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, text) = crate::process::curl_with_key(&format!("{}/v1/chat/completions", demo.url), &key, &args);
+        let lower = text.to_ascii_lowercase();
+        assert_eq!(status, 200, "{task:?}: {text}");
+        assert!(lower.contains("x-switchyard-node: local"), "{task:?}: {text}");
+        assert!(!lower.contains("[simulated"), "a real runtime answered: {text}");
+        assert!(lower.contains("\"completion_tokens\""), "{text}");
+    }
 }

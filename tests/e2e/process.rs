@@ -122,10 +122,16 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 impl Controller {
     /// `switchyard demo --listen 127.0.0.1:0 --policies <dir>`.
     pub fn demo(policies: &Path) -> Controller {
+        Self::demo_with(policies, &[])
+    }
+
+    /// The demo with more arguments (`--local-runtime URL ...`).
+    pub fn demo_with(policies: &Path, extra: &[&str]) -> Controller {
         let mut command = Command::new(BIN);
         command
             .args(["demo", "--listen", "127.0.0.1:0", "--policies"])
             .arg(policies)
+            .args(extra)
             .env_remove("SWITCHYARD_LOG"); // as a user runs it: the demo's own log settings
         let mut spawned = spawn(command);
         let found = spawned.wait_for_lines(
