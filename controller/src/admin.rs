@@ -456,7 +456,19 @@ impl CanaryStart {
     }
 }
 
-async fn decisions_events(app: &Arc<App>, query: &str) -> Response<ResponseBody> {
+/// Run `read` on the decision store off the async workers, after everything submitted so far
+/// is written, with the query's parameters; its answer as `200`, or the error's.
+async fn from_store<T: Send + 'static>(
+    app: &Arc<App>,
+    query: &str,
+    read: impl FnOnce(
+        &crate::decisions::DecisionStore,
+        crate::decisions::Query,
+    ) -> Result<T, crate::decisions::store::StoreError>
+    + Send
+    + 'static,
+    answer: impl FnOnce(T) -> Response<ResponseBody>,
+) -> Response<ResponseBody> {
     let Some(store) = app.decisions.clone() else {
         return no_record();
     };
@@ -466,60 +478,56 @@ async fn decisions_events(app: &Arc<App>, query: &str) -> Response<ResponseBody>
     };
     match tokio::task::spawn_blocking(move || {
         store.flush();
-        store.events(params.since_ms, params.limit)
+        read(&store, params)
     })
     .await
     {
-        Ok(Ok(events)) => json(StatusCode::OK, &serde_json::json!({ "events": events })),
+        Ok(Ok(value)) => answer(value),
         Ok(Err(e)) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
         Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
     }
+}
+
+async fn decisions_events(app: &Arc<App>, query: &str) -> Response<ResponseBody> {
+    from_store(
+        app,
+        query,
+        |store, params| store.events(params.since_ms, params.limit),
+        |events| json(StatusCode::OK, &serde_json::json!({ "events": events })),
+    )
+    .await
 }
 
 async fn decisions_query(app: &Arc<App>, query: &str) -> Response<ResponseBody> {
-    let Some(store) = app.decisions.clone() else {
-        return no_record();
-    };
-    let params = match decisions_params(query) {
-        Ok(params) => params,
-        Err(e) => return error_json(StatusCode::BAD_REQUEST, "invalid_request", e),
-    };
-    match tokio::task::spawn_blocking(move || {
-        store.flush();
-        store.query(&params).map(|r| (r, store.written(), store.dropped()))
-    })
+    from_store(
+        app,
+        query,
+        |store, params| store.query(&params).map(|r| (r, store.written(), store.dropped())),
+        |(records, written, dropped)| {
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "records": records, "written": written, "dropped": dropped }),
+            )
+        },
+    )
     .await
-    {
-        Ok(Ok((records, written, dropped))) => json(
-            StatusCode::OK,
-            &serde_json::json!({ "records": records, "written": written, "dropped": dropped }),
-        ),
-        Ok(Err(e)) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
-        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
-    }
 }
 
 async fn decisions_export(app: &Arc<App>, query: &str) -> Response<ResponseBody> {
-    let Some(store) = app.decisions.clone() else {
-        return no_record();
-    };
-    let since = match decisions_params(query) {
-        Ok(params) => params.since_ms,
-        Err(e) => return error_json(StatusCode::BAD_REQUEST, "invalid_request", e),
-    };
-    let exported = tokio::task::spawn_blocking(move || {
-        store.flush();
-        let mut out = Vec::new();
-        store.export(since, &mut out).map(|_| out)
-    })
-    .await;
-    match exported {
-        Ok(Ok(body)) => crate::http::text(
-            StatusCode::OK,
-            "application/x-ndjson",
-            String::from_utf8(body).unwrap_or_default(),
-        ),
-        Ok(Err(e)) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
-        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
-    }
+    from_store(
+        app,
+        query,
+        |store, params| {
+            let mut out = Vec::new();
+            store.export(params.since_ms, &mut out).map(|_| out)
+        },
+        |body| {
+            crate::http::text(
+                StatusCode::OK,
+                "application/x-ndjson",
+                String::from_utf8(body).unwrap_or_default(),
+            )
+        },
+    )
+    .await
 }

@@ -43,4 +43,16 @@ impl Decision {
             Decision::Reject(_) => None,
         }
     }
+
+    /// Where it sends the request, as reports compare decisions: the first node, or
+    /// `reject <status>`.
+    pub fn destination(&self) -> String {
+        match self {
+            Decision::Route(route) => route
+                .targets
+                .first()
+                .map_or_else(|| "no target".to_owned(), |t| t.node.clone()),
+            Decision::Reject(reject) => format!("reject {}", reject.status),
+        }
+    }
 }

@@ -58,16 +58,6 @@ impl LiveLoad for Recorded {
     }
 }
 
-fn first(decision: &Decision) -> String {
-    match decision {
-        Decision::Route(route) => route
-            .targets
-            .first()
-            .map_or_else(|| "no target".to_owned(), |t| t.node.clone()),
-        Decision::Reject(reject) => format!("reject {}", reject.status),
-    }
-}
-
 /// A reason's kind: its words up to the first `:`, `(` or digit, at most 48 characters.
 fn reason_kind(decision: &Decision) -> String {
     let reason = match decision {
@@ -147,8 +137,8 @@ pub fn replay_lines(policy_file: &Path, lines: Vec<ExportLine>) -> anyhow::Resul
         if routed.fault.is_some() {
             report.faults += 1;
         }
-        let was = first(&record.decided.decision);
-        let now = first(&routed.decision);
+        let was = record.decided.decision.destination();
+        let now = routed.decision.destination();
         if let Decision::Route(_) = &routed.decision
             && failed_near(&now, record.at_ms)
         {

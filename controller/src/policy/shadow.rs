@@ -71,17 +71,6 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     }
 }
 
-/// Where a decision sends a request: its first node, or its rejection.
-fn outcome(decision: &Decision) -> String {
-    match decision {
-        Decision::Route(route) => route
-            .targets
-            .first()
-            .map_or_else(|| "no target".to_owned(), |t| t.node.clone()),
-        Decision::Reject(reject) => format!("reject {}", reject.status),
-    }
-}
-
 impl Shadow {
     /// Start shadowing with `policy` (its instances are kept warm while it shadows).
     pub fn start(policy: Arc<LoadedPolicy>) -> std::io::Result<Arc<Self>> {
@@ -137,7 +126,7 @@ fn run(jobs: Receiver<Job>, policy: Arc<LoadedPolicy>, state: Arc<Mutex<State>>)
         match decided {
             Ok(Ok(decision)) => {
                 state.report.compared += 1;
-                let (active, candidate) = (outcome(&job.active), outcome(&decision));
+                let (active, candidate) = (job.active.destination(), decision.destination());
                 if active == candidate {
                     state.report.agreed += 1;
                 } else {
