@@ -5,14 +5,21 @@ use std::fmt::Write;
 
 use crate::app::App;
 
+/// A metric's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 pub fn render(app: &App) -> String {
     let view = app.engine.view();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_policy_decisions_total Decisions a policy version made without a fault."
+    header(
+        &mut out,
+        "switchyard_policy_decisions_total",
+        "counter",
+        "Decisions a policy version made without a fault.",
     );
-    let _ = writeln!(out, "# TYPE switchyard_policy_decisions_total counter");
     for p in &view.policies {
         let _ = writeln!(
             out,
@@ -21,11 +28,12 @@ pub fn render(app: &App) -> String {
             p.stats.decisions
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_policy_faults_total Policy calls that faulted, by kind; the fallback decided."
+    header(
+        &mut out,
+        "switchyard_policy_faults_total",
+        "counter",
+        "Policy calls that faulted, by kind; the fallback decided.",
     );
-    let _ = writeln!(out, "# TYPE switchyard_policy_faults_total counter");
     for p in &view.policies {
         for (kind, count) in &p.stats.faults {
             let _ = writeln!(
@@ -35,11 +43,12 @@ pub fn render(app: &App) -> String {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_policy_active Whether a policy version is the active one."
+    header(
+        &mut out,
+        "switchyard_policy_active",
+        "gauge",
+        "Whether a policy version is the active one.",
     );
-    let _ = writeln!(out, "# TYPE switchyard_policy_active gauge");
     for p in &view.policies {
         let _ = writeln!(
             out,
@@ -48,38 +57,46 @@ pub fn render(app: &App) -> String {
             u8::from(p.active)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_fallback_decisions_total Decisions made by the built-in fallback."
+    header(
+        &mut out,
+        "switchyard_fallback_decisions_total",
+        "counter",
+        "Decisions made by the built-in fallback.",
     );
-    let _ = writeln!(out, "# TYPE switchyard_fallback_decisions_total counter");
     let _ = writeln!(out, "switchyard_fallback_decisions_total {}", view.fallback_decisions);
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_policy_reverts_total Reverts to the last known good policy after repeated faults."
+    header(
+        &mut out,
+        "switchyard_policy_reverts_total",
+        "counter",
+        "Reverts to the last known good policy after repeated faults.",
     );
-    let _ = writeln!(out, "# TYPE switchyard_policy_reverts_total counter");
     let _ = writeln!(out, "switchyard_policy_reverts_total {}", view.reverts);
     let canary = app.engine.canary_view();
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_canary_rollbacks_total Canaries stopped automatically for doing worse than the active policy."
+    header(
+        &mut out,
+        "switchyard_canary_rollbacks_total",
+        "counter",
+        "Canaries stopped automatically for doing worse than the active policy.",
     );
-    let _ = writeln!(out, "# TYPE switchyard_canary_rollbacks_total counter");
     let _ = writeln!(out, "switchyard_canary_rollbacks_total {}", canary.rollbacks);
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_canary_percent The share of requests the running canary decides (0: none runs)."
+    header(
+        &mut out,
+        "switchyard_canary_percent",
+        "gauge",
+        "The share of requests the running canary decides (0: none runs).",
     );
-    let _ = writeln!(out, "# TYPE switchyard_canary_percent gauge");
     let running = canary
         .canary
         .as_ref()
         .filter(|c| c.state == crate::policy::canary::CanaryState::Running);
     let _ = writeln!(out, "switchyard_canary_percent {}", running.map_or(0, |c| c.percent));
     let snapshot = app.nodes.snapshot();
-    let _ = writeln!(out, "# HELP switchyard_node_healthy Whether the node is in rotation.");
-    let _ = writeln!(out, "# TYPE switchyard_node_healthy gauge");
+    header(
+        &mut out,
+        "switchyard_node_healthy",
+        "gauge",
+        "Whether the node is in rotation.",
+    );
     for n in &snapshot.nodes {
         let _ = writeln!(
             out,
@@ -88,8 +105,12 @@ pub fn render(app: &App) -> String {
             u8::from(n.healthy)
         );
     }
-    let _ = writeln!(out, "# HELP switchyard_node_in_flight Requests running on the node.");
-    let _ = writeln!(out, "# TYPE switchyard_node_in_flight gauge");
+    header(
+        &mut out,
+        "switchyard_node_in_flight",
+        "gauge",
+        "Requests running on the node.",
+    );
     for n in &snapshot.nodes {
         let _ = writeln!(
             out,
@@ -103,11 +124,12 @@ pub fn render(app: &App) -> String {
         .iter()
         .filter_map(|n| Some((n.name.as_str(), app.nodes.energy(&n.name)?)))
         .collect();
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_node_energy_joules_total Energy the node used since its agent started; source says whether measured (nvml-counter, nvml-power) or assumed (declared, seed-figure)."
+    header(
+        &mut out,
+        "switchyard_node_energy_joules_total",
+        "counter",
+        "Energy the node used since its agent started; source says whether measured (nvml-counter, nvml-power) or assumed (declared, seed-figure).",
     );
-    let _ = writeln!(out, "# TYPE switchyard_node_energy_joules_total counter");
     for (name, e) in &energy {
         let _ = writeln!(
             out,
@@ -117,11 +139,12 @@ pub fn render(app: &App) -> String {
             e.joules_total
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_node_joules_per_token Recent energy per generated token on the node."
+    header(
+        &mut out,
+        "switchyard_node_joules_per_token",
+        "gauge",
+        "Recent energy per generated token on the node.",
     );
-    let _ = writeln!(out, "# TYPE switchyard_node_joules_per_token gauge");
     for (name, e) in &energy {
         if let Some(per_token) = e.joules_per_token {
             let _ = writeln!(
