@@ -355,11 +355,7 @@ fn parse_time(raw: &str) -> Result<u64, String> {
         "d" => number * 86_400,
         _ => return Err(format!("{raw:?}: the unit must be s, m, h or d (e.g. 15m)")),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Ok(now.saturating_sub(seconds * 1000))
+    Ok(crate::clock::now_ms().saturating_sub(seconds * 1000))
 }
 
 fn decisions_params(query: &str) -> Result<crate::decisions::Query, String> {

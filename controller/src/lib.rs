@@ -6,6 +6,7 @@ pub mod agents;
 pub mod app;
 pub mod certs;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod decisions;

@@ -71,25 +71,24 @@ pub fn render(app: &App) -> String {
         "Reverts to the last known good policy after repeated faults.",
     );
     let _ = writeln!(out, "switchyard_policy_reverts_total {}", view.reverts);
-    let canary = app.engine.canary_view();
     header(
         &mut out,
         "switchyard_canary_rollbacks_total",
         "counter",
         "Canaries stopped automatically for doing worse than the active policy.",
     );
-    let _ = writeln!(out, "switchyard_canary_rollbacks_total {}", canary.rollbacks);
+    let _ = writeln!(
+        out,
+        "switchyard_canary_rollbacks_total {}",
+        app.engine.canary_rollbacks()
+    );
     header(
         &mut out,
         "switchyard_canary_percent",
         "gauge",
         "The share of requests the running canary decides (0: none runs).",
     );
-    let running = canary
-        .canary
-        .as_ref()
-        .filter(|c| c.state == crate::policy::canary::CanaryState::Running);
-    let _ = writeln!(out, "switchyard_canary_percent {}", running.map_or(0, |c| c.percent));
+    let _ = writeln!(out, "switchyard_canary_percent {}", app.engine.canary_percent());
     let snapshot = app.nodes.snapshot();
     header(
         &mut out,

@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use switchyard_protocol::ClusterSnapshot;
 
 use super::record::DecisionRecord;
+use crate::clock::now_ms;
 use crate::policy::canary::PolicyEvent;
 
 /// `{at_ms:016x}/{id}` -> the record as JSON.
@@ -134,13 +135,6 @@ fn key(at_ms: u64, id: &str) -> String {
 
 fn event_key(event: &PolicyEvent) -> String {
     format!("{:016x}/{}/{}", event.at_ms, event.kind.as_str(), event.policy)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn snapshot_value(last_used_ms: u64, json: &[u8]) -> Vec<u8> {

@@ -90,10 +90,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Option<Respons
     let started = Instant::now();
     let client = api.client();
     let mut outcome = Outcome {
-        arrived_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        arrived_ms: crate::clock::now_ms(),
         ..Outcome::default()
     };
     let response = match prompt(&app, api, request, started, &mut outcome).await {
@@ -275,14 +272,18 @@ async fn decide(
     outcome.policy = Some(routed.policy_id.to_string());
     let canary = engine.canary_share(&routed.policy_id);
     if app.decisions.is_some() || canary.is_some() {
-        // What the policy saw in place of the snapshot's in-flight counts.
-        let in_flight = view
-            .snapshot()
-            .nodes
-            .iter()
-            .filter(|n| n.variant(&info.model).is_some())
-            .map(|n| (n.name.clone(), app.front.admission.in_use(&n.name)))
-            .collect();
+        // What the policy saw in place of the snapshot's in-flight counts (for the record;
+        // a canary alone needs only the outcome).
+        let in_flight = match &app.decisions {
+            Some(_) => view
+                .snapshot()
+                .nodes
+                .iter()
+                .filter(|n| n.variant(&info.model).is_some())
+                .map(|n| (n.name.clone(), app.front.admission.in_use(&n.name)))
+                .collect(),
+            None => Vec::new(),
+        };
         outcome.record = Some(record::RecordSink::new(
             app.decisions.clone(),
             canary,

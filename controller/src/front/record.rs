@@ -4,7 +4,7 @@
 //! policy's.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use switchyard_protocol::{ClusterSnapshot, RequestInfo};
 
@@ -16,12 +16,7 @@ use crate::policy::{PreparedSnapshot, Routed};
 /// other run of any controller reuses.
 fn boot_ms() -> u64 {
     static BOOT: OnceLock<u64> = OnceLock::new();
-    *BOOT.get_or_init(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    })
+    *BOOT.get_or_init(crate::clock::now_ms)
 }
 
 /// The store's key for a prepared snapshot.

@@ -6,15 +6,17 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+
+use crate::clock::now_ms;
 use serde::{Deserialize, Serialize};
 use switchyard_protocol::RequestInfo;
 
-use super::engine::DECISION_GRACE;
+use super::engine::decision_wait;
 use super::fallback;
-use super::{LoadedPolicy, PolicyEngine, PolicyError, PolicyFault, PreparedSnapshot, Routed};
+use super::{LoadedPolicy, PolicyEngine, PolicyError, PreparedSnapshot, Routed};
 
 /// Outcomes kept per share at most (older ones leave the window early).
 const KEPT: usize = 20_000;
@@ -163,13 +165,6 @@ impl PolicyEventKind {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Answer {
     at: Instant,
@@ -182,8 +177,6 @@ struct Window {
     active: VecDeque<Answer>,
     canary: VecDeque<Answer>,
     faults: VecDeque<Instant>,
-    decided_active: u64,
-    decided_canary: u64,
     last_evaluated: Option<Instant>,
 }
 
@@ -269,6 +262,9 @@ pub struct Canary {
     pub rules: CanaryRules,
     since_unix_s: u64,
     window: Mutex<Window>,
+    /// Requests each share decided since the start.
+    decided_active: AtomicU64,
+    decided_canary: AtomicU64,
     state: Mutex<CanaryState>,
     ended: AtomicBool,
     engine: Weak<PolicyEngine>,
@@ -312,6 +308,8 @@ impl Canary {
             rules,
             since_unix_s: now_ms() / 1000,
             window: Mutex::new(Window::default()),
+            decided_active: AtomicU64::new(0),
+            decided_canary: AtomicU64::new(0),
             state: Mutex::new(CanaryState::Running),
             ended: AtomicBool::new(false),
             engine,
@@ -331,11 +329,11 @@ impl Canary {
 
     /// Count a decision by `share`.
     pub fn decided(&self, share: Share) {
-        let mut window = lock(&self.window);
-        match share {
-            Share::Active => window.decided_active += 1,
-            Share::Canary => window.decided_canary += 1,
-        }
+        let counter = match share {
+            Share::Active => &self.decided_active,
+            Share::Canary => &self.decided_canary,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The candidate faulted (the fallback decided its request).
@@ -401,9 +399,9 @@ impl Canary {
     }
 
     pub fn report(&self) -> CanaryReport {
-        let (active, canary, decided_active, decided_canary) = {
+        let (active, canary) = {
             let mut window = lock(&self.window);
-            let (active, canary) = if self.is_running() {
+            if self.is_running() {
                 self.shares(&mut window)
             } else {
                 // An ended canary's figures stay as they were when it ended.
@@ -411,8 +409,7 @@ impl Canary {
                     figures(&window.active, 0),
                     figures(&window.canary, window.faults.len() as u64),
                 )
-            };
-            (active, canary, window.decided_active, window.decided_canary)
+            }
         };
         CanaryReport {
             policy: self.policy.id.to_string(),
@@ -423,8 +420,8 @@ impl Canary {
             state: lock(&self.state).clone(),
             window_active: active,
             window_canary: canary,
-            decided_active,
-            decided_canary,
+            decided_active: self.decided_active.load(Ordering::Relaxed),
+            decided_canary: self.decided_canary.load(Ordering::Relaxed),
         }
     }
 }
@@ -635,6 +632,11 @@ impl PolicyEngine {
         self.canaries.rollbacks.load(Ordering::Relaxed)
     }
 
+    /// The share the running canary decides, 0 when none runs.
+    pub fn canary_percent(&self) -> u8 {
+        self.canaries.running.load().as_ref().map_or(0, |c| c.percent)
+    }
+
     /// The running canary and the share a decision by `policy_id` belongs to.
     pub fn canary_share(&self, policy_id: &str) -> Option<(Arc<Canary>, Share)> {
         self.canaries.share_of(policy_id)
@@ -649,28 +651,21 @@ impl PolicyEngine {
         prepared: Arc<PreparedSnapshot>,
     ) -> Routed {
         let policy = canary.policy.clone();
-        let wait = Duration::from_millis(u64::from(policy.spec.limits.deadline_ms) * policy.spec.stages.len() as u64)
-            + DECISION_GRACE;
         let request = req.clone();
         let snapshot = prepared.clone();
         let call = policy.clone();
-        let fault = match self.pool.submit(move || call.decide(&request, &snapshot)) {
-            Ok(answer) => match tokio::time::timeout(wait, answer).await {
-                Ok(Ok(Ok(Ok(decision)))) => {
-                    return Routed {
-                        decision,
-                        policy_id: policy.id.clone(),
-                        fault: None,
-                    };
-                }
-                Ok(Ok(Ok(Err(fault)))) => fault,
-                Ok(Ok(Err(panic))) => PolicyFault::Trap(format!("the policy call panicked in the host: {panic}")),
-                Ok(Err(_)) => PolicyFault::Trap("the policy thread ended without an answer".to_owned()),
-                Err(_) => PolicyFault::Deadline {
-                    deadline_ms: wait.as_millis() as u32,
-                },
-            },
-            Err(busy) => PolicyFault::Instantiate(busy.to_string()),
+        let answered = self
+            .on_pool(decision_wait(Some(&policy)), move || call.decide(&request, &snapshot))
+            .await;
+        let fault = match answered.and_then(|decided| decided) {
+            Ok(decision) => {
+                return Routed {
+                    decision,
+                    policy_id: policy.id.clone(),
+                    fault: None,
+                };
+            }
+            Err(fault) => fault,
         };
         tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), "canary fault, fallback decides: {fault}");
         canary.fault();

@@ -54,7 +54,7 @@ const IN_PLACE_BUDGET: std::time::Duration = std::time::Duration::from_millis(2)
 const DECISION_QUEUE: usize = 256;
 
 /// How much longer than the policy's own deadlines a request waits for its decision.
-pub(super) const DECISION_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+const DECISION_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Components that may be uploaded at once (each up to 16 MiB).
 pub const MAX_UPLOADS: usize = 32;
@@ -608,34 +608,30 @@ impl PolicyEngine {
     /// Decide on a policy thread; the caller waits asynchronously, bounded by the policy's
     /// deadlines and a grace.
     pub async fn decide_on_pool(self: &Arc<Self>, req: &RequestInfo, prepared: Arc<PreparedSnapshot>) -> Routed {
-        let wait = self.decision_wait();
+        let wait = decision_wait(self.active.load().as_deref());
         let engine = self.clone();
         let request = req.clone();
         let snapshot = prepared.clone();
-        let fault = match self.pool.submit(move || {
-            let started = std::time::Instant::now();
-            let routed = engine.decide_prepared(&request, &snapshot);
-            (routed, started.elapsed())
-        }) {
-            Ok(answer) => match tokio::time::timeout(wait, answer).await {
-                Ok(Ok(Ok((routed, took)))) => {
-                    // A version on probation earns its place on the workers with quick calls.
-                    if let Some(policy) = self.active.load().as_ref()
-                        && *policy.id == *routed.policy_id
-                    {
-                        policy
-                            .stats
-                            .record_pool_call(took <= IN_PLACE_BUDGET && routed.fault.is_none(), &policy.id);
-                    }
-                    return routed;
+        let answered = self
+            .on_pool(wait, move || {
+                let started = std::time::Instant::now();
+                let routed = engine.decide_prepared(&request, &snapshot);
+                (routed, started.elapsed())
+            })
+            .await;
+        let fault = match answered {
+            Ok((routed, took)) => {
+                // A version on probation earns its place on the workers with quick calls.
+                if let Some(policy) = self.active.load().as_ref()
+                    && *policy.id == *routed.policy_id
+                {
+                    policy
+                        .stats
+                        .record_pool_call(took <= IN_PLACE_BUDGET && routed.fault.is_none(), &policy.id);
                 }
-                Ok(Ok(Err(panic))) => PolicyFault::Trap(format!("the policy call panicked in the host: {panic}")),
-                Ok(Err(_)) => PolicyFault::Trap("the policy thread ended without an answer".to_owned()),
-                Err(_) => PolicyFault::Deadline {
-                    deadline_ms: wait.as_millis() as u32,
-                },
-            },
-            Err(busy) => PolicyFault::Instantiate(busy.to_string()),
+                return routed;
+            }
+            Err(fault) => fault,
         };
         match self.active.load_full() {
             Some(policy) => self.fault(&policy, req, prepared.snapshot(), fault),
@@ -643,15 +639,28 @@ impl PolicyEngine {
         }
     }
 
-    /// The longest a request waits for the active policy: its stages' deadlines and a grace.
-    fn decision_wait(&self) -> std::time::Duration {
-        let deadlines: u64 = self
-            .active
-            .load()
-            .as_ref()
-            .map(|p| u64::from(p.spec.limits.deadline_ms) * p.spec.stages.len() as u64)
-            .unwrap_or(0);
-        std::time::Duration::from_millis(deadlines) + DECISION_GRACE
+    /// Run `call` on a policy thread and wait for it at most `wait`: a panic, a thread that
+    /// ends without an answer, an overrun or a full pool is a fault.
+    pub(super) async fn on_pool<R: Send + 'static>(
+        &self,
+        wait: std::time::Duration,
+        call: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, PolicyFault> {
+        match self.pool.submit(call) {
+            Ok(answer) => match tokio::time::timeout(wait, answer).await {
+                Ok(Ok(Ok(value))) => Ok(value),
+                Ok(Ok(Err(panic))) => Err(PolicyFault::Trap(format!(
+                    "the policy call panicked in the host: {panic}"
+                ))),
+                Ok(Err(_)) => Err(PolicyFault::Trap(
+                    "the policy thread ended without an answer".to_owned(),
+                )),
+                Err(_) => Err(PolicyFault::Deadline {
+                    deadline_ms: wait.as_millis() as u32,
+                }),
+            },
+            Err(busy) => Err(PolicyFault::Instantiate(busy.to_string())),
+        }
     }
 
     /// Count `fault` against `policy`, revert it when it keeps faulting, and let the
@@ -731,6 +740,14 @@ impl PolicyEngine {
     pub fn reverts(&self) -> u64 {
         self.reverts.load(Ordering::Relaxed)
     }
+}
+
+/// The longest a request waits for `policy`'s decision: its stages' deadlines and a grace.
+pub(super) fn decision_wait(policy: Option<&LoadedPolicy>) -> std::time::Duration {
+    let deadlines: u64 = policy
+        .map(|p| u64::from(p.spec.limits.deadline_ms) * p.spec.stages.len() as u64)
+        .unwrap_or(0);
+    std::time::Duration::from_millis(deadlines) + DECISION_GRACE
 }
 
 /// The ids of the loaded policies whose stages use `component`.

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use switchyard_protocol::{Decision, RequestInfo};
@@ -79,10 +78,7 @@ impl Shadow {
         let state = Arc::new(Mutex::new(State {
             report: ShadowReport {
                 policy: policy.id.to_string(),
-                since_unix_s: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
+                since_unix_s: crate::clock::now_ms() / 1000,
                 ..Default::default()
             },
             differences: BTreeMap::new(),
