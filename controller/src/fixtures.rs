@@ -239,30 +239,30 @@ fn check(
                 });
             }
             for target in &route.targets {
-                if expect.avoid.contains(&target.node) {
+                if expect.avoid.iter().any(|a| **a == *target.node) {
                     problems.push(format!("routed to {}, which it must avoid", target.node));
                 }
             }
             let first = route.targets.first();
-            let first_node = first.map_or("no node", |t| t.node.as_str());
+            let first_node = first.map_or("no node", |t| &*t.node);
             if let Some(status) = expect.reject {
                 problems.push(format!("expected reject {status}, but it routed to {first_node}"));
             }
             if let Some(node) = &expect.node
-                && first.map(|t| &t.node) != Some(node)
+                && first.map(|t| &*t.node) != Some(node.as_str())
             {
                 problems.push(format!("first node is {first_node}, expected {node}"));
             }
             if let Some(model) = &expect.model
-                && first.map(|t| &t.model) != Some(model)
+                && first.map(|t| &*t.model) != Some(model.as_str())
             {
                 problems.push(format!(
                     "first model is {}, expected {model}",
-                    first.map_or("none", |t| t.model.as_str())
+                    first.map_or("none", |t| &*t.model)
                 ));
             }
             if let Some(targets) = &expect.targets {
-                let actual: Vec<&str> = route.targets.iter().map(|t| t.node.as_str()).collect();
+                let actual: Vec<&str> = route.targets.iter().map(|t| &*t.node).collect();
                 if actual.iter().copied().ne(targets.iter().map(|s| s.as_str())) {
                     problems.push(format!(
                         "targets are [{}], expected [{}]",

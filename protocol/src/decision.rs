@@ -1,13 +1,16 @@
 //! Routing decisions: an ordered list of targets with a reason, or a rejection.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-/// A node and the model name local to it.
+/// A node and the model name local to it. Shared strings: a decision names up to dozens of
+/// targets per request, and the names come from the snapshot, where they already live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    pub node: String,
-    pub model: String,
+    pub node: Arc<str>,
+    pub model: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +42,7 @@ pub enum Decision {
 impl Decision {
     pub fn first_node(&self) -> Option<&str> {
         match self {
-            Decision::Route(route) => route.targets.first().map(|t| t.node.as_str()),
+            Decision::Route(route) => route.targets.first().map(|t| &*t.node),
             Decision::Reject(_) => None,
         }
     }
@@ -51,7 +54,7 @@ impl Decision {
             Decision::Route(route) => route
                 .targets
                 .first()
-                .map_or_else(|| "no target".to_owned(), |t| t.node.clone()),
+                .map_or_else(|| "no target".to_owned(), |t| t.node.to_string()),
             Decision::Reject(reject) => format!("reject {}", reject.status),
         }
     }

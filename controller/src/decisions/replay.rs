@@ -233,8 +233,8 @@ mod tests {
         let decision = match recorded {
             Some(node) => Decision::Route(Route {
                 targets: vec![Target {
-                    node: node.to_owned(),
-                    model: "whatever".to_owned(),
+                    node: node.into(),
+                    model: "whatever".into(),
                 }],
                 reason: "recorded".to_owned(),
                 wait_for_first: false,

@@ -97,7 +97,7 @@ pub async fn forward(
                 let node = snapshot.node(&t.node)?;
                 nodes
                     .sender(&t.node)
-                    .map(|_| (t.node.clone(), node.max_concurrency.max(1)))
+                    .map(|_| (t.node.to_string(), node.max_concurrency.max(1)))
             })
             .collect();
         if candidates.is_empty() {
@@ -109,7 +109,7 @@ pub async fn forward(
             && remaining
                 .first()
                 .zip(candidates.first())
-                .is_some_and(|(t, c)| t.node == c.0);
+                .is_some_and(|(t, c)| *t.node == *c.0);
         let candidates = if waiting_for_first {
             candidates[..1].to_vec()
         } else {
@@ -126,10 +126,10 @@ pub async fn forward(
         let node = permit.node.clone();
         let local_model = remaining
             .iter()
-            .find(|t| t.node == node)
-            .map(|t| t.model.clone())
+            .find(|t| *t.node == *node)
+            .map(|t| t.model.to_string())
             .unwrap_or_default();
-        remaining.retain(|t| t.node != node);
+        remaining.retain(|t| *t.node != *node);
         let Some(node_snapshot) = snapshot.node(&node) else {
             last_error = format!("node {node} left the cluster");
             continue;

@@ -350,7 +350,7 @@ fn plan(
 /// policy's first choice could not take it.
 fn served_reason(route: &Route, node: &str) -> String {
     match route.targets.first() {
-        Some(first) if first.node != node => {
+        Some(first) if *first.node != *node => {
             format!("{}; {} could not take it, served by {node}", route.reason, first.node)
         }
         _ => route.reason.clone(),

@@ -95,12 +95,15 @@ pub(crate) fn node_to_wit(node: &NodeSnapshot) -> wit::Node {
 }
 
 /// The decision with each target index resolved against the `candidates` of the call;
-/// `Err` names an index that is not one of them.
+/// `Err` names an index that is not one of them, or a candidate that is not healthy (a
+/// candidate serves the requested model by construction, and in a chain is one of the
+/// previous stage's choices: what is left to check needs no name lookups).
 pub(crate) fn decision_from_wit(
     decision: wit::Decision,
     candidates: &[wit::Candidate],
-    nodes: &[wit::Node],
+    prepared: &super::prepared::PreparedSnapshot,
 ) -> Result<Decision, String> {
+    let nodes = prepared.nodes();
     Ok(match decision {
         wit::Decision::Route(route) => Decision::Route(Route {
             targets: route
@@ -116,10 +119,10 @@ pub(crate) fn decision_from_wit(
                         )
                     })?;
                     let node = &nodes[candidate.node as usize];
-                    Ok(Target {
-                        node: node.name.clone(),
-                        model: node.models[candidate.model as usize].local.clone(),
-                    })
+                    if !node.healthy {
+                        return Err(format!("node '{}' is not healthy", node.name));
+                    }
+                    Ok(prepared.target(candidate))
                 })
                 .collect::<Result<_, String>>()?,
             reason: route.reason,
@@ -198,8 +201,8 @@ pub(crate) fn decision_from_v1(decision: v1::wit::Decision) -> Decision {
                 .targets
                 .into_iter()
                 .map(|t| Target {
-                    node: t.node,
-                    model: t.model,
+                    node: t.node.into(),
+                    model: t.model.into(),
                 })
                 .collect(),
             reason: route.reason,

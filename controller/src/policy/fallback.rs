@@ -35,8 +35,8 @@ pub fn least_loaded(req: &RequestInfo, snapshot: &ClusterSnapshot, why: &str) ->
         .iter()
         .filter_map(|n| {
             n.variant(&req.model).map(|v| Target {
-                node: n.name.clone(),
-                model: v.local.clone(),
+                node: n.name.as_str().into(),
+                model: v.local.as_str().into(),
             })
         })
         .collect();

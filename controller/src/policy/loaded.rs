@@ -12,7 +12,7 @@ use super::fault::{FaultKind, PolicyFault};
 use super::prepared::PreparedSnapshot;
 use super::spec::PolicySpec;
 use super::stage::Stage;
-use super::validate::check_decision;
+use super::validate::{check_decision, check_shape};
 
 /// How many of the latest live decisions the fault rate is taken over.
 pub const FAULT_WINDOW: u32 = 20;
@@ -153,10 +153,14 @@ impl LoadedPolicy {
         let mut previous: Option<Vec<switchyard_protocol::Target>> = None;
         // A stage that asked to wait for its first target keeps asking, while that node is
         // still the first (a later stage may reorder).
-        let mut waits_for: Option<String> = None;
+        let mut waits_for: Option<std::sync::Arc<str>> = None;
         for (index, stage) in self.stages.iter().enumerate() {
             let decision = stage.route(&wit_req, prepared, &candidates)?;
-            check_decision(&decision, snapshot, &req.model, previous.as_deref())?;
+            if stage.names_targets() {
+                check_decision(&decision, snapshot, &req.model, previous.as_deref())?;
+            } else {
+                check_shape(&decision)?;
+            }
             let route = match decision {
                 Decision::Reject(_) => return Ok(decision),
                 Decision::Route(route) => route,

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use switchyard_protocol::ClusterSnapshot;
+use switchyard_protocol::{ClusterSnapshot, Target};
 
 use super::bindings::{self, wit};
 
@@ -31,6 +31,8 @@ pub struct PreparedSnapshot {
     version: u64,
     /// Every node, with every model, in the snapshot's order (what `set-cluster` hands over).
     nodes: Vec<wit::Node>,
+    /// Each node's name and its models' local names, shared: what a decision's targets hold.
+    names: Vec<(Arc<str>, Vec<Arc<str>>)>,
     /// Per logical model: (node index, variant index) of each node serving it.
     by_model: HashMap<String, Vec<(u32, u32)>>,
     live: Option<Arc<dyn LiveLoad>>,
@@ -48,10 +50,19 @@ impl PreparedSnapshot {
                     .push((n as u32, m as u32));
             }
         }
+        let names = snapshot
+            .nodes
+            .iter()
+            .map(|node| {
+                let locals = node.models.iter().map(|m| Arc::from(m.local.as_str())).collect();
+                (Arc::from(node.name.as_str()), locals)
+            })
+            .collect();
         Self {
             snapshot,
             version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
             nodes,
+            names,
             by_model,
             live: None,
         }
@@ -79,6 +90,16 @@ impl PreparedSnapshot {
     /// Every node, marshalled.
     pub(crate) fn nodes(&self) -> &[wit::Node] {
         &self.nodes
+    }
+
+    /// The target a candidate stands for (the caller checked that it is one of this
+    /// snapshot's: candidates come from `candidates_for` or `candidate`).
+    pub(crate) fn target(&self, candidate: &wit::Candidate) -> Target {
+        let (node, locals) = &self.names[candidate.node as usize];
+        Target {
+            node: node.clone(),
+            model: locals[candidate.model as usize].clone(),
+        }
     }
 
     fn load(&self, node: u32) -> wit::Load {

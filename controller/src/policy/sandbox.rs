@@ -136,6 +136,11 @@ impl Sandbox {
             .epoch_interruption(true)
             .wasm_component_model(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        // `SWITCHYARD_POLICY_PERFMAP=1`: write /tmp/perf-PID.map so that `perf` names the
+        // policies' compiled functions (for profiling a policy; off by default).
+        if std::env::var_os("SWITCHYARD_POLICY_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
 
         let mut linker: Linker<HostState> = Linker::new(&engine);

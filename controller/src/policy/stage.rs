@@ -168,6 +168,12 @@ impl Stage {
         self.warm.len()
     }
 
+    /// Whether its decisions name their targets (contract 0.1.0) and so need every check
+    /// against the snapshot; a 0.2.0 decision is resolved and checked by candidate index.
+    pub fn names_targets(&self) -> bool {
+        matches!(self.pre, Pre::Legacy(_))
+    }
+
     /// The contract the component implements.
     pub fn contract(&self) -> &'static str {
         match self.pre {
@@ -202,7 +208,7 @@ impl Stage {
                 }
                 handed
                     .and_then(|()| b.call_route(&mut instance.store, req, candidates))
-                    .map(|decision| bindings::decision_from_wit(decision, candidates, prepared.nodes()))
+                    .map(|decision| bindings::decision_from_wit(decision, candidates, prepared))
             }
             Bindings::Legacy(b) => {
                 let nodes = prepared.nodes();

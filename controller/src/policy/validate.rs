@@ -10,12 +10,11 @@ use super::fault::PolicyFault;
 pub const MAX_TARGETS: usize = 64;
 pub const MAX_TEXT_BYTES: usize = 1024;
 
-pub fn check_decision(
-    decision: &Decision,
-    snapshot: &ClusterSnapshot,
-    logical: &str,
-    allowed: Option<&[Target]>,
-) -> Result<(), PolicyFault> {
+/// The checks that need no snapshot: a reject's status and message, a route's target count
+/// and reason. A decision in candidate indices (contract 0.2.0) needs only these: its
+/// targets were resolved against the request's candidates, which serve the requested model
+/// (and, in a chain, are the previous stage's choices), and checked healthy there.
+pub fn check_shape(decision: &Decision) -> Result<(), PolicyFault> {
     let invalid = |msg: String| Err(PolicyFault::InvalidDecision(msg));
     match decision {
         Decision::Reject(reject) => {
@@ -46,6 +45,25 @@ pub fn check_decision(
                     route.reason.len()
                 ));
             }
+            Ok(())
+        }
+    }
+}
+
+/// Every check, for a decision that names its targets (contract 0.1.0, and decisions read
+/// back from elsewhere): [`check_shape`], and each target a known, healthy node serving a
+/// variant of `logical` (among `allowed` in a chain).
+pub fn check_decision(
+    decision: &Decision,
+    snapshot: &ClusterSnapshot,
+    logical: &str,
+    allowed: Option<&[Target]>,
+) -> Result<(), PolicyFault> {
+    check_shape(decision)?;
+    let invalid = |msg: String| Err(PolicyFault::InvalidDecision(msg));
+    match decision {
+        Decision::Reject(_) => Ok(()),
+        Decision::Route(route) => {
             for target in &route.targets {
                 let Some(node) = snapshot.node(&target.node) else {
                     return invalid(format!("unknown node '{}'", truncate(&target.node)));
@@ -65,7 +83,7 @@ pub fn check_decision(
                 if !node
                     .models
                     .iter()
-                    .any(|m| m.logical == logical && m.local == target.model)
+                    .any(|m| m.logical == logical && *m.local == *target.model)
                 {
                     return invalid(format!(
                         "model '{}' on node '{}' is not a variant of the requested '{}'",
@@ -102,8 +120,8 @@ mod tests {
     fn route(node: &str, model: &str) -> Decision {
         Decision::Route(Route {
             targets: vec![Target {
-                node: node.to_owned(),
-                model: model.to_owned(),
+                node: node.into(),
+                model: model.into(),
             }],
             reason: "test".to_owned(),
             wait_for_first: false,
@@ -125,8 +143,8 @@ mod tests {
             "{refused:?}"
         );
         let earlier = [Target {
-            node: "xeon".to_owned(),
-            model: "qwen2.5-coder:7b-instruct-q4_K_M".to_owned(),
+            node: "xeon".into(),
+            model: "qwen2.5-coder:7b-instruct-q4_K_M".into(),
         }];
         let refused = check_decision(&qwen_on_ryzen, &cluster, "qwen25-coder-7b", Some(&earlier));
         assert!(

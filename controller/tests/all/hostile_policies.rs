@@ -34,7 +34,7 @@ fn assert_contained(mode: &str, expected: FaultKind) {
         Decision::Route(route) => {
             assert!(route.reason.starts_with("fallback least-loaded"), "{}", route.reason);
             assert_eq!(
-                route.targets[0].node, "ryzen",
+                &*route.targets[0].node, "ryzen",
                 "least loaded of the seed cluster is the ryzen (0/4, fastest)"
             );
         }

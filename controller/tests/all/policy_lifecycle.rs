@@ -70,14 +70,14 @@ fn a_chain_narrows_with_the_first_stage_and_orders_with_the_second() {
     let Decision::Route(route) = routed.decision else {
         panic!("{:?}", routed.decision)
     };
-    let order: Vec<_> = route.targets.iter().map(|t| t.node.as_str()).collect();
+    let order: Vec<_> = route.targets.iter().map(|t| &*t.node).collect();
     assert_eq!(order, ["ryzen", "xeon"]);
     assert!(
         route.reason.contains("rule 'batch'") && route.reason.contains("avoided xeon GPU at 91C"),
         "{}",
         route.reason
     );
-    assert_eq!(route.targets[0].model, "Qwen/Qwen2.5-Coder-7B-Instruct");
+    assert_eq!(&*route.targets[0].model, "Qwen/Qwen2.5-Coder-7B-Instruct");
 }
 
 #[test]

@@ -61,7 +61,7 @@ fn swapping_the_active_policy_200_times_under_load_fails_no_decision() {
                             seed_id,
                             route.reason
                         );
-                        assert_eq!(route.targets[0].node, "m4");
+                        assert_eq!(&*route.targets[0].node, "m4");
                         seen[1] += 1;
                     } else {
                         panic!("decision {} names an unknown policy {}", req.id, routed.policy_id);

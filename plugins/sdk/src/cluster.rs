@@ -6,19 +6,82 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::bindings::switchyard::policy::types::Decision;
-use crate::{Candidate, Node};
+use crate::bindings::switchyard::policy::types as wit;
+use crate::{Candidate, Decision, Node};
+
+/// FNV-1a: names are short, and SipHash's per-call setup cost more than the lookup.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FnvMap<V> = HashMap<String, V, BuildHasherDefault<Fnv>>;
 
 /// A candidate list built for some (node index, variant index) pairs.
-type View = (Vec<(u32, u32)>, Vec<Node>);
+struct View {
+    pairs: Vec<(u32, u32)>,
+    nodes: Vec<Node>,
+    /// Each node's first position in `nodes`: a target's index without a scan.
+    by_name: FnvMap<u32>,
+}
+
+impl View {
+    fn new(cluster: &[Node], candidates: &[Candidate]) -> Self {
+        let nodes = view(cluster, candidates);
+        let mut by_name = FnvMap::default();
+        for (index, node) in nodes.iter().enumerate() {
+            by_name.entry(node.name.clone()).or_insert(index as u32);
+        }
+        Self {
+            pairs: candidates.iter().map(|c| (c.node, c.model)).collect(),
+            nodes,
+            by_name,
+        }
+    }
+
+    /// `target`'s position among the nodes, or `None` when it is not one of them.
+    fn position(&self, node: &str, model: &str) -> Option<u32> {
+        let first = *self.by_name.get(node)?;
+        if self.nodes[first as usize]
+            .models
+            .first()
+            .is_some_and(|m| m.local == model)
+        {
+            return Some(first);
+        }
+        // The same node again with another variant of the model (rare): scan.
+        position(&self.nodes, node, model)
+    }
+}
+
+/// `node`'s variant `model` among `nodes`, by scanning.
+pub(crate) fn position(nodes: &[Node], node: &str, model: &str) -> Option<u32> {
+    nodes
+        .iter()
+        .position(|n| n.name == node && n.models.first().is_some_and(|m| m.local == model))
+        .map(|i| i as u32)
+}
 
 #[derive(Default)]
 struct Cluster {
     version: u64,
     nodes: Vec<Node>,
-    /// Per logical model: the pairs the list was built for, and the list.
-    views: HashMap<String, View>,
+    /// Per logical model: the list built for the first request of this version.
+    views: FnvMap<View>,
 }
 
 thread_local! {
@@ -31,7 +94,7 @@ pub fn set(version: u64, nodes: Vec<Node>) {
         *c.borrow_mut() = Cluster {
             version,
             nodes,
-            views: HashMap::new(),
+            views: FnvMap::default(),
         }
     });
 }
@@ -57,34 +120,51 @@ fn view(nodes: &[Node], candidates: &[Candidate]) -> Vec<Node> {
         .collect()
 }
 
-/// Run `decide` on the candidates for `model`, each with only that variant and its live load.
-pub fn with_candidates(model: &str, candidates: &[Candidate], decide: impl FnOnce(&[Node]) -> Decision) -> Decision {
+/// Run `decide` on the candidates for `model`, each with only that variant and its live load,
+/// and answer in the contract's form (targets as candidate indices).
+pub fn with_candidates(
+    model: &str,
+    candidates: &[Candidate],
+    decide: impl FnOnce(&[Node]) -> Decision,
+) -> wit::Decision {
     CLUSTER.with(|cell| {
         let mut cluster = cell.borrow_mut();
         let cluster = &mut *cluster;
         // Compared in place: the usual request (a first stage) allocates nothing here.
         let same = |cached: &[(u32, u32)]| cached.iter().copied().eq(candidates.iter().map(|c| (c.node, c.model)));
-        let mut own;
-        let list: &mut Vec<Node> = match cluster.views.get(model).map(|(cached, _)| same(cached)) {
-            Some(true) => &mut cluster.views.get_mut(model).expect("checked").1,
+        let cached = match cluster.views.get(model).map(|view| same(&view.pairs)) {
+            Some(true) => cluster.views.get_mut(model),
             // The first list asked for since the version changed: the one to keep.
-            None => {
-                let key: Vec<(u32, u32)> = candidates.iter().map(|c| (c.node, c.model)).collect();
-                let list = view(&cluster.nodes, candidates);
-                &mut cluster.views.entry(model.to_owned()).or_insert((key, list)).1
-            }
+            None => Some(
+                cluster
+                    .views
+                    .entry(model.to_owned())
+                    .or_insert_with(|| View::new(&cluster.nodes, candidates)),
+            ),
             // Another subset (a chain's later stage): its own list, the cached one stays.
-            Some(false) => {
-                own = view(&cluster.nodes, candidates);
-                &mut own
-            }
+            Some(false) => None,
         };
-        for (node, candidate) in list.iter_mut().zip(candidates) {
-            node.in_flight = candidate.load.in_flight;
-            node.queued = candidate.load.queued;
+        match cached {
+            Some(view) => {
+                live_load(&mut view.nodes, candidates);
+                let view = &*view;
+                decide(&view.nodes).to_wit(|node, model| view.position(node, model))
+            }
+            None => {
+                let mut own = view(&cluster.nodes, candidates);
+                live_load(&mut own, candidates);
+                decide(&own).to_wit(|node, model| position(&own, node, model))
+            }
         }
-        decide(list)
     })
+}
+
+/// Write each candidate's live load into its node.
+fn live_load(nodes: &mut [Node], candidates: &[Candidate]) {
+    for (node, candidate) in nodes.iter_mut().zip(candidates) {
+        node.in_flight = candidate.load.in_flight;
+        node.queued = candidate.load.queued;
+    }
 }
 
 #[cfg(test)]
@@ -118,7 +198,7 @@ mod tests {
                     .iter()
                     .map(|n| (n.name.clone(), n.models[0].local.clone(), n.models.len(), n.in_flight))
                     .collect();
-                Decision::Reject(crate::bindings::switchyard::policy::types::Reject {
+                Decision::Reject(crate::Reject {
                     status: 503,
                     message: String::new(),
                 })

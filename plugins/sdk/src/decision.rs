@@ -3,7 +3,6 @@
 //! strings off the boundary. A target that is not one of the candidates becomes an index
 //! past the end, which the host refuses as an invalid decision (and the fallback decides).
 
-use crate::Node;
 use crate::bindings::switchyard::policy::types as wit;
 
 /// Where to send a request: a node, and the model name local to that node.
@@ -38,22 +37,16 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// The contract's form: each target as its index among `candidates` (what the policy was
-    /// shown); one that is not a candidate as an index past the end.
-    pub fn to_wit(self, candidates: &[Node]) -> wit::Decision {
+    /// The contract's form: each target as its index among the candidates the policy was
+    /// shown, found by `position(node, model)`; one that is not a candidate becomes an index
+    /// past the end.
+    pub fn to_wit(self, position: impl Fn(&str, &str) -> Option<u32>) -> wit::Decision {
         match self {
             Decision::Route(route) => wit::Decision::Route(wit::Route {
                 targets: route
                     .targets
                     .iter()
-                    .map(|target| {
-                        candidates
-                            .iter()
-                            .position(|n| {
-                                n.name == target.node && n.models.first().is_some_and(|m| m.local == target.model)
-                            })
-                            .map_or(u32::MAX, |i| i as u32)
-                    })
+                    .map(|target| position(&target.node, &target.model).unwrap_or(u32::MAX))
                     .collect(),
                 reason: route.reason,
                 wait_for_first: route.wait_for_first,
@@ -92,7 +85,7 @@ mod tests {
             reason: "r".into(),
             wait_for_first: false,
         });
-        match decision.to_wit(&candidates) {
+        match decision.to_wit(|node, model| crate::cluster::position(&candidates, node, model)) {
             wit::Decision::Route(route) => assert_eq!(route.targets, [1, 0, u32::MAX]),
             wit::Decision::Reject(_) => panic!("a route"),
         }

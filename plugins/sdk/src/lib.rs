@@ -12,8 +12,11 @@ pub mod bindings {
     });
 }
 
+#[cfg(any(target_arch = "wasm32", test))]
+mod alloc;
 pub mod cluster;
 mod decision;
+mod memcmp;
 
 pub use bindings::switchyard::policy::host::{LogLevel, log};
 pub use bindings::switchyard::policy::types::{Candidate, Gpu, Load, ModelVariant, Node, Request};
@@ -51,7 +54,7 @@ macro_rules! export_policy {
                     candidates: Vec<$crate::Candidate>,
                 ) -> $crate::bindings::switchyard::policy::types::Decision {
                     $crate::cluster::with_candidates(&req.model, &candidates, |nodes| {
-                        <super::$ty as $crate::Policy>::route(&req, nodes).to_wit(nodes)
+                        <super::$ty as $crate::Policy>::route(&req, nodes)
                     })
                 }
             }

@@ -14,6 +14,9 @@
 use serde::Deserialize;
 use switchyard_policy_sdk::{self as sdk, Decision, Node, Request, Route, Target};
 
+mod others;
+use others::Others;
+
 sdk::export_params_policy!(SeedRules, Params, decide, Params::validate);
 
 /// The policy's `[params]`.
@@ -154,7 +157,7 @@ impl Rule {
         let mut reasons: Vec<String> = Vec::new();
         for name in &self.nodes {
             if name == OTHERS {
-                if !params.expand(self, nodes, req).iter().any(|n| !params.names(&n.name)) {
+                if !nodes.iter().any(|n| !params.names(&n.name)) {
                     reasons.push("no other node serves the model".to_owned());
                 }
                 continue;
@@ -178,26 +181,6 @@ pub const OTHERS: &str = "*";
 impl Params {
     fn names(&self, node: &str) -> bool {
         self.rules.iter().any(|r| r.nodes.iter().any(|n| n == node))
-    }
-
-    /// A rule's nodes in order, with `"*"` expanded to the unnamed nodes, least loaded first
-    /// (warmth counted: [`sdk::effective_load`]).
-    fn expand<'a>(&self, rule: &'a Rule, nodes: &'a [Node], req: &Request) -> Vec<&'a Node> {
-        let mut out = Vec::new();
-        for name in &rule.nodes {
-            if name == OTHERS {
-                let mut others: Vec<(f32, &Node)> = nodes
-                    .iter()
-                    .filter(|n| !self.names(&n.name))
-                    .map(|n| (sdk::effective_load(n, req), n))
-                    .collect();
-                others.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
-                out.extend(others.into_iter().map(|(_, n)| n));
-            } else if let Some(node) = nodes.iter().find(|n| &n.name == name) {
-                out.push(node);
-            }
-        }
-        out
     }
 
     /// Healthy nodes that could serve `req` but that no rule names and no `"*"` reaches.
@@ -230,24 +213,45 @@ fn estimated_minutes(node: &Node, req: &Request) -> f32 {
     (tokens as f32 / speed + first_token_s) / 60.0
 }
 
+/// Add `node` to `targets` when `rule` accepts it and it is not there yet (the first added
+/// is the winner); whether it was added.
+fn offer<'a>(
+    rule: &'a Rule,
+    node: &'a Node,
+    req: &Request,
+    targets: &mut Vec<Target>,
+    winner: &mut Option<(&'a Rule, &'a str)>,
+) -> bool {
+    if !rule.accepts(node, req) || targets.iter().any(|t| t.node == node.name) {
+        return false;
+    }
+    targets.push(sdk::target_for(node, req));
+    winner.get_or_insert((rule, node.name.as_str()));
+    true
+}
+
 /// The whole policy, callable natively as well as from the export.
 pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let mut targets: Vec<Target> = Vec::new();
     let mut winner: Option<(&Rule, &str)> = None;
     let mut skipped: Vec<String> = Vec::new();
     let mut stopped_by: Option<&Rule> = None;
+    let mut others = Others::new(params, req, nodes);
     for rule in params.rules.iter().filter(|r| r.matches(req)) {
         let mut yielded = false;
-        for node in params.expand(rule, nodes, req) {
-            let name = &node.name;
-            if targets.len() == sdk::MAX_TARGETS || !rule.accepts(node, req) || targets.iter().any(|t| &t.node == name)
+        for name in &rule.nodes {
+            if name == OTHERS {
+                let mut index = 0;
+                while targets.len() < sdk::MAX_TARGETS
+                    && let Some(node) = others.get(index)
+                {
+                    index += 1;
+                    yielded |= offer(rule, node, req, &mut targets, &mut winner);
+                }
+            } else if targets.len() < sdk::MAX_TARGETS
+                && let Some(node) = nodes.iter().find(|n| &n.name == name)
             {
-                continue;
-            }
-            targets.push(sdk::target_for(node, req));
-            yielded = true;
-            if winner.is_none() {
-                winner = Some((rule, node.name.as_str()));
+                yielded |= offer(rule, node, req, &mut targets, &mut winner);
             }
         }
         if !yielded && winner.is_none() {
@@ -260,6 +264,10 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
         };
         if stop {
             stopped_by = Some(rule);
+            break;
+        }
+        // Full: later rules could add nothing (and skips are kept only while no rule won).
+        if targets.len() == sdk::MAX_TARGETS {
             break;
         }
     }
