@@ -1,11 +1,13 @@
 //! One routing decision through the Wasm sandbox versus the same policy code compiled
 //! natively, for 3, 16 and 256 nodes. The Wasm side is the engine's full request-path
 //! decision (`decide_prepared`: lowering the request and its candidates into the guest, the
-//! sandboxed call, lifting and validating the decision), for the current contract (0.2.0:
-//! the cluster handed to each instance once per snapshot version, candidates by index) and
-//! for a component built against 0.1.0 (`tests/fixtures/least-loaded-0.1.0.wasm`: every
-//! candidate node lowered whole per call); the native side calls the policy crate's
-//! `decide` on the same inputs, already in memory. Results: BENCHMARKS.md.
+//! sandboxed call, lifting and validating the decision), for the current contract (0.3.0:
+//! the cluster handed to each instance once per snapshot version, candidates as one list of
+//! numbers, four each), for the least-loaded component as built for 0.2.0
+//! (`tests/fixtures/least-loaded-0.2.0.wasm`: candidates as a list of records) and for 0.1.0
+//! (`tests/fixtures/least-loaded-0.1.0.wasm`: every candidate node lowered whole per call);
+//! the native side calls the policy crate's `decide` on the same inputs, already in memory.
+//! Results: BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
 use switchyard_controller::policy::{EngineOptions, PolicyEngine, PreparedSnapshot};
@@ -120,14 +122,21 @@ fn bench_decisions(c: &mut Criterion) {
         .expect("seed-rules");
     let params = seed_params();
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let legacy = engine
-        .load_text(
-            "name = \"least-loaded-legacy\"\n[[stage]]\ncomponent = \"least-loaded-0.1.0.wasm\"\n",
-            "least-loaded-legacy.toml",
-            Some(&fixtures),
-            &ClusterSnapshot::default(),
-        )
-        .expect("the 0.1.0 component loads");
+    let legacy = |version: &str| {
+        engine
+            .load_text(
+                &format!(
+                    "name = \"least-loaded-{}\"\n[[stage]]\ncomponent = \"least-loaded-{version}.wasm\"\n",
+                    version.replace('.', "-")
+                ),
+                "least-loaded-legacy.toml",
+                Some(&fixtures),
+                &ClusterSnapshot::default(),
+            )
+            .expect("the legacy component loads")
+    };
+    let legacy_v2 = legacy("0.2.0");
+    let legacy_v1 = legacy("0.1.0");
 
     let mut group = c.benchmark_group("decision");
     for n in [3usize, 16, 256] {
@@ -152,11 +161,16 @@ fn bench_decisions(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("least-loaded/wasm", n), &n, |b, _| {
             b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
         });
-        engine.activate(&legacy.id).expect("activate");
-        assert!(engine.decide(&req, &snapshot).fault.is_none());
-        group.bench_with_input(BenchmarkId::new("least-loaded/wasm-0.1.0", n), &n, |b, _| {
-            b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
-        });
+        for (policy, kind) in [
+            (&legacy_v2, "least-loaded/wasm-0.2.0"),
+            (&legacy_v1, "least-loaded/wasm-0.1.0"),
+        ] {
+            engine.activate(&policy.id).expect("activate");
+            assert!(engine.decide(&req, &snapshot).fault.is_none());
+            group.bench_with_input(BenchmarkId::new(kind, n), &n, |b, _| {
+                b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
+            });
+        }
         group.bench_with_input(BenchmarkId::new("least-loaded/native", n), &n, |b, _| {
             b.iter(|| least_loaded::decide(black_box(&sdk_req), black_box(&sdk_nodes)))
         });

@@ -19,16 +19,19 @@ def fmt(ns):
     return f"{ns / 1000:.2f} µs" if ns >= 1000 else f"{ns:.0f} ns"
 
 
-def legacy(policy, n):
+def legacy(policy, version, n):
     try:
-        return fmt(median_ns(policy, "wasm-0.1.0", n))
+        return fmt(median_ns(policy, f"wasm-{version}", n))
     except FileNotFoundError:
         return "-"
 
 
-print("| policy | nodes | Wasm, contract 0.2.0 (median) | Wasm, a 0.1.0 component (median) | native (median) | 0.2.0 / native |")
-print("|---|---|---|---|---|---|")
+print("| policy | nodes | Wasm, contract 0.3.0 (median) | a 0.2.0 component | a 0.1.0 component | native (median) | 0.3.0 / native |")
+print("|---|---|---|---|---|---|---|")
 for policy in ["least-loaded", "seed-rules"]:
     for n in [3, 16, 256]:
         wasm, native = median_ns(policy, "wasm", n), median_ns(policy, "native", n)
-        print(f"| {policy} | {n} | {fmt(wasm)} | {legacy(policy, n)} | {fmt(native)} | {wasm / native:.1f}x |")
+        print(
+            f"| {policy} | {n} | {fmt(wasm)} | {legacy(policy, '0.2.0', n)} | {legacy(policy, '0.1.0', n)} "
+            f"| {fmt(native)} | {wasm / native:.1f}x |"
+        )

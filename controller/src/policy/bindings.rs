@@ -1,14 +1,23 @@
 //! The one place `bindgen!` runs on `wit/`: the current contract (`wit/policy.wit`,
-//! `switchyard:policy@0.2.0`) and the one before it (`wit/legacy/policy-0.1.0.wit`), whose
+//! `switchyard:policy@0.3.0`) and the two before it (`wit/legacy/`: 0.2.0 and 0.1.0), whose
 //! components still load. The generated types stay private here; this module converts
 //! between them and the wire types in `switchyard-protocol`. Only the fields the WIT
 //! declares are marshalled.
 
 use switchyard_protocol::{Decision, GpuSample, ModelVariant, NodeSnapshot, Reject, RequestInfo, Route, Target};
 
+use super::prepared::{Candidate, PreparedSnapshot};
+
 mod current {
     wasmtime::component::bindgen!({
         path: "../wit/policy.wit",
+        world: "policy",
+    });
+}
+
+mod legacy_v2 {
+    wasmtime::component::bindgen!({
+        path: "../wit/legacy/policy-0.2.0.wit",
         world: "policy",
     });
 }
@@ -24,6 +33,14 @@ pub(crate) use current::switchyard::policy::host::{Host, LogLevel};
 pub(crate) use current::switchyard::policy::types as wit;
 pub(crate) use current::switchyard::policy::types::Host as TypesHost;
 pub(crate) use current::{Policy, PolicyPre};
+
+/// The 0.2.0 contract: candidates as a list of records.
+pub(crate) mod v2 {
+    pub(crate) use super::legacy_v2::switchyard::policy::host::{Host, LogLevel};
+    pub(crate) use super::legacy_v2::switchyard::policy::types as wit;
+    pub(crate) use super::legacy_v2::switchyard::policy::types::Host as TypesHost;
+    pub(crate) use super::legacy_v2::{Policy, PolicyPre};
+}
 
 /// The 0.1.0 contract: every call lowers the candidate nodes whole.
 pub(crate) mod v1 {
@@ -100,8 +117,8 @@ pub(crate) fn node_to_wit(node: &NodeSnapshot) -> wit::Node {
 /// previous stage's choices: what is left to check needs no name lookups).
 pub(crate) fn decision_from_wit(
     decision: wit::Decision,
-    candidates: &[wit::Candidate],
-    prepared: &super::prepared::PreparedSnapshot,
+    candidates: &[Candidate],
+    prepared: &PreparedSnapshot,
 ) -> Result<Decision, String> {
     let nodes = prepared.nodes();
     Ok(match decision {
@@ -135,6 +152,99 @@ pub(crate) fn decision_from_wit(
     })
 }
 
+/// A 0.2.0 node (the same fields as the current contract's).
+pub(crate) fn node_to_v2(node: &wit::Node) -> v2::wit::Node {
+    v2::wit::Node {
+        name: node.name.clone(),
+        labels: node.labels.clone(),
+        runtime: node.runtime.clone(),
+        healthy: node.healthy,
+        in_flight: node.in_flight,
+        queued: node.queued,
+        max_concurrency: node.max_concurrency,
+        max_tokens: node.max_tokens,
+        cpu_util_pct: node.cpu_util_pct,
+        mem_used_mb: node.mem_used_mb,
+        mem_total_mb: node.mem_total_mb,
+        gpus: node
+            .gpus
+            .iter()
+            .map(|g| v2::wit::Gpu {
+                name: g.name.clone(),
+                util_pct: g.util_pct,
+                mem_used_mb: g.mem_used_mb,
+                mem_total_mb: g.mem_total_mb,
+                temp_c: g.temp_c,
+                power_w: g.power_w,
+                throttled: g.throttled,
+            })
+            .collect(),
+        on_battery: node.on_battery,
+        thermal_throttled: node.thermal_throttled,
+        tokens_per_sec: node.tokens_per_sec,
+        ttft_ms: node.ttft_ms,
+        models: node
+            .models
+            .iter()
+            .map(|m| v2::wit::ModelVariant {
+                logical: m.logical.clone(),
+                local: m.local.clone(),
+                quantization: m.quantization.clone(),
+                context_length: m.context_length,
+                loaded: m.loaded,
+                load_ms: m.load_ms,
+            })
+            .collect(),
+        last_seen_ms: node.last_seen_ms,
+    }
+}
+
+/// A 0.2.0 request (the same fields as the current contract's).
+pub(crate) fn request_to_v2(req: &wit::Request) -> v2::wit::Request {
+    v2::wit::Request {
+        id: req.id.clone(),
+        api: req.api.clone(),
+        model: req.model.clone(),
+        stream: req.stream,
+        prompt_tokens: req.prompt_tokens,
+        max_tokens: req.max_tokens,
+        priority: req.priority,
+        task: req.task.clone(),
+        session: req.session.clone(),
+        tags: req.tags.clone(),
+    }
+}
+
+/// 0.2.0 candidates: a list of records.
+pub(crate) fn candidates_to_v2(candidates: &[Candidate]) -> Vec<v2::wit::Candidate> {
+    candidates
+        .iter()
+        .map(|c| v2::wit::Candidate {
+            node: c.node,
+            model: c.model,
+            load: v2::wit::Load {
+                in_flight: c.in_flight,
+                queued: c.queued,
+            },
+        })
+        .collect()
+}
+
+/// A 0.2.0 decision, in the current contract's types (the same shape).
+pub(crate) fn decision_from_v2(decision: v2::wit::Decision) -> wit::Decision {
+    match decision {
+        v2::wit::Decision::Route(route) => wit::Decision::Route(wit::Route {
+            targets: route.targets,
+            reason: route.reason,
+            wait_for_first: route.wait_for_first,
+        }),
+        v2::wit::Decision::Reject(reject) => wit::Decision::Reject(wit::Reject {
+            status: reject.status,
+            message: reject.message,
+        }),
+    }
+}
+
 /// The 0.1.0 request.
 pub(crate) fn request_to_v1(req: &wit::Request) -> v1::wit::Request {
     v1::wit::Request {
@@ -152,14 +262,14 @@ pub(crate) fn request_to_v1(req: &wit::Request) -> v1::wit::Request {
 }
 
 /// A 0.1.0 node: `node` with only `variant` of its models and the candidate's live load.
-pub(crate) fn node_to_v1(node: &wit::Node, variant: &wit::ModelVariant, load: wit::Load) -> v1::wit::Node {
+pub(crate) fn node_to_v1(node: &wit::Node, variant: &wit::ModelVariant, candidate: &Candidate) -> v1::wit::Node {
     v1::wit::Node {
         name: node.name.clone(),
         labels: node.labels.clone(),
         runtime: node.runtime.clone(),
         healthy: node.healthy,
-        in_flight: load.in_flight,
-        queued: load.queued,
+        in_flight: candidate.in_flight,
+        queued: candidate.queued,
         max_concurrency: node.max_concurrency,
         max_tokens: node.max_tokens,
         cpu_util_pct: node.cpu_util_pct,

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use serde::Serialize;
 use switchyard_protocol::{Decision, RequestInfo};
 
-use super::bindings::{self, wit};
+use super::bindings;
 use super::fault::{FaultKind, PolicyFault};
-use super::prepared::PreparedSnapshot;
+use super::prepared::{Candidate, PreparedSnapshot};
 use super::spec::PolicySpec;
 use super::stage::Stage;
 use super::validate::{check_decision, check_shape};
@@ -148,7 +148,7 @@ impl LoadedPolicy {
     pub fn decide(&self, req: &RequestInfo, prepared: &PreparedSnapshot) -> Result<Decision, PolicyFault> {
         let snapshot = prepared.snapshot();
         let wit_req = bindings::request_to_wit(req);
-        let mut candidates: Vec<wit::Candidate> = prepared.candidates_for(&req.model);
+        let mut candidates: Vec<Candidate> = prepared.candidates_for(&req.model);
         let mut reasons: Vec<String> = Vec::new();
         let mut previous: Option<Vec<switchyard_protocol::Target>> = None;
         // A stage that asked to wait for its first target keeps asking, while that node is

@@ -21,6 +21,16 @@ pub trait LiveLoad: Send + Sync + std::fmt::Debug {
     fn in_flight(&self, node: &str) -> u32;
 }
 
+/// One node a request may go to: the node's index in the snapshot, the index of its variant
+/// of the requested model among the node's models, and the node's live load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    pub node: u32,
+    pub model: u32,
+    pub in_flight: u32,
+    pub queued: u32,
+}
+
 /// Versions are unique in the process: an instance that saw one never mistakes another
 /// snapshot for it.
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
@@ -94,7 +104,7 @@ impl PreparedSnapshot {
 
     /// The target a candidate stands for (the caller checked that it is one of this
     /// snapshot's: candidates come from `candidates_for` or `candidate`).
-    pub(crate) fn target(&self, candidate: &wit::Candidate) -> Target {
+    pub(crate) fn target(&self, candidate: &Candidate) -> Target {
         let (node, locals) = &self.names[candidate.node as usize];
         Target {
             node: node.clone(),
@@ -102,9 +112,12 @@ impl PreparedSnapshot {
         }
     }
 
-    fn load(&self, node: u32) -> wit::Load {
+    /// Candidate `node`'s variant `model`, with the node's live load.
+    fn candidate_at(&self, node: u32, model: u32) -> Candidate {
         let wit_node = &self.nodes[node as usize];
-        wit::Load {
+        Candidate {
+            node,
+            model,
             in_flight: self
                 .live
                 .as_ref()
@@ -114,24 +127,20 @@ impl PreparedSnapshot {
     }
 
     /// The candidates for a request for `model`: every node serving it, with its live load.
-    pub(crate) fn candidates_for(&self, model: &str) -> Vec<wit::Candidate> {
+    pub(crate) fn candidates_for(&self, model: &str) -> Vec<Candidate> {
         self.by_model
             .get(model)
             .map(|pairs| {
                 pairs
                     .iter()
-                    .map(|&(node, model)| wit::Candidate {
-                        node,
-                        model,
-                        load: self.load(node),
-                    })
+                    .map(|&(node, model)| self.candidate_at(node, model))
                     .collect()
             })
             .unwrap_or_default()
     }
 
     /// The candidate for `node`'s variant `local` of `model` (a chain's next stage).
-    pub(crate) fn candidate(&self, model: &str, node: &str, local: &str) -> Option<wit::Candidate> {
+    pub(crate) fn candidate(&self, model: &str, node: &str, local: &str) -> Option<Candidate> {
         let pairs = self.by_model.get(model)?;
         pairs
             .iter()
@@ -139,11 +148,7 @@ impl PreparedSnapshot {
                 let wit_node = &self.nodes[n as usize];
                 wit_node.name == node && wit_node.models[m as usize].local == local
             })
-            .map(|&(node, model)| wit::Candidate {
-                node,
-                model,
-                load: self.load(node),
-            })
+            .map(|&(node, model)| self.candidate_at(node, model))
     }
 }
 

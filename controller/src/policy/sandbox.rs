@@ -12,7 +12,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Host, LogLevel, Policy, TypesHost, v1};
+use super::bindings::{Host, LogLevel, Policy, TypesHost, v1, v2};
 use super::guest_log::{LogBudget, one_line};
 use super::guest_output::GuestOutput;
 
@@ -65,6 +65,22 @@ impl Host for HostState {
         self.guest_log(level, &message);
     }
 }
+
+/// The same `host.log` for components built against the 0.2.0 contract.
+impl v2::Host for HostState {
+    fn log(&mut self, level: v2::LogLevel, message: String) {
+        let level = match level {
+            v2::LogLevel::Trace => tracing::Level::TRACE,
+            v2::LogLevel::Debug => tracing::Level::DEBUG,
+            v2::LogLevel::Info => tracing::Level::INFO,
+            v2::LogLevel::Warn => tracing::Level::WARN,
+            v2::LogLevel::Error => tracing::Level::ERROR,
+        };
+        self.guest_log(level, &message);
+    }
+}
+
+impl v2::TypesHost for HostState {}
 
 /// The same `host.log` for components built against the 0.1.0 contract.
 impl v1::Host for HostState {
@@ -147,6 +163,7 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         forbid_waiting(&mut linker)?;
         Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        v2::Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
         v1::Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
 
         let stop = Arc::new(AtomicBool::new(false));

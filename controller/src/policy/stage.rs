@@ -1,8 +1,9 @@
 //! One compiled component of a policy chain: compiled once (`InstancePre`), configured
 //! instances kept in a lock-free pool and reused, every call under an epoch deadline and a
 //! memory cap. An instance that faults is dropped, never reused. A component of the current
-//! contract (0.2.0) receives the cluster once per snapshot version (`set-cluster`) and then
-//! only candidates by index; one built for 0.1.0 receives its candidate nodes whole.
+//! contract (0.3.0) receives the cluster once per snapshot version (`set-cluster`) and then
+//! only its candidates, as one list of indices and loads; one built for 0.2.0 the same
+//! candidates as a list of records; one built for 0.1.0 its candidate nodes whole.
 
 use std::sync::Arc;
 
@@ -10,17 +11,18 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
-use super::bindings::{self, Policy, PolicyPre, v1, wit};
+use super::bindings::{self, Policy, PolicyPre, v1, v2, wit};
 use super::fault::PolicyFault;
 use super::guest_log::LogBudget;
 use super::guest_output::GuestOutput;
-use super::prepared::PreparedSnapshot;
+use super::prepared::{Candidate, PreparedSnapshot};
 use super::sandbox::{HostState, Sandbox};
 use super::spec::Limits;
 
 enum Bindings {
     Current(Policy),
-    Legacy(v1::Policy),
+    V2(v2::Policy),
+    V1(v1::Policy),
 }
 
 struct Instance {
@@ -28,11 +30,22 @@ struct Instance {
     bindings: Bindings,
     /// The snapshot version this instance was last given (`set-cluster`); 0: none.
     seen_version: u64,
+    /// The current contract's `route` candidates (four numbers each), reused from call to call.
+    packed: Vec<u32>,
+}
+
+/// `candidates` as the current contract's `route` takes them, into `packed`.
+fn pack(candidates: &[Candidate], packed: &mut Vec<u32>) {
+    packed.clear();
+    for c in candidates {
+        packed.extend_from_slice(&[c.node, c.model, c.in_flight, c.queued]);
+    }
 }
 
 enum Pre {
     Current(PolicyPre<HostState>),
-    Legacy(v1::PolicyPre<HostState>),
+    V2(v2::PolicyPre<HostState>),
+    V1(v1::PolicyPre<HostState>),
 }
 
 /// A compiled, configurable stage.
@@ -71,13 +84,16 @@ impl Stage {
             .map_err(|e| format!("{e:#}"))?;
         let pre = match PolicyPre::new(instance_pre.clone()) {
             Ok(pre) => Pre::Current(pre),
-            Err(current) => match v1::PolicyPre::new(instance_pre) {
-                Ok(pre) => Pre::Legacy(pre),
-                Err(_) => {
-                    return Err(format!(
-                        "{current:#} (the component implements neither switchyard:policy@0.2.0 nor @0.1.0)"
-                    ));
-                }
+            Err(current) => match v2::PolicyPre::new(instance_pre.clone()) {
+                Ok(pre) => Pre::V2(pre),
+                Err(_) => match v1::PolicyPre::new(instance_pre) {
+                    Ok(pre) => Pre::V1(pre),
+                    Err(_) => {
+                        return Err(format!(
+                            "{current:#} (the component implements none of switchyard:policy@0.3.0, @0.2.0 or @0.1.0)"
+                        ));
+                    }
+                },
             },
         };
         Ok(Self {
@@ -112,20 +128,23 @@ impl Stage {
         };
         let engine = match &self.pre {
             Pre::Current(pre) => pre.engine(),
-            Pre::Legacy(pre) => pre.engine(),
+            Pre::V2(pre) => pre.engine(),
+            Pre::V1(pre) => pre.engine(),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(self.deadline_ticks());
         let instantiated = match &self.pre {
             Pre::Current(pre) => pre.instantiate(&mut store).map(Bindings::Current),
-            Pre::Legacy(pre) => pre.instantiate(&mut store).map(Bindings::Legacy),
+            Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
+            Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
         };
         let bindings = instantiated.map_err(|e| Err(self.classify(e, PolicyFault::Instantiate)))?;
         store.set_epoch_deadline(self.deadline_ticks());
         let configured = match &bindings {
             Bindings::Current(b) => b.call_configure(&mut store, &self.params_json),
-            Bindings::Legacy(b) => b.call_configure(&mut store, &self.params_json),
+            Bindings::V2(b) => b.call_configure(&mut store, &self.params_json),
+            Bindings::V1(b) => b.call_configure(&mut store, &self.params_json),
         };
         store.data().output.drain_to_log(&self.policy_id);
         match configured {
@@ -133,6 +152,7 @@ impl Stage {
                 store,
                 bindings,
                 seen_version: 0,
+                packed: Vec::new(),
             }),
             Ok(Err(message)) => Err(Ok(message)),
             Err(e) => Err(Err(self.classify(e, PolicyFault::Trap))),
@@ -169,26 +189,28 @@ impl Stage {
     }
 
     /// Whether its decisions name their targets (contract 0.1.0) and so need every check
-    /// against the snapshot; a 0.2.0 decision is resolved and checked by candidate index.
+    /// against the snapshot; a later contract's decision is resolved and checked by
+    /// candidate index.
     pub fn names_targets(&self) -> bool {
-        matches!(self.pre, Pre::Legacy(_))
+        matches!(self.pre, Pre::V1(_))
     }
 
     /// The contract the component implements.
     pub fn contract(&self) -> &'static str {
         match self.pre {
-            Pre::Current(_) => "switchyard:policy@0.2.0",
-            Pre::Legacy(_) => "switchyard:policy@0.1.0",
+            Pre::Current(_) => "switchyard:policy@0.3.0",
+            Pre::V2(_) => "switchyard:policy@0.2.0",
+            Pre::V1(_) => "switchyard:policy@0.1.0",
         }
     }
 
     /// Call `route` for `candidates` of `prepared` under the stage's limits (handing the
     /// instance the cluster first when it has not seen this snapshot version).
-    pub fn route(
+    pub(crate) fn route(
         &self,
         req: &wit::Request,
         prepared: &PreparedSnapshot,
-        candidates: &[wit::Candidate],
+        candidates: &[Candidate],
     ) -> Result<switchyard_protocol::Decision, PolicyFault> {
         let mut instance = match self.warm.pop() {
             Some(instance) => instance,
@@ -199,24 +221,44 @@ impl Stage {
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
         instance.store.data_mut().log_lines_in_call = 0;
+        let new_version = instance.seen_version != prepared.version();
+        instance.seen_version = prepared.version();
         let result = match &instance.bindings {
             Bindings::Current(b) => {
                 let mut handed = Ok(());
-                if instance.seen_version != prepared.version() {
+                if new_version {
                     handed = b.call_set_cluster(&mut instance.store, prepared.version(), prepared.nodes());
-                    instance.seen_version = prepared.version();
                 }
+                pack(candidates, &mut instance.packed);
                 handed
-                    .and_then(|()| b.call_route(&mut instance.store, req, candidates))
+                    .and_then(|()| b.call_route(&mut instance.store, req, &instance.packed))
                     .map(|decision| bindings::decision_from_wit(decision, candidates, prepared))
             }
-            Bindings::Legacy(b) => {
+            Bindings::V2(b) => {
+                let mut handed = Ok(());
+                if new_version {
+                    let nodes: Vec<v2::wit::Node> = prepared.nodes().iter().map(bindings::node_to_v2).collect();
+                    handed = b.call_set_cluster(&mut instance.store, prepared.version(), &nodes);
+                }
+                handed
+                    .and_then(|()| {
+                        b.call_route(
+                            &mut instance.store,
+                            &bindings::request_to_v2(req),
+                            &bindings::candidates_to_v2(candidates),
+                        )
+                    })
+                    .map(|decision| {
+                        bindings::decision_from_wit(bindings::decision_from_v2(decision), candidates, prepared)
+                    })
+            }
+            Bindings::V1(b) => {
                 let nodes = prepared.nodes();
                 let whole: Vec<v1::wit::Node> = candidates
                     .iter()
                     .filter_map(|c| {
                         let node = nodes.get(c.node as usize)?;
-                        Some(bindings::node_to_v1(node, node.models.get(c.model as usize)?, c.load))
+                        Some(bindings::node_to_v1(node, node.models.get(c.model as usize)?, c))
                     })
                     .collect();
                 b.call_route(&mut instance.store, &bindings::request_to_v1(req), &whole)

@@ -11,7 +11,7 @@ pub const MAX_TARGETS: usize = 64;
 pub const MAX_TEXT_BYTES: usize = 1024;
 
 /// The checks that need no snapshot: a reject's status and message, a route's target count
-/// and reason. A decision in candidate indices (contract 0.2.0) needs only these: its
+/// and reason. A decision in candidate indices (contract 0.2.0 and later) needs only these: its
 /// targets were resolved against the request's candidates, which serve the requested model
 /// (and, in a chain, are the previous stage's choices), and checked healthy there.
 pub fn check_shape(decision: &Decision) -> Result<(), PolicyFault> {

@@ -261,33 +261,47 @@ fn uploads_are_capped_listed_and_deleted_unless_a_loaded_policy_uses_them() {
 }
 
 #[test]
-fn a_component_built_for_the_0_1_0_contract_still_loads_and_routes() {
-    // The least-loaded component as it was built before 0.2.0 (every candidate node lowered
-    // whole per call): users' existing .wasm files keep working.
+fn components_built_for_the_0_1_0_and_0_2_0_contracts_still_load_and_route() {
+    // The least-loaded component as it was built for each earlier contract (0.1.0: every
+    // candidate node lowered whole per call; 0.2.0: candidates as a list of records): users'
+    // existing .wasm files keep working, each on a new snapshot too.
     let engine = engine();
     let fixtures = repo_path("controller/tests/fixtures");
-    let policy = engine
-        .load_text(
-            "name = \"old-least-loaded\"\n[[stage]]\ncomponent = \"least-loaded-0.1.0.wasm\"\n",
-            "old-least-loaded.toml",
-            Some(&fixtures),
-            &cluster(),
-        )
-        .expect("a 0.1.0 component loads");
-    assert_eq!(policy.stages[0].contract(), "switchyard:policy@0.1.0");
-    engine.activate(&policy.id).expect("activate");
-    let mut snapshot = cluster();
-    for node in &mut snapshot.nodes {
-        node.in_flight = if node.name == "xeon" { 0 } else { 1 };
+    for version in ["0.1.0", "0.2.0"] {
+        let policy = engine
+            .load_text(
+                &format!(
+                    "name = \"least-loaded-{}\"\n[[stage]]\ncomponent = \"least-loaded-{version}.wasm\"\n",
+                    version.replace('.', "-")
+                ),
+                "old-least-loaded.toml",
+                Some(&fixtures),
+                &cluster(),
+            )
+            .unwrap_or_else(|e| panic!("a {version} component loads: {e}"));
+        assert_eq!(policy.stages[0].contract(), format!("switchyard:policy@{version}"));
+        engine.activate(&policy.id).expect("activate");
+        for free in ["xeon", "ryzen", "xeon"] {
+            let mut snapshot = cluster();
+            for node in &mut snapshot.nodes {
+                node.in_flight = if node.name == free { 0 } else { 1 };
+                node.models.iter_mut().for_each(|m| m.loaded = true);
+            }
+            let routed = engine.decide(&request(None), &snapshot);
+            assert!(routed.fault.is_none(), "{version}: {:?}", routed.fault);
+            assert_eq!(
+                routed.decision.first_node(),
+                Some(free),
+                "{version}: {:?}",
+                routed.decision
+            );
+        }
     }
-    let routed = engine.decide(&request(None), &snapshot);
-    assert!(routed.fault.is_none(), "{:?}", routed.fault);
-    assert_eq!(routed.decision.first_node(), Some("xeon"), "{:?}", routed.decision);
 
     let current = engine
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("loads");
-    assert_eq!(current.stages[0].contract(), "switchyard:policy@0.2.0");
+    assert_eq!(current.stages[0].contract(), "switchyard:policy@0.3.0");
 }
 
 #[test]

@@ -9,7 +9,31 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::bindings::switchyard::policy::types as wit;
-use crate::{Candidate, Decision, Node};
+use crate::{Decision, Node};
+
+/// A request's candidates as the host passes them (contract 0.3.0): four numbers each, the
+/// node's index in the cluster, its variant's index among the node's models, and the node's
+/// live in-flight and queued counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidates<'a> {
+    packed: &'a [u32],
+}
+
+impl<'a> Candidates<'a> {
+    /// A trailing partial candidate (a host bug) is ignored.
+    pub fn new(packed: &'a [u32]) -> Self {
+        Self { packed }
+    }
+
+    fn rows(&self) -> impl Iterator<Item = &'a [u32]> + 'a {
+        self.packed.chunks_exact(4)
+    }
+
+    /// (node index, variant index) of each candidate.
+    fn pairs(&self) -> impl Iterator<Item = (u32, u32)> + 'a {
+        self.rows().map(|row| (row[0], row[1]))
+    }
+}
 
 /// FNV-1a: names are short, and SipHash's per-call setup cost more than the lookup.
 #[derive(Default)]
@@ -40,14 +64,14 @@ struct View {
 }
 
 impl View {
-    fn new(cluster: &[Node], candidates: &[Candidate]) -> Self {
+    fn new(cluster: &[Node], candidates: Candidates<'_>) -> Self {
         let nodes = view(cluster, candidates);
         let mut by_name = FnvMap::default();
         for (index, node) in nodes.iter().enumerate() {
             by_name.entry(node.name.clone()).or_insert(index as u32);
         }
         Self {
-            pairs: candidates.iter().map(|c| (c.node, c.model)).collect(),
+            pairs: candidates.pairs().collect(),
             nodes,
             by_name,
         }
@@ -104,12 +128,12 @@ pub fn version() -> u64 {
     CLUSTER.with(|c| c.borrow().version)
 }
 
-fn view(nodes: &[Node], candidates: &[Candidate]) -> Vec<Node> {
+fn view(nodes: &[Node], candidates: Candidates<'_>) -> Vec<Node> {
     candidates
-        .iter()
-        .filter_map(|c| {
-            let node = nodes.get(c.node as usize)?;
-            let variant = node.models.get(c.model as usize)?.clone();
+        .pairs()
+        .filter_map(|(node, model)| {
+            let node = nodes.get(node as usize)?;
+            let variant = node.models.get(model as usize)?.clone();
             let mut view = Node {
                 models: Vec::new(),
                 ..node.clone()
@@ -124,14 +148,14 @@ fn view(nodes: &[Node], candidates: &[Candidate]) -> Vec<Node> {
 /// and answer in the contract's form (targets as candidate indices).
 pub fn with_candidates(
     model: &str,
-    candidates: &[Candidate],
+    candidates: Candidates<'_>,
     decide: impl FnOnce(&[Node]) -> Decision,
 ) -> wit::Decision {
     CLUSTER.with(|cell| {
         let mut cluster = cell.borrow_mut();
         let cluster = &mut *cluster;
         // Compared in place: the usual request (a first stage) allocates nothing here.
-        let same = |cached: &[(u32, u32)]| cached.iter().copied().eq(candidates.iter().map(|c| (c.node, c.model)));
+        let same = |cached: &[(u32, u32)]| cached.iter().copied().eq(candidates.pairs());
         let cached = match cluster.views.get(model).map(|view| same(&view.pairs)) {
             Some(true) => cluster.views.get_mut(model),
             // The first list asked for since the version changed: the one to keep.
@@ -160,25 +184,34 @@ pub fn with_candidates(
 }
 
 /// Write each candidate's live load into its node.
-fn live_load(nodes: &mut [Node], candidates: &[Candidate]) {
-    for (node, candidate) in nodes.iter_mut().zip(candidates) {
-        node.in_flight = candidate.load.in_flight;
-        node.queued = candidate.load.queued;
+fn live_load(nodes: &mut [Node], candidates: Candidates<'_>) {
+    for (node, row) in nodes.iter_mut().zip(candidates.rows()) {
+        node.in_flight = row[2];
+        node.queued = row[3];
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Load;
+    use crate::bindings::switchyard::policy::types as wit;
     use crate::fixture::node;
+    use crate::{Route, Target};
 
-    fn candidate(node: u32, model: u32, in_flight: u32) -> Candidate {
-        Candidate {
-            node,
-            model,
-            load: Load { in_flight, queued: 0 },
-        }
+    /// Run `decide` on candidates given as (node, variant, in-flight) rows.
+    fn with_rows(rows: &[(u32, u32, u32)], decide: impl FnOnce(&[Node]) -> Decision) -> wit::Decision {
+        let packed: Vec<u32> = rows
+            .iter()
+            .flat_map(|&(node, model, in_flight)| [node, model, in_flight, 0])
+            .collect();
+        with_candidates("n", Candidates::new(&packed), decide)
+    }
+
+    fn reject() -> Decision {
+        Decision::Reject(crate::Reject {
+            status: 503,
+            message: String::new(),
+        })
     }
 
     #[test]
@@ -191,29 +224,57 @@ mod tests {
             ],
         );
         assert_eq!(version(), 7);
-        let seen = |candidates: &[Candidate]| {
+        let seen = |rows: &[(u32, u32, u32)]| {
             let mut out = Vec::new();
-            with_candidates("n", candidates, |nodes| {
+            with_rows(rows, |nodes| {
                 out = nodes
                     .iter()
                     .map(|n| (n.name.clone(), n.models[0].local.clone(), n.models.len(), n.in_flight))
                     .collect();
-                Decision::Reject(crate::Reject {
-                    status: 503,
-                    message: String::new(),
-                })
+                reject()
             });
             out
         };
         assert_eq!(
-            seen(&[candidate(0, 1, 1), candidate(1, 0, 0)]),
+            seen(&[(0, 1, 1), (1, 0, 0)]),
             [("a".into(), "n-a".into(), 1, 1), ("b".into(), "n-b".into(), 1, 0)]
         );
         // The cached list, with the new live load written in.
-        assert_eq!(seen(&[candidate(0, 1, 2), candidate(1, 0, 1)])[0].3, 2);
+        assert_eq!(seen(&[(0, 1, 2), (1, 0, 1)])[0].3, 2);
         // A different candidate set (a chain's later stage) gets its own list; the cached
         // one stays for the next first stage.
-        assert_eq!(seen(&[candidate(1, 0, 0)]), [("b".into(), "n-b".into(), 1, 0)]);
-        assert_eq!(seen(&[candidate(0, 1, 0), candidate(1, 0, 0)]).len(), 2);
+        assert_eq!(seen(&[(1, 0, 0)]), [("b".into(), "n-b".into(), 1, 0)]);
+        assert_eq!(seen(&[(0, 1, 0), (1, 0, 0)]).len(), 2);
+    }
+
+    #[test]
+    fn targets_become_candidate_indices_also_for_a_node_with_two_variants_of_the_model() {
+        set(
+            8,
+            vec![
+                node("a", &[("n", "n-small"), ("n", "n-large")], 2),
+                node("b", &[("n", "n-b")], 2),
+            ],
+        );
+        let target = |node: &str, model: &str| Target {
+            node: node.into(),
+            model: model.into(),
+        };
+        let decided = with_rows(&[(0, 0, 0), (0, 1, 0), (1, 0, 0)], |_| {
+            Decision::Route(Route {
+                targets: vec![
+                    target("b", "n-b"),
+                    target("a", "n-large"),
+                    target("a", "n-small"),
+                    target("c", "n"),
+                ],
+                reason: "r".into(),
+                wait_for_first: false,
+            })
+        });
+        match decided {
+            wit::Decision::Route(route) => assert_eq!(route.targets, [2, 1, 0, u32::MAX]),
+            wit::Decision::Reject(_) => panic!("a route"),
+        }
     }
 }

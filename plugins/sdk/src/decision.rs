@@ -1,5 +1,5 @@
 //! What a policy answers, in names (`Target { node, model }`), and its translation into the
-//! 0.2.0 contract's answer in candidate indices: names are for policy authors, indices keep
+//! contract's answer in candidate indices: names are for policy authors, indices keep
 //! strings off the boundary. A target that is not one of the candidates becomes an index
 //! past the end, which the host refuses as an invalid decision (and the fallback decides).
 

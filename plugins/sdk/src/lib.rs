@@ -1,5 +1,5 @@
 //! Guest-side SDK for Switchyard policies: the bindings generated from `wit/` (once, here),
-//! the cluster cache behind the 0.2.0 contract, params decoding, and the eligibility checks
+//! the cluster cache behind the 0.3.0 contract, params decoding, and the eligibility checks
 //! every policy needs. A policy crate implements [`Policy`] and calls [`export_policy!`].
 
 pub mod bindings {
@@ -19,7 +19,8 @@ mod decision;
 mod memcmp;
 
 pub use bindings::switchyard::policy::host::{LogLevel, log};
-pub use bindings::switchyard::policy::types::{Candidate, Gpu, Load, ModelVariant, Node, Request};
+pub use bindings::switchyard::policy::types::{Gpu, ModelVariant, Node, Request};
+pub use cluster::Candidates;
 pub use decision::{Decision, Reject, Route, Target};
 
 /// A routing policy. The SDK keeps the cluster the host hands over once per snapshot
@@ -49,11 +50,9 @@ macro_rules! export_policy {
                 fn set_cluster(version: u64, nodes: Vec<$crate::Node>) {
                     $crate::cluster::set(version, nodes);
                 }
-                fn route(
-                    req: $crate::Request,
-                    candidates: Vec<$crate::Candidate>,
-                ) -> $crate::bindings::switchyard::policy::types::Decision {
-                    $crate::cluster::with_candidates(&req.model, &candidates, |nodes| {
+                fn route(req: $crate::Request, candidates: Vec<u32>) -> $crate::bindings::switchyard::policy::types::Decision {
+                    let candidates = $crate::Candidates::new(&candidates);
+                    $crate::cluster::with_candidates(&req.model, candidates, |nodes| {
                         <super::$ty as $crate::Policy>::route(&req, nodes)
                     })
                 }
