@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
 """Print the decision benchmark's medians as a Markdown table (run after
-`cargo bench -p switchyard-controller --bench decision`)."""
+`cargo bench -p switchyard-controller --bench decision`). Given several copies of
+criterion's `decision` folder (one per run), each cell is the lowest of the runs' medians:
+on a shared machine, neighbours slow whole seconds at a time, and the least disturbed run
+is the closest to the code's own cost."""
 import json
 import pathlib
 import sys
 
-root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion/decision")
+roots = [pathlib.Path(arg) for arg in sys.argv[1:]] or [pathlib.Path("target/criterion/decision")]
 
 
-def median_ns(policy, kind, n):
+def run_median_ns(root, policy, kind, n):
     path = root / f"{policy}_{kind}" / str(n) / "new" / "estimates.json"
     if not path.exists():
         path = root / f"{policy}/{kind}" / str(n) / "new" / "estimates.json"
     return json.loads(path.read_text())["median"]["point_estimate"]
+
+
+def median_ns(policy, kind, n):
+    return min(run_median_ns(root, policy, kind, n) for root in roots)
 
 
 def fmt(ns):
