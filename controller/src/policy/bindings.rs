@@ -4,7 +4,7 @@
 //! between them and the wire types in `switchyard-protocol`. Only the fields the WIT
 //! declares are marshalled.
 
-use switchyard_protocol::{Decision, GpuSample, ModelVariant, NodeSnapshot, Reject, RequestInfo, Route, Target};
+use switchyard_protocol::{Decision, ModelVariant, NodeSnapshot, Reject, RequestInfo, Route, Target};
 
 use super::prepared::{Candidate, PreparedSnapshot};
 
@@ -50,31 +50,71 @@ pub(crate) mod v1 {
     pub(crate) use super::legacy::{Policy, PolicyPre};
 }
 
-pub(crate) fn request_to_wit(req: &RequestInfo) -> wit::Request {
-    wit::Request {
-        id: req.id.clone(),
-        api: req.api.clone(),
-        model: req.model.clone(),
-        stream: req.stream,
-        prompt_tokens: req.prompt_tokens,
-        max_tokens: req.max_tokens,
-        priority: req.priority,
-        task: req.task.clone(),
-        session: req.session.clone(),
-        tags: req.tags.clone(),
-    }
+/// The request, GPU and node records of every contract have the same fields (0.1.0's node and
+/// model variant lack only `load-ms`), and so do the protocol's types they are made from: one
+/// macro per record copies any of them into a given contract's generated type.
+macro_rules! request_record {
+    ($req:expr => $($contract:ident)::+) => {{
+        let req = $req;
+        $($contract)::+::Request {
+            id: req.id.clone(),
+            api: req.api.clone(),
+            model: req.model.clone(),
+            stream: req.stream,
+            prompt_tokens: req.prompt_tokens,
+            max_tokens: req.max_tokens,
+            priority: req.priority,
+            task: req.task.clone(),
+            session: req.session.clone(),
+            tags: req.tags.clone(),
+        }
+    }};
 }
 
-fn gpu_to_wit(gpu: &GpuSample) -> wit::Gpu {
-    wit::Gpu {
-        name: gpu.name.clone(),
-        util_pct: gpu.util_pct,
-        mem_used_mb: gpu.mem_used_mb,
-        mem_total_mb: gpu.mem_total_mb,
-        temp_c: gpu.temp_c,
-        power_w: gpu.power_w,
-        throttled: gpu.throttled,
-    }
+macro_rules! gpu_record {
+    ($gpu:expr => $($contract:ident)::+) => {{
+        let gpu = $gpu;
+        $($contract)::+::Gpu {
+            name: gpu.name.clone(),
+            util_pct: gpu.util_pct,
+            mem_used_mb: gpu.mem_used_mb,
+            mem_total_mb: gpu.mem_total_mb,
+            temp_c: gpu.temp_c,
+            power_w: gpu.power_w,
+            throttled: gpu.throttled,
+        }
+    }};
+}
+
+/// A node record with `models` and its load (`in_flight`, `queued`) given.
+macro_rules! node_record {
+    ($node:expr => $($contract:ident)::+, models: $models:expr, in_flight: $in_flight:expr, queued: $queued:expr) => {{
+        let node = $node;
+        $($contract)::+::Node {
+            name: node.name.clone(),
+            labels: node.labels.clone(),
+            runtime: node.runtime.clone(),
+            healthy: node.healthy,
+            in_flight: $in_flight,
+            queued: $queued,
+            max_concurrency: node.max_concurrency,
+            max_tokens: node.max_tokens,
+            cpu_util_pct: node.cpu_util_pct,
+            mem_used_mb: node.mem_used_mb,
+            mem_total_mb: node.mem_total_mb,
+            gpus: node.gpus.iter().map(|gpu| gpu_record!(gpu => $($contract)::+)).collect(),
+            on_battery: node.on_battery,
+            thermal_throttled: node.thermal_throttled,
+            tokens_per_sec: node.tokens_per_sec,
+            ttft_ms: node.ttft_ms,
+            models: $models,
+            last_seen_ms: node.last_seen_ms,
+        }
+    }};
+}
+
+pub(crate) fn request_to_wit(req: &RequestInfo) -> wit::Request {
+    request_record!(req => wit)
 }
 
 fn variant_to_wit(model: &ModelVariant) -> wit::ModelVariant {
@@ -89,26 +129,10 @@ fn variant_to_wit(model: &ModelVariant) -> wit::ModelVariant {
 }
 
 pub(crate) fn node_to_wit(node: &NodeSnapshot) -> wit::Node {
-    wit::Node {
-        name: node.name.clone(),
-        labels: node.labels.clone(),
-        runtime: node.runtime.clone(),
-        healthy: node.healthy,
-        in_flight: node.in_flight,
-        queued: node.queued,
-        max_concurrency: node.max_concurrency,
-        max_tokens: node.max_tokens,
-        cpu_util_pct: node.cpu_util_pct,
-        mem_used_mb: node.mem_used_mb,
-        mem_total_mb: node.mem_total_mb,
-        gpus: node.gpus.iter().map(gpu_to_wit).collect(),
-        on_battery: node.on_battery,
-        thermal_throttled: node.thermal_throttled,
-        tokens_per_sec: node.tokens_per_sec,
-        ttft_ms: node.ttft_ms,
+    node_record!(node => wit,
         models: node.models.iter().map(variant_to_wit).collect(),
-        last_seen_ms: node.last_seen_ms,
-    }
+        in_flight: node.in_flight,
+        queued: node.queued)
 }
 
 /// The decision with each target index resolved against the `candidates` of the call;
@@ -154,35 +178,7 @@ pub(crate) fn decision_from_wit(
 
 /// A 0.2.0 node (the same fields as the current contract's).
 pub(crate) fn node_to_v2(node: &wit::Node) -> v2::wit::Node {
-    v2::wit::Node {
-        name: node.name.clone(),
-        labels: node.labels.clone(),
-        runtime: node.runtime.clone(),
-        healthy: node.healthy,
-        in_flight: node.in_flight,
-        queued: node.queued,
-        max_concurrency: node.max_concurrency,
-        max_tokens: node.max_tokens,
-        cpu_util_pct: node.cpu_util_pct,
-        mem_used_mb: node.mem_used_mb,
-        mem_total_mb: node.mem_total_mb,
-        gpus: node
-            .gpus
-            .iter()
-            .map(|g| v2::wit::Gpu {
-                name: g.name.clone(),
-                util_pct: g.util_pct,
-                mem_used_mb: g.mem_used_mb,
-                mem_total_mb: g.mem_total_mb,
-                temp_c: g.temp_c,
-                power_w: g.power_w,
-                throttled: g.throttled,
-            })
-            .collect(),
-        on_battery: node.on_battery,
-        thermal_throttled: node.thermal_throttled,
-        tokens_per_sec: node.tokens_per_sec,
-        ttft_ms: node.ttft_ms,
+    node_record!(node => v2::wit,
         models: node
             .models
             .iter()
@@ -195,24 +191,13 @@ pub(crate) fn node_to_v2(node: &wit::Node) -> v2::wit::Node {
                 load_ms: m.load_ms,
             })
             .collect(),
-        last_seen_ms: node.last_seen_ms,
-    }
+        in_flight: node.in_flight,
+        queued: node.queued)
 }
 
 /// A 0.2.0 request (the same fields as the current contract's).
 pub(crate) fn request_to_v2(req: &wit::Request) -> v2::wit::Request {
-    v2::wit::Request {
-        id: req.id.clone(),
-        api: req.api.clone(),
-        model: req.model.clone(),
-        stream: req.stream,
-        prompt_tokens: req.prompt_tokens,
-        max_tokens: req.max_tokens,
-        priority: req.priority,
-        task: req.task.clone(),
-        session: req.session.clone(),
-        tags: req.tags.clone(),
-    }
+    request_record!(req => v2::wit)
 }
 
 /// 0.2.0 candidates: a list of records.
@@ -247,51 +232,12 @@ pub(crate) fn decision_from_v2(decision: v2::wit::Decision) -> wit::Decision {
 
 /// The 0.1.0 request.
 pub(crate) fn request_to_v1(req: &wit::Request) -> v1::wit::Request {
-    v1::wit::Request {
-        id: req.id.clone(),
-        api: req.api.clone(),
-        model: req.model.clone(),
-        stream: req.stream,
-        prompt_tokens: req.prompt_tokens,
-        max_tokens: req.max_tokens,
-        priority: req.priority,
-        task: req.task.clone(),
-        session: req.session.clone(),
-        tags: req.tags.clone(),
-    }
+    request_record!(req => v1::wit)
 }
 
 /// A 0.1.0 node: `node` with only `variant` of its models and the candidate's live load.
 pub(crate) fn node_to_v1(node: &wit::Node, variant: &wit::ModelVariant, candidate: &Candidate) -> v1::wit::Node {
-    v1::wit::Node {
-        name: node.name.clone(),
-        labels: node.labels.clone(),
-        runtime: node.runtime.clone(),
-        healthy: node.healthy,
-        in_flight: candidate.in_flight,
-        queued: candidate.queued,
-        max_concurrency: node.max_concurrency,
-        max_tokens: node.max_tokens,
-        cpu_util_pct: node.cpu_util_pct,
-        mem_used_mb: node.mem_used_mb,
-        mem_total_mb: node.mem_total_mb,
-        gpus: node
-            .gpus
-            .iter()
-            .map(|g| v1::wit::Gpu {
-                name: g.name.clone(),
-                util_pct: g.util_pct,
-                mem_used_mb: g.mem_used_mb,
-                mem_total_mb: g.mem_total_mb,
-                temp_c: g.temp_c,
-                power_w: g.power_w,
-                throttled: g.throttled,
-            })
-            .collect(),
-        on_battery: node.on_battery,
-        thermal_throttled: node.thermal_throttled,
-        tokens_per_sec: node.tokens_per_sec,
-        ttft_ms: node.ttft_ms,
+    node_record!(node => v1::wit,
         models: vec![v1::wit::ModelVariant {
             logical: variant.logical.clone(),
             local: variant.local.clone(),
@@ -299,8 +245,8 @@ pub(crate) fn node_to_v1(node: &wit::Node, variant: &wit::ModelVariant, candidat
             context_length: variant.context_length,
             loaded: variant.loaded,
         }],
-        last_seen_ms: node.last_seen_ms,
-    }
+        in_flight: candidate.in_flight,
+        queued: candidate.queued)
 }
 
 /// A 0.1.0 decision (targets by name).

@@ -12,7 +12,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Host, LogLevel, Policy, TypesHost, v1, v2};
+use super::bindings::{Policy, v1, v2};
 use super::guest_log::{LogBudget, one_line};
 use super::guest_output::GuestOutput;
 
@@ -53,50 +53,30 @@ impl WasiView for HostState {
     }
 }
 
-impl Host for HostState {
-    fn log(&mut self, level: LogLevel, message: String) {
-        let level = match level {
-            LogLevel::Trace => tracing::Level::TRACE,
-            LogLevel::Debug => tracing::Level::DEBUG,
-            LogLevel::Info => tracing::Level::INFO,
-            LogLevel::Warn => tracing::Level::WARN,
-            LogLevel::Error => tracing::Level::ERROR,
-        };
-        self.guest_log(level, &message);
-    }
+/// `host.log` for each contract's generated `Host` trait: the same levels, the same budget.
+macro_rules! host_log {
+    ($($contract:ident)::+) => {
+        impl $($contract)::+::Host for HostState {
+            fn log(&mut self, level: $($contract)::+::LogLevel, message: String) {
+                use $($contract)::+::LogLevel;
+                let level = match level {
+                    LogLevel::Trace => tracing::Level::TRACE,
+                    LogLevel::Debug => tracing::Level::DEBUG,
+                    LogLevel::Info => tracing::Level::INFO,
+                    LogLevel::Warn => tracing::Level::WARN,
+                    LogLevel::Error => tracing::Level::ERROR,
+                };
+                self.guest_log(level, &message);
+            }
+        }
+
+        impl $($contract)::+::TypesHost for HostState {}
+    };
 }
 
-/// The same `host.log` for components built against the 0.2.0 contract.
-impl v2::Host for HostState {
-    fn log(&mut self, level: v2::LogLevel, message: String) {
-        let level = match level {
-            v2::LogLevel::Trace => tracing::Level::TRACE,
-            v2::LogLevel::Debug => tracing::Level::DEBUG,
-            v2::LogLevel::Info => tracing::Level::INFO,
-            v2::LogLevel::Warn => tracing::Level::WARN,
-            v2::LogLevel::Error => tracing::Level::ERROR,
-        };
-        self.guest_log(level, &message);
-    }
-}
-
-impl v2::TypesHost for HostState {}
-
-/// The same `host.log` for components built against the 0.1.0 contract.
-impl v1::Host for HostState {
-    fn log(&mut self, level: v1::LogLevel, message: String) {
-        let level = match level {
-            v1::LogLevel::Trace => tracing::Level::TRACE,
-            v1::LogLevel::Debug => tracing::Level::DEBUG,
-            v1::LogLevel::Info => tracing::Level::INFO,
-            v1::LogLevel::Warn => tracing::Level::WARN,
-            v1::LogLevel::Error => tracing::Level::ERROR,
-        };
-        self.guest_log(level, &message);
-    }
-}
-
-impl v1::TypesHost for HostState {}
+host_log!(super::bindings);
+host_log!(super::bindings::v2);
+host_log!(super::bindings::v1);
 
 impl HostState {
     /// One line of a guest's log, within its budget, tagged with the policy.
@@ -121,8 +101,6 @@ impl HostState {
         }
     }
 }
-
-impl TypesHost for HostState {}
 
 /// The engine, linker and epoch ticker shared by every policy.
 pub struct Sandbox {
