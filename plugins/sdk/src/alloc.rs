@@ -5,6 +5,10 @@
 //! pop from or a push onto its class's free list; anything larger goes to the system
 //! allocator. Freed small blocks are kept for reuse, never returned: the host caps an
 //! instance's memory anyway, and an instance lives for many decisions of the same shape.
+//! A policy crate with its own `#[global_allocator]` turns this one off with
+//! `default-features = false` on its `switchyard-policy-sdk` dependency. Blocks must be
+//! freed with the layout they were allocated with (Rust's contract; dlmalloc forgave a
+//! wrong size, this allocator does not).
 
 use std::alloc::Layout;
 
@@ -24,7 +28,7 @@ fn class(layout: Layout) -> Option<usize> {
     Some((size.next_power_of_two().trailing_zeros() - MIN_SHIFT) as usize)
 }
 
-#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics"), feature = "allocator"))]
 mod wasm {
     #![allow(unsafe_code)]
 

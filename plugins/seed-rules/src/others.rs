@@ -14,6 +14,10 @@ use crate::Params;
 struct Keyed<'a> {
     load: f32,
     node: &'a Node,
+    /// The node's position among the candidates: the last tie-break, so that the order is
+    /// the stable sort's (a node that is a candidate twice, with two variants of the model,
+    /// keeps its first variant first).
+    position: usize,
 }
 
 impl Ord for Keyed<'_> {
@@ -21,6 +25,7 @@ impl Ord for Keyed<'_> {
         self.load
             .total_cmp(&other.load)
             .then_with(|| self.node.name.cmp(&other.node.name))
+            .then_with(|| self.position.cmp(&other.position))
     }
 }
 
@@ -66,11 +71,13 @@ impl<'a> Others<'a> {
             let pending = self.pending.get_or_insert_with(|| {
                 nodes
                     .iter()
-                    .filter(|n| !params.names(&n.name))
-                    .map(|node| {
+                    .enumerate()
+                    .filter(|(_, n)| !params.names(&n.name))
+                    .map(|(position, node)| {
                         Reverse(Keyed {
                             load: sdk::effective_load(node, req),
                             node,
+                            position,
                         })
                     })
                     .collect()
