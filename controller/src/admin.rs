@@ -348,14 +348,46 @@ fn parse_time(raw: &str) -> Result<u64, String> {
     let number: u64 = number
         .parse()
         .map_err(|_| format!("{raw:?} is not a time: give ms since the epoch or a span ago like 15m, 2h, 7d"))?;
-    let seconds = match unit {
-        "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        "d" => number * 86_400,
+    let unit_ms: u64 = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(format!("{raw:?}: the unit must be s, m, h or d (e.g. 15m)")),
     };
-    Ok(crate::clock::now_ms().saturating_sub(seconds * 1000))
+    let span = number
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("{raw:?} is longer than any record could be old; give a span like 7d"))?;
+    Ok(crate::clock::now_ms().saturating_sub(span))
+}
+
+/// A query value with its `%XX` escapes (and `+` for a space) decoded.
+fn percent_decoded(raw: &str) -> Result<String, String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("{raw:?}: `%` must be followed by two hex digits"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{raw:?} does not decode to UTF-8"))
 }
 
 fn decisions_params(query: &str) -> Result<crate::decisions::Query, String> {
@@ -365,7 +397,7 @@ fn decisions_params(query: &str) -> Result<crate::decisions::Query, String> {
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = value.replace("%40", "@");
+        let value = percent_decoded(value)?;
         match key {
             "since" => out.since_ms = Some(parse_time(&value)?),
             "until" => out.until_ms = Some(parse_time(&value)?),
@@ -498,11 +530,20 @@ async fn decisions_query(app: &Arc<App>, query: &str) -> Response<ResponseBody> 
     from_store(
         app,
         query,
-        |store, params| store.query(&params).map(|r| (r, store.written(), store.dropped())),
-        |(records, written, dropped)| {
+        |store, params| {
+            store
+                .query(&params)
+                .map(|page| (page, store.written(), store.dropped()))
+        },
+        |(page, written, dropped)| {
             json(
                 StatusCode::OK,
-                &serde_json::json!({ "records": records, "written": written, "dropped": dropped }),
+                &serde_json::json!({
+                    "records": page.records,
+                    "truncated": page.truncated,
+                    "written": written,
+                    "dropped": dropped,
+                }),
             )
         },
     )
@@ -526,4 +567,25 @@ async fn decisions_export(app: &Arc<App>, query: &str) -> Response<ResponseBody>
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_too_long_is_an_error_not_everything_and_query_values_are_percent_decoded() {
+        let err = parse_time("18446744073709551615d").expect_err("overflows");
+        assert!(err.contains("longer than any record"), "{err}");
+        assert!(parse_time("99999999999999999999999h").is_err());
+        let week_ago = parse_time("7d").expect("a week");
+        let now = crate::clock::now_ms();
+        assert!(now - week_ago >= 7 * 86_400_000 && now - week_ago < 7 * 86_400_000 + 60_000);
+
+        let query = decisions_params("policy=seed-rules%40abc%2B1&node=my+node&since=15m").expect("valid");
+        assert_eq!(query.policy.as_deref(), Some("seed-rules@abc+1"));
+        assert_eq!(query.node.as_deref(), Some("my node"));
+        let err = decisions_params("node=%zz").expect_err("bad escape");
+        assert!(err.contains("two hex digits"), "{err}");
+    }
 }

@@ -216,6 +216,8 @@ impl Running {
         let limits = crate::http::ConnectionLimits {
             max_connections: self.app.front.limits.max_connections,
             header_read_timeout: self.app.front.limits.header_read_timeout,
+            max_connections_per_address: self.app.front.limits.max_connections_per_address,
+            idle_timeout: self.app.front.limits.idle_timeout,
         };
         crate::http::serve(self.listener, self.app, shutdown, SHUTDOWN_GRACE, limits).await;
         links_down.cancel();

@@ -67,6 +67,8 @@ pub struct DecisionsConfig {
     pub max_records: u64,
     /// Records older than this many hours go (default 168, a week).
     pub max_age_hours: u64,
+    /// The most the records may take on disk, in MiB (default 1024); the oldest go first.
+    pub max_mb: u64,
 }
 
 impl Default for DecisionsConfig {
@@ -76,6 +78,7 @@ impl Default for DecisionsConfig {
             path: "decisions.redb".into(),
             max_records: 1_000_000,
             max_age_hours: 168,
+            max_mb: 1024,
         }
     }
 }
@@ -86,6 +89,7 @@ impl DecisionsConfig {
             path: self.path.clone(),
             max_records: self.max_records,
             max_age: std::time::Duration::from_secs(self.max_age_hours.saturating_mul(3600)),
+            max_bytes: self.max_mb.saturating_mul(1024 * 1024),
         })
     }
 }
@@ -108,8 +112,15 @@ pub struct LimitsConfig {
     /// more wait in the kernel's backlog. Keep it under the process's open-file limit.
     pub max_connections: usize,
     /// The longest a client may take to send a request's headers, in ms (default 10000);
-    /// a slower (or silent) connection is closed.
+    /// a slower (or silent) connection is closed. An HTTP/2 connection that opens no stream
+    /// within it is closed too.
     pub header_read_timeout_ms: u64,
+    /// Client connections open at once from one address (default 256): more from it are
+    /// closed at once, so one client cannot take every connection.
+    pub max_connections_per_address: usize,
+    /// The longest a connection may stay open with no request after its last one, in ms
+    /// (default 60000).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -123,6 +134,8 @@ impl Default for LimitsConfig {
             total_timeout_ms: d.total_timeout.as_millis() as u64,
             max_connections: d.max_connections,
             header_read_timeout_ms: d.header_read_timeout.as_millis() as u64,
+            max_connections_per_address: d.max_connections_per_address,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
         }
     }
 }
@@ -138,6 +151,8 @@ impl LimitsConfig {
             total_timeout: Duration::from_millis(self.total_timeout_ms),
             max_connections: self.max_connections.max(1),
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
+            max_connections_per_address: self.max_connections_per_address.max(1),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
         }
     }
 }
@@ -231,6 +246,13 @@ impl ControllerConfig {
                 path: shown,
                 field: "decisions.max_records",
                 message: "must be at least 1; to keep no record, set `enabled = false`".into(),
+            });
+        }
+        if config.decisions.max_mb == 0 {
+            return Err(ConfigError::Invalid {
+                path: shown,
+                field: "decisions.max_mb",
+                message: "must be at least 1 (MiB); to keep no record, set `enabled = false`".into(),
             });
         }
         for key in &mut config.api_keys {

@@ -150,6 +150,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
             path: work.path().join("decisions.redb"),
             max_records: 1_000_000,
             max_age: Duration::from_secs(24 * 3600),
+            max_bytes: 256 * 1024 * 1024,
         }),
         canary: Default::default(),
     };

@@ -15,6 +15,7 @@ mod demo;
 mod fidelity;
 mod first_hour;
 mod front_door;
+mod hostile_clients;
 mod models;
 mod policy_cli;
 mod policy_faults;

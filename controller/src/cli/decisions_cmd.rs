@@ -101,7 +101,13 @@ pub async fn run(command: DecisionsCommand) -> anyhow::Result<()> {
             let body = AdminClient::new(&remote)?.get(&path).await?;
             let value: serde_json::Value = serde_json::from_slice(&body)?;
             let records: Vec<DecisionRecord> = serde_json::from_value(value["records"].clone())?;
-            let lines: Vec<String> = records.iter().map(format_line).collect();
+            let mut lines: Vec<String> = records.iter().map(format_line).collect();
+            if value["truncated"] == serde_json::Value::Bool(true) {
+                lines.push(format!(
+                    "(more matched than one answer holds ({} MiB): ask for fewer with --limit, or page with --since)",
+                    crate::decisions::store::QUERY_MAX_BYTES / (1024 * 1024)
+                ));
+            }
             crate::say(&lines.join("\n"));
         }
         DecisionsCommand::Export { remote, since, out } => {

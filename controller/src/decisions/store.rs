@@ -4,7 +4,7 @@
 //! stored once, with the time it was last used. Requests hand their records to a writer
 //! thread through a bounded queue (a full queue drops the record and counts it; a request
 //! never waits for the disk); the writer commits in batches and keeps the store within its
-//! record count and age.
+//! record count, age and bytes. Reads are bounded in bytes too.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,7 +57,13 @@ pub struct StoreOptions {
     pub max_records: u64,
     /// Records older than this go.
     pub max_age: Duration,
+    /// The most the records and their snapshots may take (keys and values); the oldest
+    /// records go first. Checked at least every tenth of this written.
+    pub max_bytes: u64,
 }
+
+/// The most one query answers with, in stored bytes (about the size of its JSON).
+pub const QUERY_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// One line of an export: a snapshot (before the first record that refers to it), a record,
 /// or a policy event.
@@ -80,6 +86,14 @@ pub struct Query {
     /// Answered by this node.
     pub node: Option<String>,
     pub limit: usize,
+}
+
+/// A query's answer: the records, and whether more matched than fit in
+/// [`QUERY_MAX_BYTES`] (ask again from the last one's time for the rest).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub records: Vec<DecisionRecord>,
+    pub truncated: bool,
 }
 
 impl Query {
@@ -182,6 +196,7 @@ impl DecisionStore {
             options: options.clone(),
             written: written.clone(),
             last_prune: std::time::Instant::now(),
+            bytes_since_prune: 0,
         };
         std::thread::Builder::new()
             .name("decision-record".to_owned())
@@ -261,45 +276,44 @@ impl DecisionStore {
     }
 
     /// Records matching `query`, oldest first from `since_ms`; without `since_ms`, the latest
-    /// `limit` matching ones (still oldest first).
-    pub fn query(&self, query: &Query) -> Result<Vec<DecisionRecord>, StoreError> {
+    /// `limit` matching ones (still oldest first); never more than [`QUERY_MAX_BYTES`].
+    pub fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let table = txn.open_table(RECORDS).map_err(db)?;
         let limit = query.limit.max(1);
-        let mut out = Vec::new();
+        let mut page = Page::default();
+        let mut bytes = 0usize;
         let parse = |value: &[u8]| serde_json::from_slice::<DecisionRecord>(value).map_err(db);
-        match query.since_ms {
+        let entries: Box<dyn Iterator<Item = _>> = match query.since_ms {
             Some(since) => {
                 let start = format!("{since:016x}");
-                for entry in table.range(start.as_str()..).map_err(db)? {
-                    let (_, value) = entry.map_err(db)?;
-                    let record = parse(value.value())?;
-                    if query.until_ms.is_some_and(|u| record.at_ms > u) {
-                        break;
-                    }
-                    if query.matches(&record) {
-                        out.push(record);
-                        if out.len() >= limit {
-                            break;
-                        }
-                    }
-                }
+                Box::new(table.range(start.as_str()..).map_err(db)?)
             }
-            None => {
-                for entry in table.iter().map_err(db)?.rev() {
-                    let (_, value) = entry.map_err(db)?;
-                    let record = parse(value.value())?;
-                    if query.matches(&record) {
-                        out.push(record);
-                        if out.len() >= limit {
-                            break;
-                        }
-                    }
-                }
-                out.reverse();
+            None => Box::new(table.iter().map_err(db)?.rev()),
+        };
+        for entry in entries {
+            let (_, value) = entry.map_err(db)?;
+            let record = parse(value.value())?;
+            if query.since_ms.is_some() && query.until_ms.is_some_and(|u| record.at_ms > u) {
+                break;
+            }
+            if !query.matches(&record) {
+                continue;
+            }
+            bytes += value.value().len();
+            if bytes > QUERY_MAX_BYTES && !page.records.is_empty() {
+                page.truncated = true;
+                break;
+            }
+            page.records.push(record);
+            if page.records.len() >= limit {
+                break;
             }
         }
-        Ok(out)
+        if query.since_ms.is_none() {
+            page.records.reverse();
+        }
+        Ok(page)
     }
 
     /// Every record from `since_ms` (all without it) as export lines: each snapshot once,
@@ -425,6 +439,8 @@ struct Writer {
     options: StoreOptions,
     written: Arc<AtomicU64>,
     last_prune: std::time::Instant,
+    /// Bytes of records written since the bounds were last enforced.
+    bytes_since_prune: u64,
 }
 
 impl Writer {
@@ -465,11 +481,13 @@ impl Writer {
             if let Err(e) = self.write_events(&events) {
                 tracing::warn!("decision record: {} policy event(s) not written: {e}", events.len());
             }
-            if self.last_prune.elapsed() >= PRUNE_EVERY || !flushes.is_empty() {
+            let bytes_due = self.bytes_since_prune > self.options.max_bytes / 10;
+            if self.last_prune.elapsed() >= PRUNE_EVERY || !flushes.is_empty() || bytes_due {
                 if let Err(e) = self.prune() {
                     tracing::warn!("decision record: pruning failed: {e}");
                 }
                 self.last_prune = std::time::Instant::now();
+                self.bytes_since_prune = 0;
             }
             for done in flushes {
                 let _ = done.send(());
@@ -477,7 +495,7 @@ impl Writer {
         }
     }
 
-    fn write(&self, records: &[(Box<DecisionRecord>, Arc<ClusterSnapshot>)]) -> Result<(), StoreError> {
+    fn write(&mut self, records: &[(Box<DecisionRecord>, Arc<ClusterSnapshot>)]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -499,9 +517,9 @@ impl Writer {
                 let last = used.entry(record.snapshot.as_str()).or_insert(0);
                 *last = (*last).max(record.at_ms);
                 let json = serde_json::to_vec(record.as_ref()).map_err(db)?;
-                table
-                    .insert(key(record.at_ms, &record.id).as_str(), json.as_slice())
-                    .map_err(db)?;
+                let k = key(record.at_ms, &record.id);
+                self.bytes_since_prune += (k.len() + json.len()) as u64;
+                table.insert(k.as_str(), json.as_slice()).map_err(db)?;
             }
             for (snapshot, last_used) in used {
                 let current = snapshots.get(snapshot).map_err(db)?.map(|v| v.value().to_vec());
@@ -567,6 +585,35 @@ impl Writer {
             for k in &old {
                 records.remove(k.as_str()).map_err(db)?;
             }
+            // Then the bytes: the oldest go until the records and snapshots fit in nine
+            // tenths of the bound (room for the next tenth before the next check).
+            let snapshot_bytes = txn
+                .open_table(SNAPSHOTS)
+                .map_err(db)?
+                .stats()
+                .map_err(db)?
+                .stored_bytes();
+            let stored = records.stats().map_err(db)?.stored_bytes() + snapshot_bytes;
+            if stored > self.options.max_bytes {
+                let mut excess = stored - self.options.max_bytes / 10 * 9;
+                let mut over: Vec<String> = Vec::new();
+                for entry in records.iter().map_err(db)? {
+                    if excess == 0 {
+                        break;
+                    }
+                    let (k, value) = entry.map_err(db)?;
+                    excess = excess.saturating_sub((k.value().len() + value.value().len()) as u64);
+                    over.push(k.value().to_owned());
+                }
+                tracing::info!(
+                    "decision record: {} oldest record(s) dropped to stay within {} bytes",
+                    over.len(),
+                    self.options.max_bytes
+                );
+                for k in &over {
+                    records.remove(k.as_str()).map_err(db)?;
+                }
+            }
             let mut events = txn.open_table(EVENTS).map_err(db)?;
             let mut old_events: Vec<String> = Vec::new();
             for entry in events.range(..cutoff_key.as_str()).map_err(db)? {
@@ -631,10 +678,15 @@ mod tests {
     }
 
     fn open(dir: &Path, max_records: u64) -> Arc<DecisionStore> {
+        open_bounded(dir, max_records, 1 << 30)
+    }
+
+    fn open_bounded(dir: &Path, max_records: u64, max_bytes: u64) -> Arc<DecisionStore> {
         DecisionStore::open(StoreOptions {
             path: dir.join("d.redb"),
             max_records,
             max_age: Duration::from_secs(3600),
+            max_bytes,
         })
         .expect("opens")
     }
@@ -662,7 +714,8 @@ mod tests {
                 limit: 3,
                 ..Query::default()
             })
-            .expect("query");
+            .expect("query")
+            .records;
         let ids: Vec<_> = latest.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["req-7", "req-8", "req-9"]);
         let on_a = store
@@ -672,7 +725,8 @@ mod tests {
                 limit: 100,
                 ..Query::default()
             })
-            .expect("query");
+            .expect("query")
+            .records;
         assert_eq!(on_a.len(), 5);
         let by_name = store
             .query(&Query {
@@ -680,7 +734,8 @@ mod tests {
                 limit: 100,
                 ..Query::default()
             })
-            .expect("query");
+            .expect("query")
+            .records;
         assert_eq!(by_name.len(), 10);
 
         let mut export = Vec::new();
@@ -735,8 +790,70 @@ mod tests {
                 limit: 100,
                 ..Query::default()
             })
-            .expect("query");
+            .expect("query")
+            .records;
         let ids: Vec<_> = kept.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["new-3", "new-4", "new-5", "new-6", "new-7"]);
+    }
+
+    #[test]
+    fn the_store_stays_within_its_bytes_and_a_query_within_its_answer_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let max_bytes = 4 * 1024 * 1024;
+        let store = open_bounded(dir.path(), 1_000_000, max_bytes);
+        let snapshot = Arc::new(ClusterSnapshot::default());
+        let now = now_ms();
+        // 16,000 records of about 2 KiB each: 32 MiB offered to a 4 MiB store.
+        let bulky = "x".repeat(2000);
+        for i in 0..16_000u64 {
+            let mut r = record(&format!("req-{i}"), now - 100_000 + i, "a");
+            r.request.task = Some(bulky.clone());
+            store.submit(r, &snapshot);
+            if i % 200 == 199 {
+                store.flush();
+            }
+        }
+        store.flush();
+        let kept = store.len().expect("len");
+        assert!(kept > 100, "a bounded store still keeps the newest records: {kept}");
+        assert!(
+            kept * 2000 <= max_bytes,
+            "{kept} records of 2 KiB exceed {max_bytes} bytes"
+        );
+        let newest = store
+            .query(&Query {
+                limit: 1,
+                ..Query::default()
+            })
+            .expect("query")
+            .records;
+        assert_eq!(newest[0].id, "req-15999", "the oldest go first");
+        let file = std::fs::metadata(dir.path().join("d.redb")).expect("file").len();
+        // The database reuses freed pages: its file settles at about twice the bound plus a
+        // fixed few MiB (measured: 17 MiB at 4 MiB, whether 32 or 64 MiB were offered; 33 MiB
+        // at 16 MiB), not at what was offered.
+        assert!(file < 5 * max_bytes, "the file grew to {file} bytes");
+
+        // A query answers at most QUERY_MAX_BYTES and says it stopped short.
+        let wide = tempfile::tempdir().expect("tempdir");
+        let store = open(wide.path(), 1_000_000);
+        let huge = "y".repeat(64 * 1024);
+        for i in 0..200u64 {
+            let mut r = record(&format!("big-{i}"), now - 10_000 + i, "a");
+            r.request.task = Some(huge.clone());
+            store.submit(r, &snapshot);
+        }
+        store.flush();
+        let page = store
+            .query(&Query {
+                limit: 10_000,
+                ..Query::default()
+            })
+            .expect("query");
+        assert!(page.truncated);
+        let answered: usize = page.records.len() * huge.len();
+        assert!(answered <= QUERY_MAX_BYTES, "{answered}");
+        assert!(page.records.len() >= 100, "{}", page.records.len());
+        assert_eq!(page.records.last().map(|r| r.id.as_str()), Some("big-199"));
     }
 }

@@ -234,6 +234,10 @@ pub struct FrontLimits {
     pub max_connections: usize,
     /// The longest a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// Client connections open at once from one address.
+    pub max_connections_per_address: usize,
+    /// The longest a connection may stay open with no request after its last one.
+    pub idle_timeout: Duration,
 }
 
 impl Default for FrontLimits {
@@ -246,6 +250,8 @@ impl Default for FrontLimits {
             total_timeout: Duration::from_secs(600),
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            max_connections_per_address: 256,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -194,16 +194,18 @@ async fn prompt(
     }
     let reason = served_reason(&route, &upstream.node);
     let policy = outcome.policy.clone().unwrap_or_default();
-    tracing::info!(request = %id, node = %upstream.node, model = %info.model, task = info.task.as_deref().unwrap_or("-"), %policy, %reason, retries = upstream.retries, "routed");
+    // Escaped: a client's model or task, or a policy's reason, never forges a log line.
+    tracing::info!(request = %id, node = %upstream.node, model = %info.model.escape_debug(), task = %info.task.as_deref().unwrap_or("-").escape_debug(), %policy, reason = %reason.escape_debug(), retries = upstream.retries, "routed");
     // The line is for the demo's live log: build it only when someone is listening.
     if front.routed.receiver_count() > 0 {
         let _ = front.routed.send(format!(
-            "{id} {} {} -> {} ({}) task={} by {policy}: {reason}",
+            "{id} {} {} -> {} ({}) task={} by {policy}: {}",
             api.as_str(),
-            info.model,
+            info.model.escape_debug(),
             upstream.node,
             upstream.local_model,
-            info.task.as_deref().unwrap_or("-"),
+            info.task.as_deref().unwrap_or("-").escape_debug(),
+            reason.escape_debug(),
         ));
     }
     let node = upstream.node.clone();

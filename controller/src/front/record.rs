@@ -6,11 +6,26 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use switchyard_protocol::{ClusterSnapshot, RequestInfo};
+use switchyard_protocol::{ClusterSnapshot, Decision, RequestInfo};
 
 use crate::decisions::{DecisionRecord, DecisionStore, Draft, Outcome, RecordedDecision};
 use crate::policy::canary::{Canary, Share};
 use crate::policy::{PreparedSnapshot, Routed};
+
+/// The most of a model name no node serves that a record keeps.
+const UNKNOWN_MODEL_BYTES: usize = 64;
+/// The most of a policy's reason, rejection message or fault that a record keeps.
+const DECISION_TEXT_BYTES: usize = 512;
+
+/// `text`, ending in `…` where it was clipped to `max` bytes.
+fn clipped(text: &str, max: usize) -> String {
+    let kept = super::request_info::clip(text, max);
+    if kept.len() == text.len() {
+        text.to_owned()
+    } else {
+        format!("{kept}…")
+    }
+}
 
 /// This controller run's start, in ms since the epoch: with a snapshot's version, a key no
 /// other run of any controller reuses.
@@ -47,16 +62,29 @@ impl RecordSink {
         started: Instant,
         arrived_ms: u64,
     ) -> Self {
+        let mut request = info.clone();
+        if !view.snapshot().nodes.iter().any(|n| n.variant(&info.model).is_some()) {
+            // No node serves it: a name the client chose, kept only as far as it helps.
+            request.model = clipped(&info.model, UNKNOWN_MODEL_BYTES);
+        }
+        let mut decision = routed.decision.clone();
+        match &mut decision {
+            Decision::Route(route) => route.reason = clipped(&route.reason, DECISION_TEXT_BYTES),
+            Decision::Reject(reject) => reject.message = clipped(&reject.message, DECISION_TEXT_BYTES),
+        }
         let record = DecisionRecord {
             id: info.id.clone(),
             at_ms: arrived_ms,
-            request: info.clone(),
+            request,
             snapshot: snapshot_key(view),
             in_flight,
             decided: RecordedDecision {
                 policy: routed.policy_id.to_string(),
-                decision: routed.decision.clone(),
-                fault: routed.fault.as_ref().map(|f| f.to_string()),
+                decision,
+                fault: routed
+                    .fault
+                    .as_ref()
+                    .map(|f| clipped(&f.to_string(), DECISION_TEXT_BYTES)),
                 fallback: routed.fault.is_some(),
                 canary: canary.as_ref().is_some_and(|(_, share)| *share == Share::Canary),
             },

@@ -95,6 +95,37 @@ fn prompt_bytes(body: &Value) -> usize {
     bytes
 }
 
+/// The longest model name a request may give (a longer one is a client error): real names,
+/// paths included, are far shorter, and the name is kept in logs and the decision record.
+pub const MAX_MODEL_BYTES: usize = 256;
+/// The longest `x-switchyard-task` (or `metadata.task`) a request may give.
+pub const MAX_TASK_BYTES: usize = 64;
+/// A longer session id (`x-switchyard-session`, OpenAI's `user`) is kept as its first bytes
+/// and a hash of the whole, so that it still tells sessions apart.
+pub const MAX_SESSION_BYTES: usize = 128;
+
+/// `raw` clipped to at most `max` bytes at a character boundary.
+pub fn clip(raw: &str, max: usize) -> &str {
+    if raw.len() <= max {
+        return raw;
+    }
+    let mut end = max;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    &raw[..end]
+}
+
+/// A session id of bounded size that tells the same sessions apart as `raw` does.
+fn session_key(raw: &str) -> String {
+    if raw.len() <= MAX_SESSION_BYTES {
+        return raw.to_owned();
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(raw.as_bytes());
+    format!("{}~{}", clip(raw, 64), hex::encode(&digest[..8]))
+}
+
 /// Build the policy's view of a request. `Err` is a client error message (400).
 pub fn request_info(
     api: Api,
@@ -108,6 +139,12 @@ pub fn request_info(
         .filter(|m| !m.is_empty())
         .ok_or("the request needs a `model`")?
         .to_owned();
+    if model.len() > MAX_MODEL_BYTES {
+        return Err(format!(
+            "`model` is {} bytes; a model name is at most {MAX_MODEL_BYTES} (GET /v1/models lists them)",
+            model.len()
+        ));
+    }
     let stream = body["stream"].as_bool().unwrap_or(api.streams_by_default());
     let max_tokens = body["max_completion_tokens"]
         .as_u64()
@@ -125,16 +162,24 @@ pub fn request_info(
     if let Some(metadata) = body["metadata"].as_object() {
         for (key, value) in metadata.iter().take(16) {
             if let Some(text) = value.as_str() {
-                tags.push((key.chars().take(64).collect(), text.chars().take(256).collect()));
+                tags.push((clip(key, 64).to_owned(), clip(text, 256).to_owned()));
             }
         }
     }
     let task = header(headers, "x-switchyard-task")
         .map(str::to_owned)
         .or_else(|| body["metadata"]["task"].as_str().map(str::to_owned));
+    if let Some(task) = &task
+        && task.len() > MAX_TASK_BYTES
+    {
+        return Err(format!(
+            "the task (x-switchyard-task or metadata.task) is {} bytes; a task is at most {MAX_TASK_BYTES}, e.g. `development` or `batch`",
+            task.len()
+        ));
+    }
     let session = header(headers, "x-switchyard-session")
-        .map(str::to_owned)
-        .or_else(|| body["user"].as_str().map(str::to_owned));
+        .or_else(|| body["user"].as_str())
+        .map(session_key);
     Ok(RequestInfo {
         id: id.to_owned(),
         api: api.as_str().to_owned(),
@@ -244,5 +289,66 @@ mod tests {
         )
         .expect_err("no model");
         assert!(err.contains("`model`"), "{err}");
+    }
+
+    #[test]
+    fn client_chosen_strings_are_bounded_a_long_session_stays_distinct_and_long_names_are_refused() {
+        let body = |extra: serde_json::Value| {
+            let mut body = serde_json::json!({ "model": "m" });
+            for (k, v) in extra.as_object().expect("object") {
+                body[k] = v.clone();
+            }
+            body
+        };
+        let info =
+            |body: &serde_json::Value| request_info(Api::OpenAiChat, "r", &HeaderMap::new(), body, &Grant::open());
+
+        let long_a = format!("{}a", "u".repeat(900 * 1024));
+        let long_b = format!("{}b", "u".repeat(900 * 1024));
+        let a = info(&body(serde_json::json!({ "user": long_a })))
+            .expect("valid")
+            .session
+            .expect("session");
+        let b = info(&body(serde_json::json!({ "user": long_b })))
+            .expect("valid")
+            .session
+            .expect("session");
+        assert!(
+            a.len() <= MAX_SESSION_BYTES && b.len() <= MAX_SESSION_BYTES,
+            "{} {}",
+            a.len(),
+            b.len()
+        );
+        assert_ne!(a, b, "two long sessions that differ only at the end stay apart");
+        let short = info(&body(serde_json::json!({ "user": "alice" }))).expect("valid");
+        assert_eq!(
+            short.session.as_deref(),
+            Some("alice"),
+            "a normal session is kept as sent"
+        );
+
+        let err = info(&body(serde_json::json!({ "model": "m".repeat(900 * 1024) }))).expect_err("refused");
+        assert!(err.contains("at most 256") && err.len() < 200, "{}", clip(&err, 300));
+        let err = info(&body(serde_json::json!({ "metadata": { "task": "t".repeat(65) } }))).expect_err("refused");
+        assert!(err.contains("at most 64"), "{err}");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-switchyard-task", "t".repeat(4096).parse().expect("header"));
+        assert!(
+            request_info(
+                Api::OpenAiChat,
+                "r",
+                &headers,
+                &body(serde_json::json!({})),
+                &Grant::open()
+            )
+            .is_err()
+        );
+
+        let tags = info(&body(
+            serde_json::json!({ "metadata": { "k".repeat(300): "é".repeat(300) } }),
+        ))
+        .expect("valid")
+        .tags;
+        assert!(tags.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 256), "{tags:?}");
     }
 }

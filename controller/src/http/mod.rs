@@ -1,6 +1,9 @@
 //! HTTP plumbing shared by the controller's endpoints: the accept loop (TCP_NODELAY on
-//! every socket, HTTP/1.1 and HTTP/2, graceful drain), body limits, JSON and error replies.
+//! every socket, HTTP/1.1 and HTTP/2, per-address and idle bounds, graceful drain), body
+//! limits, JSON and error replies.
 
+mod activity;
+mod per_address;
 mod reply;
 mod server;
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
-fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+pub(super) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 

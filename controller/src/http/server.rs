@@ -2,11 +2,14 @@
 //! streamed replies), HTTP/1.1 or HTTP/2 by negotiation, and a graceful shutdown that lets
 //! in-flight requests finish within a grace period. Connections are bounded: at most
 //! `max_connections` at once (the rest wait in the kernel's backlog, so idle or slow clients
-//! cannot use up the process's file descriptors), and a client that does not send its
-//! request headers within `header_read_timeout` is disconnected.
+//! cannot use up the process's file descriptors), at most `max_connections_per_address` from
+//! one client address (more are closed at once), and a connection with no request open is
+//! closed when it has been idle too long: `header_read_timeout` before its first request
+//! (whatever the protocol: an HTTP/2 client that sends its preface and answers PINGs but
+//! opens no stream is idle), `idle_timeout` after one.
 
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,12 +17,13 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::ResponseBody;
+use super::activity::{Activity, track};
+use super::per_address::PerAddress;
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
 
@@ -36,8 +40,16 @@ pub struct PeerAddr(pub std::net::SocketAddr);
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_address: usize,
+    /// The longest a new connection may take to send its first request's headers.
     pub header_read_timeout: Duration,
+    /// The longest a connection may stay open with no request after its last one.
+    pub idle_timeout: Duration,
 }
+
+/// After an idle connection is told to close, how long it has to go before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serve `handler` on `listener` until `shutdown`, then drain for at most `grace`.
 pub async fn serve<H: Handler>(
@@ -56,8 +68,8 @@ pub async fn serve<H: Handler>(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let graceful = GracefulShutdown::new();
     let open = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = PerAddress::new(limits.max_connections_per_address);
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -77,40 +89,102 @@ pub async fn serve<H: Handler>(
                 }
             },
         };
+        let Some(address_slot) = per_address.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection closed: {} already open from this address", limits.max_connections_per_address);
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, "TCP_NODELAY not set: {e}");
         }
-        let handler = handler.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let header_read_timeout = limits.header_read_timeout;
+        let connection = Connection {
+            handler: handler.clone(),
+            builder: builder.clone(),
+            limits,
+            shutdown: shutdown.clone(),
+        };
         tokio::spawn(async move {
-            let _permit = permit;
-            // A client that says nothing, or stalls inside what could be HTTP/2's preface, is
-            // let go after the header timeout: hyper's header timer starts only once it knows
-            // the protocol, and it waits for bytes to tell.
-            if !matches!(
-                tokio::time::timeout(header_read_timeout, protocol_known(&stream)).await,
-                Ok(Ok(true))
-            ) {
-                tracing::debug!(%peer, "connection closed: no request within {header_read_timeout:?}");
-                return;
-            }
-            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(PeerAddr(peer));
-                let handler = handler.clone();
-                async move { Ok::<_, std::convert::Infallible>(handler.handle(request).await) }
-            });
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
+            let _slots = (permit, address_slot);
+            connection.run(stream, peer).await;
         });
     }
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    // Every connection gives its permit back when it ends: wait for all of them.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, open.acquire_many(all)).await.is_err() {
         tracing::warn!("shutdown grace of {grace:?} elapsed with connections still open");
+    }
+}
+
+/// One accepted connection and what it needs to serve it.
+struct Connection<H> {
+    handler: Arc<H>,
+    builder: auto::Builder<TokioExecutor>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+}
+
+impl<H: Handler> Connection<H> {
+    async fn run(self, stream: TcpStream, peer: std::net::SocketAddr) {
+        let ConnectionLimits {
+            header_read_timeout,
+            idle_timeout,
+            ..
+        } = self.limits;
+        // A client that says nothing, or stalls inside what could be HTTP/2's preface, is let
+        // go after the header timeout: hyper's header timer starts only once it knows the
+        // protocol, and it waits for bytes to tell.
+        if !matches!(
+            tokio::time::timeout(header_read_timeout, protocol_known(&stream)).await,
+            Ok(Ok(true))
+        ) {
+            tracing::debug!(%peer, "connection closed: no request within {header_read_timeout:?}");
+            return;
+        }
+        let activity = Activity::new();
+        let handler = self.handler;
+        let requests = activity.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(PeerAddr(peer));
+            let handler = handler.clone();
+            let guard = requests.begin();
+            async move {
+                let response = handler.handle(request).await;
+                Ok::<_, std::convert::Infallible>(response.map(|body| track(body, guard)))
+            }
+        });
+        let mut connection = pin!(
+            self.builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned()
+        );
+        let mut closing: Option<tokio::time::Instant> = None;
+        loop {
+            let deadline = closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                    return;
+                }
+                _ = self.shutdown.cancelled(), if closing.is_none() => {
+                    // Draining: requests in flight finish (the server's grace bounds them).
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+                }
+                _ = activity.idle_expired(header_read_timeout, idle_timeout), if closing.is_none() => {
+                    tracing::debug!(%peer, "connection closed: idle (no request open)");
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+                _ = tokio::time::sleep_until(deadline), if closing.is_some() => {
+                    if activity.idle_deadline(header_read_timeout, idle_timeout).is_some() {
+                        // Told to close and still open with nothing to finish: drop it.
+                        return;
+                    }
+                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+            }
+        }
     }
 }
 
