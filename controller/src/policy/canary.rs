@@ -668,7 +668,9 @@ impl PolicyEngine {
             Err(fault) => fault,
         };
         tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), "canary fault, fallback decides: {fault}");
-        canary.fault();
+        if fault.is_policys() {
+            canary.fault();
+        }
         Routed {
             decision: fallback::least_loaded(req, prepared.snapshot(), fault.kind().as_str()),
             policy_id: policy.id.clone(),

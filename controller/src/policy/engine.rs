@@ -16,6 +16,7 @@ use switchyard_protocol::{ClusterSnapshot, Decision, RequestInfo};
 use super::error::PolicyError;
 use super::fallback;
 use super::fault::PolicyFault;
+use super::in_place;
 use super::loaded::{LoadedPolicy, PolicyStats, StatsView};
 use super::pool::{PolicyPool, panic_message, quiet_panics};
 use super::prepared::PreparedSnapshot;
@@ -49,6 +50,9 @@ enum Accounting {
 /// The longest a policy call may take in place on an async worker before its version is
 /// moved to the policy threads.
 const IN_PLACE_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
+/// The longest a call tried in place may hold the async worker before it is cut short and
+/// given to a policy thread (every stage's deadline is cut to what is left of it).
+const IN_PLACE_CUT: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Decisions that may wait for a policy thread before the fallback decides instead.
 const DECISION_QUEUE: usize = 256;
@@ -532,6 +536,10 @@ impl PolicyEngine {
             return Some(self.fallback_without_policy(req, snapshot, None));
         };
         let decided = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| policy.decide(req, prepared))) {
+            // Cut short in place: not the policy's fault; the caller asks a policy thread.
+            Ok(Err(PolicyFault::Deadline { .. })) if on_panic == OnPanic::GiveBack && in_place::cut_short() => {
+                return None;
+            }
             Ok(decided) => decided,
             Err(_) if on_panic == OnPanic::GiveBack => return None,
             Err(panic) => Err(PolicyFault::Trap(format!(
@@ -595,7 +603,9 @@ impl PolicyEngine {
             return self.decide_on_pool(req, prepared).await;
         };
         let started = std::time::Instant::now();
-        let attempt = quiet_panics::inline(|| self.decide_inner(req, &prepared, OnPanic::GiveBack, Accounting::Live));
+        let (attempt, _) = in_place::run(IN_PLACE_CUT, || {
+            quiet_panics::inline(|| self.decide_inner(req, &prepared, OnPanic::GiveBack, Accounting::Live))
+        });
         if attempt.is_none() || started.elapsed() > IN_PLACE_BUDGET {
             policy.stats.move_off_worker(&policy.id);
         }
@@ -606,9 +616,12 @@ impl PolicyEngine {
     }
 
     /// Decide on a policy thread; the caller waits asynchronously, bounded by the policy's
-    /// deadlines and a grace.
+    /// deadlines and a grace once a thread runs the call (time waiting for a thread is the
+    /// host's, not the policy's). A fault is charged to the version that was called, not to
+    /// whichever is active when the wait ends.
     pub async fn decide_on_pool(self: &Arc<Self>, req: &RequestInfo, prepared: Arc<PreparedSnapshot>) -> Routed {
-        let wait = decision_wait(self.active.load().as_deref());
+        let called = self.active.load_full();
+        let wait = decision_wait(called.as_deref());
         let engine = self.clone();
         let request = req.clone();
         let snapshot = prepared.clone();
@@ -633,33 +646,61 @@ impl PolicyEngine {
             }
             Err(fault) => fault,
         };
-        match self.active.load_full() {
+        match called {
             Some(policy) => self.fault(&policy, req, prepared.snapshot(), fault),
             None => self.fallback_without_policy(req, prepared.snapshot(), Some(fault)),
         }
     }
 
-    /// Run `call` on a policy thread and wait for it at most `wait`: a panic, a thread that
-    /// ends without an answer, an overrun or a full pool is a fault.
+    /// Run `call` on a policy thread: wait at most `wait` for a thread to start it (else
+    /// [`PolicyFault::Busy`], and the call is dropped unrun), then at most `wait` for its
+    /// answer. A panic, a thread that ends without an answer or an overrun is a fault.
     pub(super) async fn on_pool<R: Send + 'static>(
         &self,
         wait: std::time::Duration,
         call: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, PolicyFault> {
-        match self.pool.submit(call) {
-            Ok(answer) => match tokio::time::timeout(wait, answer).await {
-                Ok(Ok(Ok(value))) => Ok(value),
-                Ok(Ok(Err(panic))) => Err(PolicyFault::Trap(format!(
-                    "the policy call panicked in the host: {panic}"
-                ))),
-                Ok(Err(_)) => Err(PolicyFault::Trap(
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let skip = abandoned.clone();
+        let job = move || {
+            if skip.load(Ordering::Acquire) {
+                return None;
+            }
+            let _ = started_tx.send(());
+            Some(call())
+        };
+        let answer = self
+            .pool
+            .submit(job)
+            .map_err(|busy| PolicyFault::Busy(busy.to_string()))?;
+        match tokio::time::timeout(wait, started).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(PolicyFault::Trap(
                     "the policy thread ended without an answer".to_owned(),
-                )),
-                Err(_) => Err(PolicyFault::Deadline {
-                    deadline_ms: wait.as_millis() as u32,
-                }),
-            },
-            Err(busy) => Err(PolicyFault::Instantiate(busy.to_string())),
+                ));
+            }
+            Err(_) => {
+                abandoned.store(true, Ordering::Release);
+                return Err(PolicyFault::Busy(format!(
+                    "every policy thread stayed busy for {} ms",
+                    wait.as_millis()
+                )));
+            }
+        }
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(Ok(Some(value)))) => Ok(value),
+            Ok(Ok(Ok(None))) => Err(PolicyFault::Busy("the call was given up before it ran".to_owned())),
+            Ok(Ok(Err(panic))) => Err(PolicyFault::Trap(format!(
+                "the policy call panicked in the host: {panic}"
+            ))),
+            Ok(Err(_)) => Err(PolicyFault::Trap(
+                "the policy thread ended without an answer".to_owned(),
+            )),
+            Err(_) => Err(PolicyFault::Deadline {
+                deadline_ms: wait.as_millis() as u32,
+            }),
         }
     }
 
@@ -672,8 +713,16 @@ impl PolicyEngine {
         snapshot: &ClusterSnapshot,
         fault: PolicyFault,
     ) -> Routed {
-        let recent = policy.stats.record_fault(fault.kind());
         self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+        if !fault.is_policys() {
+            tracing::debug!(policy = %policy.id, request = %req.id, "host busy, fallback decides (not counted against the policy): {fault}");
+            return Routed {
+                decision: fallback::least_loaded(req, snapshot, fault.kind().as_str()),
+                policy_id: policy.id.clone(),
+                fault: Some(fault),
+            };
+        }
+        let recent = policy.stats.record_fault(fault.kind());
         tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), recent, "policy fault, fallback decides: {fault}");
         if self.options.revert_after_faults > 0 && recent >= self.options.revert_after_faults {
             self.revert_from(policy, recent);

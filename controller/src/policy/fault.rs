@@ -14,6 +14,10 @@ pub enum PolicyFault {
     Instantiate(String),
     #[error("invalid decision: {0}")]
     InvalidDecision(String),
+    /// The host had no policy thread for the call in time (every one busy, or the queue
+    /// full): the fallback decides, and it is not counted against the policy.
+    #[error("no policy thread was free in time: {0}")]
+    Busy(String),
 }
 
 impl PolicyFault {
@@ -25,7 +29,14 @@ impl PolicyFault {
             Self::Trap(_) => FaultKind::Trap,
             Self::Instantiate(_) => FaultKind::Instantiate,
             Self::InvalidDecision(_) => FaultKind::InvalidDecision,
+            Self::Busy(_) => FaultKind::Busy,
         }
+    }
+
+    /// Whether the policy itself is to blame (and the fault counts towards its revert or
+    /// its canary's rollback); a busy host is not the policy's doing.
+    pub fn is_policys(&self) -> bool {
+        !matches!(self, Self::Busy(_))
     }
 }
 
@@ -36,15 +47,17 @@ pub enum FaultKind {
     Trap,
     Instantiate,
     InvalidDecision,
+    Busy,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Deadline,
         FaultKind::Memory,
         FaultKind::Trap,
         FaultKind::Instantiate,
         FaultKind::InvalidDecision,
+        FaultKind::Busy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +67,7 @@ impl FaultKind {
             FaultKind::Trap => "trap",
             FaultKind::Instantiate => "instantiate",
             FaultKind::InvalidDecision => "invalid_decision",
+            FaultKind::Busy => "busy",
         }
     }
 

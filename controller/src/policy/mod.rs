@@ -8,6 +8,7 @@ pub mod fallback;
 mod fault;
 mod guest_log;
 mod guest_output;
+mod in_place;
 mod loaded;
 mod params_line;
 mod pool;

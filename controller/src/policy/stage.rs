@@ -280,14 +280,17 @@ impl Stage {
 
     fn deadline_ticks(&self) -> u64 {
         let tick_ms = super::sandbox::EPOCH_TICK.as_millis().max(1) as u64;
-        (u64::from(self.limits.deadline_ms) / tick_ms).max(1)
+        (super::in_place::deadline_ms(self.limits.deadline_ms) / tick_ms).max(1)
     }
 
     fn classify(&self, error: wasmtime::Error, other: fn(String) -> PolicyFault) -> PolicyFault {
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => PolicyFault::Deadline {
-                deadline_ms: self.limits.deadline_ms,
-            },
+            Some(Trap::Interrupt) => {
+                super::in_place::interrupted();
+                PolicyFault::Deadline {
+                    deadline_ms: self.limits.deadline_ms,
+                }
+            }
             _ if is_memory_exhaustion(&error) => PolicyFault::Memory {
                 memory_mib: self.limits.memory_mib,
             },

@@ -223,3 +223,119 @@ async fn a_slow_policy_never_runs_on_the_async_workers_and_keeps_getting_answers
         "a slow policy stays off the workers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_busy_policy_thread_is_not_the_policys_fault_and_nothing_is_reverted() {
+    use std::sync::Arc;
+
+    use switchyard_controller::policy::PreparedSnapshot;
+
+    let engine = Arc::new(engine());
+    let prepared = Arc::new(PreparedSnapshot::from(cluster()));
+    let earlier = engine
+        .load_text(
+            &std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("policy"),
+            "test",
+            None,
+            &cluster(),
+        )
+        .expect("least-loaded loads");
+    engine.activate(&earlier.id).expect("activate");
+    // Some milliseconds a call, within its 100 ms deadline.
+    let slow = engine
+        .load_text(&hostile_policy(&engine, "slow"), "test", None, &cluster())
+        .expect("hostile slow passes validation");
+    engine.activate(&slow.id).expect("activate");
+    // How long one call takes here (explaining counts nothing against the policy).
+    assert!(engine.explain(&trigger(), &prepared).fault.is_none(), "a warm instance");
+    let started = Instant::now();
+    assert!(engine.explain(&trigger(), &prepared).fault.is_none());
+    let call = started.elapsed().max(Duration::from_millis(1));
+    // Enough at once (within the policy threads' queue of 256) that the last wait for a
+    // thread longer than the policy's deadline and grace (200 ms), through no fault of the
+    // policy's.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8) as u32;
+    let at_once = (threads * (Duration::from_millis(600).as_micros() / call.as_micros()) as u32).clamp(32, 250);
+    let calls: Vec<_> = (0..at_once)
+        .map(|_| {
+            let engine = engine.clone();
+            let prepared = prepared.clone();
+            tokio::spawn(async move { engine.decide_on_pool(&trigger(), prepared).await })
+        })
+        .collect();
+    let mut busy = 0;
+    for call in calls {
+        let routed = call.await.expect("joined");
+        match routed.fault.map(|f| f.kind()) {
+            None => {}
+            Some(FaultKind::Busy) => busy += 1,
+            Some(other) => panic!("a fault charged to the policy: {other:?}"),
+        }
+        assert_eq!(&*routed.policy_id, &*slow.id);
+    }
+    let view = engine.view();
+    assert_eq!(view.active.as_deref(), Some(&*slow.id), "{view:?}");
+    assert_eq!(view.reverts, 0);
+    let stats = slow.stats.view();
+    assert!(stats.faults.values().all(|n| *n == 0), "{stats:?}");
+    assert!(busy < at_once, "some calls were answered by the policy");
+    eprintln!("{at_once} calls of {call:?} at once: {busy} found no policy thread in time");
+}
+
+#[test]
+fn a_version_in_place_that_turns_slow_holds_the_async_worker_for_milliseconds_not_its_deadline() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use switchyard_controller::policy::PreparedSnapshot;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let engine = Arc::new(engine());
+    let prepared = Arc::new(PreparedSnapshot::from(cluster()));
+    // Spins to a 1 s deadline on a tagged request, quick otherwise.
+    let text = hostile_policy(&engine, "spin").replace("deadline_ms = 100", "deadline_ms = 1000");
+    let policy = engine
+        .load_text(&text, "test", None, &cluster())
+        .expect("hostile spin passes validation");
+    engine.activate(&policy.id).expect("activate");
+    // As if its probation had passed: its calls now run in place on the one worker.
+    policy.stats.quick_calls.store(1000, Ordering::Relaxed);
+    assert!(policy.stats.in_place());
+
+    runtime.block_on(async {
+        // A task on the same (only) worker that notes the longest gap between its ticks.
+        let longest_gap = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let longest_gap = longest_gap.clone();
+            let stop = stop.clone();
+            async move {
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let gap = last.elapsed();
+                    last = Instant::now();
+                    let mut longest = longest_gap.lock().expect("lock");
+                    *longest = (*longest).max(gap);
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        let routed = engine.decide_off_worker(&trigger(), prepared.clone()).await;
+        stop.store(true, Ordering::Relaxed);
+        ticker.await.expect("ticker");
+        // The policy's own deadline, reached on a policy thread, is its fault, counted once.
+        assert_eq!(routed.fault.map(|f| f.kind()), Some(FaultKind::Deadline));
+        assert_eq!(policy.stats.view().faults["deadline"], 1);
+        assert!(!policy.stats.in_place(), "it stays off the workers from now on");
+        let longest = *longest_gap.lock().expect("lock");
+        // Cut at 5 ms in place; generous for a loaded machine, far below the 1 s it ran.
+        assert!(
+            longest < Duration::from_millis(500),
+            "the worker was held for {longest:?}"
+        );
+    });
+}

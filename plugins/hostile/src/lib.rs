@@ -31,6 +31,9 @@ pub enum Mode {
     OtherModel,
     /// Sleep for a minute (a real host-side wait the epoch deadline cannot interrupt).
     Sleep,
+    /// Compute for a while (20 million steps, some milliseconds), then decide as usual: a
+    /// slow policy within its deadline.
+    Slow,
     /// Sleep for a minute in `configure`, when the policy is loaded.
     SleepInConfigure,
     /// A planted bug that needs no trigger tag: with more than five candidates, route to an
@@ -70,6 +73,14 @@ impl Policy for Hostile {
                 }),
                 None => behave(req, nodes),
             },
+            (true, Some(Mode::Slow)) => {
+                let mut x: u64 = 0;
+                for _ in 0..20_000_000u32 {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                std::hint::black_box(x);
+                behave(req, nodes)
+            }
             (true, Some(mode)) => misbehave(mode, req),
             _ => behave(req, nodes),
         }
@@ -136,6 +147,7 @@ fn misbehave(mode: Mode, req: &Request) -> Decision {
             wait_for_first: false,
         }),
         Mode::UnhealthyWhenCrowded => behave(req, &[]),
+        Mode::Slow => behave(req, &[]),
         Mode::Sleep | Mode::SleepInConfigure => {
             std::thread::sleep(std::time::Duration::from_secs(60));
             behave(req, &[])
