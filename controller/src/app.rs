@@ -137,6 +137,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let open_files = crate::http::open_files::ensure_for(settings.limits.max_connections)?;
+    tracing::debug!(open_files, "open-file limit");
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;

@@ -121,6 +121,9 @@ pub struct LimitsConfig {
     /// The longest a connection may stay open with no request after its last one, in ms
     /// (default 60000).
     pub idle_timeout_ms: u64,
+    /// The longest a prompt's body may take to arrive after its headers, in ms (default
+    /// 30000); a slower one is answered 408.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -136,6 +139,7 @@ impl Default for LimitsConfig {
             header_read_timeout_ms: d.header_read_timeout.as_millis() as u64,
             max_connections_per_address: d.max_connections_per_address,
             idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+            body_read_timeout_ms: d.body_read_timeout.as_millis() as u64,
         }
     }
 }
@@ -153,6 +157,7 @@ impl LimitsConfig {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
             max_connections_per_address: self.max_connections_per_address.max(1),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms.max(1)),
         }
     }
 }

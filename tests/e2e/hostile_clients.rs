@@ -282,3 +282,70 @@ fn strings_a_client_chooses_are_bounded_in_the_record_the_log_and_the_admin_answ
     let log = controller.log_text().len();
     assert!(log < 256 * 1024, "the log grew to {log} bytes");
 }
+
+#[test]
+fn a_connection_bound_over_the_open_file_limit_is_refused_at_start_with_what_to_change() {
+    let cluster = Cluster::new(&[]);
+    let policies = crate::runtimes::repo().join("policies");
+    cluster.configure(&format!(
+        "[policy]\ndir = {:?}\nactive = \"seed-rules\"\nwatch = false\n[limits]\nmax_connections = 1024\n",
+        policies.display().to_string()
+    ));
+    let config = cluster.dir.path().join("controller.toml");
+    // A hard limit of 256 open files, which the controller cannot raise.
+    let output = std::process::Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(crate::process::BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--agents-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .expect("prlimit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "it must not start: {stderr}");
+    assert!(
+        stderr.contains("max_connections = 1024 needs about 1088 open files")
+            && stderr.contains("may open only 256")
+            && stderr.contains("lower max_connections to 192"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_key_holder_whose_body_never_arrives_is_answered_408_after_the_body_timeout() {
+    let cluster = Cluster::new(&[]);
+    let controller = controller(
+        &cluster,
+        "body_read_timeout_ms = 1000\nheader_read_timeout_ms = 30000\n",
+    );
+    let address = address(&controller);
+    let mut socket = TcpStream::connect(&address).expect("connect");
+    write!(
+        socket,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .expect("send");
+    socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let started = Instant::now();
+    let mut answer = String::new();
+    let mut buffer = [0u8; 4096];
+    while !answer.contains("\r\n\r\n") {
+        match socket.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => answer.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            Err(e) => panic!("no answer while the body never came: {e}"),
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -36,6 +36,8 @@ pub enum FrontError {
     BadRequest(String),
     #[error("request body is larger than the {0}-byte limit")]
     TooLarge(usize),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
     #[error(
         "max_tokens {requested} is more than any node serving model '{model}' accepts (the most is {largest}, on {node}); lower max_tokens"
     )]
@@ -70,6 +72,7 @@ impl FrontError {
             FrontError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             FrontError::BadRequest(_) | FrontError::TooManyTokens { .. } => StatusCode::BAD_REQUEST,
             FrontError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            FrontError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             FrontError::Forbidden { .. } => StatusCode::FORBIDDEN,
             FrontError::Rejected { status, .. } => *status,
             FrontError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -83,9 +86,10 @@ impl FrontError {
     pub fn kind(&self) -> &'static str {
         match self {
             FrontError::Unauthorized(_) => "authentication_error",
-            FrontError::BadRequest(_) | FrontError::TooLarge(_) | FrontError::TooManyTokens { .. } => {
-                "invalid_request_error"
-            }
+            FrontError::BadRequest(_)
+            | FrontError::TooLarge(_)
+            | FrontError::BodyTimeout(_)
+            | FrontError::TooManyTokens { .. } => "invalid_request_error",
             FrontError::Forbidden { .. } => "permission_error",
             FrontError::Rejected { status, .. } if *status == StatusCode::NOT_FOUND => "model_not_found",
             FrontError::QueueFull(_) => "rate_limit_error",
@@ -110,6 +114,7 @@ impl FrontError {
             FrontError::Unauthorized(_)
             | FrontError::BadRequest(_)
             | FrontError::TooLarge(_)
+            | FrontError::BodyTimeout(_)
             | FrontError::TooManyTokens { .. }
             | FrontError::Forbidden { .. } => Fault::Client,
             FrontError::Timeout { .. } | FrontError::NodeFailed { .. } | FrontError::Exhausted(_) => Fault::Node,

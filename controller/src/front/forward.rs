@@ -238,6 +238,8 @@ pub struct FrontLimits {
     pub max_connections_per_address: usize,
     /// The longest a connection may stay open with no request after its last one.
     pub idle_timeout: Duration,
+    /// The longest a prompt's body may take to arrive once its headers have.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for FrontLimits {
@@ -252,6 +254,7 @@ impl Default for FrontLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections_per_address: 256,
             idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }

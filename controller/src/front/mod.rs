@@ -157,12 +157,17 @@ async fn prompt(
     let front = &app.front;
     let (parts, body) = request.into_parts();
     let grant = authenticate(&front.keys, &parts, api.client())?;
-    let body = crate::http::read_body_limited(body, front.limits.max_body_bytes)
-        .await
-        .map_err(|e| match e {
-            crate::http::BodyError::TooLarge(limit) => FrontError::TooLarge(limit),
-            crate::http::BodyError::Read(message) => FrontError::BadRequest(message),
-        })?;
+    let patience = front.limits.body_read_timeout;
+    let body = tokio::time::timeout(
+        patience,
+        crate::http::read_body_limited(body, front.limits.max_body_bytes),
+    )
+    .await
+    .map_err(|_| FrontError::BodyTimeout(patience))?
+    .map_err(|e| match e {
+        crate::http::BodyError::TooLarge(limit) => FrontError::TooLarge(limit),
+        crate::http::BodyError::Read(message) => FrontError::BadRequest(message),
+    })?;
     let id = format!("req-{}", front.next_id.fetch_add(1, Ordering::Relaxed));
     let (info, value) = parse(api, &id, &parts.headers, &body, &grant)?;
 

@@ -3,6 +3,7 @@
 //! limits, JSON and error replies.
 
 mod activity;
+pub mod open_files;
 mod per_address;
 mod reply;
 mod server;

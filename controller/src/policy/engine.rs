@@ -824,6 +824,10 @@ fn read_component_file(path: &Path, base: Option<&Path>) -> std::io::Result<Vec<
             format!("it resolves to {}, outside the policy's folder", real.display()),
         ));
     }
+    // Before opening: opening a FIFO waits for a writer, which would wedge the caller.
+    if !std::fs::metadata(&real)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "it is not a regular file"));
+    }
     let file = std::fs::File::open(&real)?;
     let metadata = file.metadata()?;
     if !metadata.is_file() {
@@ -850,5 +854,35 @@ fn trim_history(loaded: &mut Vec<Arc<LoadedPolicy>>, active: Option<&Arc<LoadedP
             return;
         };
         loaded.remove(position);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_named_as_a_component_is_refused_at_once_not_waited_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("policy.wasm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let (done, answer) = std::sync::mpsc::channel();
+        let (path, base) = (fifo.clone(), dir.path().to_owned());
+        std::thread::spawn(move || {
+            let _ = done.send(
+                read_component_file(&path, Some(&base))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        let read = answer
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO must not wait for a writer");
+        let error = read.expect_err("a FIFO is no component");
+        assert!(error.contains("not a regular file"), "{error}");
     }
 }

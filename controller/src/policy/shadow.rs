@@ -17,6 +17,10 @@ use super::{LoadedPolicy, PreparedSnapshot};
 pub const SHADOW_QUEUE: usize = 1024;
 /// Differences listed in a report, most frequent first.
 const LISTED: usize = 20;
+/// Distinct differences counted one by one; any further kind is counted under
+/// [`OTHER_DIFFERENCES`] (tasks and models are the clients' strings: unbounded in number).
+const DISTINCT_DIFFERENCES: usize = 256;
+const OTHER_DIFFERENCES: &str = "other differences (past the distinct ones counted)";
 
 /// What the shadow found so far.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -61,6 +65,18 @@ impl std::fmt::Debug for Shadow {
 struct State {
     report: ShadowReport,
     differences: BTreeMap<String, u64>,
+}
+
+impl State {
+    fn count_difference(&mut self, key: String) {
+        if let Some(count) = self.differences.get_mut(&key) {
+            *count += 1;
+        } else if self.differences.len() < DISTINCT_DIFFERENCES {
+            self.differences.insert(key, 1);
+        } else {
+            *self.differences.entry(OTHER_DIFFERENCES.to_owned()).or_default() += 1;
+        }
+    }
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -131,11 +147,37 @@ fn run(jobs: Receiver<Job>, policy: Arc<LoadedPolicy>, state: Arc<Mutex<State>>)
                         job.req.task.as_deref().unwrap_or("none"),
                         job.req.model
                     );
-                    *state.differences.entry(key).or_default() += 1;
+                    state.count_difference(key);
                 }
             }
             Ok(Err(fault)) => *state.report.faults.entry(fault.kind().as_str().to_owned()).or_default() += 1,
             Err(_) => *state.report.faults.entry("panic".to_owned()).or_default() += 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_are_counted_for_a_bounded_number_of_distinct_kinds() {
+        let mut state = State::default();
+        for i in 0..10_000 {
+            state.count_difference(format!("task t{i}, model m: a -> b"));
+        }
+        state.count_difference("task t0, model m: a -> b".to_owned());
+        assert_eq!(state.differences.len(), DISTINCT_DIFFERENCES + 1);
+        assert_eq!(
+            state.differences["task t0, model m: a -> b"], 2,
+            "a kind already counted goes on"
+        );
+        assert_eq!(
+            state.differences[OTHER_DIFFERENCES],
+            10_000 - DISTINCT_DIFFERENCES as u64,
+            "the rest are counted together"
+        );
+        let total: u64 = state.differences.values().sum();
+        assert_eq!(total, 10_001, "nothing is lost");
     }
 }
