@@ -476,3 +476,41 @@ fn a_slow_whole_answer_runs_once_and_a_refusing_node_hands_over_before_any_work(
         controller.log_text()
     );
 }
+
+#[test]
+fn a_stream_the_node_ends_without_done_and_a_whole_ollama_answer_it_cuts_are_failures_not_clean_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let no_done = recording(&dir.path().join("a.jsonl"), &["--end", "no-done"]);
+    let cut = recording(&dir.path().join("b.jsonl"), &["--end", "cut"]);
+    let cluster = cluster_with_keys();
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    // seed-rules sends batch work to the xeon and development work to the m4.
+    let _xeon = cluster.agent("xeon", &address, &head("openai", &no_done.url), "rec");
+    let _m4 = cluster.agent("m4", &address, &head("openai", &cut.url), "rec");
+    assert!(eventually(Duration::from_secs(30), || controller.node_healthy("xeon")
+        == Some(true)
+        && controller.node_healthy("m4") == Some(true)));
+
+    // An OpenAI stream whose node ends it cleanly but without `data: [DONE]`: the client sees
+    // an explicit error event last, not a clean end.
+    let (status, _, body) = post(
+        &format!("{}/v1/chat/completions", controller.url),
+        &format!(r#"{{"model": "{LOGICAL}", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}"#),
+        &["-H", "x-switchyard-task: batch"],
+    );
+    assert_eq!(status, 200, "{body}");
+    let last = body.trim_end().lines().last().unwrap_or_default();
+    // (The agent's tap already breaks such a stream; the controller checks again.)
+    assert!(last.starts_with("data: {\"error\"") && last.contains("xeon"), "{body}");
+
+    // A whole Ollama answer, translated from a stream the node cuts: 502 in Ollama's shape.
+    let (status, _, body) = post(
+        &format!("{}/api/chat", controller.url),
+        &format!(r#"{{"model": "{LOGICAL}", "stream": false, "messages": [{{"role": "user", "content": "hi"}}]}}"#),
+        &["-H", "x-switchyard-task: development"],
+    );
+    assert_eq!(status, 502, "{body}");
+    let value: Value = serde_json::from_str(&body).expect("json");
+    assert!(value["error"].as_str().is_some_and(|m| m.contains("m4")), "{body}");
+}

@@ -4,6 +4,7 @@ runtimes cannot show the bytes they received, stall on purpose or refuse on dema
 
 Usage:
   recording_runtime.py --model NAME [--record FILE] [--delay SECONDS] [--status CODE]
+                       [--end done|no-done|cut]
 
 Binds 127.0.0.1 on a port the kernel picks, prints `url=http://127.0.0.1:PORT`, then serves
 until SIGTERM:
@@ -11,6 +12,9 @@ until SIGTERM:
     JSON line, before anything else;
   * after --delay seconds it answers: with --status (e.g. 503, 429) an OpenAI error, else a
     canned chat completion (SSE when the body says "stream": true, ending in data: [DONE]);
+  * --end shapes a stream's end: `done` (default) as above, `no-done` a clean end of the
+    body without `data: [DONE]`, `cut` the connection closed after the first event (no end
+    of the chunked body);
   * GET /v1/models lists NAME; GET /_stats gives {"requests": N} (POSTs received).
 Python standard library only.
 """
@@ -85,6 +89,14 @@ class Handler(BaseHTTPRequestHandler):
                      "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
             data = b"data: " + json.dumps(event).encode() + b"\n\n"
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            if self.args.end == "cut":
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+        if self.args.end == "no-done":
+            self.wfile.write(b"0\r\n\r\n")
+            return
         data = b"data: [DONE]\n\n"
         self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
 
@@ -95,6 +107,7 @@ def main():
     p.add_argument("--record")
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--status", type=int, default=0)
+    p.add_argument("--end", choices=["done", "no-done", "cut"], default="done")
     Handler.args = p.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

@@ -37,7 +37,7 @@ pub async fn respond(
     let (mut head, body) = response.into_parts();
     let status = head.status;
     let mut record = record;
-    let mut relayed = |shape| Relayed {
+    let mut relayed = |shape, expects_done| Relayed {
         metrics: metrics.clone(),
         closing: closing.clone(),
         total_timeout,
@@ -47,6 +47,7 @@ pub async fn respond(
         started,
         shape,
         record: record.take(),
+        expects_done,
     };
     if !translate {
         for name in ["connection", "keep-alive", "transfer-encoding", "x-switchyard-runtime"] {
@@ -57,7 +58,11 @@ pub async fn respond(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map_or(Framing::Whole, Framing::from_content_type);
-        return Response::from_parts(head, relay(relayed(Shape::Pass(framing)), body, permit));
+        // OpenAI's chat and completions streams close with `data: [DONE]` (only a stream
+        // that started well: an error answer is passed as it came).
+        let expects_done =
+            framing == Framing::Sse && status.is_success() && matches!(api, Api::OpenAiChat | Api::OpenAiCompletions);
+        return Response::from_parts(head, relay(relayed(Shape::Pass(framing), expects_done), body, permit));
     }
     if !status.is_success() {
         let message = node_error_message(body).await;
@@ -81,18 +86,45 @@ pub async fn respond(
     } else {
         "application/json"
     };
-    let mut response = Response::new(relay(
-        relayed(Shape::Ollama {
-            translator,
-            stream: info.stream,
-        }),
+    let translated = relay(
+        relayed(
+            Shape::Ollama {
+                translator,
+                stream: info.stream,
+            },
+            false,
+        ),
         body,
         permit,
-    ));
+    );
+    if !info.stream {
+        return whole_ollama_answer(translated).await;
+    }
+    let mut response = Response::new(translated);
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// A translated answer the client wants whole: read it all first, so that a node that fails
+/// on the way is a 502 with Ollama's error, not a 200 whose body is an error.
+async fn whole_ollama_answer(translated: ResponseBody) -> Response<ResponseBody> {
+    let bytes = match translated.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            return ClientApi::Ollama.error_body(StatusCode::BAD_GATEWAY, "upstream_error", &e.to_string());
+        }
+    };
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if let Some(message) = value["error"].as_str() {
+        return ClientApi::Ollama.error_body(StatusCode::BAD_GATEWAY, "upstream_error", message);
+    }
+    crate::http::text(
+        StatusCode::OK,
+        "application/json",
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 /// A node's whole JSON answer (`Null` if it is not JSON).
