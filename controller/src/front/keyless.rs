@@ -50,6 +50,9 @@ fn default_priority() -> u8 {
     5
 }
 
+/// The most IPv4 addresses one keyless entry may cover together (sixteen /8 networks).
+const MAX_KEYLESS_V4_ADDRESSES: u64 = 16 << 24;
+
 /// A resolved `[[keyless]]` entry.
 #[derive(Debug, Clone)]
 pub struct KeylessRule {
@@ -79,6 +82,28 @@ impl KeylessRule {
         if let Some(any) = networks.iter().find(|n| n.prefix_len() == 0) {
             return Err(format!(
                 "{at}: networks: {any} is every address; list the networks you trust instead"
+            ));
+        }
+        // The broadest private networks are 10.0.0.0/8 and fc00::/7: anything broader
+        // reaches into the public internet, and so does a list that adds up to most of it.
+        if let Some(broad) = networks.iter().find(|n| match n {
+            IpNet::V4(v4) => v4.prefix_len() < 8,
+            IpNet::V6(v6) => v6.prefix_len() < 7,
+        }) {
+            return Err(format!(
+                "{at}: networks: {broad} is broader than any private network (10.0.0.0/8, fc00::/7); list the networks you trust instead"
+            ));
+        }
+        let v4_addresses: u64 = networks
+            .iter()
+            .filter_map(|n| match n {
+                IpNet::V4(v4) => Some(1u64 << (32 - u32::from(v4.prefix_len()))),
+                IpNet::V6(_) => None,
+            })
+            .sum();
+        if v4_addresses > MAX_KEYLESS_V4_ADDRESSES {
+            return Err(format!(
+                "{at}: networks: together they cover {v4_addresses} IPv4 addresses, more than {MAX_KEYLESS_V4_ADDRESSES} (sixteen /8 networks); list the networks you trust instead"
             ));
         }
         if entry.max_priority > 9 {
@@ -159,6 +184,16 @@ mod tests {
         );
         let err = KeylessRule::from_config(0, &entry(&["0.0.0.0/0"])).expect_err("everyone");
         assert!(err.contains("is every address"), "{err}");
+        // Everyone, in pieces.
+        let err = KeylessRule::from_config(0, &entry(&["0.0.0.0/1", "128.0.0.0/1"])).expect_err("halves");
+        assert!(err.contains("0.0.0.0/1 is broader than any private network"), "{err}");
+        let err = KeylessRule::from_config(0, &entry(&["::/1", "8000::/1"])).expect_err("halves");
+        assert!(err.contains("broader than any private network"), "{err}");
+        let many: Vec<String> = (1..=20).map(|i| format!("{i}.0.0.0/8")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let err = KeylessRule::from_config(0, &entry(&many)).expect_err("most of it");
+        assert!(err.contains("together they cover"), "{err}");
+        assert!(KeylessRule::from_config(0, &entry(&["10.0.0.0/8", "192.168.0.0/16", "fc00::/7"])).is_ok());
         let err = KeylessRule::from_config(0, &entry(&[])).expect_err("empty");
         assert!(err.contains("`networks` is empty"), "{err}");
     }

@@ -552,7 +552,7 @@ impl PolicyEngine {
         if let Some(previous) = self.canaries.running.swap(Some(canary.clone()))
             && previous.end(CanaryState::Stopped)
         {
-            self.retire_unless_active(&previous.policy);
+            self.retire_unless_used(&previous.policy);
             self.canaries.emit(
                 PolicyEventKind::CanaryStopped,
                 &previous.policy.id,
@@ -575,7 +575,7 @@ impl PolicyEngine {
         if !self.canaries.take(&canary, CanaryState::Stopped) {
             return None;
         }
-        self.retire_unless_active(&canary.policy);
+        self.retire_unless_used(&canary.policy);
         tracing::info!(policy = %canary.policy.id, "canary stopped");
         self.canaries.emit(
             PolicyEventKind::CanaryStopped,
@@ -607,12 +607,33 @@ impl PolicyEngine {
         Ok(canary.report())
     }
 
+    /// Whether `policy` is the running canary's.
+    pub(super) fn is_canary(&self, policy: &Arc<LoadedPolicy>) -> bool {
+        self.canaries
+            .running
+            .load()
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.policy, policy))
+    }
+
+    /// End the running canary as promoted if it runs `policy` (just made active).
+    pub(super) fn end_canary_of(&self, policy: &Arc<LoadedPolicy>, why: &str) {
+        let Some(canary) = self.canaries.running.load_full() else {
+            return;
+        };
+        if Arc::ptr_eq(&canary.policy, policy) && self.canaries.take(&canary, CanaryState::Promoted) {
+            tracing::info!(policy = %policy.id, "canary ended: {why}");
+            self.canaries
+                .emit(PolicyEventKind::CanaryPromoted, &policy.id, why.to_owned());
+        }
+    }
+
     /// Called by a canary whose share broke the rules.
     pub(super) fn roll_back_canary(&self, canary: &Canary, why: String) {
         if !self.canaries.take(canary, CanaryState::RolledBack(why.clone())) {
             return;
         }
-        self.retire_unless_active(&canary.policy);
+        self.retire_unless_used(&canary.policy);
         self.canaries.rollbacks.fetch_add(1, Ordering::Relaxed);
         tracing::error!(policy = %canary.policy.id, active = %canary.active_id, "canary rolled back: {why}; the active policy decides every request");
         self.canaries

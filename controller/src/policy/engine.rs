@@ -389,6 +389,8 @@ impl PolicyEngine {
 
     /// Make the loaded policy `id_or_name` active (an exact `name@hash`, or a name for its
     /// newest version). Requests already deciding finish on the policy they started with.
+    /// A canary or shadow running this very policy ends: it would only compare the active
+    /// policy with itself.
     pub fn activate(&self, id_or_name: &str) -> Result<Arc<LoadedPolicy>, PolicyError> {
         let mut registry = self.registry();
         let policy = registry.find(id_or_name)?;
@@ -397,13 +399,24 @@ impl PolicyEngine {
         if let Some(old) = old
             && !Arc::ptr_eq(&old, &policy)
         {
-            old.retire();
+            self.retire_unless_used(&old);
             registry.previous.push(old);
             let excess = registry.previous.len().saturating_sub(HISTORY);
             registry.previous.drain(..excess);
         }
+        drop(registry);
         policy.stats.clear_faults();
         tracing::info!(policy = %policy.id, "policy activated");
+        self.end_canary_of(&policy, "activated directly: it decides every request now");
+        if self
+            .shadow
+            .load()
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(&s.policy, &policy))
+        {
+            self.shadow.store(None);
+            tracing::info!(policy = %policy.id, "shadow stopped: it is the active policy now");
+        }
         Ok(policy)
     }
 
@@ -414,7 +427,7 @@ impl PolicyEngine {
         previous.stats.clear_faults();
         previous.revive();
         if let Some(current) = self.active.swap(Some(previous.clone())) {
-            current.retire();
+            self.retire_unless_used(&current);
         }
         tracing::info!(policy = %previous.id, "rolled back");
         Ok(previous)
@@ -460,7 +473,7 @@ impl PolicyEngine {
         let report = shadow.report();
         tracing::info!(policy = %shadow.policy.id, "shadowing: it decides every request beside the active policy");
         if let Some(previous) = self.shadow.swap(Some(shadow)) {
-            self.retire_unless_active(&previous.policy);
+            self.retire_unless_used(&previous.policy);
         }
         Ok(report)
     }
@@ -468,7 +481,7 @@ impl PolicyEngine {
     /// Stop the shadow; its last report.
     pub fn stop_shadow(&self) -> Option<super::shadow::ShadowReport> {
         let shadow = self.shadow.swap(None)?;
-        self.retire_unless_active(&shadow.policy);
+        self.retire_unless_used(&shadow.policy);
         Some(shadow.report())
     }
 
@@ -484,8 +497,16 @@ impl PolicyEngine {
         }
     }
 
-    pub(super) fn retire_unless_active(&self, policy: &Arc<LoadedPolicy>) {
-        if !self.active.load().as_ref().is_some_and(|a| Arc::ptr_eq(a, policy)) {
+    /// Let `policy`'s warm instances go unless it still decides: as the active policy, the
+    /// running canary or the running shadow.
+    pub(super) fn retire_unless_used(&self, policy: &Arc<LoadedPolicy>) {
+        let active = self.active.load().as_ref().is_some_and(|a| Arc::ptr_eq(a, policy));
+        let shadow = self
+            .shadow
+            .load()
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(&s.policy, policy));
+        if !active && !shadow && !self.is_canary(policy) {
             policy.retire();
         }
     }
@@ -746,7 +767,7 @@ impl PolicyEngine {
                 good.stats.clear_faults();
                 good.revive();
                 self.active.store(Some(good.clone()));
-                failing.retire();
+                self.retire_unless_used(failing);
                 self.reverts.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(failing = %failing.id, reverted_to = %good.id, recent, "policy reverted to last known good after repeated faults");
             }

@@ -388,3 +388,58 @@ fn a_shadow_never_blocks_the_request_path_and_accounts_for_every_request() {
     assert_eq!(last.compared, settled.compared);
     assert!(engine.shadow_report().is_none());
 }
+
+#[test]
+fn a_policy_still_shadowing_keeps_its_instances_and_activating_the_canary_ends_it() {
+    use std::sync::Arc;
+
+    use switchyard_controller::policy::PreparedSnapshot;
+    use switchyard_controller::policy::canary::CanaryRules;
+
+    let engine = Arc::new(engine());
+    let load = |name: &str| {
+        engine
+            .load_file(&repo_path(&format!("policies/{name}.toml")), &cluster())
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let active = load("seed-rules");
+    engine.activate(&active.id).expect("activate");
+    let candidate = load("least-loaded");
+    engine.start_shadow(&candidate.id).expect("shadow");
+    engine
+        .start_canary(&candidate.id, 50, CanaryRules::default())
+        .expect("canary");
+    let prepared = PreparedSnapshot::from(cluster());
+    candidate.decide(&request(Some("batch")), &prepared).expect("decides");
+    assert!(candidate.warm_instances() > 0);
+
+    // The canary stops; the same policy still shadows: its instances stay warm.
+    engine.stop_canary().expect("a canary ran");
+    candidate.decide(&request(Some("batch")), &prepared).expect("decides");
+    assert!(
+        candidate.warm_instances() > 0,
+        "a policy still shadowing must keep its instances"
+    );
+
+    // Activating the policy that runs as the canary ends the canary (and the shadow): it
+    // would only compare the active policy with itself.
+    engine
+        .start_canary(&candidate.id, 50, CanaryRules::default())
+        .expect("canary again");
+    assert_eq!(engine.canary_percent(), 50);
+    engine.activate(&candidate.id).expect("activate");
+    assert_eq!(engine.canary_percent(), 0, "the canary ended");
+    assert!(engine.shadow_report().is_none(), "the shadow ended");
+    let view = engine.canary_view();
+    assert!(
+        view.events
+            .iter()
+            .any(|e| e.policy == *candidate.id && format!("{:?}", e.kind).contains("Promoted")),
+        "{:?}",
+        view.events
+    );
+    // The policy it replaced keeps nothing warm; the new active one does.
+    assert_eq!(active.warm_instances(), 0);
+    candidate.decide(&request(Some("batch")), &prepared).expect("decides");
+    assert!(candidate.warm_instances() > 0);
+}
