@@ -151,6 +151,27 @@ pub async fn stop(child: &mut Child) {
 /// Memory the process `pid` and its descendants hold, in MB: resident memory, plus GPU
 /// memory where NVML reports processes.
 pub fn memory_of_tree(pid: u32) -> u64 {
+    measure_tree(pid).total_mb()
+}
+
+/// What a process tree holds, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TreeMemory {
+    /// The processes of the tree (not their threads).
+    pub processes: usize,
+    pub resident_bytes: u64,
+    /// GPU memory NVML attributes to the tree's processes (0 without a driver).
+    pub gpu_bytes: u64,
+}
+
+impl TreeMemory {
+    pub fn total_mb(&self) -> u64 {
+        (self.resident_bytes + self.gpu_bytes) / (1024 * 1024)
+    }
+}
+
+/// Measure the process `pid` and its descendants.
+pub fn measure_tree(pid: u32) -> TreeMemory {
     use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
     let mut system = System::new();
     system.refresh_processes_specifics(
@@ -171,10 +192,13 @@ pub fn memory_of_tree(pid: u32) -> u64 {
         }
         false
     };
+    // sysinfo lists each thread of a process as well (a task, with the process's memory):
+    // only processes count, or a runtime with 18 threads is measured 19 times over.
     let pids: Vec<u32> = system
         .processes()
-        .keys()
-        .copied()
+        .iter()
+        .filter(|(_, process)| process.thread_kind().is_none())
+        .map(|(pid, _)| *pid)
         .filter(|p| in_tree(*p))
         .map(|p| p.as_u32())
         .collect();
@@ -183,7 +207,11 @@ pub fn memory_of_tree(pid: u32) -> u64 {
         .filter_map(|p| system.process(Pid::from_u32(*p)))
         .map(|p| p.memory())
         .sum();
-    (resident + gpu_memory_of(&pids)) / (1024 * 1024)
+    TreeMemory {
+        processes: pids.len(),
+        resident_bytes: resident,
+        gpu_bytes: gpu_memory_of(&pids),
+    }
 }
 
 /// GPU memory (bytes) NVML attributes to `pids`; 0 without a driver.
@@ -228,5 +256,44 @@ mod tests {
     fn a_process_tree_is_measured() {
         // This test process holds some resident memory.
         assert!(memory_of_tree(std::process::id()) > 0);
+    }
+
+    #[test]
+    fn a_multithreaded_child_holding_known_memory_is_measured_once() {
+        use std::io::BufRead;
+        // A child with 16 threads holding 200 MiB it has touched, and a grandchild holding 50.
+        let script = r#"
+import subprocess, sys, threading, time
+held = bytearray(200 * 1024 * 1024)
+for i in range(0, len(held), 4096): held[i] = 1
+GRANDCHILD = "b = bytearray(50 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('ready', flush=True)\nimport sys; sys.stdin.read()"
+child = subprocess.Popen([sys.executable, "-c", GRANDCHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+child.stdout.readline()
+for _ in range(16): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready");
+        assert_eq!(line.trim(), "ready");
+        let tree = measure_tree(child.id());
+        assert_eq!(tree.processes, 2, "two processes, whatever their threads: {tree:?}");
+        let measured = tree.total_mb();
+        // Closing its input ends the child, and so the grandchild's input and it.
+        drop(child.stdin.take());
+        let _ = child.wait();
+        // 250 MiB held, plus two interpreters' own few MiB each.
+        assert!(
+            (250..=330).contains(&measured),
+            "measured {measured} MiB for a tree holding 250 MiB across 18 threads"
+        );
     }
 }
