@@ -17,6 +17,11 @@ fi
 if ! command -v curl >/dev/null 2>&1; then
     apt-get update && apt-get install -y curl
 fi
+# The unit-file check runs systemd-analyze; the partition test builds network namespaces
+# with iproute2's `ip` (both Debian's).
+if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd iproute2
+fi
 # The dashboard's tests drive a real headless Chromium (Debian's package).
 if ! command -v chromium >/dev/null 2>&1; then
     apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium

@@ -43,10 +43,10 @@ fn the_systemd_unit_verifies_and_gives_the_runtime_a_writable_home_cache_and_pat
         "the runtime needs /dev/nvidia*"
     );
 
-    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
-        eprintln!("systemd-analyze is not installed: the unit was not verified");
-        return;
-    };
+    // tests/run-all.sh installs systemd (for systemd-analyze) where it is missing.
+    let version = Command::new("systemd-analyze").arg("--version").output().expect(
+        "systemd-analyze must be installed to verify the unit (Debian's `systemd`; tests/run-all.sh installs it)",
+    );
     assert!(version.status.success());
     // verify checks that ExecStart's program exists: point it at the agent just built.
     let dir = tempfile::tempdir().expect("tempdir");
