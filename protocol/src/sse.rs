@@ -65,4 +65,54 @@ mod tests {
         assert_eq!(decoder.push(b"data: one\ndata: two\n\ndata: last"), ["one\ntwo"]);
         assert_eq!(decoder.finish().as_deref(), Some("last"));
     }
+
+    mod properties {
+        use super::super::SseDecoder;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Events written as SSE come back the same however the bytes are cut, with
+            /// comments between them and either line ending.
+            #[test]
+            fn events_come_back_the_same_under_any_chunking(
+                events in prop::collection::vec(prop::collection::vec("[^\r\n]{0,20}", 1..3), 0..6),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+                crlf in any::<bool>(),
+            ) {
+                let end = if crlf { "\r\n" } else { "\n" };
+                let mut text = String::new();
+                for lines in &events {
+                    text.push_str(&format!(": keepalive{end}"));
+                    for line in lines {
+                        text.push_str(&format!("data: {line}{end}"));
+                    }
+                    text.push_str(end);
+                }
+                let bytes = text.as_bytes();
+                let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+                points.sort_unstable();
+                let mut decoder = SseDecoder::default();
+                let mut got = Vec::new();
+                let mut from = 0;
+                for at in points.into_iter().chain([bytes.len()]) {
+                    got.extend(decoder.push(&bytes[from..at]));
+                    from = at;
+                }
+                // `data: ` with its one separating space: the payload is the line as written.
+                let expected: Vec<String> = events.iter().map(|lines| lines.join("\n")).collect();
+                prop_assert_eq!(got, expected);
+                prop_assert_eq!(decoder.finish(), None);
+            }
+
+            /// Any bytes: payloads or nothing, never a panic.
+            #[test]
+            fn any_bytes_decode_without_a_panic(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..8)) {
+                let mut decoder = SseDecoder::default();
+                for chunk in &chunks {
+                    let _ = decoder.push(chunk);
+                }
+                let _ = decoder.finish();
+            }
+        }
+    }
 }

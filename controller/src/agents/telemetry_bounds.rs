@@ -144,4 +144,58 @@ mod tests {
         assert_eq!(telemetry.performance.tokens_per_sec, Some(MAX_TOKENS_PER_SEC));
         assert_eq!(telemetry.performance.ttft_ms, None);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Lines come back whole however the stream is cut; a line never exceeds the bound.
+            #[test]
+            fn lines_come_back_whole_under_any_chunking(
+                lines in prop::collection::vec("[^\n]{0,40}", 0..8),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            ) {
+                let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                let bytes = text.as_bytes();
+                let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+                points.sort_unstable();
+                let mut reader = LineReader::default();
+                let mut got = Vec::new();
+                let mut from = 0;
+                for at in points.into_iter().chain([bytes.len()]) {
+                    got.extend(reader.push(&bytes[from..at]).expect("short lines"));
+                    from = at;
+                }
+                let expected: Vec<Vec<u8>> = lines.iter().map(|l| l.as_bytes().to_vec()).collect();
+                prop_assert_eq!(got, expected);
+            }
+
+            /// Whatever JSON an agent sends as telemetry, clamping leaves it within bounds.
+            #[test]
+            fn any_telemetry_that_parses_is_clamped_within_bounds(
+                concurrency in any::<u32>(),
+                speed in any::<f32>(),
+                models in 0usize..400,
+                labels in 0usize..100,
+            ) {
+                let mut telemetry = sample_telemetry();
+                telemetry.limits.max_concurrency = concurrency;
+                telemetry.performance.tokens_per_sec = Some(speed);
+                let model = telemetry.models.first().cloned();
+                if let Some(model) = model {
+                    telemetry.models = vec![model; models];
+                }
+                telemetry.labels = (0..labels).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+                clamp(&mut telemetry);
+                prop_assert!(telemetry.models.len() <= MAX_MODELS);
+                prop_assert!(telemetry.labels.len() <= MAX_LABELS);
+                prop_assert!(telemetry.limits.max_concurrency <= MAX_CONCURRENCY);
+                prop_assert!(telemetry
+                    .performance
+                    .tokens_per_sec
+                    .is_none_or(|s| (0.0..=MAX_TOKENS_PER_SEC).contains(&s)));
+            }
+        }
+    }
 }

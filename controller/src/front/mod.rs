@@ -18,6 +18,8 @@ pub mod keys;
 pub mod metrics;
 pub mod model_field;
 pub mod ollama;
+#[cfg(test)]
+mod properties;
 mod record;
 mod relay;
 pub mod request_info;

@@ -220,3 +220,36 @@ mod generated_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::PolicySpec;
+    use proptest::prelude::*;
+
+    /// Lines a policy document could be made of, valid or not.
+    fn line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("name = \"p\"".to_owned()),
+            Just("[[stage]]".to_owned()),
+            Just("component = \"builtin:least-loaded\"".to_owned()),
+            Just("[limits]".to_owned()),
+            Just("deadline_ms = 50".to_owned()),
+            Just("memory_mib = 16".to_owned()),
+            Just("[stage.params]".to_owned()),
+            "[a-z_]{1,10} = [0-9]{1,12}".prop_map(|s| s),
+            "[a-z_]{1,10} = \"[^\"\\\\]{0,10}\"".prop_map(|s| s),
+            ".{0,30}".prop_map(|s| s),
+        ]
+    }
+
+    proptest! {
+        /// Any document: a spec or an error naming where it came from, never a panic.
+        #[test]
+        fn any_policy_document_parses_or_is_refused_with_its_origin(lines in prop::collection::vec(line(), 0..12)) {
+            let text = lines.join("\n");
+            if let Err(error) = PolicySpec::parse(&text, "generated.toml") {
+                prop_assert!(error.to_string().contains("generated.toml"), "{}", error);
+            }
+        }
+    }
+}
