@@ -1,5 +1,5 @@
 //! The agent's TOML configuration (`agent.toml`). Unknown keys are errors naming the file
-//! and key; every field is documented in the README.
+//! and key; every field is documented in docs/agent.md.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The controller's TOML configuration. Every field is documented in the README; unknown
+//! The controller's TOML configuration. Every field is documented in docs/configuration.md; unknown
 //! keys are errors that name the file and the key.
 
 use std::net::SocketAddr;

@@ -13,6 +13,8 @@ pub mod decisions;
 pub mod demo;
 pub mod fixtures;
 pub mod front;
+#[doc(hidden)]
+pub mod fuzz_entry;
 #[cfg(test)]
 mod generated;
 pub mod http;

@@ -252,7 +252,7 @@ async fn bench_times_each_model_and_run_reports_its_figures_until_it_serves() {
 
 #[test]
 fn the_telemetry_recorded_on_a_real_h100_parses_and_carries_nvml_figures() {
-    // Printed by `switchyard-agent telemetry --once` on the project's GPU machine (see README).
+    // Printed by `switchyard-agent telemetry --once` on the project's GPU machine (see docs/agent.md).
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/telemetry-h100.json");
     let t: switchyard_protocol::AgentTelemetry =
         serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("valid AgentTelemetry");

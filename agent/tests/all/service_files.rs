@@ -1,7 +1,7 @@
 //! The shipped service files: the systemd unit passes `systemd-analyze verify` with no
-//! warning about it, and the launchd plist, with a home filled in as the README says, parses
+//! warning about it, and the launchd plist, with a home filled in as docs/agent.md says, parses
 //! as a plist whose paths are all absolute and per user. Neither is started here: no systemd
-//! boot, no launchd (see the README).
+//! boot, no launchd (see docs/agent.md).
 
 use std::path::Path;
 use std::process::Command;
@@ -86,10 +86,13 @@ fn the_systemd_unit_verifies_and_gives_the_runtime_a_writable_home_cache_and_pat
 
 const HOME: &str = "/Users/ada";
 
-/// The plist as the README installs it, as JSON through python3's plistlib; None without python3.
+/// The plist as docs/agent.md installs it, as JSON through python3's plistlib; None without python3.
 fn installed_plist() -> Option<Value> {
     let template = read("dev.switchyard.agent.plist");
-    assert!(template.contains("__HOME__"), "the README's sed step fills in __HOME__");
+    assert!(
+        template.contains("__HOME__"),
+        "the sed step in docs/agent.md fills in __HOME__"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("dev.switchyard.agent.plist");
     std::fs::write(&path, template.replace("__HOME__", HOME)).expect("write");

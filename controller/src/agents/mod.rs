@@ -6,7 +6,7 @@ pub mod command;
 mod link;
 mod node_admission;
 mod server_tls;
-pub(crate) mod telemetry_bounds;
+pub mod telemetry_bounds;
 
 pub use link::{AgentListener, LinkSettings};
 pub use node_admission::NodeAdmission;

@@ -15,6 +15,7 @@ mod feasible;
 pub mod forward;
 pub mod keyless;
 pub mod keys;
+mod log_safe;
 pub mod metrics;
 pub mod model_field;
 pub mod ollama;
@@ -39,6 +40,7 @@ use self::admission::Admission;
 pub use self::error::{ClientApi, FrontError};
 use self::forward::{Dialect, Dispatch, FrontLimits, Outbound, forward};
 use self::keys::{ApiKeys, Grant};
+use self::log_safe::log_safe;
 use self::metrics::FrontMetrics;
 use self::request_info::{Api, request_info};
 use crate::app::App;
@@ -202,17 +204,17 @@ async fn prompt(
     let reason = served_reason(&route, &upstream.node);
     let policy = outcome.policy.clone().unwrap_or_default();
     // Escaped: a client's model or task, or a policy's reason, never forges a log line.
-    tracing::info!(request = %id, node = %upstream.node, model = %info.model.escape_debug(), task = %info.task.as_deref().unwrap_or("-").escape_debug(), %policy, reason = %reason.escape_debug(), retries = upstream.retries, "routed");
+    tracing::info!(request = %id, node = %upstream.node, model = %log_safe(&info.model), task = %log_safe(info.task.as_deref().unwrap_or("-")), %policy, reason = %log_safe(&reason), retries = upstream.retries, "routed");
     // The line is for the demo's live log: build it only when someone is listening.
     if front.routed.receiver_count() > 0 {
         let _ = front.routed.send(format!(
             "{id} {} {} -> {} ({}) task={} by {policy}: {}",
             api.as_str(),
-            info.model.escape_debug(),
+            log_safe(&info.model),
             upstream.node,
             upstream.local_model,
-            info.task.as_deref().unwrap_or("-").escape_debug(),
-            reason.escape_debug(),
+            log_safe(info.task.as_deref().unwrap_or("-")),
+            log_safe(&reason),
         ));
     }
     let node = upstream.node.clone();
