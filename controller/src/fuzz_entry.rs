@@ -10,8 +10,11 @@ use serde_json::Value;
 use crate::front::keys::Grant;
 use crate::front::request_info::{Api, MAX_MODEL_BYTES, MAX_SESSION_BYTES, MAX_TASK_BYTES, request_info};
 
+/// A fuzz target: any bytes in; a panic is an invariant broken.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by name (the names of `fuzz/`'s binaries and corpus folders).
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("model_splice", model_splice),
     ("request_info", request_metadata),
     ("ollama", ollama_translation),
@@ -22,7 +25,7 @@ pub const TARGETS: [(&str, fn(&[u8])); 7] = [
 ];
 
 /// The target named `name` (one of [`TARGETS`]).
-pub fn target(name: &str) -> fn(&[u8]) {
+pub fn target(name: &str) -> Target {
     TARGETS
         .iter()
         .find(|(n, _)| *n == name)

@@ -1,0 +1,71 @@
+//! Policies and components over the admin API: list, upload (and activate), activate,
+//! roll back; upload, list and delete components.
+
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+
+use super::{AdminError, Answer, Route, body};
+use crate::app::App;
+use crate::http::json;
+use crate::policy::PolicyError;
+
+/// Largest component accepted over HTTP.
+const COMPONENT_LIMIT: usize = 16 * 1024 * 1024;
+
+pub(super) async fn handle(app: &App, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
+    Some(match (route.method, route.segments.as_slice()) {
+        (&Method::GET, ["policies"]) => Ok(json(StatusCode::OK, &app.engine.view())),
+        (&Method::POST, ["policies"]) => upload(app, route.query, request).await,
+        (&Method::POST, ["policies", id, "activate"]) => app
+            .engine
+            .activate(id)
+            .map(|policy| json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })))
+            .map_err(AdminError::from),
+        (&Method::POST, ["rollback"]) => app
+            .engine
+            .rollback()
+            .map(|policy| json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })))
+            .map_err(AdminError::from),
+        (&Method::POST, ["components"]) => upload_component(app, request).await,
+        (&Method::GET, ["components"]) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "components": app.engine.uploads() }),
+        )),
+        (&Method::DELETE, ["components", component]) => app
+            .engine
+            .delete_upload(component)
+            .map(|()| json(StatusCode::OK, &serde_json::json!({ "deleted": component })))
+            .map_err(AdminError::from),
+        _ => return None,
+    })
+}
+
+/// `POST /admin/policies[?activate]`: a policy document, loaded (compiled off the async
+/// workers) and activated when asked.
+async fn upload(app: &App, query: &str, request: Request<Incoming>) -> Answer {
+    let text = body::text(request, body::SMALL_LIMIT, "the policy document (TOML)").await?;
+    let activate = query.split('&').any(|kv| kv == "activate=true" || kv == "activate");
+    let engine = app.engine.clone();
+    let live = app.nodes.snapshot();
+    let policy = tokio::task::spawn_blocking(move || {
+        let policy = engine.load_text(&text, "upload", None, &live)?;
+        if activate {
+            engine.activate(&policy.id)?;
+        }
+        Ok::<_, PolicyError>(policy)
+    })
+    .await??;
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "id": &*policy.id, "name": policy.name(), "active": activate }),
+    ))
+}
+
+async fn upload_component(app: &App, request: Request<Incoming>) -> Answer {
+    let bytes = body::bytes(request, COMPONENT_LIMIT).await?;
+    let reference = app.engine.upload_component(bytes.to_vec())?;
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "component": reference }),
+    ))
+}
