@@ -1,5 +1,7 @@
-//! The running controller: shared state, the request router, and start-up (load the
-//! policy folder, activate, watch, bind, serve until cancelled).
+//! The composition root: start-up builds every part (policy engine, node table, decision
+//! record, the agents' listener) and hands each room the handles it uses (the front door,
+//! the admin API, `/metrics`); the router sends each request to its room. Nothing but the
+//! operator's entry points (`serve`, `demo`) imports this module.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,17 +22,12 @@ use crate::watch::PolicyDirWatcher;
 /// How long answers in flight may drain after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// State shared by every request.
+/// The router over the rooms: each request goes to the one whose paths it names.
 #[derive(Debug)]
 pub struct App {
-    pub engine: Arc<PolicyEngine>,
-    pub nodes: Arc<NodeTable>,
-    pub admin_token: String,
-    pub front: crate::front::Front,
-    /// The decision record, when kept.
-    pub decisions: Option<Arc<crate::decisions::DecisionStore>>,
-    /// A canary's rollback rules unless its start says otherwise (`[canary]`).
-    pub canary_rules: crate::policy::canary::CanaryRules,
+    pub front: Arc<crate::front::Front>,
+    pub admin: Arc<crate::admin::Admin>,
+    pub metrics: crate::metrics::Sources,
 }
 
 impl Handler for App {
@@ -42,12 +39,12 @@ impl Handler for App {
 async fn route(app: Arc<App>, request: Request<Incoming>) -> Response<ResponseBody> {
     let path = request.uri().path();
     if path.starts_with("/admin/") {
-        return crate::admin::handle(app, request).await;
+        return crate::admin::handle(app.admin.clone(), request).await;
     }
     if path.starts_with("/v1/") || path.starts_with("/api/") || path == "/" {
         let method = request.method().clone();
         let path = path.to_owned();
-        return match crate::front::handle(app, request).await {
+        return match crate::front::handle(app.front.clone(), request).await {
             Some(response) => response,
             None => error_json(
                 StatusCode::NOT_FOUND,
@@ -66,11 +63,11 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Response<ResponseBo
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            crate::metrics::render(&app),
+            crate::metrics::render(&app.metrics),
         ),
         (&Method::GET, "/healthz") => json(
             StatusCode::OK,
-            &serde_json::json!({ "status": "ok", "policy": app.engine.active().map(|p| p.id.to_string()) }),
+            &serde_json::json!({ "status": "ok", "policy": app.front.engine.active().map(|p| p.id.to_string()) }),
         ),
         _ => error_json(
             StatusCode::NOT_FOUND,
@@ -174,16 +171,29 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
         None => None,
     };
-    let front = crate::front::Front::new(settings.keys, settings.limits);
+    let front = Arc::new(crate::front::Front::new(
+        engine.clone(),
+        nodes.clone(),
+        decisions.clone(),
+        settings.keys,
+        settings.limits,
+    ));
     nodes.use_live_load(front.admission.clone());
-    let app = Arc::new(App {
-        engine,
-        nodes,
-        admin_token: settings.admin_token,
-        front,
+    let admin = Arc::new(crate::admin::Admin {
+        token: settings.admin_token,
+        engine: engine.clone(),
+        nodes: nodes.clone(),
+        admission: front.admission.clone(),
         decisions,
         canary_rules: settings.canary,
     });
+    let metrics = crate::metrics::Sources {
+        engine,
+        nodes,
+        front: front.metrics.clone(),
+        admission: front.admission.clone(),
+    };
+    let app = Arc::new(App { front, admin, metrics });
     let watcher = if settings.watch { watcher } else { None };
     Ok(Running {
         addr,

@@ -197,7 +197,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
     // Wait (bounded) until every agent has linked.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let snapshot = app.nodes.snapshot();
+        let snapshot = app.front.nodes.snapshot();
         let up = names
             .iter()
             .filter(|n| snapshot.node(n).is_some_and(|node| node.healthy))
@@ -212,7 +212,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let active = app.engine.active().map(|p| p.id.to_string()).unwrap_or_default();
+    let active = app.front.engine.active().map(|p| p.id.to_string()).unwrap_or_default();
     crate::say(&format!(
         "switchyard listening on {url}\n\
          \n\
@@ -243,7 +243,7 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
 
     let mut routed = app.front.routed.subscribe();
     let stop = CancellationToken::new();
-    tokio::spawn(crate::cli::stop_on_signal(stop.clone()));
+    tokio::spawn(crate::signals::stop_on_signal(stop.clone()));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,

@@ -22,8 +22,10 @@ pub mod metrics;
 pub mod node_table;
 pub mod policy;
 pub mod policy_check;
+pub mod prometheus_text;
 pub mod rng;
 pub mod seed_cluster;
+pub mod signals;
 pub mod watch;
 
 /// Write one message for the operator to stdout (the CLI's output, not a log line).

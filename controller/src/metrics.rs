@@ -2,17 +2,25 @@
 //! reverts, and the node table's gauges.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
-use crate::app::App;
+use crate::front::admission::Admission;
+use crate::front::metrics::FrontMetrics;
+use crate::node_table::NodeTable;
+use crate::policy::PolicyEngine;
+use crate::prometheus_text::{Label, header};
 
-/// A metric's `# HELP` and `# TYPE` lines.
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// What `/metrics` reads, handed to it by the composition root (`app.rs`).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub engine: Arc<PolicyEngine>,
+    pub nodes: Arc<NodeTable>,
+    pub front: Arc<FrontMetrics>,
+    pub admission: Arc<Admission>,
 }
 
-pub fn render(app: &App) -> String {
-    let view = app.engine.view();
+pub fn render(sources: &Sources) -> String {
+    let view = sources.engine.view();
     let mut out = String::new();
     header(
         &mut out,
@@ -80,7 +88,7 @@ pub fn render(app: &App) -> String {
     let _ = writeln!(
         out,
         "switchyard_canary_rollbacks_total {}",
-        app.engine.canary_rollbacks()
+        sources.engine.canary_rollbacks()
     );
     header(
         &mut out,
@@ -88,8 +96,8 @@ pub fn render(app: &App) -> String {
         "gauge",
         "The share of requests the running canary decides (0: none runs).",
     );
-    let _ = writeln!(out, "switchyard_canary_percent {}", app.engine.canary_percent());
-    let snapshot = app.nodes.snapshot();
+    let _ = writeln!(out, "switchyard_canary_percent {}", sources.engine.canary_percent());
+    let snapshot = sources.nodes.snapshot();
     header(
         &mut out,
         "switchyard_node_healthy",
@@ -121,7 +129,7 @@ pub fn render(app: &App) -> String {
     let energy: Vec<_> = snapshot
         .nodes
         .iter()
-        .filter_map(|n| Some((n.name.as_str(), app.nodes.energy(&n.name)?)))
+        .filter_map(|n| Some((n.name.as_str(), sources.nodes.energy(&n.name)?)))
         .collect();
     header(
         &mut out,
@@ -154,40 +162,6 @@ pub fn render(app: &App) -> String {
             );
         }
     }
-    app.front.metrics.render(&mut out, app.front.admission.queue_depth());
+    sources.front.render(&mut out, sources.admission.queue_depth());
     out
-}
-
-/// A Prometheus label value, escaped (`\\`, `\"` and `\n`): a name from a certificate, a
-/// policy file or a client can never break the exposition or add series.
-#[derive(Debug, Clone, Copy)]
-pub struct Label<'a>(pub &'a str);
-
-impl std::fmt::Display for Label<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use std::fmt::Write as _;
-        for c in self.0.chars() {
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '"' => f.write_str("\\\"")?,
-                '\n' => f.write_str("\\n")?,
-                c => f.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Label;
-
-    #[test]
-    fn label_values_cannot_close_the_label_or_start_a_line() {
-        let hostile = "x\",status=\"404\"} 1\nswitchyard_node_healthy{node=\"m4\"} 0\\";
-        assert_eq!(
-            Label(hostile).to_string(),
-            "x\\\",status=\\\"404\\\"} 1\\nswitchyard_node_healthy{node=\\\"m4\\\"} 0\\\\"
-        );
-    }
 }

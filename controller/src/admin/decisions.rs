@@ -5,8 +5,7 @@
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
-use super::{AdminError, Answer, Route, body};
-use crate::app::App;
+use super::{Admin, AdminError, Answer, Route, body};
 use crate::decisions::store::StoreError;
 use crate::decisions::{DecisionStore, Query};
 use crate::http::json;
@@ -14,11 +13,11 @@ use crate::http::json;
 /// Largest decision-record import (NDJSON) in one request.
 const IMPORT_LIMIT: usize = 256 * 1024 * 1024;
 
-pub(super) async fn handle(app: &App, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
+pub(super) async fn handle(admin: &Admin, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
     let query = route.query;
     Some(match (route.method, route.segments.as_slice()) {
         (&Method::GET, ["decisions"]) => {
-            let page = from_store(app, query, |store, params| {
+            let page = from_store(admin, query, |store, params| {
                 store
                     .query(&params)
                     .map(|page| (page, store.written(), store.dropped()))
@@ -36,12 +35,12 @@ pub(super) async fn handle(app: &App, route: &Route<'_>, request: Request<Incomi
                 )
             })
         }
-        (&Method::GET, ["decisions", "events"]) => {
-            from_store(app, query, |store, params| store.events(params.since_ms, params.limit))
-                .await
-                .map(|events| json(StatusCode::OK, &serde_json::json!({ "events": events })))
-        }
-        (&Method::GET, ["decisions", "export"]) => from_store(app, query, |store, params| {
+        (&Method::GET, ["decisions", "events"]) => from_store(admin, query, |store, params| {
+            store.events(params.since_ms, params.limit)
+        })
+        .await
+        .map(|events| json(StatusCode::OK, &serde_json::json!({ "events": events }))),
+        (&Method::GET, ["decisions", "export"]) => from_store(admin, query, |store, params| {
             let mut out = Vec::new();
             store.export(params.since_ms, &mut out).map(|_| out)
         })
@@ -53,14 +52,14 @@ pub(super) async fn handle(app: &App, route: &Route<'_>, request: Request<Incomi
                 String::from_utf8(body).unwrap_or_default(),
             )
         }),
-        (&Method::POST, ["decisions", "import"]) => import(app, request).await,
+        (&Method::POST, ["decisions", "import"]) => import(admin, request).await,
         _ => return None,
     })
 }
 
 /// `POST /admin/decisions/import`: all of it, or (naming the first bad line) nothing.
-async fn import(app: &App, request: Request<Incoming>) -> Answer {
-    let store = app.decisions.clone().ok_or(AdminError::NoRecord)?;
+async fn import(admin: &Admin, request: Request<Incoming>) -> Answer {
+    let store = admin.decisions.clone().ok_or(AdminError::NoRecord)?;
     let text = body::text(request, IMPORT_LIMIT, "the import (NDJSON)").await?;
     let report = tokio::task::spawn_blocking(move || store.import(&text)).await??;
     Ok(json(StatusCode::OK, &report))
@@ -69,11 +68,11 @@ async fn import(app: &App, request: Request<Incoming>) -> Answer {
 /// Run `read` on the decision store off the async workers, after everything submitted so far
 /// is written, with the query's parameters.
 async fn from_store<T: Send + 'static>(
-    app: &App,
+    admin: &Admin,
     query: &str,
     read: impl FnOnce(&DecisionStore, Query) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, AdminError> {
-    let store = app.decisions.clone().ok_or(AdminError::NoRecord)?;
+    let store = admin.decisions.clone().ok_or(AdminError::NoRecord)?;
     let params = decisions_params(query).map_err(AdminError::BadRequest)?;
     Ok(tokio::task::spawn_blocking(move || {
         store.flush();

@@ -20,8 +20,27 @@ pub use error::AdminError;
 pub use nodes::NodesView;
 pub use rehearsal::{CanaryStart, ExplainQuery, Explanation};
 
-use crate::app::App;
+use crate::decisions::DecisionStore;
+use crate::front::admission::Admission;
 use crate::http::ResponseBody;
+use crate::node_table::NodeTable;
+use crate::policy::PolicyEngine;
+use crate::policy::canary::CanaryRules;
+
+/// The admin API and the handles it uses, handed to it by the composition root (`app.rs`).
+#[derive(Debug)]
+pub struct Admin {
+    /// The bearer token every admin request must carry.
+    pub token: String,
+    pub engine: Arc<PolicyEngine>,
+    pub nodes: Arc<NodeTable>,
+    /// The front door's admission (what the controller has in flight on each node).
+    pub admission: Arc<Admission>,
+    /// The decision record, when kept.
+    pub decisions: Option<Arc<DecisionStore>>,
+    /// A canary's rollback rules unless its start says otherwise (`[canary]`).
+    pub canary_rules: CanaryRules,
+}
 
 /// What an endpoint answers.
 type Answer = Result<Response<ResponseBody>, AdminError>;
@@ -34,8 +53,8 @@ struct Route<'a> {
     query: &'a str,
 }
 
-pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<ResponseBody> {
-    if !authorized(&app, &request) {
+pub async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Response<ResponseBody> {
+    if !authorized(&admin, &request) {
         return AdminError::Unauthorized.into_response();
     }
     let method = request.method().clone();
@@ -47,10 +66,10 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
         query: &query,
     };
     let answer = match route.segments.first().copied() {
-        Some("policies" | "components" | "rollback") => policies::handle(&app, &route, request).await,
-        Some("shadow" | "canary" | "route") => rehearsal::handle(&app, &route, request).await,
-        Some("decisions") => decisions::handle(&app, &route, request).await,
-        Some("nodes" | "certs") => nodes::handle(&app, &route, request).await,
+        Some("policies" | "components" | "rollback") => policies::handle(&admin, &route, request).await,
+        Some("shadow" | "canary" | "route") => rehearsal::handle(&admin, &route, request).await,
+        Some("decisions") => decisions::handle(&admin, &route, request).await,
+        Some("nodes" | "certs") => nodes::handle(&admin, &route, request).await,
         _ => None,
     };
     match answer {
@@ -60,7 +79,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Respo
     }
 }
 
-fn authorized(app: &App, request: &Request<Incoming>) -> bool {
+fn authorized(admin: &Admin, request: &Request<Incoming>) -> bool {
     let Some(value) = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -71,7 +90,7 @@ fn authorized(app: &App, request: &Request<Incoming>) -> bool {
     let Some(token) = value.strip_prefix("Bearer ") else {
         return false;
     };
-    constant_time_eq(token.trim().as_bytes(), app.admin_token.as_bytes())
+    constant_time_eq(token.trim().as_bytes(), admin.token.as_bytes())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -6,8 +6,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use switchyard_protocol::ClusterSnapshot;
 
-use super::{AdminError, Answer, Route, body};
-use crate::app::App;
+use super::{Admin, AdminError, Answer, Route, body};
 use crate::http::json;
 
 /// `GET /admin/nodes`: the snapshot policies see, and every agent link.
@@ -27,22 +26,22 @@ struct ModelNamed {
     model: String,
 }
 
-pub(super) async fn handle(app: &App, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
+pub(super) async fn handle(admin: &Admin, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
     Some(match (route.method, route.segments.as_slice()) {
         (&Method::GET, ["nodes"]) => Ok(json(
             StatusCode::OK,
             &NodesView {
-                snapshot: with_admitted(app),
-                links: app.nodes.links(),
-                unhealthy: app.nodes.health_reasons(),
+                snapshot: with_admitted(admin),
+                links: admin.nodes.links(),
+                unhealthy: admin.nodes.health_reasons(),
             },
         )),
         (&Method::POST, ["nodes", node, "models", action @ ("load" | "unload")]) => {
-            model_command(app, node, action, request).await
+            model_command(admin, node, action, request).await
         }
-        (&Method::POST, ["nodes", node, action @ ("drain" | "undrain")]) => drain(app, node, *action == "drain"),
+        (&Method::POST, ["nodes", node, action @ ("drain" | "undrain")]) => drain(admin, node, *action == "drain"),
         (&Method::GET, ["certs"]) => {
-            let links: Vec<_> = app
+            let links: Vec<_> = admin
                 .nodes
                 .links()
                 .into_iter()
@@ -56,19 +55,19 @@ pub(super) async fn handle(app: &App, route: &Route<'_>, request: Request<Incomi
 
 /// The node table, with each node's in-flight count at least what the controller itself has
 /// sent there and not yet seen finish.
-fn with_admitted(app: &App) -> ClusterSnapshot {
-    let mut snapshot = (*app.nodes.snapshot()).clone();
+fn with_admitted(admin: &Admin) -> ClusterSnapshot {
+    let mut snapshot = (*admin.nodes.snapshot()).clone();
     for node in &mut snapshot.nodes {
-        node.in_flight = node.in_flight.max(app.front.admission.in_use(&node.name));
+        node.in_flight = node.in_flight.max(admin.admission.in_use(&node.name));
     }
     snapshot
 }
 
 /// `POST /admin/nodes/NODE/models/load|unload`: passed to the node's agent.
-async fn model_command(app: &App, node: &str, action: &str, request: Request<Incoming>) -> Answer {
+async fn model_command(admin: &Admin, node: &str, action: &str, request: Request<Incoming>) -> Answer {
     let named: ModelNamed = body::json(request, "send {\"model\": NAME} (the logical name or the node's own)").await?;
     let body = serde_json::json!({ "model": named.model });
-    let (status, answer) = crate::agents::command::post(&app.nodes, node, &format!("/models/{action}"), &body)
+    let (status, answer) = crate::agents::command::post(&admin.nodes, node, &format!("/models/{action}"), &body)
         .await
         .map_err(|e| AdminError::NodeUnreachable(e.to_string()))?;
     if !status.is_success() {
@@ -82,11 +81,11 @@ async fn model_command(app: &App, node: &str, action: &str, request: Request<Inc
     Ok(json(StatusCode::OK, &answer))
 }
 
-fn drain(app: &App, node: &str, drain: bool) -> Answer {
-    app.nodes.set_drained(node, drain).map_err(AdminError::NotFound)?;
+fn drain(admin: &Admin, node: &str, drain: bool) -> Answer {
+    admin.nodes.set_drained(node, drain).map_err(AdminError::NotFound)?;
     tracing::info!(%node, "{}", if drain { "drained: no new work; in-flight requests finish" } else { "undrained: takes work again" });
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "node": node, "drained": drain, "in_flight": app.front.admission.in_use(node) }),
+        &serde_json::json!({ "node": node, "drained": drain, "in_flight": admin.admission.in_use(node) }),
     ))
 }

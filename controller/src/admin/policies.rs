@@ -4,34 +4,33 @@
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
-use super::{AdminError, Answer, Route, body};
-use crate::app::App;
+use super::{Admin, AdminError, Answer, Route, body};
 use crate::http::json;
 use crate::policy::PolicyError;
 
 /// Largest component accepted over HTTP.
 const COMPONENT_LIMIT: usize = 16 * 1024 * 1024;
 
-pub(super) async fn handle(app: &App, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
+pub(super) async fn handle(admin: &Admin, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
     Some(match (route.method, route.segments.as_slice()) {
-        (&Method::GET, ["policies"]) => Ok(json(StatusCode::OK, &app.engine.view())),
-        (&Method::POST, ["policies"]) => upload(app, route.query, request).await,
-        (&Method::POST, ["policies", id, "activate"]) => app
+        (&Method::GET, ["policies"]) => Ok(json(StatusCode::OK, &admin.engine.view())),
+        (&Method::POST, ["policies"]) => upload(admin, route.query, request).await,
+        (&Method::POST, ["policies", id, "activate"]) => admin
             .engine
             .activate(id)
             .map(|policy| json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })))
             .map_err(AdminError::from),
-        (&Method::POST, ["rollback"]) => app
+        (&Method::POST, ["rollback"]) => admin
             .engine
             .rollback()
             .map(|policy| json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })))
             .map_err(AdminError::from),
-        (&Method::POST, ["components"]) => upload_component(app, request).await,
+        (&Method::POST, ["components"]) => upload_component(admin, request).await,
         (&Method::GET, ["components"]) => Ok(json(
             StatusCode::OK,
-            &serde_json::json!({ "components": app.engine.uploads() }),
+            &serde_json::json!({ "components": admin.engine.uploads() }),
         )),
-        (&Method::DELETE, ["components", component]) => app
+        (&Method::DELETE, ["components", component]) => admin
             .engine
             .delete_upload(component)
             .map(|()| json(StatusCode::OK, &serde_json::json!({ "deleted": component })))
@@ -42,11 +41,11 @@ pub(super) async fn handle(app: &App, route: &Route<'_>, request: Request<Incomi
 
 /// `POST /admin/policies[?activate]`: a policy document, loaded (compiled off the async
 /// workers) and activated when asked.
-async fn upload(app: &App, query: &str, request: Request<Incoming>) -> Answer {
+async fn upload(admin: &Admin, query: &str, request: Request<Incoming>) -> Answer {
     let text = body::text(request, body::SMALL_LIMIT, "the policy document (TOML)").await?;
     let activate = query.split('&').any(|kv| kv == "activate=true" || kv == "activate");
-    let engine = app.engine.clone();
-    let live = app.nodes.snapshot();
+    let engine = admin.engine.clone();
+    let live = admin.nodes.snapshot();
     let policy = tokio::task::spawn_blocking(move || {
         let policy = engine.load_text(&text, "upload", None, &live)?;
         if activate {
@@ -61,9 +60,9 @@ async fn upload(app: &App, query: &str, request: Request<Incoming>) -> Answer {
     ))
 }
 
-async fn upload_component(app: &App, request: Request<Incoming>) -> Answer {
+async fn upload_component(admin: &Admin, request: Request<Incoming>) -> Answer {
     let bytes = body::bytes(request, COMPONENT_LIMIT).await?;
-    let reference = app.engine.upload_component(bytes.to_vec())?;
+    let reference = admin.engine.upload_component(bytes.to_vec())?;
     Ok(json(
         StatusCode::CREATED,
         &serde_json::json!({ "component": reference }),

@@ -8,8 +8,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use switchyard_protocol::{ClusterSnapshot, Decision, RequestInfo};
 
-use super::{AdminError, Answer, Route, body};
-use crate::app::App;
+use super::{Admin, AdminError, Answer, Route, body};
 use crate::http::json;
 
 /// The reply to `POST /admin/route/explain`.
@@ -75,63 +74,63 @@ impl CanaryStart {
     }
 }
 
-pub(super) async fn handle(app: &App, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
+pub(super) async fn handle(admin: &Admin, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
     let none_running = |what: &str| AdminError::NotFound(format!("no {what} is running"));
     Some(match (route.method, route.segments.as_slice()) {
-        (&Method::POST, ["shadow"]) => start_shadow(app, request).await,
-        (&Method::GET, ["shadow"]) => app
+        (&Method::POST, ["shadow"]) => start_shadow(admin, request).await,
+        (&Method::GET, ["shadow"]) => admin
             .engine
             .shadow_report()
             .map(|report| json(StatusCode::OK, &report))
             .ok_or_else(|| none_running("shadow")),
-        (&Method::DELETE, ["shadow"]) => app
+        (&Method::DELETE, ["shadow"]) => admin
             .engine
             .stop_shadow()
             .map(|report| json(StatusCode::OK, &report))
             .ok_or_else(|| none_running("shadow")),
-        (&Method::POST, ["canary"]) => start_canary(app, request).await,
-        (&Method::GET, ["canary"]) => Ok(json(StatusCode::OK, &app.engine.canary_view())),
-        (&Method::DELETE, ["canary"]) => app
+        (&Method::POST, ["canary"]) => start_canary(admin, request).await,
+        (&Method::GET, ["canary"]) => Ok(json(StatusCode::OK, &admin.engine.canary_view())),
+        (&Method::DELETE, ["canary"]) => admin
             .engine
             .stop_canary()
             .map(|report| json(StatusCode::OK, &report))
             .ok_or_else(|| none_running("canary")),
-        (&Method::POST, ["canary", "promote"]) => app
+        (&Method::POST, ["canary", "promote"]) => admin
             .engine
             .promote_canary()
             .map(|report| json(StatusCode::OK, &report))
             .map_err(AdminError::from),
-        (&Method::POST, ["route", "explain"]) => explain(app, request).await,
+        (&Method::POST, ["route", "explain"]) => explain(admin, request).await,
         _ => return None,
     })
 }
 
-async fn start_shadow(app: &App, request: Request<Incoming>) -> Answer {
+async fn start_shadow(admin: &Admin, request: Request<Incoming>) -> Answer {
     let named: PolicyNamed = body::json(request, "send {\"policy\": ID or NAME} (a loaded policy)").await?;
-    let report = app.engine.start_shadow(&named.policy)?;
+    let report = admin.engine.start_shadow(&named.policy)?;
     Ok(json(StatusCode::CREATED, &report))
 }
 
-async fn start_canary(app: &App, request: Request<Incoming>) -> Answer {
+async fn start_canary(admin: &Admin, request: Request<Incoming>) -> Answer {
     let expected = "send {\"policy\": ID or NAME, \"percent\": 1-100} and any of window_s, min_requests, \
                     max_error_rate_increase, max_ttft_p95_ratio, ttft_slack_ms, max_faults";
     let start: CanaryStart = body::json(request, expected).await?;
-    let rules = start.rules(app.canary_rules);
-    let report = app.engine.start_canary(&start.policy, start.percent, rules)?;
+    let rules = start.rules(admin.canary_rules);
+    let report = admin.engine.start_canary(&start.policy, start.percent, rules)?;
     Ok(json(StatusCode::CREATED, &report))
 }
 
 /// `POST /admin/route/explain`: what the active policy (or a named loaded one) decides for a
 /// request on the live node table or a given snapshot. Nothing is counted.
-async fn explain(app: &App, request: Request<Incoming>) -> Answer {
+async fn explain(admin: &Admin, request: Request<Incoming>) -> Answer {
     let expected = "send {\"request\": {...}} with an optional \"snapshot\" and \"policy\"";
     let query: ExplainQuery = body::json(request, expected).await?;
     let prepared = match query.snapshot {
         Some(snapshot) => Arc::new(crate::policy::PreparedSnapshot::from(snapshot)),
-        None => app.nodes.prepared(),
+        None => admin.nodes.prepared(),
     };
     // Off the async worker: a policy call may block (a guest that prints).
-    let engine = app.engine.clone();
+    let engine = admin.engine.clone();
     let routed = tokio::task::spawn_blocking(move || match &query.policy {
         Some(policy) => engine.explain_with(policy, &query.request, &prepared),
         None => Ok(engine.explain(&query.request, &prepared)),

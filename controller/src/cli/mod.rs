@@ -284,30 +284,7 @@ async fn serve(
         crate::say(&format!("agents link to {agents} (mTLS)"));
     }
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(crate::signals::stop_on_signal(shutdown.clone()));
     running.serve(shutdown).await;
     Ok(())
-}
-
-/// Cancel `shutdown` on Ctrl-C or SIGTERM.
-pub async fn stop_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                shutdown.cancel();
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down; draining in-flight requests");
-    shutdown.cancel();
 }

@@ -2,22 +2,20 @@
 //! `/api/tags` (merged across nodes) and `/api/ps` (loaded models across nodes).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::app::App;
 use crate::http::{ResponseBody, json};
 
-use super::ClientApi;
 use super::keys::Grant;
+use super::{ClientApi, Front};
 
 /// Logical model -> (nodes serving it, nodes where it is loaded), for the models `grant` allows.
-fn models(app: &Arc<App>, grant: &Grant) -> BTreeMap<String, (Vec<Value>, Vec<String>)> {
+fn models(front: &Front, grant: &Grant) -> BTreeMap<String, (Vec<Value>, Vec<String>)> {
     let mut out: BTreeMap<String, (Vec<Value>, Vec<String>)> = BTreeMap::new();
-    for node in &app.nodes.snapshot().nodes {
+    for node in &front.nodes.snapshot().nodes {
         for model in node.models.iter().filter(|m| grant.allows(&m.logical)) {
             let entry = out.entry(model.logical.clone()).or_default();
             entry.0.push(json!({ "node": node.name, "local": model.local, "healthy": node.healthy, "runtime": node.runtime, "quantization": model.quantization }));
@@ -30,32 +28,32 @@ fn models(app: &Arc<App>, grant: &Grant) -> BTreeMap<String, (Vec<Value>, Vec<St
 }
 
 /// The caller's grant, or the 401 in its API's shape.
-fn grant(app: &Arc<App>, request: &Request<Incoming>, client: ClientApi) -> Result<Grant, super::FrontError> {
-    app.front
+fn grant(front: &Front, request: &Request<Incoming>, client: ClientApi) -> Result<Grant, super::FrontError> {
+    front
         .keys
         .check(request.headers(), super::peer(request.extensions()), client)
         .map_err(|message| super::FrontError::Unauthorized(message.to_owned()))
 }
 
-pub fn openai_models(app: &Arc<App>, request: &Request<Incoming>) -> Response<ResponseBody> {
-    let grant = match grant(app, request, ClientApi::OpenAi) {
+pub fn openai_models(front: &Front, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let grant = match grant(front, request, ClientApi::OpenAi) {
         Ok(grant) => grant,
         Err(error) => return ClientApi::OpenAi.render(&error),
     };
-    let data: Vec<Value> = models(app, &grant)
+    let data: Vec<Value> = models(front, &grant)
         .into_iter()
         .map(|(id, (nodes, _))| json!({ "id": id, "object": "model", "created": 0, "owned_by": "switchyard", "served_by": nodes }))
         .collect();
     json(StatusCode::OK, &json!({ "object": "list", "data": data }))
 }
 
-pub fn ollama_tags(app: &Arc<App>, request: &Request<Incoming>) -> Response<ResponseBody> {
-    let grant = match grant(app, request, ClientApi::Ollama) {
+pub fn ollama_tags(front: &Front, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let grant = match grant(front, request, ClientApi::Ollama) {
         Ok(grant) => grant,
         Err(error) => return ClientApi::Ollama.render(&error),
     };
     let now = super::ollama::now_rfc3339();
-    let list: Vec<Value> = models(app, &grant)
+    let list: Vec<Value> = models(front, &grant)
         .into_iter()
         .map(|(name, (nodes, _))| {
             json!({
@@ -68,12 +66,12 @@ pub fn ollama_tags(app: &Arc<App>, request: &Request<Incoming>) -> Response<Resp
     json(StatusCode::OK, &json!({ "models": list }))
 }
 
-pub fn ollama_ps(app: &Arc<App>, request: &Request<Incoming>) -> Response<ResponseBody> {
-    let grant = match grant(app, request, ClientApi::Ollama) {
+pub fn ollama_ps(front: &Front, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let grant = match grant(front, request, ClientApi::Ollama) {
         Ok(grant) => grant,
         Err(error) => return ClientApi::Ollama.render(&error),
     };
-    let list: Vec<Value> = models(app, &grant)
+    let list: Vec<Value> = models(front, &grant)
         .into_iter()
         .filter(|(_, (_, loaded))| !loaded.is_empty())
         .map(|(name, (_, loaded))| {

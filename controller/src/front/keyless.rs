@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::ClientApi;
-use super::keys::Grant;
+use super::grant::Grant;
 
 /// One `[[keyless]]` entry of the controller config.
 #[derive(Debug, Clone, Deserialize)]

@@ -11,6 +11,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use super::ClientApi;
+pub use super::grant::Grant;
 use super::keyless::{KeylessConfig, KeylessRule};
 
 /// One `[[api_keys]]` entry of the controller config.
@@ -39,28 +40,6 @@ fn all_models() -> Vec<String> {
 
 fn max_priority() -> u8 {
     9
-}
-
-/// What a key allows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub name: String,
-    pub models: Vec<String>,
-    pub max_priority: u8,
-}
-
-impl Grant {
-    pub fn open() -> Self {
-        Self {
-            name: "open".to_owned(),
-            models: all_models(),
-            max_priority: 9,
-        }
-    }
-
-    pub fn allows(&self, model: &str) -> bool {
-        self.models.iter().any(|m| m == "*" || m == model)
-    }
 }
 
 #[derive(Debug, Clone, Default)]

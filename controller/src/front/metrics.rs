@@ -1,7 +1,7 @@
 //! Request metrics for `/metrics`: requests by node, model and status; time to first byte
 //! and total latency histograms; policy decision latency.
 
-use crate::metrics::Label;
+use crate::prometheus_text::Label;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Mutex;

@@ -13,6 +13,7 @@ mod catalog;
 pub mod error;
 mod feasible;
 pub mod forward;
+mod grant;
 pub mod keyless;
 pub mod keys;
 mod log_safe;
@@ -43,13 +44,19 @@ use self::keys::{ApiKeys, Grant};
 use self::log_safe::log_safe;
 use self::metrics::FrontMetrics;
 use self::request_info::{Api, request_info};
-use crate::app::App;
+use crate::decisions::DecisionStore;
 use crate::http::{ResponseBody, json, text};
-use crate::policy::PreparedSnapshot;
+use crate::node_table::NodeTable;
+use crate::policy::{PolicyEngine, PreparedSnapshot};
 
-/// The front door's state.
+/// The front door: its own state and the handles it uses (the policy engine, the node
+/// table, the decision record), handed to it by the composition root (`app.rs`).
 #[derive(Debug)]
 pub struct Front {
+    pub engine: Arc<PolicyEngine>,
+    pub nodes: Arc<NodeTable>,
+    /// The decision record, when kept.
+    pub decisions: Option<Arc<DecisionStore>>,
     pub keys: ApiKeys,
     pub limits: FrontLimits,
     pub admission: Arc<Admission>,
@@ -63,8 +70,17 @@ pub struct Front {
 }
 
 impl Front {
-    pub fn new(keys: ApiKeys, limits: FrontLimits) -> Self {
+    pub fn new(
+        engine: Arc<PolicyEngine>,
+        nodes: Arc<NodeTable>,
+        decisions: Option<Arc<DecisionStore>>,
+        keys: ApiKeys,
+        limits: FrontLimits,
+    ) -> Self {
         Self {
+            engine,
+            nodes,
+            decisions,
             admission: Admission::new(limits.queue_capacity),
             keys,
             limits,
@@ -77,11 +93,11 @@ impl Front {
 }
 
 /// Route a front-door request; `None` if the path is not the front door's.
-pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Option<Response<ResponseBody>> {
+pub async fn handle(front: Arc<Front>, request: Request<Incoming>) -> Option<Response<ResponseBody>> {
     let api = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/v1/models") => return Some(catalog::openai_models(&app, &request)),
-        (&Method::GET, "/api/tags") => return Some(catalog::ollama_tags(&app, &request)),
-        (&Method::GET, "/api/ps") => return Some(catalog::ollama_ps(&app, &request)),
+        (&Method::GET, "/v1/models") => return Some(catalog::openai_models(&front, &request)),
+        (&Method::GET, "/api/tags") => return Some(catalog::ollama_tags(&front, &request)),
+        (&Method::GET, "/api/ps") => return Some(catalog::ollama_ps(&front, &request)),
         (&Method::GET | &Method::HEAD, "/api/version") => {
             return Some(json(StatusCode::OK, &json!({ "version": "0.12.6" })));
         }
@@ -97,7 +113,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Option<Respons
         arrived_ms: crate::clock::now_ms(),
         ..Outcome::default()
     };
-    let response = match prompt(&app, api, request, started, &mut outcome).await {
+    let response = match prompt(&front, api, request, started, &mut outcome).await {
         Ok(response) => response,
         Err(error) => {
             let status = error.status().as_u16();
@@ -105,7 +121,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Option<Respons
                 sink.outcome().node = outcome.node.clone();
                 sink.finish(status, false);
             }
-            app.front
+            front
                 .metrics
                 .request(outcome.node.as_deref().unwrap_or("none"), &outcome.model_label, status);
             let mut response = client.render(&error);
@@ -152,13 +168,12 @@ impl Default for Outcome {
 }
 
 async fn prompt(
-    app: &Arc<App>,
+    front: &Front,
     api: Api,
     request: Request<Incoming>,
     started: Instant,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, FrontError> {
-    let front = &app.front;
     let (parts, body) = request.into_parts();
     let grant = authenticate(&front.keys, &parts, api.client())?;
     let patience = front.limits.body_read_timeout;
@@ -175,9 +190,9 @@ async fn prompt(
     let id = format!("req-{}", front.next_id.fetch_add(1, Ordering::Relaxed));
     let (info, value) = parse(api, &id, &parts.headers, &body, &grant)?;
 
-    let view = app.nodes.prepared();
+    let view = front.nodes.prepared();
     feasible::check(view.snapshot(), &info)?;
-    let route = decide(app, &view, &info, started, outcome).await?;
+    let route = decide(front, &view, &info, started, outcome).await?;
     let dispatch = Dispatch {
         wait_for_first: route.wait_for_first,
         priority: info.priority,
@@ -185,14 +200,14 @@ async fn prompt(
         max_tokens: info.max_tokens,
     };
     let path = parts.uri.path();
-    let upstream = forward(&app.nodes, front, view, &route.targets, dispatch, |node, local| {
+    let upstream = forward(&front.nodes, front, view, &route.targets, dispatch, |node, local| {
         plan(api, path, node, &body, &value, local)
     })
     .await?;
 
     outcome.node = Some(upstream.node.clone());
     outcome.model_label = info.model.clone();
-    let energy = energy_estimate(app.nodes.energy(&upstream.node).as_ref(), &info);
+    let energy = energy_estimate(front.nodes.energy(&upstream.node).as_ref(), &info);
     let mut sink = outcome.record.take();
     if let Some(sink) = &mut sink {
         let recorded = sink.outcome();
@@ -269,34 +284,34 @@ fn parse(
 /// Phase 3: the active policy's decision (the fallback's when it faults), made on a policy
 /// thread, never on this async worker.
 async fn decide(
-    app: &App,
+    front: &Front,
     view: &Arc<PreparedSnapshot>,
     info: &RequestInfo,
     started: Instant,
     outcome: &mut Outcome,
 ) -> Result<Route, FrontError> {
-    let engine = &app.engine;
+    let engine = &front.engine;
     let decided = Instant::now();
     let routed = engine.decide_off_worker(info, view.clone()).await;
-    app.front.metrics.decision.observe(decided.elapsed());
+    front.metrics.decision.observe(decided.elapsed());
     engine.offer_shadow(info, view, &routed.decision);
     outcome.policy = Some(routed.policy_id.to_string());
     let canary = engine.canary_share(&routed.policy_id);
-    if app.decisions.is_some() || canary.is_some() {
+    if front.decisions.is_some() || canary.is_some() {
         // What the policy saw in place of the snapshot's in-flight counts (for the record;
         // a canary alone needs only the outcome).
-        let in_flight = match &app.decisions {
+        let in_flight = match &front.decisions {
             Some(_) => view
                 .snapshot()
                 .nodes
                 .iter()
                 .filter(|n| n.variant(&info.model).is_some())
-                .map(|n| (n.name.clone(), app.front.admission.in_use(&n.name)))
+                .map(|n| (n.name.clone(), front.admission.in_use(&n.name)))
                 .collect(),
             None => Vec::new(),
         };
         outcome.record = Some(record::RecordSink::new(
-            app.decisions.clone(),
+            front.decisions.clone(),
             canary,
             view,
             in_flight,

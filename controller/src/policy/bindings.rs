@@ -6,8 +6,6 @@
 
 use switchyard_protocol::{Decision, ModelVariant, NodeSnapshot, Reject, RequestInfo, Route, Target};
 
-use super::prepared::{Candidate, PreparedSnapshot};
-
 mod current {
     wasmtime::component::bindgen!({
         path: "../wit/policy.wit",
@@ -135,47 +133,6 @@ pub(crate) fn node_to_wit(node: &NodeSnapshot) -> wit::Node {
         queued: node.queued)
 }
 
-/// The decision with each target index resolved against the `candidates` of the call;
-/// `Err` names an index that is not one of them, or a candidate that is not healthy (a
-/// candidate serves the requested model by construction, and in a chain is one of the
-/// previous stage's choices: what is left to check needs no name lookups).
-pub(crate) fn decision_from_wit(
-    decision: wit::Decision,
-    candidates: &[Candidate],
-    prepared: &PreparedSnapshot,
-) -> Result<Decision, String> {
-    let nodes = prepared.nodes();
-    Ok(match decision {
-        wit::Decision::Route(route) => Decision::Route(Route {
-            targets: route
-                .targets
-                .iter()
-                .enumerate()
-                .map(|(position, &index)| {
-                    let candidate = candidates.get(index as usize).ok_or_else(|| {
-                        format!(
-                            "target #{} is not one of the request's {} candidates (a node that does not serve the model, or none at all)",
-                            position + 1,
-                            candidates.len()
-                        )
-                    })?;
-                    let node = &nodes[candidate.node as usize];
-                    if !node.healthy {
-                        return Err(format!("node '{}' is not healthy", node.name));
-                    }
-                    Ok(prepared.target(candidate))
-                })
-                .collect::<Result<_, String>>()?,
-            reason: route.reason,
-            wait_for_first: route.wait_for_first,
-        }),
-        wit::Decision::Reject(reject) => Decision::Reject(Reject {
-            status: reject.status,
-            message: reject.message,
-        }),
-    })
-}
-
 /// A 0.2.0 node (the same fields as the current contract's).
 pub(crate) fn node_to_v2(node: &wit::Node) -> v2::wit::Node {
     node_record!(node => v2::wit,
@@ -200,21 +157,6 @@ pub(crate) fn request_to_v2(req: &wit::Request) -> v2::wit::Request {
     request_record!(req => v2::wit)
 }
 
-/// 0.2.0 candidates: a list of records.
-pub(crate) fn candidates_to_v2(candidates: &[Candidate]) -> Vec<v2::wit::Candidate> {
-    candidates
-        .iter()
-        .map(|c| v2::wit::Candidate {
-            node: c.node,
-            model: c.model,
-            load: v2::wit::Load {
-                in_flight: c.in_flight,
-                queued: c.queued,
-            },
-        })
-        .collect()
-}
-
 /// A 0.2.0 decision, in the current contract's types (the same shape).
 pub(crate) fn decision_from_v2(decision: v2::wit::Decision) -> wit::Decision {
     match decision {
@@ -233,20 +175,6 @@ pub(crate) fn decision_from_v2(decision: v2::wit::Decision) -> wit::Decision {
 /// The 0.1.0 request.
 pub(crate) fn request_to_v1(req: &wit::Request) -> v1::wit::Request {
     request_record!(req => v1::wit)
-}
-
-/// A 0.1.0 node: `node` with only `variant` of its models and the candidate's live load.
-pub(crate) fn node_to_v1(node: &wit::Node, variant: &wit::ModelVariant, candidate: &Candidate) -> v1::wit::Node {
-    node_record!(node => v1::wit,
-        models: vec![v1::wit::ModelVariant {
-            logical: variant.logical.clone(),
-            local: variant.local.clone(),
-            quantization: variant.quantization.clone(),
-            context_length: variant.context_length,
-            loaded: variant.loaded,
-        }],
-        in_flight: candidate.in_flight,
-        queued: candidate.queued)
 }
 
 /// A 0.1.0 decision (targets by name).
@@ -269,4 +197,18 @@ pub(crate) fn decision_from_v1(decision: v1::wit::Decision) -> Decision {
             message: reject.message,
         }),
     }
+}
+
+/// A 0.1.0 node: `node` with only `variant` of its models and its live load.
+pub(crate) fn node_to_v1(node: &wit::Node, variant: &wit::ModelVariant, in_flight: u32, queued: u32) -> v1::wit::Node {
+    node_record!(node => v1::wit,
+        models: vec![v1::wit::ModelVariant {
+            logical: variant.logical.clone(),
+            local: variant.local.clone(),
+            quantization: variant.quantization.clone(),
+            context_length: variant.context_length,
+            loaded: variant.loaded,
+        }],
+        in_flight: in_flight,
+        queued: queued)
 }

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -14,9 +14,7 @@ use crate::clock::now_ms;
 use serde::{Deserialize, Serialize};
 use switchyard_protocol::RequestInfo;
 
-use super::engine::decision_wait;
-use super::fallback;
-use super::{LoadedPolicy, PolicyEngine, PolicyError, PreparedSnapshot, Routed};
+use super::LoadedPolicy;
 
 /// Outcomes kept per share at most (older ones leave the window early).
 const KEPT: usize = 20_000;
@@ -267,8 +265,12 @@ pub struct Canary {
     decided_canary: AtomicU64,
     state: Mutex<CanaryState>,
     ended: AtomicBool,
-    engine: Weak<PolicyEngine>,
+    /// Called once the canary's share breaks its rules, with why (the engine rolls it back).
+    on_broken: RollBack,
 }
+
+/// What a canary calls when its share breaks the rules: the engine's roll-back.
+pub type RollBack = Box<dyn Fn(&Canary, String) + Send + Sync>;
 
 impl std::fmt::Debug for Canary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -279,7 +281,7 @@ impl std::fmt::Debug for Canary {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
@@ -299,7 +301,7 @@ impl Canary {
         active_id: String,
         percent: u8,
         rules: CanaryRules,
-        engine: Weak<PolicyEngine>,
+        on_broken: RollBack,
     ) -> Self {
         Self {
             policy,
@@ -312,7 +314,7 @@ impl Canary {
             decided_canary: AtomicU64::new(0),
             state: Mutex::new(CanaryState::Running),
             ended: AtomicBool::new(false),
-            engine,
+            on_broken,
         }
     }
 
@@ -382,10 +384,8 @@ impl Canary {
             let (active, canary) = self.shares(&mut window);
             verdict(&self.rules, &active, &canary)
         };
-        if let Some(why) = found
-            && let Some(engine) = self.engine.upgrade()
-        {
-            engine.roll_back_canary(self, why);
+        if let Some(why) = found {
+            (self.on_broken)(self, why);
         }
     }
 
@@ -435,11 +435,11 @@ pub type EventSink = Box<dyn Fn(&PolicyEvent) + Send + Sync>;
 /// The engine's canary: the running one, the last one (running or ended) and its events.
 #[derive(Default)]
 pub struct CanarySlot {
-    running: ArcSwapOption<Canary>,
-    last: Mutex<Option<Arc<Canary>>>,
-    rollbacks: AtomicU64,
-    events: Mutex<VecDeque<PolicyEvent>>,
-    sink: OnceLock<EventSink>,
+    pub(super) running: ArcSwapOption<Canary>,
+    pub(super) last: Mutex<Option<Arc<Canary>>>,
+    pub(super) rollbacks: AtomicU64,
+    pub(super) events: Mutex<VecDeque<PolicyEvent>>,
+    pub(super) sink: OnceLock<EventSink>,
 }
 
 impl std::fmt::Debug for CanarySlot {
@@ -476,7 +476,7 @@ impl CanarySlot {
         Some((canary.clone(), share))
     }
 
-    fn emit(&self, kind: PolicyEventKind, policy: &str, detail: String) {
+    pub(super) fn emit(&self, kind: PolicyEventKind, policy: &str, detail: String) {
         let event = PolicyEvent {
             at_ms: now_ms(),
             kind,
@@ -494,7 +494,7 @@ impl CanarySlot {
     }
 
     /// Stop `canary` if it is the running one: true when this call ended it.
-    fn take(&self, canary: &Canary, state: CanaryState) -> bool {
+    pub(super) fn take(&self, canary: &Canary, state: CanaryState) -> bool {
         if !canary.end(state) {
             return false;
         }
@@ -513,191 +513,6 @@ pub struct CanaryView {
     pub canary: Option<CanaryReport>,
     pub rollbacks: u64,
     pub events: Vec<PolicyEvent>,
-}
-
-impl PolicyEngine {
-    /// Where every policy event goes besides the log (set once).
-    pub fn on_policy_event(&self, sink: EventSink) {
-        let _ = self.canaries.sink.set(sink);
-    }
-
-    /// Let the loaded policy `id_or_name` decide `percent` % of live requests (sticky per
-    /// session), replacing any canary already running.
-    pub fn start_canary(
-        self: &Arc<Self>,
-        id_or_name: &str,
-        percent: u8,
-        rules: CanaryRules,
-    ) -> Result<CanaryReport, PolicyError> {
-        let invalid = PolicyError::Canary;
-        if !(1..=100).contains(&percent) {
-            return Err(invalid(format!("percent = {percent} must be 1 to 100")));
-        }
-        rules.validate().map_err(invalid)?;
-        let policy = self.registry().find(id_or_name)?;
-        let active = self.active().ok_or_else(|| {
-            invalid("no policy is active: activate one first, a canary is compared against it".to_owned())
-        })?;
-        if Arc::ptr_eq(&active, &policy) {
-            return Err(invalid(format!("{} is the active policy already", policy.id)));
-        }
-        policy.revive();
-        let canary = Arc::new(Canary::new(
-            policy.clone(),
-            active.id.to_string(),
-            percent,
-            rules,
-            Arc::downgrade(self),
-        ));
-        if let Some(previous) = self.canaries.running.swap(Some(canary.clone()))
-            && previous.end(CanaryState::Stopped)
-        {
-            self.retire_unless_used(&previous.policy);
-            self.canaries.emit(
-                PolicyEventKind::CanaryStopped,
-                &previous.policy.id,
-                format!("replaced by {}", policy.id),
-            );
-        }
-        *lock(&self.canaries.last) = Some(canary.clone());
-        tracing::info!(policy = %policy.id, percent, "canary: it decides {percent} % of live requests");
-        self.canaries.emit(
-            PolicyEventKind::CanaryStarted,
-            &policy.id,
-            format!("{percent} % of requests, against {}; rules {rules:?}", active.id),
-        );
-        Ok(canary.report())
-    }
-
-    /// Stop the running canary by hand; its last report.
-    pub fn stop_canary(&self) -> Option<CanaryReport> {
-        let canary = self.canaries.running.load_full()?;
-        if !self.canaries.take(&canary, CanaryState::Stopped) {
-            return None;
-        }
-        self.retire_unless_used(&canary.policy);
-        tracing::info!(policy = %canary.policy.id, "canary stopped");
-        self.canaries.emit(
-            PolicyEventKind::CanaryStopped,
-            &canary.policy.id,
-            "stopped by an operator".to_owned(),
-        );
-        Some(canary.report())
-    }
-
-    /// Make the running canary the active policy.
-    pub fn promote_canary(&self) -> Result<CanaryReport, PolicyError> {
-        let canary = self
-            .canaries
-            .running
-            .load_full()
-            .ok_or_else(|| PolicyError::Canary("no canary is running".to_owned()))?;
-        if !self.canaries.take(&canary, CanaryState::Promoted) {
-            return Err(PolicyError::Canary(format!(
-                "the canary {} ended before it could be promoted",
-                canary.policy.id
-            )));
-        }
-        self.activate(&canary.policy.id)?;
-        self.canaries.emit(
-            PolicyEventKind::CanaryPromoted,
-            &canary.policy.id,
-            format!("promoted to active in place of {}", canary.active_id),
-        );
-        Ok(canary.report())
-    }
-
-    /// Whether `policy` is the running canary's.
-    pub(super) fn is_canary(&self, policy: &Arc<LoadedPolicy>) -> bool {
-        self.canaries
-            .running
-            .load()
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(&c.policy, policy))
-    }
-
-    /// End the running canary as promoted if it runs `policy` (just made active).
-    pub(super) fn end_canary_of(&self, policy: &Arc<LoadedPolicy>, why: &str) {
-        let Some(canary) = self.canaries.running.load_full() else {
-            return;
-        };
-        if Arc::ptr_eq(&canary.policy, policy) && self.canaries.take(&canary, CanaryState::Promoted) {
-            tracing::info!(policy = %policy.id, "canary ended: {why}");
-            self.canaries
-                .emit(PolicyEventKind::CanaryPromoted, &policy.id, why.to_owned());
-        }
-    }
-
-    /// Called by a canary whose share broke the rules.
-    pub(super) fn roll_back_canary(&self, canary: &Canary, why: String) {
-        if !self.canaries.take(canary, CanaryState::RolledBack(why.clone())) {
-            return;
-        }
-        self.retire_unless_used(&canary.policy);
-        self.canaries.rollbacks.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(policy = %canary.policy.id, active = %canary.active_id, "canary rolled back: {why}; the active policy decides every request");
-        self.canaries
-            .emit(PolicyEventKind::CanaryRolledBack, &canary.policy.id, why);
-    }
-
-    pub fn canary_view(&self) -> CanaryView {
-        CanaryView {
-            canary: lock(&self.canaries.last).as_ref().map(|c| c.report()),
-            rollbacks: self.canaries.rollbacks.load(Ordering::Relaxed),
-            events: lock(&self.canaries.events).iter().cloned().collect(),
-        }
-    }
-
-    /// Canaries rolled back automatically since the controller started.
-    pub fn canary_rollbacks(&self) -> u64 {
-        self.canaries.rollbacks.load(Ordering::Relaxed)
-    }
-
-    /// The share the running canary decides, 0 when none runs.
-    pub fn canary_percent(&self) -> u8 {
-        self.canaries.running.load().as_ref().map_or(0, |c| c.percent)
-    }
-
-    /// The running canary and the share a decision by `policy_id` belongs to.
-    pub fn canary_share(&self, policy_id: &str) -> Option<(Arc<Canary>, Share)> {
-        self.canaries.share_of(policy_id)
-    }
-
-    /// The candidate's decision on a policy thread; a fault counts against the canary and
-    /// the built-in fallback decides the request.
-    pub(super) async fn decide_canary(
-        &self,
-        canary: &Arc<Canary>,
-        req: &RequestInfo,
-        prepared: Arc<PreparedSnapshot>,
-    ) -> Routed {
-        let policy = canary.policy.clone();
-        let request = req.clone();
-        let snapshot = prepared.clone();
-        let call = policy.clone();
-        let answered = self
-            .on_pool(decision_wait(Some(&policy)), move || call.decide(&request, &snapshot))
-            .await;
-        let fault = match answered.and_then(|decided| decided) {
-            Ok(decision) => {
-                return Routed {
-                    decision,
-                    policy_id: policy.id.clone(),
-                    fault: None,
-                };
-            }
-            Err(fault) => fault,
-        };
-        tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), "canary fault, fallback decides: {fault}");
-        if fault.is_policys() {
-            canary.fault();
-        }
-        Routed {
-            decision: fallback::least_loaded(req, prepared.snapshot(), fault.kind().as_str()),
-            policy_id: policy.id.clone(),
-            fault: Some(fault),
-        }
-    }
 }
 
 #[cfg(test)]

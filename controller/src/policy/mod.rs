@@ -2,7 +2,9 @@
 
 mod bindings;
 pub mod canary;
+mod candidates;
 mod engine;
+mod engine_canary;
 mod error;
 pub mod fallback;
 mod fault;

@@ -12,6 +12,7 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 use super::bindings::{self, Policy, PolicyPre, v1, v2, wit};
+use super::candidates;
 use super::fault::PolicyFault;
 use super::guest_log::LogBudget;
 use super::guest_output::GuestOutput;
@@ -232,7 +233,7 @@ impl Stage {
                 pack(candidates, &mut instance.packed);
                 handed
                     .and_then(|()| b.call_route(&mut instance.store, req, &instance.packed))
-                    .map(|decision| bindings::decision_from_wit(decision, candidates, prepared))
+                    .map(|decision| candidates::decision_from_wit(decision, candidates, prepared))
             }
             Bindings::V2(b) => {
                 let mut handed = Ok(());
@@ -245,11 +246,11 @@ impl Stage {
                         b.call_route(
                             &mut instance.store,
                             &bindings::request_to_v2(req),
-                            &bindings::candidates_to_v2(candidates),
+                            &candidates::candidates_to_v2(candidates),
                         )
                     })
                     .map(|decision| {
-                        bindings::decision_from_wit(bindings::decision_from_v2(decision), candidates, prepared)
+                        candidates::decision_from_wit(bindings::decision_from_v2(decision), candidates, prepared)
                     })
             }
             Bindings::V1(b) => {
@@ -258,7 +259,12 @@ impl Stage {
                     .iter()
                     .filter_map(|c| {
                         let node = nodes.get(c.node as usize)?;
-                        Some(bindings::node_to_v1(node, node.models.get(c.model as usize)?, c))
+                        Some(bindings::node_to_v1(
+                            node,
+                            node.models.get(c.model as usize)?,
+                            c.in_flight,
+                            c.queued,
+                        ))
                     })
                     .collect();
                 b.call_route(&mut instance.store, &bindings::request_to_v1(req), &whole)

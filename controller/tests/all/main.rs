@@ -2,6 +2,7 @@
 
 mod support;
 
+mod architecture;
 mod hostile_policies;
 mod messages;
 mod policy_check;
