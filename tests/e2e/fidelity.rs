@@ -514,3 +514,80 @@ fn a_stream_the_node_ends_without_done_and_a_whole_ollama_answer_it_cuts_are_fai
     let value: Value = serde_json::from_str(&body).expect("json");
     assert!(value["error"].as_str().is_some_and(|m| m.contains("m4")), "{body}");
 }
+
+/// Requests each recording runtime received.
+fn received(record: &std::path::Path) -> usize {
+    recorded(record).len()
+}
+
+/// Two agents, each in front of a recording runtime that answers after `delay` seconds,
+/// under `least-loaded` (which lists both nodes as targets), with a 1 s first-byte limit.
+fn two_eligible_nodes(
+    dir: &std::path::Path,
+    delay: &str,
+) -> (Cluster, Controller, [Process; 2], [crate::process::Agent; 2]) {
+    let runtimes = [
+        recording(&dir.join("a.jsonl"), &["--delay", delay]),
+        recording(&dir.join("b.jsonl"), &["--delay", delay]),
+    ];
+    let cluster = Cluster::new(&[]);
+    cluster.configure(&format!(
+        "[policy]\ndir = {:?}\nactive = \"least-loaded\"\nwatch = false\n[[api_keys]]\nname = \"e2e\"\nkey = \"{KEY}\"\n\
+         [limits]\nfirst_byte_timeout_ms = 1000\n",
+        repo().join("policies").display().to_string()
+    ));
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    let agents = [
+        cluster.agent("xeon", &address, &head("openai", &runtimes[0].url), "rec"),
+        cluster.agent("ryzen", &address, &head("openai", &runtimes[1].url), "rec"),
+    ];
+    assert!(eventually(Duration::from_secs(30), || controller.node_healthy("xeon")
+        == Some(true)
+        && controller.node_healthy("ryzen") == Some(true)));
+    (cluster, controller, runtimes, agents)
+}
+
+#[test]
+fn a_node_that_does_not_answer_in_time_is_a_504_and_the_second_eligible_node_never_gets_the_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_cluster, controller, _runtimes, _agents) = two_eligible_nodes(dir.path(), "4");
+    // A stream must start within the first-byte limit (1 s); the runtime takes 4 s.
+    let (status, _, body) = post(
+        &format!("{}/v1/chat/completions", controller.url),
+        &format!(r#"{{"model": "{LOGICAL}", "max_tokens": 4, "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}"#),
+        &[],
+    );
+    assert_eq!(status, 504, "{body}");
+    // A retry would have happened before the answer: the other runtime must not have seen it.
+    let seen = [
+        received(&dir.path().join("a.jsonl")),
+        received(&dir.path().join("b.jsonl")),
+    ];
+    assert_eq!(seen.iter().sum::<usize>(), 1, "runtimes' requests {seen:?}: {body}");
+}
+
+#[test]
+fn a_link_that_breaks_mid_request_is_a_502_and_the_second_eligible_node_never_gets_the_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_cluster, controller, _runtimes, mut agents) = two_eligible_nodes(dir.path(), "3");
+    let url = format!("{}/v1/chat/completions", controller.url);
+    let body =
+        format!(r#"{{"model": "{LOGICAL}", "max_tokens": 4, "messages": [{{"role": "user", "content": "hi"}}]}}"#);
+    let client = std::thread::spawn(move || post(&url, &body, &["-H", "x-switchyard-task: batch"]));
+    let records = [dir.path().join("a.jsonl"), dir.path().join("b.jsonl")];
+    // Wait for a runtime to receive it (it answers 3 s later), then kill that node's agent.
+    assert!(eventually(Duration::from_secs(10), || records
+        .iter()
+        .any(|r| received(r) == 1)));
+    let holder = usize::from(received(&records[0]) == 0);
+    agents[holder].kill_hard();
+    let (status, _, answer) = client.join().expect("client");
+    assert_eq!(status, 502, "{answer}");
+    // A retry would have happened before the answer.
+    assert_eq!(
+        received(&records[1 - holder]),
+        0,
+        "the other eligible node got the request again after the link broke: {answer}"
+    );
+}

@@ -45,7 +45,14 @@ fn modules() -> BTreeMap<String, Module> {
                 Some(at) => text[..at].to_owned(),
                 None => text,
             };
-            out.insert(parts.join("::"), Module { file: path, is_folder, code });
+            out.insert(
+                parts.join("::"),
+                Module {
+                    file: path,
+                    is_folder,
+                    code,
+                },
+            );
         }
     }
     out
@@ -172,16 +179,15 @@ fn the_controllers_modules_form_no_import_cycle() {
 
 #[test]
 fn a_planted_cycle_is_found() {
-    let graph: BTreeMap<String, BTreeSet<String>> = [
-        ("a", vec!["b"]),
-        ("b", vec!["c"]),
-        ("c", vec!["a"]),
-        ("d", vec!["a"]),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
-    .collect();
-    assert_eq!(cycles(&graph), vec![vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]]);
+    let graph: BTreeMap<String, BTreeSet<String>> =
+        [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("d", vec!["a"])]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+            .collect();
+    assert_eq!(
+        cycles(&graph),
+        vec![vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]]
+    );
 }
 
 #[test]
