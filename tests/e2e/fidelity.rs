@@ -555,7 +555,9 @@ fn a_node_that_does_not_answer_in_time_is_a_504_and_the_second_eligible_node_nev
     // A stream must start within the first-byte limit (1 s); the runtime takes 4 s.
     let (status, _, body) = post(
         &format!("{}/v1/chat/completions", controller.url),
-        &format!(r#"{{"model": "{LOGICAL}", "max_tokens": 4, "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}"#),
+        &format!(
+            r#"{{"model": "{LOGICAL}", "max_tokens": 4, "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}"#
+        ),
         &[],
     );
     assert_eq!(status, 504, "{body}");

@@ -471,13 +471,13 @@ fn idle_connections_are_bounded_and_timed_out_and_an_oversized_body_is_refused_b
 }
 
 #[test]
-fn a_stream_longer_than_the_shutdown_grace_ends_with_an_explicit_error_event() {
+fn at_shutdown_a_short_answer_in_flight_finishes_whole_and_a_long_stream_runs_for_the_grace_before_its_error_event() {
     let cluster = Cluster::new(&[]);
     with_keys_and_policy(&cluster, "");
     let controller = cluster.controller("127.0.0.1:0");
     let address = controller.agents.clone().expect("agents");
     // The simulated xeon, four times slower than its seed speed (about 5 tokens/s): 200
-    // tokens outlast the 10 s grace.
+    // tokens outlast the 10 s grace; 15 tokens (about 3 s) do not.
     let _agent = cluster.agent(
         "xeon",
         &address,
@@ -485,27 +485,71 @@ fn a_stream_longer_than_the_shutdown_grace_ends_with_an_explicit_error_event() {
         "qwen2.5-coder:7b",
     );
     assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
-    let stream = Command::new("curl")
-        .args(["-sS", "-N", "--max-time", "40", "-H", &format!("Authorization: Bearer {KEY}")])
-        .args(["-H", "x-switchyard-task: batch", "-d"])
-        .arg("{\"model\": \"qwen25-coder-7b\", \"stream\": true, \"max_tokens\": 200, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}")
-        .arg(format!("{}/v1/chat/completions", controller.url))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("curl");
+    let curl = |max_tokens: u32, stream: bool| {
+        Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "40", "-H", &format!("Authorization: Bearer {KEY}")])
+            .args(["-H", "x-switchyard-task: batch", "-d"])
+            .arg(format!("{{\"model\": \"qwen25-coder-7b\", \"stream\": {stream}, \"max_tokens\": {max_tokens}, \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}"))
+            .arg(format!("{}/v1/chat/completions", controller.url))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl")
+    };
+    let mut long = curl(200, true);
+    let mut reader = BufReader::new(long.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("the stream starts");
+    assert!(first.starts_with("data: "), "{first}");
+    let short = curl(15, false);
     assert!(
-        eventually(JOIN_WITHIN, || controller.log_text().contains("routed")),
+        eventually(JOIN_WITHIN, || controller.log_text().matches("routed").count() >= 2),
         "{}",
         controller.log_text()
     );
-    let stopped = controller.stop();
-    assert!(stopped.success(), "{stopped:?}");
-    let output = stream.wait_with_output().expect("curl output");
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.starts_with("data: "), "the stream had started: {text}");
+    // SIGTERM with both in flight; read the long stream as it goes, timing each line.
+    let signalled = std::time::Instant::now();
+    let pid = controller.pid().to_string();
     assert!(
-        text.contains("shutting down"),
-        "an explicit error event ends it: {text}"
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
     );
-    assert!(!text.contains("[DONE]"), "{text}");
+    let mut after_signal = Vec::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).expect("read") > 0 {
+        if !line.trim().is_empty() {
+            after_signal.push((signalled.elapsed(), line.trim().to_owned()));
+        }
+        line.clear();
+    }
+    // The short one finished whole: a 200 with its answer, not an error.
+    let output = short.wait_with_output().expect("short");
+    let whole: Value = serde_json::from_slice(&output.stdout).expect("a whole JSON answer");
+    assert!(
+        whole["choices"][0]["message"]["content"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{whole}"
+    );
+    assert_eq!(whole["choices"][0]["finish_reason"], "length", "{whole}");
+    // The long one kept streaming through the grace, then ended with an explicit error.
+    let (ended_at, last) = after_signal.last().cloned().expect("lines after the signal");
+    assert!(
+        last.contains("shutting down"),
+        "an explicit error event ends it: {last}"
+    );
+    let tokens_after = after_signal.iter().filter(|(_, l)| l.contains("\"delta\"")).count();
+    assert!(
+        tokens_after >= 10,
+        "only {tokens_after} events after the signal: not drained"
+    );
+    assert!(
+        ended_at >= Duration::from_secs(7),
+        "the stream was cut {ended_at:?} after the signal, before the 10 s grace"
+    );
+    assert!(!after_signal.iter().any(|(_, l)| l.contains("[DONE]")));
+    let _ = long.wait();
+    assert!(controller.stop().success());
 }
