@@ -43,6 +43,20 @@ fn post(url: &str, body: &str, extra: &[&str]) -> (u16, String, String) {
     (status, content_type, body.to_owned())
 }
 
+/// The response headers of POSTing `body` to `url`, names lower-cased.
+fn headers_of(url: &str, body: &str, extra: &[&str]) -> BTreeMap<String, String> {
+    let mut args = vec!["-H", "content-type: application/json", "--data-binary", body];
+    args.extend_from_slice(extra);
+    let (_, text) = curl_with_key(url, KEY, &args);
+    let head = text.split_once("\r\n\r\n").map_or(text.as_str(), |(h, _)| h);
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .filter(|(n, _)| !n.starts_with("x-switchyard-"))
+        .collect()
+}
+
 /// Drop what legitimately differs between two calls: ids (and every echo of them), creation
 /// times, model names, fingerprints, prompt-cache hits and Ollama's wall-clock timings.
 fn normalize(mut value: Value) -> Value {
@@ -125,6 +139,34 @@ fn same_answer(
     );
     let media = |t: &str| t.split(';').next().unwrap_or_default().trim().to_owned();
     assert_eq!(media(&through.1), media(&direct.1), "{case}: content type");
+    // Every end-to-end header the runtime sent reaches the client with its value (except
+    // each hop's framing headers; per-call values must be there).
+    let (direct_headers, through_headers) = (
+        headers_of(&format!("{runtime_url}{path}"), &body.replace("{model}", local), &[]),
+        headers_of(
+            &format!("{}{path}", controller.url),
+            &body.replace("{model}", LOGICAL),
+            &["-H", &hint],
+        ),
+    );
+    for (name, value) in &direct_headers {
+        if ["content-length", "transfer-encoding", "connection", "keep-alive"].contains(&name.as_str()) {
+            continue;
+        }
+        // Per-call values (each call gets its own): they must be there, not the same.
+        if ["date", "x-request-id", "openai-processing-ms"].contains(&name.as_str()) {
+            assert!(
+                through_headers.contains_key(name),
+                "{case}: header {name} did not reach the client"
+            );
+            continue;
+        }
+        assert_eq!(
+            through_headers.get(name),
+            Some(value),
+            "{case}: header {name} from the runtime\ndirect: {direct_headers:?}\nthrough: {through_headers:?}"
+        );
+    }
     let (direct_values, through_values) = (comparable(&direct.1, &direct.2), comparable(&through.1, &through.2));
     assert_eq!(
         through_values, direct_values,

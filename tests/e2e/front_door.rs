@@ -145,11 +145,36 @@ fn real_openai_and_ollama_clients_get_real_inference_through_the_controller() {
         .unwrap_or_else(|e| panic!("format=schema must give JSON: {e}: {ollama}"));
     assert!(schema["a"].is_i64(), "{ollama}");
     assert_eq!(ollama["tools"]["done"], true, "{ollama}");
-    assert!(
-        ollama["tools"]["calls"].as_array().is_some_and(|c| !c.is_empty())
-            || ollama["tools"]["content"].as_str().is_some_and(|c| !c.is_empty()),
-        "{ollama}"
+    // The translated answer is llama.cpp's own for the same request: its tool calls when it
+    // calls one, else its text (the tiny model decides; temperature 0 makes it repeatable).
+    let (_, direct) = crate::process::curl_with_key(
+        &format!("{}/v1/chat/completions", llama.url),
+        KEY,
+        &[
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"model": "tiny", "temperature": 0, "max_tokens": 24, "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]}"#,
+        ],
     );
+    let direct: Value =
+        serde_json::from_str(direct.split_once("\r\n\r\n").map_or("", |(_, b)| b)).expect("llama.cpp's answer");
+    let message = &direct["choices"][0]["message"];
+    let direct_calls: Vec<&str> = message["tool_calls"]
+        .as_array()
+        .map(|calls| calls.iter().filter_map(|c| c["function"]["name"].as_str()).collect())
+        .unwrap_or_default();
+    let translated_calls: Vec<&str> = ollama["tools"]["calls"]
+        .as_array()
+        .map(|calls| calls.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(translated_calls, direct_calls, "tool calls: {ollama}\ndirect: {direct}");
+    if direct_calls.is_empty() {
+        assert_eq!(
+            ollama["tools"]["content"], message["content"],
+            "{ollama}\ndirect: {direct}"
+        );
+    }
 
     // Where each went, by the metrics.
     let (_, metrics) = curl(&controller, "/metrics", &[]);

@@ -86,6 +86,20 @@ fn prompts_keep_flowing_on_real_runtimes_through_a_policy_swap_an_agent_kill_and
                 let api = if i % 2 == 0 { "openai" } else { "ollama" };
                 let (status, text) = prompt(&url, api, "development");
                 assert_eq!(status, 200, "prompt {i} during the swaps: {text}");
+                // Decided by one of the two versions being swapped, and where that one sends
+                // development work (seed-rules: the m4; least-loaded: a node serving it).
+                let policy = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-switchyard-policy: "))
+                    .unwrap_or("none")
+                    .trim()
+                    .to_owned();
+                let node = served_by(&text);
+                match policy.split('@').next() {
+                    Some("seed-rules") => assert_eq!(node, "m4", "prompt {i}: {text}"),
+                    Some("least-loaded") => assert!(["m4", "xeon"].contains(&node.as_str()), "prompt {i}: {text}"),
+                    _ => panic!("prompt {i} decided by {policy:?}, not a swapped policy: {text}"),
+                }
                 answered += 1;
             }
             answered

@@ -183,7 +183,10 @@ fn a_policy_faulting_on_every_other_request_is_reverted_and_explaining_never_rev
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_policy_never_runs_on_the_async_workers_and_keeps_getting_answers() {
+/// What this shows is the engine's bookkeeping (probation, off-worker flag) and the answers;
+/// that the async worker is really free is observed by
+/// `a_version_in_place_that_turns_slow_holds_the_async_worker_for_milliseconds_not_its_deadline`.
+async fn a_slow_policys_probation_keeps_it_on_the_policy_threads_and_it_keeps_getting_answers() {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
