@@ -22,6 +22,7 @@ cargo afl build --release
 # Containers: no core pattern to change, no CPU to bind to.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1
 crashed=0
+mkdir -p out
 printf '%-14s %10s %9s %8s %8s\n' target execs coverage paths crashes
 for target in "${targets[@]}"; do
     out="out/$target"

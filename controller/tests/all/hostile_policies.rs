@@ -182,10 +182,10 @@ fn a_policy_faulting_on_every_other_request_is_reverted_and_explaining_never_rev
     assert_eq!(view.reverts, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// What this shows is the engine's bookkeeping (probation, off-worker flag) and the answers;
 /// that the async worker is really free is observed by
 /// `a_version_in_place_that_turns_slow_holds_the_async_worker_for_milliseconds_not_its_deadline`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_policys_probation_keeps_it_on_the_policy_threads_and_it_keeps_getting_answers() {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
@@ -194,14 +194,7 @@ async fn a_slow_policys_probation_keeps_it_on_the_policy_threads_and_it_keeps_ge
 
     let engine = Arc::new(engine());
     let prepared = Arc::new(PreparedSnapshot::from(cluster()));
-    let quick = engine
-        .load_text(
-            &std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("policy"),
-            "test",
-            None,
-            &cluster(),
-        )
-        .expect("least-loaded loads");
+    let quick = least_loaded(&engine);
     engine.activate(&quick.id).expect("activate");
     assert!(!quick.stats.in_place(), "a new version starts on the policy threads");
     // (Whether it then moves in place depends on the machine not pausing a policy thread
@@ -235,14 +228,7 @@ async fn waiting_for_a_busy_policy_thread_is_not_the_policys_fault_and_nothing_i
 
     let engine = Arc::new(engine());
     let prepared = Arc::new(PreparedSnapshot::from(cluster()));
-    let earlier = engine
-        .load_text(
-            &std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("policy"),
-            "test",
-            None,
-            &cluster(),
-        )
-        .expect("least-loaded loads");
+    let earlier = least_loaded(&engine);
     engine.activate(&earlier.id).expect("activate");
     // Some milliseconds a call, within its 100 ms deadline.
     let slow = engine
@@ -341,4 +327,18 @@ fn a_version_in_place_that_turns_slow_holds_the_async_worker_for_milliseconds_no
             "the worker was held for {longest:?}"
         );
     });
+}
+
+/// The shipped `least-loaded` policy, loaded into `engine` (not activated).
+fn least_loaded(
+    engine: &switchyard_controller::policy::PolicyEngine,
+) -> std::sync::Arc<switchyard_controller::policy::LoadedPolicy> {
+    engine
+        .load_text(
+            &std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("policy"),
+            "test",
+            None,
+            &cluster(),
+        )
+        .expect("least-loaded loads")
 }
