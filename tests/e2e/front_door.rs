@@ -578,3 +578,75 @@ fn at_shutdown_a_short_answer_in_flight_finishes_whole_and_a_long_stream_runs_fo
     let _ = long.wait();
     assert!(controller.stop().success());
 }
+
+/// CPU seconds the process `pid` has used (user and system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the runtime's stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+#[test]
+fn a_client_that_leaves_an_openai_stream_stops_the_real_runtime_generating() {
+    let llama = Runtime::start("llama-cpp");
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(&cluster, "");
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    // The tiny model's whole context (2048), so that a long answer is allowed.
+    let bundle = cluster.issue("xeon", &[]);
+    let config = cluster.agent_config_with(
+        "xeon.toml",
+        "xeon",
+        &bundle,
+        &address,
+        &link_head("llama-cpp", &llama.url, 500),
+        "tiny",
+    );
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("context_length = 256", "context_length = 2048")).expect("config");
+    let _xeon = Agent::start(&config, None);
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+
+    // 2000 tokens: several CPU seconds of llama.cpp's work here (it runs to the length limit).
+    let front = controller.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&front).expect("connect");
+    let body = "{\"model\": \"qwen25-coder-7b\", \"stream\": true, \"max_tokens\": 2000, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {front}\r\nAuthorization: Bearer {KEY}\r\nx-switchyard-task: batch\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    let mut seen = String::new();
+    while !line.starts_with("data: {") {
+        line.clear();
+        reader.read_line(&mut line).expect("read");
+        seen.push_str(&line);
+        assert!(!line.is_empty(), "the stream ended before its first token: {seen}");
+    }
+    let generating = cpu_seconds(llama.pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        cpu_seconds(llama.pid) > generating,
+        "the runtime is generating while the client reads"
+    );
+    // The client leaves: the runtime stops, rather than spending seconds on tokens nobody reads.
+    stream.shutdown(std::net::Shutdown::Both).expect("disconnect");
+    drop(reader);
+    std::thread::sleep(Duration::from_millis(500));
+    let left = cpu_seconds(llama.pid);
+    std::thread::sleep(Duration::from_millis(2500));
+    let spent = cpu_seconds(llama.pid) - left;
+    assert!(
+        spent < 0.5,
+        "the runtime spent {spent:.2} CPU seconds in the 2.5 s after its client left"
+    );
+}
