@@ -9,6 +9,7 @@ mod runtimes;
 mod agent_link;
 mod browser;
 mod canary;
+mod coding_agents;
 mod dashboard;
 mod decisions;
 mod demo;

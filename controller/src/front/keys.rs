@@ -129,22 +129,66 @@ impl ApiKeys {
         if self.keys.is_empty() {
             return Ok(Grant::open());
         }
-        let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        // `Authorization: Bearer <key>`, or `x-api-key: <key>` as Anthropic's clients (Claude
+        // Code) send it.
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or_default().trim());
+        let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
+        let Some(token) = bearer.or(api_key) else {
             if let Some(grant) = peer.and_then(|peer| self.keyless.iter().find_map(|k| k.grant_for(peer, api))) {
                 return Ok(grant.clone());
             }
             return Err(match api {
-                ClientApi::OpenAi => "missing API key: send `Authorization: Bearer <key>`",
+                ClientApi::OpenAi => "missing API key: send `Authorization: Bearer <key>` (or `x-api-key: <key>`)",
                 ClientApi::Ollama => {
                     "missing API key: send `Authorization: Bearer <key>`, or ask the operator to list your network in the controller's [[keyless]] (Ollama clients cannot send keys)"
                 }
             });
         };
-        let token = value.strip_prefix("Bearer ").unwrap_or_default().trim();
         self.keys
             .iter()
             .find(|(key, _)| constant_time_eq(key.as_bytes(), token.as_bytes()))
             .map(|(_, grant)| grant.clone())
             .ok_or("invalid API key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_taken_from_a_bearer_token_or_from_x_api_key_as_claude_code_sends_it() {
+        let keys = ApiKeys::new(vec![(
+            "coding-key-0123456789".to_owned(),
+            Grant {
+                name: "laptop".to_owned(),
+                models: vec!["*".to_owned()],
+                max_priority: 9,
+            },
+        )]);
+        let with = |name: &str, value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value.parse().expect("value"),
+            );
+            keys.check(&headers, None, ClientApi::OpenAi)
+        };
+        assert_eq!(
+            with("authorization", "Bearer coding-key-0123456789").map(|g| g.name),
+            Ok("laptop".to_owned())
+        );
+        assert_eq!(
+            with("x-api-key", "coding-key-0123456789").map(|g| g.name),
+            Ok("laptop".to_owned())
+        );
+        assert_eq!(with("x-api-key", "wrong").map(|g| g.name), Err("invalid API key"));
+        let missing = keys
+            .check(&HeaderMap::new(), None, ClientApi::OpenAi)
+            .expect_err("no key");
+        assert!(missing.contains("x-api-key"), "{missing}");
     }
 }

@@ -26,6 +26,7 @@ mod record;
 mod relay;
 pub mod request_info;
 mod respond;
+pub mod session;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

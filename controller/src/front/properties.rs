@@ -115,7 +115,7 @@ proptest! {
                 prop_assert!(info.task.as_ref().is_none_or(|t| t.len() <= MAX_TASK_BYTES));
                 prop_assert!(info.session.as_ref().is_none_or(|s| s.len() <= MAX_SESSION_BYTES));
                 prop_assert!(info.priority <= 9);
-                prop_assert!(info.tags.len() <= 17);
+                prop_assert!(info.tags.len() <= 19);
                 prop_assert!(info.tags.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 256));
             }
         }

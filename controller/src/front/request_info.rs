@@ -1,6 +1,7 @@
 //! What the policy learns about a request: the logical model, streaming, token estimates,
-//! and the routing hints (`x-switchyard-task`, `x-switchyard-priority`,
-//! `x-switchyard-session`, OpenAI's `metadata` and `user`). Never the prompt itself.
+//! and the routing hints (`x-switchyard-task`, `x-switchyard-priority`, the session from
+//! `x-switchyard-session` or the coding agents' own headers (see [`super::session`]),
+//! OpenAI's `metadata` and `user`). Never the prompt itself.
 
 use http::HeaderMap;
 use serde_json::Value;
@@ -100,9 +101,7 @@ fn prompt_bytes(body: &Value) -> usize {
 pub const MAX_MODEL_BYTES: usize = 256;
 /// The longest `x-switchyard-task` (or `metadata.task`) a request may give.
 pub const MAX_TASK_BYTES: usize = 64;
-/// A longer session id (`x-switchyard-session`, OpenAI's `user`) is kept as its first bytes
-/// and a hash of the whole, so that it still tells sessions apart.
-pub const MAX_SESSION_BYTES: usize = 128;
+pub use super::session::MAX_SESSION_BYTES;
 
 /// `raw` clipped to at most `max` bytes at a character boundary.
 pub fn clip(raw: &str, max: usize) -> &str {
@@ -114,16 +113,6 @@ pub fn clip(raw: &str, max: usize) -> &str {
         end -= 1;
     }
     &raw[..end]
-}
-
-/// A session id of bounded size that tells the same sessions apart as `raw` does.
-fn session_key(raw: &str) -> String {
-    if raw.len() <= MAX_SESSION_BYTES {
-        return raw.to_owned();
-    }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(raw.as_bytes());
-    format!("{}~{}", clip(raw, 64), hex::encode(&digest[..8]))
 }
 
 /// Build the policy's view of a request. `Err` is a client error message (400).
@@ -177,9 +166,14 @@ pub fn request_info(
             task.len()
         ));
     }
-    let session = header(headers, "x-switchyard-session")
-        .or_else(|| body["user"].as_str())
-        .map(session_key);
+    let session = super::session::session_of(headers, body);
+    if let Some(found) = &session {
+        tags.push(("session-source".to_owned(), found.source.as_str().to_owned()));
+        if let Some(parent) = &found.parent {
+            tags.push(("session-parent".to_owned(), parent.clone()));
+        }
+    }
+    let session = session.map(|s| s.key);
     Ok(RequestInfo {
         id: id.to_owned(),
         api: api.as_str().to_owned(),
@@ -216,6 +210,11 @@ mod tests {
         assert_eq!(info.task.as_deref(), Some("batch"));
         assert_eq!(info.priority, 6, "capped by the key");
         assert_eq!(info.session.as_deref(), Some("alice"));
+        assert!(
+            info.tags.contains(&("session-source".into(), "openai-user".into())),
+            "{:?}",
+            info.tags
+        );
         assert_eq!(info.max_tokens, Some(64));
         assert_eq!(info.prompt_tokens, 100);
         assert!(!info.stream);

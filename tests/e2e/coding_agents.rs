@@ -1,0 +1,105 @@
+//! Coding agents as they connect today: Claude Code's key header and session header, Codex's
+//! turn metadata, through a real controller and simulated nodes. The session reaches the
+//! policy (a session stays on one node under `session-affinity`) and the decision record
+//! (with where it came from).
+
+use crate::cluster::Cluster;
+use crate::first_hour::{KEY, controller, simulated};
+
+/// POST a chat for `qwen25-coder-7b` with `headers` (no `Authorization`); status and text.
+fn chat_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut command = std::process::Command::new("curl");
+    command.args(["-sS", "-i", "--max-time", "30"]);
+    for (name, value) in headers {
+        command.args(["-H", &format!("{name}: {value}")]);
+    }
+    let output = command
+        .args([
+            "-d",
+            r#"{"model": "qwen25-coder-7b", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}"#,
+        ])
+        .arg(format!("{url}/v1/chat/completions"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn served_by(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("x-switchyard-node: "))
+        .unwrap_or("none")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn claude_codes_key_and_session_headers_are_understood_and_each_session_stays_on_one_node() {
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    let _xeon = simulated(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"]);
+    let _ryzen = simulated(&cluster, &controller, "ryzen", "ryzen", &["qwen25-coder-7b"]);
+    assert!(crate::process::eventually(std::time::Duration::from_secs(30), || {
+        controller.node_healthy("xeon") == Some(true) && controller.node_healthy("ryzen") == Some(true)
+    }));
+    controller.cli_ok(&["policy", "activate", "session-affinity"]);
+
+    // Claude Code sends its key as `x-api-key` and its session in its own header. Ten
+    // sessions of three turns: each session's turns stay on one node, and the sessions spread
+    // over both (with the session unseen, every request took the candidates' first node).
+    let mut used = std::collections::BTreeSet::new();
+    for session in 0..10 {
+        let id = format!("cc-session-{session}");
+        let claude = [("x-api-key", KEY), ("x-claude-code-session-id", id.as_str())];
+        let nodes: Vec<String> = (0..3)
+            .map(|turn| {
+                let (status, text) = chat_with(&controller.url, &claude);
+                assert_eq!(status, 200, "{id} turn {turn}: {text}");
+                served_by(&text)
+            })
+            .collect();
+        assert!(nodes.iter().all(|n| *n == nodes[0]), "{id}'s turns moved: {nodes:?}");
+        used.insert(nodes[0].clone());
+    }
+    assert_eq!(used.len(), 2, "the sessions all went to {used:?}");
+    // A wrong key in the same header is refused.
+    let (status, _) = chat_with(&controller.url, &[("x-api-key", "not-a-key")]);
+    assert_eq!(status, 401);
+
+    // Codex's turn metadata: its session and the parent thread of a sub-agent.
+    let codex = [
+        ("x-api-key", KEY),
+        (
+            "x-codex-turn-metadata",
+            r#"{"session_id": "cx-77", "thread_id": "t-2", "parent_thread_id": "t-1", "turn_id": "u-1"}"#,
+        ),
+    ];
+    assert_eq!(chat_with(&controller.url, &codex).0, 200);
+
+    // The record keeps each session and where it came from.
+    let view = controller.admin("/admin/decisions?limit=100");
+    let records = view["records"].as_array().expect("records");
+    let tag = |record: &serde_json::Value, name: &str| {
+        record["request"]["tags"]
+            .as_array()
+            .and_then(|tags| tags.iter().find(|t| t[0] == name))
+            .map(|t| t[1].as_str().unwrap_or_default().to_owned())
+    };
+    let claude_turns: Vec<_> = records
+        .iter()
+        .filter(|r| r["request"]["session"] == "cc-session-0")
+        .collect();
+    assert_eq!(claude_turns.len(), 3, "{view:#}");
+    assert!(
+        claude_turns
+            .iter()
+            .all(|r| tag(r, "session-source").as_deref() == Some("claude-code"))
+    );
+    let codex_turn = records
+        .iter()
+        .find(|r| r["request"]["session"] == "cx-77")
+        .expect("the codex turn");
+    assert_eq!(tag(codex_turn, "session-source").as_deref(), Some("codex"));
+    assert_eq!(tag(codex_turn, "session-parent").as_deref(), Some("t-1"));
+}
