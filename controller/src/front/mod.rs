@@ -10,6 +10,7 @@
 
 pub mod admission;
 mod catalog;
+mod clip;
 pub mod error;
 mod feasible;
 pub mod forward;

@@ -19,7 +19,7 @@ const DECISION_TEXT_BYTES: usize = 512;
 
 /// `text`, ending in `…` where it was clipped to `max` bytes.
 fn clipped(text: &str, max: usize) -> String {
-    let kept = super::request_info::clip(text, max);
+    let kept = super::clip::clip(text, max);
     if kept.len() == text.len() {
         text.to_owned()
     } else {

@@ -101,19 +101,8 @@ fn prompt_bytes(body: &Value) -> usize {
 pub const MAX_MODEL_BYTES: usize = 256;
 /// The longest `x-switchyard-task` (or `metadata.task`) a request may give.
 pub const MAX_TASK_BYTES: usize = 64;
+use super::clip::clip;
 pub use super::session::MAX_SESSION_BYTES;
-
-/// `raw` clipped to at most `max` bytes at a character boundary.
-pub fn clip(raw: &str, max: usize) -> &str {
-    if raw.len() <= max {
-        return raw;
-    }
-    let mut end = max;
-    while !raw.is_char_boundary(end) {
-        end -= 1;
-    }
-    &raw[..end]
-}
 
 /// Build the policy's view of a request. `Err` is a client error message (400).
 pub fn request_info(

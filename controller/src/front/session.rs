@@ -63,7 +63,7 @@ pub fn bounded(raw: &str) -> String {
     }
     use sha2::Digest;
     let digest = sha2::Sha256::digest(raw.as_bytes());
-    format!("{}~{}", super::request_info::clip(raw, 64), hex::encode(&digest[..8]))
+    format!("{}~{}", super::clip::clip(raw, 64), hex::encode(&digest[..8]))
 }
 
 /// Codex's turn metadata (JSON): its `session_id`, and `parent_thread_id` for a sub-agent.

@@ -719,8 +719,8 @@ impl PolicyEngine {
             Ok(Err(_)) => Err(PolicyFault::Trap(
                 "the policy thread ended without an answer".to_owned(),
             )),
-            Err(_) => Err(PolicyFault::Deadline {
-                deadline_ms: wait.as_millis() as u32,
+            Err(_) => Err(PolicyFault::Overdue {
+                waited_ms: wait.as_millis() as u32,
             }),
         }
     }
@@ -736,7 +736,7 @@ impl PolicyEngine {
     ) -> Routed {
         self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
         if !fault.is_policys() {
-            tracing::debug!(policy = %policy.id, request = %req.id, "host busy, fallback decides (not counted against the policy): {fault}");
+            tracing::debug!(policy = %policy.id, request = %req.id, "fallback decides (not counted here against the policy): {fault}");
             return Routed {
                 decision: fallback::least_loaded(req, snapshot, fault.kind().as_str()),
                 policy_id: policy.id.clone(),

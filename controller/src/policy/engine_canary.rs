@@ -11,6 +11,7 @@ use super::canary::{
     Canary, CanaryReport, CanaryRules, CanaryState, CanaryView, EventSink, PolicyEventKind, Share, lock,
 };
 use super::engine::decision_wait;
+use super::fault::PolicyFault;
 use super::{LoadedPolicy, PolicyEngine, PolicyError, PreparedSnapshot, Routed, fallback};
 
 impl PolicyEngine {
@@ -188,7 +189,9 @@ impl PolicyEngine {
             Err(fault) => fault,
         };
         tracing::warn!(policy = %policy.id, request = %req.id, kind = fault.kind().as_str(), "canary fault, fallback decides: {fault}");
-        if fault.is_policys() {
+        // The canary's calls count nothing themselves: an overdue call is the canary's
+        // fault here; a busy host is not.
+        if !matches!(fault, PolicyFault::Busy(_)) {
             canary.fault();
         }
         Routed {

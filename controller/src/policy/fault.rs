@@ -18,6 +18,11 @@ pub enum PolicyFault {
     /// full): the fallback decides, and it is not counted against the policy.
     #[error("no policy thread was free in time: {0}")]
     Busy(String),
+    /// The request stopped waiting for a call still running on a policy thread; that call
+    /// charges its own fault when its deadline stops it (counting this too would count the
+    /// one overrun twice).
+    #[error("no answer within {waited_ms} ms; the call is stopped at its deadline")]
+    Overdue { waited_ms: u32 },
 }
 
 impl PolicyFault {
@@ -30,13 +35,15 @@ impl PolicyFault {
             Self::Instantiate(_) => FaultKind::Instantiate,
             Self::InvalidDecision(_) => FaultKind::InvalidDecision,
             Self::Busy(_) => FaultKind::Busy,
+            Self::Overdue { .. } => FaultKind::Deadline,
         }
     }
 
-    /// Whether the policy itself is to blame (and the fault counts towards its revert or
-    /// its canary's rollback); a busy host is not the policy's doing.
+    /// Whether the caller counts this fault against the policy (towards its revert or its
+    /// canary's rollback): not for a busy host, which is not the policy's doing, nor for an
+    /// overdue call, which the policy thread charges itself when its deadline stops it.
     pub fn is_policys(&self) -> bool {
-        !matches!(self, Self::Busy(_))
+        !matches!(self, Self::Busy(_) | Self::Overdue { .. })
     }
 }
 
