@@ -5,6 +5,7 @@
 
 use crate::cluster::Cluster;
 use crate::first_hour::{KEY, controller, simulated};
+use crate::process::served_by;
 
 /// POST a chat for `qwen25-coder-7b` with `headers` (no `Authorization`); status and text.
 fn chat_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
@@ -24,14 +25,6 @@ fn chat_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text)
-}
-
-fn served_by(text: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix("x-switchyard-node: "))
-        .unwrap_or("none")
-        .trim()
-        .to_owned()
 }
 
 #[test]

@@ -435,3 +435,12 @@ pub fn curl_with_key(url: &str, key: &str, args: &[&str]) -> (u16, String) {
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text)
 }
+
+/// The node that served an answer, from its `x-switchyard-node` header (`curl -i` text).
+pub fn served_by(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("x-switchyard-node: "))
+        .unwrap_or("none")
+        .trim()
+        .to_owned()
+}

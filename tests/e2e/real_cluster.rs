@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::cluster::Cluster;
-use crate::process::{Agent, Controller, eventually};
+use crate::process::{Agent, Controller, eventually, served_by};
 use crate::runtimes::{Runtime, repo};
 
 const KEY: &str = "e2e-prompt-key-0123456789";
@@ -27,14 +27,6 @@ fn prompt(url: &str, api: &str, task: &str) -> (u16, String) {
     let hint = format!("x-switchyard-task: {task}");
     let (status, text) = crate::process::curl_with_key(&format!("{url}{path}"), KEY, &["-H", &hint, "-d", body]);
     (status, text.to_ascii_lowercase())
-}
-
-fn served_by(text: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix("x-switchyard-node: "))
-        .unwrap_or("none")
-        .trim()
-        .to_owned()
 }
 
 #[test]

@@ -67,14 +67,6 @@ impl Api {
     }
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
 /// Text the prompt is made of, for the token estimate (about 4 bytes a token).
 fn prompt_bytes(body: &Value) -> usize {
     let mut bytes = 0;
@@ -103,6 +95,7 @@ pub const MAX_MODEL_BYTES: usize = 256;
 pub const MAX_TASK_BYTES: usize = 64;
 use super::clip::clip;
 pub use super::session::MAX_SESSION_BYTES;
+use super::session::header;
 
 /// Build the policy's view of a request. `Err` is a client error message (400).
 pub fn request_info(
