@@ -132,10 +132,12 @@ impl<H: Handler> Connection<H> {
         // A client that says nothing, or stalls inside what could be HTTP/2's preface, is let
         // go after the header timeout: hyper's header timer starts only once it knows the
         // protocol, and it waits for bytes to tell.
-        if !matches!(
-            tokio::time::timeout(header_read_timeout, protocol_known(&stream)).await,
-            Ok(Ok(true))
-        ) {
+        // (A shutdown lets it go at once: it has no request to drain.)
+        let known = tokio::select! {
+            known = tokio::time::timeout(header_read_timeout, protocol_known(&stream)) => known,
+            _ = self.shutdown.cancelled() => return,
+        };
+        if !matches!(known, Ok(Ok(true))) {
             tracing::debug!(%peer, "connection closed: no request within {header_read_timeout:?}");
             return;
         }
