@@ -2,9 +2,10 @@
 //! tokens/s (exponentially weighted), and the requests in flight (counted by RAII guards).
 //! `switchyard-agent bench` results seed the figures until live requests replace them.
 
+use parking_lot::Mutex;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -64,10 +65,7 @@ impl PerformanceTracker {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Figures) -> R) -> R {
-        let mut guard = match self.figures.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut guard = self.figures.lock();
         f(&mut guard)
     }
 
@@ -126,10 +124,7 @@ impl PerformanceTracker {
     }
 
     fn with_busy<R>(&self, f: impl FnOnce(&mut Busy) -> R) -> R {
-        let mut guard = match self.busy.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut guard = self.busy.lock();
         f(&mut guard)
     }
 

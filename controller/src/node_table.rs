@@ -5,8 +5,9 @@
 //! reads them without a lock. Nodes the operator drains are shown to policies as unhealthy
 //! (no new work) while their in-flight requests finish.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -101,10 +102,7 @@ impl NodeTable {
     }
 
     fn linked(&self) -> MutexGuard<'_, HashMap<String, Linked>> {
-        match self.linked.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.linked.lock()
     }
 
     pub fn snapshot(&self) -> Arc<ClusterSnapshot> {
@@ -133,10 +131,7 @@ impl NodeTable {
     }
 
     fn drained_names(&self) -> BTreeSet<String> {
-        match self.drained.lock() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.drained.lock().clone()
     }
 
     fn publish(&self, static_nodes: &[NodeSnapshot], linked: &HashMap<String, Linked>) {
@@ -263,10 +258,7 @@ impl NodeTable {
             return Err(format!("no node '{node}'; the nodes are: {}", names.join(", ")));
         }
         {
-            let mut set = match self.drained.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut set = self.drained.lock();
             if drained {
                 set.insert(node.to_owned());
             } else {

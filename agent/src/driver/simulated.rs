@@ -4,8 +4,9 @@
 //! with `[simulated <machine>]` and the runtime reports itself as simulated: it exists for
 //! the demo, routing tests and what-if studies, never in place of a real runtime.
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -175,10 +176,7 @@ impl SimulatedDriver {
         let Some(thermal) = self.profile.thermal else {
             return (40.0, false);
         };
-        let mut heat = match self.heat.lock() {
-            Ok(h) => h,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut heat = self.heat.lock();
         let now = Instant::now();
         let elapsed = now.duration_since(heat.at).as_secs_f32() / self.time_scale.max(1e-6);
         heat.celsius = (heat.celsius - thermal.cooling_per_s_c * elapsed).max(thermal.idle_c);
@@ -190,9 +188,7 @@ impl SimulatedDriver {
     fn add_heat(&self, tokens: u32) {
         if let Some(thermal) = self.profile.thermal {
             self.thermal_state();
-            if let Ok(mut heat) = self.heat.lock() {
-                heat.celsius += thermal.heat_per_token_c * tokens as f32;
-            }
+            self.heat.lock().celsius += thermal.heat_per_token_c * tokens as f32;
         }
     }
 
@@ -259,9 +255,7 @@ impl SimulatedHandle {
         let Some(thermal) = self.profile.thermal else {
             return false;
         };
-        let Ok(mut heat) = self.heat.lock() else {
-            return false;
-        };
+        let mut heat = self.heat.lock();
         let now = Instant::now();
         let elapsed = now.duration_since(heat.at).as_secs_f32() / self.time_scale.max(1e-6);
         heat.celsius = (heat.celsius - thermal.cooling_per_s_c * elapsed).max(thermal.idle_c)

@@ -9,9 +9,10 @@ mod estimates;
 mod plan;
 pub mod process;
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_protocol::{ModelLoadState, ModelState};
@@ -175,17 +176,11 @@ impl ModelManager {
     }
 
     fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        match self.entries.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.entries.lock()
     }
 
     fn estimates(&self) -> MutexGuard<'_, Estimates> {
-        match self.estimates.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.estimates.lock()
     }
 
     fn changed(&self) {

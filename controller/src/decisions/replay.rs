@@ -3,9 +3,10 @@
 //! records and policy give the same report on every run. A decision changed when its first
 //! target's node differs from the recorded one (or one refused where the other routed).
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use switchyard_protocol::{ClusterSnapshot, Decision};
@@ -50,10 +51,7 @@ struct Recorded {
 
 impl LiveLoad for Recorded {
     fn in_flight(&self, node: &str) -> u32 {
-        let loads = match self.in_flight.lock() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let loads = self.in_flight.lock();
         loads.get(node).copied().unwrap_or(0)
     }
 }
@@ -125,10 +123,7 @@ pub fn replay_lines(policy_file: &Path, lines: Vec<ExportLine>) -> anyhow::Resul
             })
             .clone();
         {
-            let mut loads = match live.in_flight.lock() {
-                Ok(l) => l,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut loads = live.in_flight.lock();
             loads.clear();
             loads.extend(record.in_flight.iter().cloned());
         }

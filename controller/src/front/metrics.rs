@@ -2,9 +2,9 @@
 //! and total latency histograms; policy decision latency.
 
 use crate::prometheus_text::Label;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -89,29 +89,20 @@ impl Default for FrontMetrics {
 
 impl FrontMetrics {
     pub fn request(&self, node: &str, model: &str, status: u16) {
-        let mut requests = match self.requests.lock() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut requests = self.requests.lock();
         *requests.entry((node.to_owned(), model.to_owned(), status)).or_insert(0) += 1;
     }
 
     /// Count one request's estimated energy on `node`.
     pub fn energy(&self, node: &str, joules: f64) {
-        let mut energy = match self.energy.lock() {
-            Ok(e) => e,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut energy = self.energy.lock();
         let entry = energy.entry(node.to_owned()).or_insert((0.0, 0));
         entry.0 += joules;
         entry.1 += 1;
     }
 
     fn render_energy(&self, out: &mut String) {
-        let energy = match self.energy.lock() {
-            Ok(e) => e.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let energy = self.energy.lock().clone();
         let mut rows: Vec<_> = energy.into_iter().collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         let _ = writeln!(
@@ -157,10 +148,7 @@ impl FrontMetrics {
             "# HELP switchyard_requests_total Prompt requests by serving node, logical model and HTTP status."
         );
         let _ = writeln!(out, "# TYPE switchyard_requests_total counter");
-        let requests = match self.requests.lock() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let requests = self.requests.lock().clone();
         let mut rows: Vec<_> = requests.into_iter().collect();
         rows.sort();
         for ((node, model, status), count) in rows {

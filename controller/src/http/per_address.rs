@@ -1,9 +1,10 @@
 //! Connections open per client address, so that one address cannot take every connection
 //! the controller allows. A slot is held by an RAII guard for the connection's life.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 /// Open connections by address, each address at most `limit`.
 #[derive(Debug)]
@@ -22,7 +23,7 @@ impl PerAddress {
 
     /// A slot for a connection from `address`; `None` when it has `limit` open already.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Option<AddressSlot> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self.open.lock();
         let count = open.entry(address).or_insert(0);
         if *count >= self.limit {
             return None;
@@ -35,7 +36,7 @@ impl PerAddress {
     }
 
     fn release(&self, address: IpAddr) {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self.open.lock();
         if let Some(count) = open.get_mut(&address) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -47,7 +48,7 @@ impl PerAddress {
     /// Addresses with a connection open.
     #[cfg(test)]
     fn addresses(&self) -> usize {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.open.lock().len()
     }
 }
 

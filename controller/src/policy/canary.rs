@@ -3,9 +3,10 @@
 //! the candidate is stopped automatically when its share is worse than the active policy's by
 //! the configured margins (error rate, TTFT p95, faults). Promotion is one call.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -282,10 +283,7 @@ impl std::fmt::Debug for Canary {
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
+    mutex.lock()
 }
 
 /// FNV-1a: a stable hash, the same in every run and on every controller.

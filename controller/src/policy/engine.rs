@@ -3,10 +3,11 @@
 //! policy fault into a fallback decision, reverting to the last known good policy after
 //! repeated faults.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
@@ -180,10 +181,7 @@ impl PolicyEngine {
     }
 
     pub(super) fn registry(&self) -> MutexGuard<'_, Registry> {
-        match self.registry.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.registry.lock()
     }
 
     /// Store an uploaded component; returns its `sha256:<hex>` reference.

@@ -2,8 +2,9 @@
 //! call. Past the per-call budget, bytes are dropped and counted, never buffered: a chatty
 //! policy cannot grow the controller's memory or flood its log.
 
+use parking_lot::Mutex;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -37,10 +38,7 @@ pub struct GuestOutput {
 
 impl GuestOutput {
     fn with<R>(&self, f: impl FnOnce(&mut Buffer) -> R) -> R {
-        let mut guard = match self.buffer.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut guard = self.buffer.lock();
         f(&mut guard)
     }
 

@@ -5,9 +5,10 @@
 //! the worker serves. Here it blocks only a pool thread, the caller waits asynchronously with
 //! its own bound, and a panic is caught and reported instead of unwinding into the server.
 
+use parking_lot::Mutex;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -58,10 +59,7 @@ impl PolicyPool {
 fn work(receiver: &Mutex<Receiver<Job>>) {
     loop {
         let job = {
-            let guard = match receiver.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let guard = receiver.lock();
             guard.recv()
         };
         match job {

@@ -4,9 +4,10 @@
 //! request. The report says how often the candidate agreed, where it differs (by task,
 //! model and node), and how it faulted.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use switchyard_protocol::{Decision, RequestInfo};
@@ -80,10 +81,7 @@ impl State {
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    match state.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
+    state.lock()
 }
 
 impl Shadow {
