@@ -5,6 +5,9 @@
 #[derive(Debug, Default)]
 pub struct SseDecoder {
     buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no line end: a long line arriving in many
+    /// pieces is scanned once, not from its start at every piece.
+    scanned: usize,
     data: Vec<String>,
 }
 
@@ -13,7 +16,12 @@ impl SseDecoder {
     pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
         self.buffer.extend_from_slice(bytes);
         let mut events = Vec::new();
-        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+        while let Some(end) = self.buffer[self.scanned..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|at| at + self.scanned)
+        {
+            self.scanned = 0;
             let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
             line.pop();
             if line.last() == Some(&b'\r') {
@@ -29,11 +37,13 @@ impl SseDecoder {
                 self.data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
             }
         }
+        self.scanned = self.buffer.len();
         events
     }
 
     /// The last event, if the stream ended without its blank line.
     pub fn finish(&mut self) -> Option<String> {
+        self.scanned = 0;
         let rest = std::mem::take(&mut self.buffer);
         if let Some(value) = String::from_utf8_lossy(&rest).trim_end().strip_prefix("data:") {
             self.data.push(value.trim_start().to_owned());
@@ -64,6 +74,18 @@ mod tests {
         let mut decoder = SseDecoder::default();
         assert_eq!(decoder.push(b"data: one\ndata: two\n\ndata: last"), ["one\ntwo"]);
         assert_eq!(decoder.finish().as_deref(), Some("last"));
+    }
+
+    #[test]
+    fn a_long_line_in_small_pieces_is_one_payload() {
+        let payload = "x".repeat(200_000);
+        let text = format!("data: {payload}\n\n");
+        let mut decoder = SseDecoder::default();
+        let mut events = Vec::new();
+        for piece in text.as_bytes().chunks(7) {
+            events.extend(decoder.push(piece));
+        }
+        assert_eq!(events, vec![payload]);
     }
 
     mod properties {
