@@ -561,30 +561,8 @@ impl Writer {
             let mut records = txn.open_table(RECORDS).map_err(db)?;
             let cutoff = now_ms().saturating_sub(self.options.max_age.as_millis() as u64);
             let cutoff_key = format!("{cutoff:016x}");
-            let mut old: Vec<String> = Vec::new();
-            for entry in records.range(..cutoff_key.as_str()).map_err(db)? {
-                old.push(entry.map_err(db)?.0.value().to_owned());
-            }
-            let total = records.len().map_err(db)?;
-            let over = total
-                .saturating_sub(old.len() as u64)
-                .saturating_sub(self.options.max_records);
-            if over > 0 {
-                let start = old.last().cloned();
-                let range = match &start {
-                    Some(after) => {
-                        records.range::<&str>((std::ops::Bound::Excluded(after.as_str()), std::ops::Bound::Unbounded))
-                    }
-                    None => records.range::<&str>(..),
-                }
-                .map_err(db)?;
-                for entry in range.take(over as usize) {
-                    old.push(entry.map_err(db)?.0.value().to_owned());
-                }
-            }
-            for k in &old {
-                records.remove(k.as_str()).map_err(db)?;
-            }
+            let aged = aged_or_over_count(&records, &cutoff_key, self.options.max_records)?;
+            remove(&mut records, &aged)?;
             // Then the bytes: the oldest go until the records and snapshots fit in nine
             // tenths of the bound (room for the next tenth before the next check).
             let snapshot_bytes = txn
@@ -593,35 +571,18 @@ impl Writer {
                 .stats()
                 .map_err(db)?
                 .stored_bytes();
-            let stored = records.stats().map_err(db)?.stored_bytes() + snapshot_bytes;
-            if stored > self.options.max_bytes {
-                let mut excess = stored - self.options.max_bytes / 10 * 9;
-                let mut over: Vec<String> = Vec::new();
-                for entry in records.iter().map_err(db)? {
-                    if excess == 0 {
-                        break;
-                    }
-                    let (k, value) = entry.map_err(db)?;
-                    excess = excess.saturating_sub((k.value().len() + value.value().len()) as u64);
-                    over.push(k.value().to_owned());
-                }
+            let over = over_bytes(&records, snapshot_bytes, self.options.max_bytes)?;
+            if !over.is_empty() {
                 tracing::info!(
                     "decision record: {} oldest record(s) dropped to stay within {} bytes",
                     over.len(),
                     self.options.max_bytes
                 );
-                for k in &over {
-                    records.remove(k.as_str()).map_err(db)?;
-                }
+                remove(&mut records, &over)?;
             }
             let mut events = txn.open_table(EVENTS).map_err(db)?;
-            let mut old_events: Vec<String> = Vec::new();
-            for entry in events.range(..cutoff_key.as_str()).map_err(db)? {
-                old_events.push(entry.map_err(db)?.0.value().to_owned());
-            }
-            for k in &old_events {
-                events.remove(k.as_str()).map_err(db)?;
-            }
+            let old_events = keys_in(events.range(..cutoff_key.as_str()).map_err(db)?)?;
+            remove(&mut events, &old_events)?;
             let oldest_kept = match records.first().map_err(db)? {
                 Some((_, value)) => serde_json::from_slice::<DecisionRecord>(value.value())
                     .map(|r| r.at_ms)
@@ -636,12 +597,78 @@ impl Writer {
                     stale.push(k.value().to_owned());
                 }
             }
-            for k in &stale {
-                snapshots.remove(k.as_str()).map_err(db)?;
-            }
+            remove(&mut snapshots, &stale)?;
         }
         txn.commit().map_err(db)
     }
+}
+
+type Keyed<'a> = redb::Range<'a, &'static str, &'static [u8]>;
+
+/// The keys of `range`.
+fn keys_in(range: Keyed<'_>) -> Result<Vec<String>, StoreError> {
+    range
+        .map(|entry| entry.map(|(k, _)| k.value().to_owned()).map_err(db))
+        .collect()
+}
+
+/// Remove `keys` from `table`.
+fn remove(table: &mut redb::Table<'_, &'static str, &'static [u8]>, keys: &[String]) -> Result<(), StoreError> {
+    for k in keys {
+        table.remove(k.as_str()).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Records older than `cutoff_key`, then the oldest of the rest beyond `max_records`.
+fn aged_or_over_count(
+    records: &redb::Table<'_, &'static str, &'static [u8]>,
+    cutoff_key: &str,
+    max_records: u64,
+) -> Result<Vec<String>, StoreError> {
+    let mut old = keys_in(records.range(..cutoff_key).map_err(db)?)?;
+    let over = records
+        .len()
+        .map_err(db)?
+        .saturating_sub(old.len() as u64)
+        .saturating_sub(max_records);
+    if over > 0 {
+        let range = match old.last() {
+            Some(after) => {
+                records.range::<&str>((std::ops::Bound::Excluded(after.as_str()), std::ops::Bound::Unbounded))
+            }
+            None => records.range::<&str>(..),
+        }
+        .map_err(db)?;
+        for entry in range.take(over as usize) {
+            old.push(entry.map_err(db)?.0.value().to_owned());
+        }
+    }
+    Ok(old)
+}
+
+/// The oldest records to drop so that they and the snapshots (`snapshot_bytes`) fit in nine
+/// tenths of `max_bytes`; none while they fit in `max_bytes`.
+fn over_bytes(
+    records: &redb::Table<'_, &'static str, &'static [u8]>,
+    snapshot_bytes: u64,
+    max_bytes: u64,
+) -> Result<Vec<String>, StoreError> {
+    let stored = records.stats().map_err(db)?.stored_bytes() + snapshot_bytes;
+    if stored <= max_bytes {
+        return Ok(Vec::new());
+    }
+    let mut excess = stored - max_bytes / 10 * 9;
+    let mut over = Vec::new();
+    for entry in records.iter().map_err(db)? {
+        if excess == 0 {
+            break;
+        }
+        let (k, value) = entry.map_err(db)?;
+        excess = excess.saturating_sub((k.value().len() + value.value().len()) as u64);
+        over.push(k.value().to_owned());
+    }
+    Ok(over)
 }
 
 #[cfg(test)]
