@@ -27,83 +27,97 @@ pub async fn respond(
     started: Instant,
     record: Option<RecordSink>,
 ) -> Response<ResponseBody> {
-    let metrics = front.metrics.clone();
-    let closing = front.closing.clone();
-    let total_timeout = front.limits.total_timeout;
     let translate = api.is_ollama() && upstream.dialect == Dialect::OpenAi;
     let Upstream {
         node, response, permit, ..
     } = upstream;
-    let (mut head, body) = response.into_parts();
-    let status = head.status;
-    let mut record = record;
-    let mut relayed = |shape, expects_done| Relayed {
-        metrics: metrics.clone(),
-        closing: closing.clone(),
-        total_timeout,
-        node: node.clone(),
+    let (head, body) = response.into_parts();
+    let relayed = Relayed {
+        metrics: front.metrics.clone(),
+        closing: front.closing.clone(),
+        total_timeout: front.limits.total_timeout,
+        node,
         model: info.model.clone(),
-        status: status.as_u16(),
+        status: head.status.as_u16(),
         started,
-        shape,
-        record: record.take(),
-        expects_done,
+        shape: Shape::Pass(Framing::Whole),
+        record,
+        expects_done: false,
     };
-    if !translate {
-        for name in ["connection", "keep-alive", "transfer-encoding", "x-switchyard-runtime"] {
-            head.headers.remove(name);
-        }
-        let framing = head
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map_or(Framing::Whole, Framing::from_content_type);
-        // OpenAI's chat and completions streams close with `data: [DONE]` (only a stream
-        // that started well: an error answer is passed as it came).
-        let expects_done =
-            framing == Framing::Sse && status.is_success() && matches!(api, Api::OpenAiChat | Api::OpenAiCompletions);
-        return Response::from_parts(head, relay(relayed(Shape::Pass(framing), expects_done), body, permit));
+    if translate {
+        to_ollama(api, info, head.status, body, permit, relayed).await
+    } else {
+        passed_through(api, head, body, permit, relayed)
     }
-    if !status.is_success() {
-        let message = node_error_message(body).await;
-        metrics.request(&node, &info.model, status.as_u16());
-        if let Some(record) = record.take() {
+}
+
+/// The runtime speaks the client's API: its status, headers and body as they came (less the
+/// hop's own headers).
+fn passed_through(
+    api: Api,
+    mut head: http::response::Parts,
+    body: Incoming,
+    permit: super::admission::Permit,
+    mut relayed: Relayed,
+) -> Response<ResponseBody> {
+    for name in ["connection", "keep-alive", "transfer-encoding", "x-switchyard-runtime"] {
+        head.headers.remove(name);
+    }
+    let framing = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Framing::Whole, Framing::from_content_type);
+    // OpenAI's chat and completions streams close with `data: [DONE]` (only a stream that
+    // started well: an error answer is passed as it came).
+    relayed.expects_done =
+        framing == Framing::Sse && head.status.is_success() && matches!(api, Api::OpenAiChat | Api::OpenAiCompletions);
+    relayed.shape = Shape::Pass(framing);
+    Response::from_parts(head, relay(relayed, body, permit))
+}
+
+/// An Ollama client and an OpenAI runtime: errors and embeddings translated whole, chat and
+/// generate streamed as Ollama's NDJSON (or read whole first when the client wants one object).
+async fn to_ollama(
+    api: Api,
+    info: &RequestInfo,
+    status: StatusCode,
+    body: Incoming,
+    permit: super::admission::Permit,
+    mut relayed: Relayed,
+) -> Response<ResponseBody> {
+    let answered_whole = |relayed: &mut Relayed| {
+        relayed.metrics.request(&relayed.node, &info.model, status.as_u16());
+        if let Some(record) = relayed.record.take() {
             record.finish(status.as_u16(), false);
         }
+    };
+    if !status.is_success() {
+        let message = node_error_message(body).await;
+        answered_whole(&mut relayed);
         return ClientApi::Ollama.error_body(status, "upstream_error", &message);
     }
     if api == Api::OllamaEmbed {
         let value: Value = whole_json(body).await;
-        metrics.request(&node, &info.model, status.as_u16());
-        if let Some(record) = record.take() {
-            record.finish(status.as_u16(), false);
-        }
+        answered_whole(&mut relayed);
         return json(StatusCode::OK, &ollama::from_openai_embeddings(&value, &info.model));
     }
-    let translator = Box::new(NdjsonTranslator::new(&info.model, api == Api::OllamaGenerate, started));
-    let content_type = if info.stream {
-        "application/x-ndjson"
-    } else {
-        "application/json"
+    relayed.shape = Shape::Ollama {
+        translator: Box::new(NdjsonTranslator::new(
+            &info.model,
+            api == Api::OllamaGenerate,
+            relayed.started,
+        )),
+        stream: info.stream,
     };
-    let translated = relay(
-        relayed(
-            Shape::Ollama {
-                translator,
-                stream: info.stream,
-            },
-            false,
-        ),
-        body,
-        permit,
-    );
+    let translated = relay(relayed, body, permit);
     if !info.stream {
         return whole_ollama_answer(translated).await;
     }
     let mut response = Response::new(translated);
     response
         .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     response
 }
 
