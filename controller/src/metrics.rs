@@ -20,10 +20,18 @@ pub struct Sources {
 }
 
 pub fn render(sources: &Sources) -> String {
-    let view = sources.engine.view();
     let mut out = String::new();
+    policies(&mut out, &sources.engine.view());
+    canary(&mut out, &sources.engine);
+    nodes(&mut out, &sources.nodes);
+    sources.front.render(&mut out, sources.admission.queue_depth());
+    out
+}
+
+/// Each policy version's decisions, faults and whether it is active; fallbacks and reverts.
+fn policies(out: &mut String, view: &crate::policy::EngineView) {
     header(
-        &mut out,
+        out,
         "switchyard_policy_decisions_total",
         "counter",
         "Decisions a policy version made without a fault.",
@@ -37,7 +45,7 @@ pub fn render(sources: &Sources) -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "switchyard_policy_faults_total",
         "counter",
         "Policy calls that faulted, by kind; the fallback decided.",
@@ -52,7 +60,7 @@ pub fn render(sources: &Sources) -> String {
         }
     }
     header(
-        &mut out,
+        out,
         "switchyard_policy_active",
         "gauge",
         "Whether a policy version is the active one.",
@@ -66,40 +74,44 @@ pub fn render(sources: &Sources) -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "switchyard_fallback_decisions_total",
         "counter",
         "Decisions made by the built-in fallback.",
     );
     let _ = writeln!(out, "switchyard_fallback_decisions_total {}", view.fallback_decisions);
     header(
-        &mut out,
+        out,
         "switchyard_policy_reverts_total",
         "counter",
         "Reverts to the last known good policy after repeated faults.",
     );
     let _ = writeln!(out, "switchyard_policy_reverts_total {}", view.reverts);
+}
+
+/// The canary's rollbacks and share.
+fn canary(out: &mut String, engine: &PolicyEngine) {
     header(
-        &mut out,
+        out,
         "switchyard_canary_rollbacks_total",
         "counter",
         "Canaries stopped automatically for doing worse than the active policy.",
     );
-    let _ = writeln!(
-        out,
-        "switchyard_canary_rollbacks_total {}",
-        sources.engine.canary_rollbacks()
-    );
+    let _ = writeln!(out, "switchyard_canary_rollbacks_total {}", engine.canary_rollbacks());
     header(
-        &mut out,
+        out,
         "switchyard_canary_percent",
         "gauge",
         "The share of requests the running canary decides (0: none runs).",
     );
-    let _ = writeln!(out, "switchyard_canary_percent {}", sources.engine.canary_percent());
-    let snapshot = sources.nodes.snapshot();
+    let _ = writeln!(out, "switchyard_canary_percent {}", engine.canary_percent());
+}
+
+/// Each node's health, load and energy.
+fn nodes(out: &mut String, table: &NodeTable) {
+    let snapshot = table.snapshot();
     header(
-        &mut out,
+        out,
         "switchyard_node_healthy",
         "gauge",
         "Whether the node is in rotation.",
@@ -113,7 +125,7 @@ pub fn render(sources: &Sources) -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "switchyard_node_in_flight",
         "gauge",
         "Requests running on the node.",
@@ -129,10 +141,10 @@ pub fn render(sources: &Sources) -> String {
     let energy: Vec<_> = snapshot
         .nodes
         .iter()
-        .filter_map(|n| Some((n.name.as_str(), sources.nodes.energy(&n.name)?)))
+        .filter_map(|n| Some((n.name.as_str(), table.energy(&n.name)?)))
         .collect();
     header(
-        &mut out,
+        out,
         "switchyard_node_energy_joules_total",
         "counter",
         "Energy the node used since its agent started; source says whether measured (nvml-counter, nvml-power) or assumed (declared, seed-figure).",
@@ -147,7 +159,7 @@ pub fn render(sources: &Sources) -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "switchyard_node_joules_per_token",
         "gauge",
         "Recent energy per generated token on the node.",
@@ -162,6 +174,4 @@ pub fn render(sources: &Sources) -> String {
             );
         }
     }
-    sources.front.render(&mut out, sources.admission.queue_depth());
-    out
 }
