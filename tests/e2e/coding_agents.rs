@@ -96,3 +96,104 @@ fn claude_codes_key_and_session_headers_are_understood_and_each_session_stays_on
     assert_eq!(tag(codex_turn, "session-source").as_deref(), Some("codex"));
     assert_eq!(tag(codex_turn, "session-parent").as_deref(), Some("t-1"));
 }
+
+/// POST `body` to `url` with `headers`; status and the JSON body.
+fn post_json(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, serde_json::Value) {
+    let mut command = std::process::Command::new("curl");
+    command.args([
+        "-sS",
+        "--max-time",
+        "60",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+    ]);
+    for (name, value) in headers {
+        command.args(["-H", &format!("{name}: {value}")]);
+    }
+    let output = command.args(["-d", body, url]).output().expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (json, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        status.trim().parse().unwrap_or(0),
+        serde_json::from_str(json).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn the_anthropic_messages_api_reaches_a_real_llama_server_and_switchyards_own_errors_take_its_shape() {
+    let server = crate::runtimes::Runtime::start("llama-server");
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    let address = controller.agents.clone().expect("agents");
+    let head = format!(
+        "max_concurrency = 1\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"openai\"\nbase_url = \"{}\"\n",
+        server.url
+    );
+    let _xeon = cluster.agent("xeon", &address, &head, "tiny");
+    assert!(crate::process::eventually(std::time::Duration::from_secs(30), || {
+        controller.node_healthy("xeon") == Some(true)
+    }));
+    let messages = |model: &str| {
+        format!(
+            r#"{{"model": "{model}", "max_tokens": 8, "temperature": 0, "messages": [{{"role": "user", "content": "hi"}}]}}"#
+        )
+    };
+    let claude = [
+        ("x-api-key", KEY),
+        ("anthropic-version", "2023-06-01"),
+        ("x-claude-code-session-id", "cc-real"),
+        ("x-switchyard-task", "batch"),
+    ];
+    // The same request direct and through Switchyard: llama-server's own Anthropic answer.
+    let (status, direct) = post_json(&format!("{}/v1/messages", server.url), &claude, &messages("tiny"));
+    assert_eq!(status, 200, "{direct}");
+    let (status, through) = post_json(
+        &format!("{}/v1/messages", controller.url),
+        &claude,
+        &messages("qwen25-coder-7b"),
+    );
+    assert_eq!(status, 200, "{through}");
+    assert_eq!(through["type"], "message", "{through}");
+    assert_eq!(
+        through["content"], direct["content"],
+        "direct: {direct}\nthrough: {through}"
+    );
+    assert_eq!(through["stop_reason"], direct["stop_reason"]);
+    assert_eq!(through["usage"]["output_tokens"], direct["usage"]["output_tokens"]);
+    let (status, counted) = post_json(
+        &format!("{}/v1/messages/count_tokens", controller.url),
+        &claude,
+        r#"{"model": "qwen25-coder-7b", "messages": [{"role": "user", "content": "hi"}]}"#,
+    );
+    assert_eq!(status, 200, "{counted}");
+    assert!(counted["input_tokens"].as_u64().is_some_and(|n| n > 0), "{counted}");
+
+    // Switchyard's own errors on this API, in Anthropic's shape.
+    let (status, missing) = post_json(
+        &format!("{}/v1/messages", controller.url),
+        &[],
+        &messages("qwen25-coder-7b"),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(missing["type"], "error", "{missing}");
+    assert_eq!(missing["error"]["type"], "authentication_error", "{missing}");
+    let (status, unknown) = post_json(
+        &format!("{}/v1/messages", controller.url),
+        &claude,
+        &messages("no-such-model"),
+    );
+    assert_eq!(status, 404);
+    assert_eq!(unknown["error"]["type"], "not_found_error", "{unknown}");
+
+    // The record saw the API and the session.
+    let view = controller.admin("/admin/decisions?limit=10");
+    let record = view["records"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["outcome"]["status"] == 200))
+        .cloned()
+        .expect("a served record");
+    assert_eq!(record["request"]["api"], "anthropic-messages", "{record}");
+    assert_eq!(record["request"]["session"], "cc-real", "{record}");
+}

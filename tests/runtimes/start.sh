@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Start a real LLM server on 127.0.0.1 in the background and wait until it answers.
-#   start.sh KIND OUTDIR MODELDIR    KIND: llama-cpp | llama-cpp-tools | mlx
+#   start.sh KIND OUTDIR MODELDIR    KIND: llama-cpp | llama-cpp-tools | llama-server | mlx
 # llama-cpp-tools uses the chatml-function-calling chat format (forced tool calls and JSON
 # mode are grammar-constrained, so the tiny model gives real tool_calls) and also serves
-# embeddings.
+# embeddings. llama-server is llama.cpp's own C++ server (the Anthropic Messages and Responses
+# APIs), from ../shared/runtimes/llama-server or, where that is missing, the one setup.sh built
+# into .venv/bin.
 # MODELDIR is where gen_tiny_model.py wrote tiny.gguf and tiny-hf/. On success prints
 #   url=http://127.0.0.1:PORT
 #   pid=PID
@@ -23,9 +25,9 @@ py="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.venv/bin/python"
 [[ -x "$py" ]] || { echo "no $py: run tests/runtimes/setup.sh first" >&2; exit 1; }
 log="$out/$kind.log"
 case "$kind" in
-llama-cpp|llama-cpp-tools) model="$models/tiny.gguf" ;;
+llama-cpp|llama-cpp-tools|llama-server) model="$models/tiny.gguf" ;;
 mlx) model="$models/tiny-hf" ;;   # mlx_lm loads it lazily: check now, not at first request
-*) echo "unknown KIND '$kind' (want llama-cpp, llama-cpp-tools or mlx)" >&2; exit 2 ;;
+*) echo "unknown KIND '$kind' (want llama-cpp, llama-cpp-tools, llama-server or mlx)" >&2; exit 2 ;;
 esac
 [[ -e "$model" ]] || { echo "no $model: run tests/runtimes/gen_tiny_model.py $models" >&2; exit 1; }
 
@@ -35,6 +37,14 @@ port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); 
 
 # The server gets no stdin and its own log, so nothing holds this script's stdout open.
 case "$kind" in
+llama-server)
+    repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+    server="$repo/../shared/runtimes/llama-server"
+    [[ -x "$server" ]] || server="$repo/.venv/bin/llama-server"
+    [[ -x "$server" ]] || { echo "no llama-server: run tests/runtimes/setup.sh" >&2; exit 1; }
+    "$server" -m "$model" -a tiny -c 2048 --host 127.0.0.1 --port "$port" -t 1 -np 1 \
+        </dev/null >"$log" 2>&1 &
+    ;;
 llama-cpp*)
     extra=()
     [[ "$kind" == llama-cpp-tools ]] && extra=(--chat_format chatml-function-calling --embedding True)

@@ -14,6 +14,8 @@ use crate::http::{ResponseBody, json};
 pub enum ClientApi {
     OpenAi,
     Ollama,
+    /// Anthropic's Messages API (Claude Code).
+    Anthropic,
 }
 
 /// Whose fault a failure is (as pingora's errors say).
@@ -143,7 +145,26 @@ impl ClientApi {
                 &json!({ "error": { "message": message, "type": kind, "code": status.as_u16() } }),
             ),
             ClientApi::Ollama => json(status, &json!({ "error": message })),
+            ClientApi::Anthropic => json(
+                status,
+                &json!({ "type": "error", "error": { "type": anthropic_kind(status), "message": message } }),
+            ),
         }
+    }
+}
+
+/// Anthropic's error `type` for a status (its clients read the type, and retry on
+/// `overloaded_error`, `rate_limit_error` and `api_error`).
+fn anthropic_kind(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 408 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
     }
 }
 
@@ -168,6 +189,14 @@ mod tests {
         assert_eq!(value["error"]["code"], 429);
         let ollama = body(ClientApi::Ollama.render(&error)).await;
         assert_eq!(ollama["error"], "every eligible node is busy");
+        let anthropic = ClientApi::Anthropic.render(&error);
+        assert_eq!(anthropic.headers()[header::RETRY_AFTER], "2");
+        let anthropic = body(anthropic).await;
+        assert_eq!(anthropic["type"], "error");
+        assert_eq!(anthropic["error"]["type"], "rate_limit_error");
+        assert_eq!(anthropic["error"]["message"], "every eligible node is busy");
+        let unauthorized = body(ClientApi::Anthropic.render(&FrontError::Unauthorized("no key".into()))).await;
+        assert_eq!(unauthorized["error"]["type"], "authentication_error");
 
         let timeout = FrontError::Timeout {
             node: "xeon".into(),

@@ -125,6 +125,8 @@ impl KeylessRule {
         let wanted = match api {
             ClientApi::Ollama => KeylessApi::Ollama,
             ClientApi::OpenAi => KeylessApi::Openai,
+            // Anthropic's clients always send a key.
+            ClientApi::Anthropic => return None,
         };
         let peer = match peer {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),

@@ -142,6 +142,7 @@ impl ApiKeys {
             }
             return Err(match api {
                 ClientApi::OpenAi => "missing API key: send `Authorization: Bearer <key>` (or `x-api-key: <key>`)",
+                ClientApi::Anthropic => "missing API key: send `x-api-key: <key>` (or `Authorization: Bearer <key>`)",
                 ClientApi::Ollama => {
                     "missing API key: send `Authorization: Bearer <key>`, or ask the operator to list your network in the controller's [[keyless]] (Ollama clients cannot send keys)"
                 }

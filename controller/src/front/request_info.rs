@@ -17,6 +17,9 @@ pub enum Api {
     OpenAiEmbeddings,
     /// Any other `POST /v1/...` with a `model` (responses, rerank, score, ...).
     OpenAiOther,
+    /// Anthropic's Messages API (`/v1/messages`, `/v1/messages/count_tokens`), relayed to
+    /// runtimes that speak it; Switchyard's own errors in Anthropic's shape.
+    AnthropicMessages,
     OllamaChat,
     OllamaGenerate,
     OllamaEmbed,
@@ -32,6 +35,7 @@ impl Api {
             "/api/chat" => Api::OllamaChat,
             "/api/generate" => Api::OllamaGenerate,
             "/api/embed" => Api::OllamaEmbed,
+            "/v1/messages" | "/v1/messages/count_tokens" => Api::AnthropicMessages,
             path if path.starts_with("/v1/") => Api::OpenAiOther,
             _ => return None,
         })
@@ -40,6 +44,8 @@ impl Api {
     pub fn client(self) -> super::ClientApi {
         if self.is_ollama() {
             super::ClientApi::Ollama
+        } else if self == Api::AnthropicMessages {
+            super::ClientApi::Anthropic
         } else {
             super::ClientApi::OpenAi
         }
@@ -51,6 +57,7 @@ impl Api {
             Api::OpenAiCompletions => "openai-completions",
             Api::OpenAiEmbeddings => "openai-embeddings",
             Api::OpenAiOther => "openai-other",
+            Api::AnthropicMessages => "anthropic-messages",
             Api::OllamaChat => "ollama-chat",
             Api::OllamaGenerate => "ollama-generate",
             Api::OllamaEmbed => "ollama-embed",
