@@ -113,48 +113,17 @@ pub struct Running {
 /// Load policies, activate, bind. Errors here are start-up errors (bad config, bad policy
 /// named active, port taken); nothing is served yet.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
-    let engine = Arc::new(PolicyEngine::new(settings.engine)?);
-    let nodes = Arc::new(NodeTable::new(settings.snapshot));
-    let watcher = match &settings.policy_dir {
-        Some(dir) => {
-            let mut watcher =
-                PolicyDirWatcher::new(dir.clone(), engine.clone(), nodes.clone(), settings.watch_interval);
-            // The scan logs each refused file itself.
-            let watcher = tokio::task::spawn_blocking(move || {
-                watcher.scan();
-                watcher
-            })
-            .await?;
-            if let Some(active) = &settings.active_policy {
-                engine
-                    .activate(active)
-                    .map_err(|e| anyhow::anyhow!("cannot activate policy {active:?} from {}: {e}", dir.display()))?;
-            }
-            Some(watcher)
-        }
-        None => None,
-    };
+    let engine = Arc::new(PolicyEngine::new(settings.engine.clone())?);
+    let nodes = Arc::new(NodeTable::new(settings.snapshot.clone()));
+    let watcher = load_policies(&settings, &engine, &nodes).await?;
     let open_files = crate::http::open_files::ensure_for(settings.limits.max_connections)?;
     tracing::debug!(open_files, "open-file limit");
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr()?;
-    let agents = match settings.agents {
-        Some((listen, paths, admission)) => {
-            let tls =
-                crate::agents::ServerTls::load(paths).map_err(|e| anyhow::anyhow!("agent link certificates: {e:#}"))?;
-            let listener = TcpListener::bind(listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for agents on {listen}: {e}"))?;
-            Some(crate::agents::AgentListener::new(
-                listener,
-                Arc::new(tls),
-                nodes.clone(),
-                Default::default(),
-                admission,
-            ))
-        }
+    let agents = match settings.agents.clone() {
+        Some(agents) => Some(agent_listener(agents, &nodes).await?),
         None => None,
     };
     let agents_addr = agents.as_ref().map(|a| a.local_addr()).transpose()?;
@@ -171,6 +140,65 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let watcher = if settings.watch { watcher } else { None };
+    Ok(Running {
+        addr,
+        app: rooms(settings, engine, nodes, decisions),
+        agents_addr,
+        listener,
+        watcher,
+        agents,
+    })
+}
+
+/// Load the policy folder (each refused file is logged) and activate the configured policy.
+async fn load_policies(
+    settings: &Settings,
+    engine: &Arc<PolicyEngine>,
+    nodes: &Arc<NodeTable>,
+) -> anyhow::Result<Option<PolicyDirWatcher>> {
+    let Some(dir) = &settings.policy_dir else {
+        return Ok(None);
+    };
+    let mut watcher = PolicyDirWatcher::new(dir.clone(), engine.clone(), nodes.clone(), settings.watch_interval);
+    let watcher = tokio::task::spawn_blocking(move || {
+        watcher.scan();
+        watcher
+    })
+    .await?;
+    if let Some(active) = &settings.active_policy {
+        engine
+            .activate(active)
+            .map_err(|e| anyhow::anyhow!("cannot activate policy {active:?} from {}: {e}", dir.display()))?;
+    }
+    Ok(Some(watcher))
+}
+
+/// The agents' mTLS listener, bound.
+async fn agent_listener(
+    (listen, paths, admission): (SocketAddr, crate::agents::TlsPaths, crate::agents::NodeAdmission),
+    nodes: &Arc<NodeTable>,
+) -> anyhow::Result<crate::agents::AgentListener> {
+    let tls = crate::agents::ServerTls::load(paths).map_err(|e| anyhow::anyhow!("agent link certificates: {e:#}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for agents on {listen}: {e}"))?;
+    Ok(crate::agents::AgentListener::new(
+        listener,
+        Arc::new(tls),
+        nodes.clone(),
+        Default::default(),
+        admission,
+    ))
+}
+
+/// The rooms, each with the handles it uses, behind the router.
+fn rooms(
+    settings: Settings,
+    engine: Arc<PolicyEngine>,
+    nodes: Arc<NodeTable>,
+    decisions: Option<Arc<crate::decisions::DecisionStore>>,
+) -> Arc<App> {
     let front = Arc::new(crate::front::Front::new(
         engine.clone(),
         nodes.clone(),
@@ -193,16 +221,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         front: front.metrics.clone(),
         admission: front.admission.clone(),
     };
-    let app = Arc::new(App { front, admin, metrics });
-    let watcher = if settings.watch { watcher } else { None };
-    Ok(Running {
-        addr,
-        app,
-        agents_addr,
-        listener,
-        watcher,
-        agents,
-    })
+    Arc::new(App { front, admin, metrics })
 }
 
 impl Running {
