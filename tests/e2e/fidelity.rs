@@ -543,7 +543,7 @@ fn a_stream_the_node_ends_without_done_and_a_whole_ollama_answer_it_cuts_are_fai
     );
     assert_eq!(status, 200, "{body}");
     let last = body.trim_end().lines().last().unwrap_or_default();
-    // (The agent's tap already breaks such a stream; the controller checks again.)
+    // (The agent's tap breaks such a stream: the controller relays the break as an error event.)
     assert!(last.starts_with("data: {\"error\"") && last.contains("xeon"), "{body}");
 
     // A whole Ollama answer, translated from a stream the node cuts: 502 in Ollama's shape.

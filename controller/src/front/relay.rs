@@ -59,30 +59,6 @@ pub struct Relayed {
     pub shape: Shape,
     /// The decision record's draft, completed when the relay ends.
     pub record: Option<super::record::RecordSink>,
-    /// The stream ends with `data: [DONE]` when whole (OpenAI's chat and completions
-    /// streams): an end without it is a failure, not a clean end.
-    pub expects_done: bool,
-}
-
-/// Whether an SSE stream's last bytes are OpenAI's closing `data: [DONE]` event.
-fn ends_with_done(tail: &[u8]) -> bool {
-    let trimmed = tail.trim_ascii_end();
-    trimmed.ends_with(b"data: [DONE]") || trimmed.ends_with(b"data:[DONE]")
-}
-
-/// The last bytes of a stream (enough to see its closing event).
-#[derive(Debug, Default)]
-struct Tail(Vec<u8>);
-
-impl Tail {
-    const KEPT: usize = 32;
-
-    fn push(&mut self, data: &[u8]) {
-        let from = data.len().saturating_sub(Self::KEPT);
-        self.0.extend_from_slice(&data[from..]);
-        let excess = self.0.len().saturating_sub(Self::KEPT);
-        self.0.drain(..excess);
-    }
 }
 
 /// Bookkeeping when the relay ends.
@@ -140,7 +116,6 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
         started,
         mut shape,
         record,
-        expects_done,
     } = relayed;
     let mut finish = Finish {
         metrics,
@@ -160,7 +135,6 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
         let deadline = tokio::time::sleep(total_timeout);
         tokio::pin!(deadline);
         let mut decoder = SseDecoder::default();
-        let mut tail = Tail::default();
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
@@ -187,9 +161,6 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                     match &mut shape {
                         Shape::Pass(_) => {
                             sent += data.len() as u64;
-                            if expects_done {
-                                tail.push(&data);
-                            }
                             if declared == Some(sent) {
                                 // Read the node's end of stream before handing over the last
                                 // bytes: the server may drop this body right after them, and a
@@ -234,12 +205,6 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                     break;
                 }
                 None => {
-                    if expects_done && !ends_with_done(&tail.0) {
-                        let message = format!("node {} ended the stream without its closing [DONE] event", finish.node);
-                        tracing::warn!("{message}");
-                        yield failure(&shape, &message);
-                        finish.status = 502;
-                    }
                     if let Shape::Ollama { translator, stream } = &shape {
                         if !translator.finished() {
                             let message = format!("node {} ended the answer before its last event", finish.node);
@@ -257,22 +222,4 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
         drop(finish);
     };
     StreamBody::new(stream).boxed_unsync()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_closing_done_event_is_seen_across_chunks_and_its_absence_too() {
-        let mut tail = Tail::default();
-        tail.push(b"data: {\"choices\": []}\n\ndata: [DO");
-        assert!(!ends_with_done(&tail.0));
-        tail.push(b"NE]\n\n");
-        assert!(ends_with_done(&tail.0));
-        tail.push(&b"x".repeat(100));
-        assert!(!ends_with_done(&tail.0));
-        assert!(tail.0.len() <= Tail::KEPT);
-        assert!(ends_with_done(b"data:[DONE]\r\n\r\n"));
-    }
 }

@@ -42,19 +42,17 @@ pub async fn respond(
         started,
         shape: Shape::Pass(Framing::Whole),
         record,
-        expects_done: false,
     };
     if translate {
         to_ollama(api, info, head.status, body, permit, relayed).await
     } else {
-        passed_through(api, head, body, permit, relayed)
+        passed_through(head, body, permit, relayed)
     }
 }
 
 /// The runtime speaks the client's API: its status, headers and body as they came (less the
 /// hop's own headers).
 fn passed_through(
-    api: Api,
     mut head: http::response::Parts,
     body: Incoming,
     permit: super::admission::Permit,
@@ -68,10 +66,6 @@ fn passed_through(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map_or(Framing::Whole, Framing::from_content_type);
-    // OpenAI's chat and completions streams close with `data: [DONE]` (only a stream that
-    // started well: an error answer is passed as it came).
-    relayed.expects_done =
-        framing == Framing::Sse && head.status.is_success() && matches!(api, Api::OpenAiChat | Api::OpenAiCompletions);
     relayed.shape = Shape::Pass(framing);
     Response::from_parts(head, relay(relayed, body, permit))
 }

@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub struct Activity {
     /// Milliseconds after `opened` when the connection last went idle.
     idle_since_ms: AtomicU64,
     /// Whether any request has arrived yet.
-    served: AtomicUsize,
+    served: AtomicBool,
 }
 
 impl Activity {
@@ -33,14 +33,14 @@ impl Activity {
             opened: Instant::now(),
             open_requests: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
-            served: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
         })
     }
 
     /// A request arrived: the connection is busy until the returned guard is dropped.
     pub fn begin(self: &Arc<Self>) -> RequestGuard {
         self.open_requests.fetch_add(1, Ordering::AcqRel);
-        self.served.fetch_add(1, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
         RequestGuard { activity: self.clone() }
     }
 
@@ -51,7 +51,7 @@ impl Activity {
             return None;
         }
         let idle_since = self.opened + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-        let patience = if self.served.load(Ordering::Relaxed) == 0 {
+        let patience = if !self.served.load(Ordering::Relaxed) {
             first_request
         } else {
             between

@@ -8,7 +8,7 @@ mod per_address;
 mod reply;
 mod server;
 
-pub use reply::{BodyError, BoxError, ResponseBody, empty, error_json, json, read_body, read_body_limited, text};
+pub use reply::{BodyError, BoxError, ResponseBody, empty, error_json, json, read_body_limited, text};
 pub use server::{ConnectionLimits, Handler, PeerAddr, serve};
 
 pub mod server_future {

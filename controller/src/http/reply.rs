@@ -70,20 +70,3 @@ pub async fn read_body_limited(body: Incoming, limit: usize) -> Result<Bytes, Bo
         Err(e) => Err(BodyError::Read(e.to_string())),
     }
 }
-
-/// Read a whole body of at most `limit` bytes; the error reply says the limit.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<ResponseBody>> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(error_json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            format!("request body is larger than the {limit}-byte limit"),
-        )),
-        Err(e) => Err(error_json(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            format!("could not read the request body: {e}"),
-        )),
-    }
-}
