@@ -622,7 +622,7 @@ impl PolicyEngine {
             return self.decide_on_pool(req, prepared).await;
         };
         let started = std::time::Instant::now();
-        let (attempt, _) = in_place::run(IN_PLACE_CUT, || {
+        let attempt = in_place::run(IN_PLACE_CUT, || {
             quiet_panics::inline(|| self.decide_inner(req, &prepared, OnPanic::GiveBack, Accounting::Live))
         });
         if attempt.is_none() || started.elapsed() > IN_PLACE_BUDGET {

@@ -12,14 +12,15 @@ thread_local! {
     static CUT: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Run `call` with this thread's stage deadlines cut to `budget` from now; also whether a
-/// stage was interrupted meanwhile (the cut, or the policy's own shorter deadline).
-pub fn run<R>(budget: Duration, call: impl FnOnce() -> R) -> (R, bool) {
+/// Run `call` with this thread's stage deadlines cut to `budget` from now (inside it,
+/// [`cut_short`] says whether a stage was interrupted).
+pub fn run<R>(budget: Duration, call: impl FnOnce() -> R) -> R {
     let before = UNTIL.with(|u| u.replace(Some(Instant::now() + budget)));
     CUT.with(|c| c.set(false));
     let result = call();
     UNTIL.with(|u| u.set(before));
-    (result, CUT.with(|c| c.replace(false)))
+    CUT.with(|c| c.set(false));
+    result
 }
 
 /// The deadline, in ms, a stage whose own deadline is `deadline_ms` gets on this thread now.
@@ -53,7 +54,7 @@ mod tests {
     fn deadlines_are_cut_only_inside_a_run_and_an_interrupt_is_reported_once() {
         assert_eq!(deadline_ms(100), 100);
         interrupted();
-        let ((inside, shorter), cut) = run(Duration::from_millis(5), || {
+        let (inside, shorter) = run(Duration::from_millis(5), || {
             let inside = deadline_ms(100);
             let shorter = deadline_ms(2);
             assert!(!cut_short());
@@ -63,9 +64,12 @@ mod tests {
         });
         assert!((1..=5).contains(&inside), "{inside}");
         assert_eq!(shorter, 2, "a shorter deadline of the policy's own stands");
-        assert!(cut);
-        let ((), cut) = run(Duration::from_millis(5), || ());
-        assert!(!cut, "an interrupt outside a run is not reported to the next");
+        run(Duration::from_millis(5), || {
+            assert!(
+                !cut_short(),
+                "an interrupt in an earlier run is not reported to the next"
+            )
+        });
         assert_eq!(deadline_ms(100), 100);
     }
 }
