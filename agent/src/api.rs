@@ -1,15 +1,12 @@
 //! The agent's HTTP API: every `POST /v1/...` and `POST /api/...` is relayed as bytes to the
-//! local runtime ([`crate::relay`]); `GET /v1/models`, `GET /telemetry` (the latest sample)
-//! and `/telemetry/stream` are the agent's own. A simulated runtime has no server of its
-//! own, so for it the agent answers `/v1/chat/completions`, `/v1/completions` and
-//! `/v1/embeddings` itself, in OpenAI's shapes (streams are SSE ending in `data: [DONE]`).
+//! local runtime ([`crate::relay`]; the simulated runtime too, on its loopback server);
+//! `GET /v1/models`, `GET /telemetry` (the latest sample) and `/telemetry/stream` are the
+//! agent's own.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
@@ -19,9 +16,8 @@ use switchyard_protocol::AgentTelemetry;
 use tokio::sync::watch;
 
 use crate::config::{AgentConfig, RuntimeKind};
-use crate::driver::{DriverError, Event, EventStream, RuntimeDriver};
-use crate::openai_shapes::{self as shapes, ChatBody, CompletionBody, EmbeddingBody, Kind};
-use crate::performance::{Metered, PerformanceTracker};
+use crate::driver::{DriverError, RuntimeDriver};
+use crate::performance::PerformanceTracker;
 use crate::relay::{RelayError, RuntimeRelay};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,17 +25,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// the controller turns into an explicit error for its client.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Largest request body the agent accepts.
-const BODY_LIMIT: usize = 4 * 1024 * 1024;
-
 #[derive(Debug)]
 pub struct AgentApi {
     pub config: Arc<AgentConfig>,
     pub driver: Arc<dyn RuntimeDriver>,
     pub performance: Arc<PerformanceTracker>,
     pub telemetry: watch::Receiver<AgentTelemetry>,
-    /// The data plane to the runtime's own server (`None` for the simulated runtime).
-    relay: Option<RuntimeRelay>,
+    /// The data plane to the runtime's own server.
+    relay: RuntimeRelay,
     /// The models the agent starts itself.
     models: Option<Arc<crate::models::ModelManager>>,
     /// Set by `POST /power/sleep`, cleared by `/power/wake`; telemetry reports it.
@@ -64,7 +57,10 @@ fn full(status: StatusCode, value: &Value) -> Response<Body> {
 }
 
 pub(crate) fn error(status: StatusCode, kind: &str, message: impl AsRef<str>) -> Response<Body> {
-    full(status, &shapes::error_body(message.as_ref(), kind, status.as_u16()))
+    full(
+        status,
+        &json!({ "error": { "message": message.as_ref(), "type": kind, "code": status.as_u16() } }),
+    )
 }
 
 fn driver_error(e: &DriverError) -> Response<Body> {
@@ -77,21 +73,6 @@ fn driver_error(e: &DriverError) -> Response<Body> {
     error(status, kind, e.to_string())
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn request_id(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{nanos:x}")
-}
-
 impl AgentApi {
     pub fn new(
         config: Arc<AgentConfig>,
@@ -99,14 +80,7 @@ impl AgentApi {
         performance: Arc<PerformanceTracker>,
         telemetry: watch::Receiver<AgentTelemetry>,
     ) -> Result<Self, RelayError> {
-        let relay = match driver.kind() {
-            RuntimeKind::Simulated => None,
-            _ => Some(RuntimeRelay::new(
-                &driver.base_url(),
-                driver.clone(),
-                performance.clone(),
-            )?),
-        };
+        let relay = RuntimeRelay::new(&driver.base_url(), driver.clone(), performance.clone())?;
         Ok(Self {
             config,
             driver,
@@ -127,9 +101,7 @@ impl AgentApi {
     /// Serve `models`' models from their own runtimes, started on demand.
     pub fn with_models(mut self, models: Option<Arc<crate::models::ModelManager>>) -> Self {
         let shared_runtime = self.config.runtime.base_url.is_some();
-        self.relay = self
-            .relay
-            .map(|relay| relay.with_models(models.clone(), shared_runtime));
+        self.relay = self.relay.with_models(models.clone(), shared_runtime);
         self.models = models;
         self
     }
@@ -215,64 +187,16 @@ impl AgentApi {
                     &json!({ "node": self.config.node, "sleeping": sleeping }),
                 )
             }
-            (Method::POST, path) if path.starts_with("/v1/") || path.starts_with("/api/") => match &self.relay {
-                Some(relay) => match relay.relay(request).await {
+            (Method::POST, path) if path.starts_with("/v1/") || path.starts_with("/api/") => {
+                match self.relay.relay(request).await {
                     Ok(response) => response,
                     Err(e) => error(StatusCode::BAD_REQUEST, "invalid_request_error", e.to_string()),
-                },
-                None => self.simulated(request).await,
-            },
+                }
+            }
             (method, path) => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("no endpoint {method} {path}"),
-            ),
-        }
-    }
-
-    /// The simulated runtime's OpenAI API, answered by the agent itself.
-    async fn simulated(&self, request: Request<Incoming>) -> Response<Body> {
-        let path = request.uri().path().to_owned();
-        match path.as_str() {
-            "/v1/chat/completions" => match read_json::<ChatBody>(request).await {
-                Ok(body) => {
-                    let started = Instant::now();
-                    let generation = self.driver.chat(body.request()).await;
-                    self.generation(Kind::Chat, &body.model, body.stream, started, generation)
-                        .await
-                }
-                Err(reply) => reply,
-            },
-            "/v1/completions" => match read_json::<CompletionBody>(request).await {
-                Ok(body) => {
-                    let started = Instant::now();
-                    let generation = self.driver.complete(body.request()).await;
-                    self.generation(Kind::Completion, &body.model, body.stream, started, generation)
-                        .await
-                }
-                Err(reply) => reply,
-            },
-            "/v1/embeddings" => match read_json::<EmbeddingBody>(request).await {
-                Ok(body) => match self.driver.embed(body.request()).await {
-                    Ok(vectors) => {
-                        let data: Vec<Value> = vectors
-                            .into_iter()
-                            .enumerate()
-                            .map(|(index, embedding)| json!({ "object": "embedding", "index": index, "embedding": embedding }))
-                            .collect();
-                        full(
-                            StatusCode::OK,
-                            &json!({ "object": "list", "model": body.model, "data": data }),
-                        )
-                    }
-                    Err(e) => driver_error(&e),
-                },
-                Err(reply) => reply,
-            },
-            path => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("the simulated runtime has no endpoint POST {path}"),
             ),
         }
     }
@@ -374,87 +298,4 @@ impl AgentApi {
             .collect();
         full(StatusCode::OK, &json!({ "object": "list", "data": data }))
     }
-
-    async fn generation(
-        &self,
-        kind: Kind,
-        model: &str,
-        stream: bool,
-        started: Instant,
-        generation: Result<EventStream, DriverError>,
-    ) -> Response<Body> {
-        let events = match generation {
-            Ok(events) => events,
-            Err(e) => return driver_error(&e),
-        };
-        let metered = Metered::new(events, started, self.performance.clone(), self.performance.start());
-        let id = request_id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" });
-        let created = now_secs();
-        if !stream {
-            return match crate::driver::collect(Box::pin(metered)).await {
-                Ok((text, finish, usage)) => full(
-                    StatusCode::OK,
-                    &shapes::whole_reply(kind, &id, created, model, &text, &finish, usage),
-                ),
-                Err(e) => driver_error(&e),
-            };
-        }
-        let model = model.to_owned();
-        let frames = metered
-            .map(move |event| {
-                let text = match event {
-                    Ok(Event::Delta(delta)) => sse(&shapes::chunk(kind, &id, created, &model, Some(&delta), None)),
-                    Ok(Event::Done { finish_reason, usage }) => {
-                        let mut last = shapes::chunk(kind, &id, created, &model, None, Some(&finish_reason));
-                        last["usage"] = shapes::usage_json(usage);
-                        format!("{}data: [DONE]\n\n", sse(&last))
-                    }
-                    Err(e) => {
-                        tracing::warn!("stream failed after the first byte: {e}");
-                        sse(&shapes::error_body(&e.to_string(), "runtime_error", e.status()))
-                    }
-                };
-                Ok::<_, Infallible>(Frame::data(Bytes::from(text)))
-            })
-            .boxed();
-        let mut response = Response::new(boxed(StreamBody::new(frames)));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
-        response
-    }
-}
-
-fn sse(value: &Value) -> String {
-    format!("data: {value}\n\n")
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, Response<Body>> {
-    let body = match Limited::new(request.into_body(), BODY_LIMIT).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                format!("request body is over {BODY_LIMIT} bytes"),
-            ));
-        }
-        Err(e) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                format!("cannot read the body: {e}"),
-            ));
-        }
-    };
-    serde_json::from_slice(&body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            format!("invalid JSON body: {e}"),
-        )
-    })
 }

@@ -96,7 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             max_tokens,
         } => {
             let config = AgentConfig::load(&path)?;
-            let driver = crate::driver::from_config(&config);
+            let driver = crate::driver::from_config(&config).await?;
             let results = crate::bench::run(&config, driver, rounds.max(1), max_tokens.max(2)).await?;
             let file = AgentConfig::bench_file(&path);
             std::fs::write(&file, serde_json::to_vec_pretty(&results)?)
@@ -110,7 +110,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Telemetry { once: _, config } => {
             let config = config.map(|path| AgentConfig::load(&path)).transpose()?.map(Arc::new);
-            let driver = config.as_deref().map(crate::driver::from_config);
+            let driver = match config.as_deref() {
+                Some(config) => Some(crate::driver::from_config(config).await?),
+                None => None,
+            };
             let mut sampler = Sampler::new(config, driver, Arc::new(PerformanceTracker::default()), None);
             // CPU usage is a difference between two refreshes.
             sampler.sample().await;
@@ -176,7 +179,9 @@ async fn init(
 
 async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     let config = Arc::new(AgentConfig::load(&config_path)?);
-    let driver = crate::driver::from_config(&config);
+    let driver = crate::driver::from_config(&config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the simulated runtime's server on loopback: {e}"))?;
     let (tokens_per_sec, ttft_ms) = crate::bench::BenchResults::load(&AgentConfig::bench_file(&config_path))
         .map(|b| b.seed())
         .unwrap_or((None, None));

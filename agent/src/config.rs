@@ -299,7 +299,7 @@ impl AgentConfig {
         match self.runtime.kind {
             RuntimeKind::Simulated => {
                 let profile = self.runtime.profile.as_deref().unwrap_or_default();
-                if crate::driver::simulated::Profile::named(profile).is_none() {
+                if crate::simulator::Profile::named(profile).is_none() {
                     return Err(invalid(
                         "runtime.profile",
                         format!("{profile:?} is not a simulated machine; use \"m4\", \"ryzen\" or \"xeon\""),

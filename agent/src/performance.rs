@@ -3,16 +3,11 @@
 //! `switchyard-agent bench` results seed the figures until live requests replace them.
 
 use parking_lot::Mutex;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_util::Stream;
 use switchyard_protocol::Performance;
-
-use crate::driver::{DriverError, Event};
 
 /// Weight of the newest request in the moving averages.
 const ALPHA: f32 = 0.2;
@@ -152,62 +147,6 @@ impl Drop for InFlight {
                 busy.total += since.elapsed();
             }
         });
-    }
-}
-
-/// Wraps a generation: measures it, and holds its in-flight guard until it ends or is
-/// dropped (a client that disconnects drops it, which cancels the upstream request).
-pub struct Metered<S> {
-    inner: S,
-    started: Instant,
-    first_token: Option<Instant>,
-    tracker: Arc<PerformanceTracker>,
-    _in_flight: InFlight,
-}
-
-impl<S> std::fmt::Debug for Metered<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metered")
-            .field("started", &self.started)
-            .field("first_token", &self.first_token)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> Metered<S> {
-    pub fn new(inner: S, started: Instant, tracker: Arc<PerformanceTracker>, in_flight: InFlight) -> Self {
-        Self {
-            inner,
-            started,
-            first_token: None,
-            tracker,
-            _in_flight: in_flight,
-        }
-    }
-}
-
-impl<S: Stream<Item = Result<Event, DriverError>> + Unpin> Stream for Metered<S> {
-    type Item = Result<Event, DriverError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = Pin::new(&mut self.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(event))) = &polled {
-            let now = Instant::now();
-            match event {
-                Event::Delta(_) if self.first_token.is_none() => self.first_token = Some(now),
-                Event::Done { usage, .. } => {
-                    self.tracker.add_tokens(u64::from(usage.completion_tokens));
-                    let first = self.first_token.unwrap_or(now);
-                    let ttft_ms = first.duration_since(self.started).as_secs_f32() * 1000.0;
-                    let decode = now.duration_since(first).as_secs_f32();
-                    let speed = (usage.completion_tokens > 1 && decode > 0.0)
-                        .then(|| (usage.completion_tokens - 1) as f32 / decode);
-                    self.tracker.record(ttft_ms, speed);
-                }
-                _ => {}
-            }
-        }
-        polled
     }
 }
 

@@ -141,6 +141,7 @@ impl RuntimeRelay {
     /// Relay `request` (its path, headers and body) to the runtime.
     pub async fn relay(&self, request: Request<Incoming>) -> Result<Response<Body>, RelayError> {
         let started = Instant::now();
+        let in_flight = self.performance.start();
         let (parts, body) = request.into_parts();
         let body = body
             .collect()
@@ -204,6 +205,7 @@ impl RuntimeRelay {
             generation && head.status.is_success(),
             started,
             self.performance.clone(),
+            in_flight,
         );
         let body = TappedBody {
             inner: body,

@@ -62,8 +62,15 @@ pub struct Tap {
 }
 
 impl Tap {
-    pub fn new(framing: Framing, generation: bool, started: Instant, tracker: Arc<PerformanceTracker>) -> Tap {
-        let in_flight = tracker.start();
+    /// `in_flight`: taken when the request went to the runtime, so that the time the runtime
+    /// spent before its first byte counts as busy (a whole answer's head comes at its end).
+    pub fn new(
+        framing: Framing,
+        generation: bool,
+        started: Instant,
+        tracker: Arc<PerformanceTracker>,
+        in_flight: InFlight,
+    ) -> Tap {
         Tap {
             framing,
             generation,
@@ -229,7 +236,8 @@ mod tests {
 
     fn tap(framing: Framing) -> (Tap, Arc<PerformanceTracker>) {
         let tracker = Arc::new(PerformanceTracker::default());
-        (Tap::new(framing, true, Instant::now(), tracker.clone()), tracker)
+        let in_flight = tracker.start();
+        (Tap::new(framing, true, Instant::now(), tracker.clone(), in_flight), tracker)
     }
 
     const STREAM: &[u8] = b": keepalive\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\

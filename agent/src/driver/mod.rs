@@ -1,7 +1,8 @@
 //! Runtime drivers behind one async trait: Ollama (through `ollama-rs`), any
-//! OpenAI-compatible server (vLLM, `mlx_lm.server`, llama.cpp's server, LM Studio), and a
-//! simulated runtime modelled on the seed machines. Requests and streamed events are typed
-//! here; the agent's HTTP API speaks OpenAI's shapes on top of them.
+//! OpenAI-compatible server (vLLM, `mlx_lm.server`, llama.cpp's server, LM Studio), and the
+//! simulated runtime's loopback server. A driver probes its runtime and manages its models;
+//! requests reach the runtime through [`crate::relay`], never through a driver (the typed
+//! requests and events here serve `switchyard-agent bench` and the drivers' own tests).
 
 pub mod ollama;
 pub mod openai;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_protocol::LoadedModel;
 
 use crate::config::{AgentConfig, RuntimeKind};
+use crate::simulator::{Profile, Simulator};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -154,10 +156,10 @@ pub fn runtime_client(read_timeout: std::time::Duration) -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// The driver a config asks for.
-pub fn from_config(config: &AgentConfig) -> Arc<dyn RuntimeDriver> {
+/// The driver a config asks for (a simulated runtime's server is started here).
+pub async fn from_config(config: &AgentConfig) -> std::io::Result<Arc<dyn RuntimeDriver>> {
     let timeout = std::time::Duration::from_secs(config.runtime.request_timeout_s);
-    match config.runtime.kind {
+    Ok(match config.runtime.kind {
         RuntimeKind::Ollama => Arc::new(ollama::OllamaDriver::new(
             &config.base_url(),
             config.runtime.keep_alive.clone(),
@@ -169,16 +171,17 @@ pub fn from_config(config: &AgentConfig) -> Arc<dyn RuntimeDriver> {
             timeout,
         )),
         RuntimeKind::Simulated => {
-            let profile = simulated::Profile::named(config.runtime.profile.as_deref().unwrap_or_default())
-                .unwrap_or_else(simulated::Profile::xeon);
-            Arc::new(simulated::SimulatedDriver::with_time_scale(
+            let profile =
+                Profile::named(config.runtime.profile.as_deref().unwrap_or_default()).unwrap_or_else(Profile::xeon);
+            let simulator = Simulator::with_time_scale(
                 profile,
                 config.models.iter().map(|m| m.local.clone()).collect(),
                 config.runtime.time_scale.unwrap_or(1.0),
-            ))
+            );
+            Arc::new(simulated::SimulatedDriver::start(simulator).await?)
         }
         kind => Arc::new(openai::OpenAiDriver::new(kind, &config.base_url(), timeout)),
-    }
+    })
 }
 
 /// Collect a stream into the whole text and its end.

@@ -32,7 +32,7 @@ fn declared_power(config: Option<&AgentConfig>) -> Option<energy::Declared> {
         });
     }
     let profile = config.runtime.profile.as_deref()?;
-    let profile = crate::driver::simulated::Profile::named(profile)?;
+    let profile = crate::simulator::Profile::named(profile)?;
     (config.runtime.kind == crate::config::RuntimeKind::Simulated).then_some(energy::Declared {
         watts: profile.watts,
         idle_watts: profile.idle_watts,

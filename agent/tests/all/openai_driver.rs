@@ -1,14 +1,12 @@
 //! The `openai` driver against REAL servers: llama.cpp's (the Xeon's engine) and
 //! `mlx_lm.server` (the M4's runtime, on the CPU), each serving the tiny model.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use switchyard_agent::config::RuntimeKind;
 use switchyard_agent::driver::openai::OpenAiDriver;
 use switchyard_agent::driver::{ChatMessage, ChatRequest, CompletionRequest, Event, RuntimeDriver, Sampling, collect};
-use switchyard_agent::performance::{Metered, PerformanceTracker};
 
 use crate::support::*;
 
@@ -42,29 +40,20 @@ async fn exercise(runtime: &Runtime, kind: RuntimeKind) {
     assert_eq!(finish, "length");
     assert_eq!(usage.completion_tokens, 12);
 
-    // Streamed: many deltas, then the end; measured on the way.
-    let tracker = Arc::new(PerformanceTracker::default());
-    let started = Instant::now();
-    let stream = driver.chat(chat(&model, 24)).await.expect("chat stream");
-    let mut metered = Box::pin(Metered::new(stream, started, tracker.clone(), tracker.start()));
+    // Streamed: many deltas, then the end.
+    let mut stream = driver.chat(chat(&model, 24)).await.expect("chat stream");
     let mut deltas = 0;
     let mut done = None;
-    while let Some(event) = metered.next().await {
+    while let Some(event) = stream.next().await {
         match event.expect("event") {
             Event::Delta(_) => deltas += 1,
             Event::Done { finish_reason, usage } => done = Some((finish_reason, usage)),
         }
     }
-    drop(metered);
     let (finish, usage) = done.expect("a final event");
     assert!(deltas > 5, "{deltas} deltas");
     assert_eq!(finish, "length");
     assert_eq!(usage.completion_tokens, 24);
-    let performance = tracker.snapshot();
-    assert_eq!(performance.samples, 1);
-    assert_eq!(performance.in_flight, 0);
-    assert!(performance.ttft_ms.is_some_and(|t| t > 0.0), "{performance:?}");
-    assert!(performance.tokens_per_sec.is_some_and(|s| s > 0.0), "{performance:?}");
 
     // Completions too.
     let completion = CompletionRequest {
@@ -86,13 +75,13 @@ async fn exercise(runtime: &Runtime, kind: RuntimeKind) {
 }
 
 #[tokio::test]
-async fn the_openai_driver_chats_streams_and_measures_against_a_real_llama_cpp_server() {
+async fn the_openai_driver_chats_and_streams_against_a_real_llama_cpp_server() {
     let runtime = Runtime::start("llama-cpp");
     exercise(&runtime, RuntimeKind::LlamaCpp).await;
 }
 
 #[tokio::test]
-async fn the_openai_driver_chats_streams_and_measures_against_a_real_mlx_lm_server() {
+async fn the_openai_driver_chats_and_streams_against_a_real_mlx_lm_server() {
     let runtime = Runtime::start("mlx");
     exercise(&runtime, RuntimeKind::Mlx).await;
     // mlx_lm.server 404s an unknown model: the driver says which.

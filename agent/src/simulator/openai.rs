@@ -1,6 +1,6 @@
-//! OpenAI's request and response shapes as the agent's API speaks them: parsing chat,
-//! completion and embedding requests into driver requests, and rendering replies, SSE
-//! chunks and errors.
+//! OpenAI's request and response shapes as the simulated runtime's server speaks them:
+//! parsing chat, completion and embedding requests, and rendering replies, SSE chunks and
+//! errors.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
