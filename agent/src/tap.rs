@@ -237,7 +237,10 @@ mod tests {
     fn tap(framing: Framing) -> (Tap, Arc<PerformanceTracker>) {
         let tracker = Arc::new(PerformanceTracker::default());
         let in_flight = tracker.start();
-        (Tap::new(framing, true, Instant::now(), tracker.clone(), in_flight), tracker)
+        (
+            Tap::new(framing, true, Instant::now(), tracker.clone(), in_flight),
+            tracker,
+        )
     }
 
     const STREAM: &[u8] = b": keepalive\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\

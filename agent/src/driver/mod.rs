@@ -59,6 +59,9 @@ pub struct EmbedRequest {
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// Prompt tokens the runtime found in its prefix cache (0 where it does not say).
+    #[serde(default)]
+    pub cached_tokens: u32,
 }
 
 /// One event of a generation.

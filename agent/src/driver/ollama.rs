@@ -148,6 +148,7 @@ impl OllamaDriver {
                     let usage = Usage {
                         prompt_tokens: data.map(|d| d.prompt_eval_count as u32).unwrap_or(0),
                         completion_tokens: data.map(|d| d.eval_count as u32).unwrap_or(0),
+                        cached_tokens: 0,
                     };
                     yield Event::Done { finish_reason: finish_reason(None, usage, max_tokens), usage };
                     return;
@@ -203,6 +204,7 @@ impl OllamaDriver {
                         let usage = Usage {
                             prompt_tokens: value["prompt_eval_count"].as_u64().unwrap_or(0) as u32,
                             completion_tokens: value["eval_count"].as_u64().unwrap_or(0) as u32,
+                            cached_tokens: 0,
                         };
                         yield Event::Done { finish_reason: finish_reason(value["done_reason"].as_str(), usage, max_tokens), usage };
                         return;
@@ -400,6 +402,7 @@ mod tests {
         let usage = Usage {
             prompt_tokens: 3,
             completion_tokens: 16,
+            cached_tokens: 0,
         };
         assert_eq!(finish_reason(None, usage, Some(16)), "length");
         assert_eq!(finish_reason(None, usage, Some(64)), "stop");

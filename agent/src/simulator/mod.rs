@@ -1,11 +1,13 @@
 //! A simulated runtime that behaves like one of the seed machines ([`profile`]): its speeds
-//! per model size, time to first token, batch size (requests beyond it wait), and, for the
-//! M4, heat that builds with sustained generation and throttles it near 82 °C. Every reply
+//! per model size, time to first token, prefill speed with a prefix cache ([`prefix_cache`];
+//! cached prompt tokens cost nothing and are reported in `usage` as vLLM reports them),
+//! batch size (requests beyond it wait), and, for the M4, heat that builds with sustained generation and throttles it near 82 °C. Every reply
 //! starts with `[simulated <machine>]` and the runtime reports itself as simulated: it exists
 //! for the demo, routing tests and what-if studies, never in place of a real runtime. It is
 //! served over HTTP on loopback ([`server`]) and the agent relays to it like to any runtime.
 
 pub mod openai;
+pub mod prefix_cache;
 pub mod profile;
 pub mod server;
 
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::driver::{DriverError, Event, EventStream, RuntimeProbe, Sampling, Usage};
+use prefix_cache::{BYTES_PER_TOKEN, PrefixCache, block_hashes};
 pub use profile::{Profile, Thermal, model_size_b};
 
 #[derive(Debug)]
@@ -32,6 +35,7 @@ pub struct Simulator {
     slots: Arc<Semaphore>,
     waiting: Arc<AtomicU32>,
     heat: Arc<Mutex<Heat>>,
+    cache: Arc<Mutex<PrefixCache>>,
     /// Real time per simulated second: 1.0 in the demo, smaller in tests.
     time_scale: f32,
 }
@@ -50,6 +54,7 @@ impl Simulator {
                 celsius: idle,
                 at: Instant::now(),
             })),
+            cache: Arc::new(Mutex::new(PrefixCache::new(profile.cache_tokens))),
             profile,
             models,
             time_scale: time_scale.max(0.0),
@@ -87,8 +92,10 @@ impl Simulator {
         }
         let max_tokens = sampling.max_tokens.unwrap_or(128).max(1);
         let speed = self.profile.speed_for(model);
-        let ttft = Duration::from_secs_f32(self.profile.ttft_ms / 1000.0 * self.time_scale);
-        let prompt_tokens = (prompt_text.len() / 4).max(1) as u32;
+        let prompt_tokens = (prompt_text.len() / BYTES_PER_TOKEN).max(1) as u32;
+        let blocks = block_hashes(prompt_text.as_bytes());
+        let cache = self.cache.clone();
+        let model = model.to_owned();
         let mut seed = prompt_text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
@@ -105,11 +112,14 @@ impl Simulator {
             let permit = slots.acquire_owned().await;
             waiting.fetch_sub(1, Ordering::Relaxed);
             let _permit = permit.map_err(|_| DriverError::Unsupported("simulated runtime shut down".into()))?;
+            let cached_tokens = cache.lock().cached_tokens(&blocks, prompt_tokens);
+            let first_token_s = driver.profile.first_token_s(&model, prompt_tokens, cached_tokens);
             // A zero time scale generates at once: no timer (tokio's sleeps round up to 1 ms).
             let instant = driver.time_scale == 0.0;
             if !instant {
-                tokio::time::sleep(ttft).await;
+                tokio::time::sleep(Duration::from_secs_f32(first_token_s * driver.time_scale)).await;
             }
+            cache.lock().insert(&blocks);
             yield Event::Delta(format!("[simulated {name}]"));
             // Each token is due at a point in time, not after a fixed sleep: sleeps round up
             // to the timer's millisecond, which at small time scales would slow generation
@@ -125,7 +135,7 @@ impl Simulator {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 yield Event::Delta(format!(" {}", WORDS[(seed >> 33) as usize % WORDS.len()]));
             }
-            yield Event::Done { finish_reason: "length".to_owned(), usage: Usage { prompt_tokens, completion_tokens: max_tokens } };
+            yield Event::Done { finish_reason: "length".to_owned(), usage: Usage { prompt_tokens, completion_tokens: max_tokens, cached_tokens } };
         };
         Ok(Box::pin(stream))
     }
@@ -201,7 +211,7 @@ impl Simulator {
             error: None,
             running: Some(running),
             waiting: Some(self.waiting.load(Ordering::Relaxed)),
-            kv_cache_usage_pct: None,
+            kv_cache_usage_pct: Some(self.cache.lock().usage_pct()),
             thermal_throttled: Some(self.thermal_state().1),
             loaded: self
                 .models
@@ -240,6 +250,30 @@ mod tests {
             simulator.generate("other", "hello", &hello()),
             Err(DriverError::ModelNotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_repeated_prefix_is_reported_cached_as_vllm_reports_it() {
+        let simulator = Simulator::with_time_scale(Profile::ryzen(), vec!["q".into()], 0.0);
+        let system = "You are a careful coding agent. ".repeat(200); // 6400 bytes, 1600 tokens
+        let turn = |question: &str| {
+            let prompt = format!("{system}\n{question}");
+            collect(simulator.generate("q", &prompt, &hello()).expect("starts"))
+        };
+        let (_, _, cold) = turn("What does main do?").await.expect("cold");
+        assert_eq!((cold.prompt_tokens, cold.cached_tokens), (1604, 0));
+        let (_, _, warm) = turn("And what does it return?").await.expect("warm");
+        assert_eq!(
+            warm.cached_tokens, 1600,
+            "the system prompt's 100 full blocks: {warm:?}"
+        );
+        let probe = simulator.probe();
+        assert!(probe.kv_cache_usage_pct.is_some_and(|p| p > 0.0), "{probe:?}");
+        // Only the uncached part is prefilled: 1604 tokens at the ryzen's 4000 tok/s, or 6.
+        let profile = Profile::ryzen();
+        let cold_s = profile.first_token_s("q", 1604, 0);
+        let warm_s = profile.first_token_s("q", 1606, 1600);
+        assert!((cold_s - warm_s - 1598.0 / 4000.0).abs() < 1e-4, "{cold_s} {warm_s}");
     }
 
     #[tokio::test]

@@ -155,11 +155,13 @@ pub enum Kind {
     Completion,
 }
 
+/// `usage` as vLLM writes it with `--enable-prompt-tokens-details`.
 pub fn usage_json(usage: Usage) -> Value {
     json!({
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": { "cached_tokens": usage.cached_tokens },
     })
 }
 

@@ -22,6 +22,10 @@ pub struct Profile {
     pub ttft_ms: f32,
     /// (model size in billions of parameters, tokens/s) for one request, ascending size.
     pub speeds: Vec<(f32, f32)>,
+    /// (model size in billions of parameters, prompt tokens/s) of prefill, ascending size.
+    pub prefill: Vec<(f32, f32)>,
+    /// Prompt tokens the runtime keeps in its prefix cache (KV memory left by the model).
+    pub cache_tokens: u32,
     pub thermal: Option<Thermal>,
     /// The seed's whole-machine draw under load and idle, in watts (0: not given).
     pub watts: f32,
@@ -36,6 +40,8 @@ impl Profile {
             batch: 1,
             ttft_ms: 350.0,
             speeds: vec![(7.0, 18.0), (13.0, 10.0)],
+            prefill: vec![(7.0, 450.0), (13.0, 230.0)],
+            cache_tokens: 32_768,
             thermal: Some(Thermal {
                 idle_c: 45.0,
                 heat_per_token_c: 0.02,
@@ -56,6 +62,8 @@ impl Profile {
             batch: 4,
             ttft_ms: 120.0,
             speeds: vec![(7.0, 45.0), (14.0, 38.0), (34.0, 30.0), (70.0, 17.0)],
+            prefill: vec![(7.0, 4000.0), (14.0, 2200.0), (34.0, 1000.0), (70.0, 450.0)],
+            cache_tokens: 131_072,
             thermal: None,
             // "105W (CPU) + 420W (GPU) = ~525W full load"
             watts: 525.0,
@@ -70,6 +78,8 @@ impl Profile {
             batch: 2,
             ttft_ms: 200.0,
             speeds: vec![(7.0, 22.0), (14.0, 12.0)],
+            prefill: vec![(7.0, 2000.0), (14.0, 1000.0)],
+            cache_tokens: 49_152,
             thermal: None,
             // "95W (CPU) + 165W (GPU) = ~260W typical"
             watts: 260.0,
@@ -88,14 +98,31 @@ impl Profile {
 
     /// Tokens/s for a model, from the size in its name (`qwen25-coder-32b` -> 32B).
     pub fn speed_for(&self, model: &str) -> f32 {
-        let size = model_size_b(model).unwrap_or(7.0);
-        self.speeds
-            .iter()
-            .find(|(limit, _)| size <= *limit)
-            .or(self.speeds.last())
-            .map(|(_, s)| *s)
-            .unwrap_or(20.0)
+        by_size(&self.speeds, model).unwrap_or(20.0)
     }
+
+    /// Prompt tokens/s of prefill for a model, from the size in its name.
+    pub fn prefill_for(&self, model: &str) -> f32 {
+        by_size(&self.prefill, model).unwrap_or(1000.0)
+    }
+
+    /// Seconds from a free slot to the first token: the fixed start plus the prefill of the
+    /// prompt's tokens that are not cached.
+    pub fn first_token_s(&self, model: &str, prompt_tokens: u32, cached_tokens: u32) -> f32 {
+        let uncached = prompt_tokens.saturating_sub(cached_tokens) as f32;
+        self.ttft_ms / 1000.0 + uncached / self.prefill_for(model)
+    }
+}
+
+/// The figure for the smallest size class that holds the model's size (the largest class
+/// for larger models; 7B when the name gives no size).
+fn by_size(figures: &[(f32, f32)], model: &str) -> Option<f32> {
+    let size = model_size_b(model).unwrap_or(7.0);
+    figures
+        .iter()
+        .find(|(limit, _)| size <= *limit)
+        .or(figures.last())
+        .map(|(_, figure)| *figure)
 }
 
 /// `32` from `qwen25-coder-32b`, `7` from `Qwen2.5-Coder-7B-Instruct`.
