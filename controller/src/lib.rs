@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node_table;
 pub mod policy;
 pub mod policy_check;
+pub mod prefix_index;
 pub mod prometheus_text;
 pub mod rng;
 pub mod seed_cluster;

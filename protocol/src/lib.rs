@@ -13,7 +13,7 @@ pub mod tls;
 
 pub use decision::{Decision, Reject, Route, Target};
 pub use framing::Framing;
-pub use request::RequestInfo;
+pub use request::{CachedPrefix, RequestInfo};
 pub use snapshot::{ClusterSnapshot, GpuSample, ModelVariant, NodeSnapshot};
 pub use telemetry::{
     AgentTelemetry, EnergySource, EnergyTelemetry, GpuTelemetry, HostInfo, LoadedModel, ModelLoadState, ModelState,

@@ -27,6 +27,18 @@ pub struct RequestInfo {
     pub session: Option<String>,
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// The controller's estimate of the prompt tokens each node already holds in its prefix
+    /// cache (nodes holding none are left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cached: Vec<CachedPrefix>,
+}
+
+/// Prompt tokens of one request that a node is estimated to hold already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachedPrefix {
+    pub node: String,
+    pub tokens: u32,
 }
 
 fn default_api() -> String {
@@ -53,6 +65,7 @@ impl RequestInfo {
             task: None,
             session: None,
             tags: Vec::new(),
+            cached: Vec::new(),
         }
     }
 }

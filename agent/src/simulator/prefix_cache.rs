@@ -55,7 +55,9 @@ impl PrefixCache {
     /// touched.
     pub fn cached_tokens(&mut self, hashes: &[u64], prompt_tokens: u32) -> u32 {
         let held = hashes.iter().take_while(|h| self.last_used.contains_key(h)).count();
-        for hash in &hashes[..held] {
+        // Deepest first, so that a prefix is never older than what extends it (vLLM evicts
+        // the leaves of a prefix tree first).
+        for hash in hashes[..held].iter().rev() {
             self.touch(*hash);
         }
         let usable_blocks = prompt_tokens.saturating_sub(1) / BLOCK_TOKENS;
@@ -67,7 +69,7 @@ impl PrefixCache {
 
     /// Keep a prompt's blocks (after its prefill), evicting the least recently used.
     pub fn insert(&mut self, hashes: &[u64]) {
-        for hash in hashes.iter().take(self.capacity_blocks) {
+        for hash in hashes.iter().take(self.capacity_blocks).rev() {
             self.touch(*hash);
         }
         while self.last_used.len() > self.capacity_blocks {
@@ -140,9 +142,9 @@ mod tests {
         cache.insert(&a);
         cache.insert(&b);
         assert!((cache.usage_pct() - 100.0).abs() < 1e-3);
-        // a's first 20 blocks went to make room; b is whole.
-        assert_eq!(cache.cached_tokens(&a, 60 * BLOCK_TOKENS), 0);
+        // a's last 20 blocks went to make room (its leaves, not its root); b is whole.
+        assert_eq!(cache.cached_tokens(&a, 60 * BLOCK_TOKENS), 40 * BLOCK_TOKENS);
         assert_eq!(cache.cached_tokens(&b, 60 * BLOCK_TOKENS), 59 * BLOCK_TOKENS);
-        assert_eq!(cache.hit_tokens, u64::from(59 * BLOCK_TOKENS));
+        assert_eq!(cache.hit_tokens, u64::from(99 * BLOCK_TOKENS));
     }
 }

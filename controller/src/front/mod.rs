@@ -50,6 +50,7 @@ use crate::decisions::DecisionStore;
 use crate::http::{ResponseBody, json, text};
 use crate::node_table::NodeTable;
 use crate::policy::{PolicyEngine, PreparedSnapshot};
+use crate::prefix_index::{PrefixIndex, PromptChain};
 
 /// The front door: its own state and the handles it uses (the policy engine, the node
 /// table, the decision record), handed to it by the composition root (`app.rs`).
@@ -68,6 +69,8 @@ pub struct Front {
     /// Cancelled when the shutdown grace is about to end: answers still running end with an
     /// explicit error.
     pub closing: tokio_util::sync::CancellationToken,
+    /// Which node holds which prompt prefixes: the requests' cache estimates.
+    pub prefixes: Arc<PrefixIndex>,
     next_id: AtomicU64,
 }
 
@@ -89,6 +92,7 @@ impl Front {
             metrics: Arc::new(FrontMetrics::default()),
             routed: tokio::sync::broadcast::channel(256).0,
             closing: tokio_util::sync::CancellationToken::new(),
+            prefixes: Arc::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -190,10 +194,17 @@ async fn prompt(
         crate::http::BodyError::Read(message) => FrontError::BadRequest(message),
     })?;
     let id = format!("req-{}", front.next_id.fetch_add(1, Ordering::Relaxed));
-    let (info, value) = parse(api, &id, &parts.headers, &body, &grant)?;
+    let (mut info, value) = parse(api, &id, &parts.headers, &body, &grant)?;
 
     let view = front.nodes.prepared();
     feasible::check(view.snapshot(), &info)?;
+    // Only what prefills a prompt fills a cache (not embeddings, nor counting tokens).
+    let chain = match api {
+        Api::OpenAiEmbeddings | Api::OllamaEmbed => PromptChain::default(),
+        _ if parts.uri.path().ends_with("/count_tokens") => PromptChain::default(),
+        _ => PromptChain::of(&value, &info.model),
+    };
+    info.cached = front.prefixes.estimate(&chain, view.snapshot(), &info.model);
     let route = decide(front, &view, &info, started, outcome).await?;
     let dispatch = Dispatch {
         wait_for_first: route.wait_for_first,
@@ -207,6 +218,7 @@ async fn prompt(
     })
     .await?;
 
+    front.prefixes.record(&upstream.node, &chain);
     outcome.node = Some(upstream.node.clone());
     outcome.model_label = info.model.clone();
     let energy = energy_estimate(front.nodes.energy(&upstream.node).as_ref(), &info);

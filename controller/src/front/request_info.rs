@@ -174,6 +174,7 @@ pub fn request_info(
         task,
         session,
         tags,
+        cached: Vec::new(),
     })
 }
 
