@@ -19,8 +19,18 @@ prompt_per_second). Rows keep the median over the repetitions.
 
 It then fits TTFT_ms = base_ms + uncached_tokens * 1000 / prefill_tps by least squares
 over every cold and warm request, and reports per row the predicted vs measured cold/warm
-ratio. A length is skipped when the cold request is predicted (from the cold requests so
-far) to take longer than --max-cold-s.
+ratio. A length is skipped when the cold request is predicted (the longest cold request so
+far, scaled quadratically) to take longer than --max-cold-s. Besides that linear fit (`fit`), it reports the same
+formula fitted on relative error (`fit_relative`) and two models in which prefill slows as
+the context grows (`fit_attention`, `fit_context`); see MODELS. `--reanalyse OLD.json`
+recomputes all of them from the raw requests saved in an earlier output.
+
+The committed result (tests/bench/calibration/llama-server-prefill.json) used the tiny model
+of tests/runtimes/gen_tiny_model.py at the size ../shared/runtimes.md names (8 layers, width
+512, 8 heads, FF 1536, context 16384). The generator has no size options; a wrapper that
+imports it, sets N_LAYER, N_EMBD, N_HEAD, N_FF, N_CTX = 8, 512, 8, 1536, 16384 and calls
+train_tokenizer(), make_weights() and write_gguf() produces it. Server:
+  ../shared/runtimes/llama-server -m tiny.gguf -a tiny -c 16384 --host 127.0.0.1 --port P -t 2 -np 1
 """
 import argparse
 import datetime
@@ -144,19 +154,8 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-def fit(points):
-    """Least squares y = a + b x; returns (a, b)."""
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    sxy = sum((x - mx) * (y - my) for x, y in points)
-    b = sxy / sxx
-    return my - b * mx, b
-
-
 def solve(a, b):
-    """Gaussian elimination for the small normal equations below."""
+    """Gaussian elimination with partial pivoting for the small normal equations below."""
     n = len(b)
     m = [row[:] + [b[i]] for i, row in enumerate(a)]
     for c in range(n):
@@ -169,15 +168,114 @@ def solve(a, b):
     return [m[i][n] / m[i][i] for i in range(n)]
 
 
-def fit_attention(recs):
-    """Least squares TTFT_ms = base + u*a + u*(c + u/2)*b over (uncached u, cached c, ms):
-    a = ms per token of the context-independent work (1000/a = short-context prefill tok/s),
-    b = extra ms per token per token already in context (attention over the prefix)."""
-    rows = [(1.0, u, u * (c + u / 2.0)) for u, c, _ in recs]
-    ys = [y for _, _, y in recs]
-    ata = [[sum(r[i] * r[j] for r in rows) for j in range(3)] for i in range(3)]
-    aty = [sum(r[i] * y for r, y in zip(rows, ys)) for i in range(3)]
+def wls(features, ys, relative):
+    """Least squares of ys on the feature rows; relative=True minimises the squared relative
+    error (weights 1/y^2), so short and long requests count alike."""
+    ws = [1.0 / (y * y) if relative else 1.0 for y in ys]
+    k = len(features[0])
+    ata = [[sum(w * f[i] * f[j] for f, w in zip(features, ws)) for j in range(k)] for i in range(k)]
+    aty = [sum(w * f[i] * y for f, y, w in zip(features, ys, ws)) for i in range(k)]
     return solve(ata, aty)
+
+
+def cached_of(r):
+    if r.get("cache_n") is not None:
+        return r["cache_n"]
+    return r.get("cached_tokens") or 0
+
+
+# Each model: name -> (features(u, c), relative weights?, description). u = uncached tokens of
+# the request, c = tokens served from the prefix cache.
+MODELS = {
+    "fit": (lambda u, c: (1.0, u), False,
+            "TTFT_ms = base_ms + uncached_tokens * 1000 / prefill_tps; ordinary least squares "
+            "over every cold and warm request"),
+    "fit_relative": (lambda u, c: (1.0, u), True,
+                     "same formula, least squares of the relative error (weights 1/TTFT^2), so "
+                     "the short warm requests weigh as much as the long cold ones"),
+    "fit_attention": (lambda u, c: (1.0, u, u * (c + u / 2.0)), True,
+                      "TTFT_ms = base_ms + u * 1000 / prefill_tps + u * (c + u/2) * attn_us_per_token_pair / 1000 "
+                      "(u uncached, c cached tokens): each new token also attends to every token "
+                      "before it, so prefill slows as the context grows; relative least squares"),
+    "fit_context": (lambda u, c: (1.0, u, u * (c + u / 2.0), c), True,
+                    "fit_attention plus c * cached_read_us_per_token / 1000: a cost per cached "
+                    "token paid by every request that reuses the prefix (reading its KV cache); "
+                    "relative least squares"),
+}
+
+
+def predict(coef, feats):
+    return sum(a * f for a, f in zip(coef, feats))
+
+
+def analyse(raw, lengths):
+    recs = [(n, k, uncached(r), cached_of(r), r["wall_ms"]) for n in lengths
+            for k in ("cold", "warm") for r in raw[n][k]]
+    fastest = []
+    for n in lengths:
+        for k in ("cold", "warm"):
+            mine = [x for x in recs if x[0] == n and x[1] == k]
+            if mine:
+                fastest.append(min(mine, key=lambda x: x[4]))
+    fits, coefs = {}, {}
+    for name, (feat, rel, desc) in MODELS.items():
+        entry = {"formula": desc, "points": len(recs)}
+        for label, data in (("all", recs), ("fastest_rep", fastest)):
+            try:
+                coef = wls([feat(u, c) for _, _, u, c, _ in data], [y for *_, y in data], rel)
+            except ZeroDivisionError:  # too few distinct lengths for this model
+                coef = [float("nan")] * len(feat(1, 0))
+            out = {"base_ms": round(coef[0], 1) if coef[0] == coef[0] else None,
+                   "prefill_tps": round(1000.0 / coef[1], 1) if coef[1] > 0 else None}
+            if len(coef) > 2:
+                out["attn_us_per_token_pair"] = round(coef[2] * 1000.0, 5)
+            if len(coef) > 3:
+                out["cached_read_us_per_token"] = round(coef[3] * 1000.0, 3)
+            if label == "all":
+                entry.update(out)
+                coefs[name] = coef
+            else:
+                entry["fastest_rep"] = dict(out, note="fitted over the fastest repetition of "
+                                                      "each (length, cold/warm) only")
+        fits[name] = entry
+
+    rows = []
+    for n in lengths:
+        c, w = raw[n]["cold"], raw[n]["warm"]
+        if not c:
+            continue
+        cold_ms = median([r["wall_ms"] for r in c])
+        warm_ms = median([r["wall_ms"] for r in w])
+        cu, wu = median([uncached(r) for r in c]), median([uncached(r) for r in w])
+        cc, wc = median([cached_of(r) for r in c]), median([cached_of(r) for r in w])
+        ratio = cold_ms / warm_ms
+        row = {
+            "target_tokens": n,
+            "prompt_tokens": median([r["prompt_tokens"] for r in c]),
+            "cold_ms": round(cold_ms, 1),
+            "warm_ms": round(warm_ms, 1),
+            "cold_ms_min": round(min(r["wall_ms"] for r in c), 1),
+            "warm_ms_min": round(min(r["wall_ms"] for r in w), 1),
+            "cold_cached": median([r["cached_tokens"] for r in c]),
+            "warm_cached": median([r["cached_tokens"] for r in w]),
+            "cold_uncached": cu,
+            "warm_uncached": wu,
+            "cold_prompt_ms": median([r.get("prompt_ms") for r in c]),
+            "warm_prompt_ms": median([r.get("prompt_ms") for r in w]),
+            "cold_prompt_per_second": median([r.get("prompt_per_second") for r in c]),
+            "ratio": round(ratio, 2),
+        }
+        for name, (feat, _, _) in MODELS.items():
+            pc_ = predict(coefs[name], feat(cu, cc))
+            pw = predict(coefs[name], feat(wu, wc))
+            if not (pc_ == pc_ and pw == pw and pw != 0):
+                row[name] = None
+                continue
+            pr = pc_ / pw
+            row[name] = {"cold_ms": round(pc_, 1), "warm_ms": round(pw, 1),
+                         "ratio": round(pr, 2), "ratio_error": round((pr - ratio) / ratio, 3)}
+        rows.append(row)
+    return fits, rows
 
 
 def machine_facts():
@@ -199,8 +297,11 @@ def machine_facts():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", required=True)
+    ap.add_argument("--url", help="llama-server base URL, e.g. http://127.0.0.1:8080")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--reanalyse", metavar="JSON",
+                    help="recompute the fits and rows from the raw requests of an earlier output "
+                         "file (no server needed) and write them to --out")
     ap.add_argument("--lengths", default="500,1000,2000,4000,8000")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--max-cold-s", type=float, default=40.0)
@@ -208,6 +309,26 @@ def main():
     ap.add_argument("--server-flags", default="")
     ap.add_argument("--note", default="")
     a = ap.parse_args()
+    if a.reanalyse:
+        with open(a.reanalyse) as f:
+            result = json.load(f)
+        lengths = result["lengths_requested"]
+        raw = {n: result["raw"][str(n)] for n in lengths}
+        for name in MODELS:
+            result.pop(name, None)
+        for old in ("fit_fastest_rep",):
+            result.pop(old, None)
+        result.pop("rows", None)
+        raw_saved = result.pop("raw")
+        fits, rows = analyse(raw, lengths)
+        result.update(fits)
+        result["rows"] = rows
+        result["raw"] = raw_saved  # keep the raw requests last
+        write(a.out, result)
+        summary(result)
+        return
+    if not a.url:
+        ap.error("--url is required unless --reanalyse is given")
     base = a.url.rstrip("/")
     lengths = [int(x) for x in a.lengths.split(",")]
 
@@ -229,9 +350,11 @@ def main():
         for n in lengths:
             if n in skipped:
                 continue
-            if len(cold_pts) >= 2:
-                ca, cb = fit(cold_pts) if len({x for x, _ in cold_pts}) > 1 else (0, cold_pts[0][1] / cold_pts[0][0])
-                pred_s = (ca + cb * n) / 1000.0
+            if cold_pts:
+                # Conservative: scale the longest cold request so far quadratically (attention
+                # makes prefill superlinear), so a length is skipped rather than overrunning.
+                u0, ms0 = max(cold_pts)
+                pred_s = ms0 * max(1.0, n / max(u0, 1)) ** 2 / 1000.0
                 if pred_s > a.max_cold_s:
                     print(f"skip {n} tokens: predicted cold {pred_s:.1f} s > {a.max_cold_s} s", flush=True)
                     skipped.append(n)
@@ -249,73 +372,7 @@ def main():
                   f"(cached {cold['cached_tokens']}), warm {warm['wall_ms']:.0f} ms "
                   f"(cached {warm['cached_tokens']})", flush=True)
 
-    points = [(uncached(r), r["wall_ms"]) for n in lengths for k in ("cold", "warm")
-              for r in raw[n][k]]
-    base_ms, ms_per_tok = fit(points)
-    prefill_tps = 1000.0 / ms_per_tok
-    # The same fit over the fastest repetition of each (length, cold/warm): less hurt by
-    # other processes stealing the cores than the fit over every point.
-    best = [min(((uncached(r), r["wall_ms"]) for r in raw[n][k]), key=lambda p: p[1])
-            for n in lengths for k in ("cold", "warm") if raw[n][k]]
-    best_base_ms, best_ms_per_tok = fit(best)
-
-    def cached_of(r):
-        if r.get("cache_n") is not None:
-            return r["cache_n"]
-        return r.get("cached_tokens") or 0
-
-    att_recs = [(uncached(r), cached_of(r), r["wall_ms"]) for n in lengths
-                for k in ("cold", "warm") for r in raw[n][k]]
-    att = fit_attention(att_recs)
-    att_best = fit_attention([min(((uncached(r), cached_of(r), r["wall_ms"]) for r in raw[n][k]),
-                                  key=lambda p: p[2])
-                              for n in lengths for k in ("cold", "warm") if raw[n][k]])
-
-    def predict_att(u, c, f=att):
-        return f[0] + u * f[1] + u * (c + u / 2.0) * f[2]
-
-    def predict(u):
-        return base_ms + u * ms_per_tok
-
-    rows = []
-    for n in lengths:
-        c, w = raw[n]["cold"], raw[n]["warm"]
-        if not c:
-            continue
-        cold_ms = median([r["wall_ms"] for r in c])
-        warm_ms = median([r["wall_ms"] for r in w])
-        cu = median([uncached(r) for r in c])
-        wu = median([uncached(r) for r in w])
-        ratio = cold_ms / warm_ms
-        pred_ratio = predict(cu) / predict(wu)
-        cc = median([cached_of(r) for r in c])
-        wc = median([cached_of(r) for r in w])
-        att_ratio = predict_att(cu, cc) / predict_att(wu, wc)
-        rows.append({
-            "target_tokens": n,
-            "prompt_tokens": median([r["prompt_tokens"] for r in c]),
-            "cold_ms": round(cold_ms, 1),
-            "warm_ms": round(warm_ms, 1),
-            "cold_ms_min": round(min(r["wall_ms"] for r in c), 1),
-            "warm_ms_min": round(min(r["wall_ms"] for r in w), 1),
-            "cold_cached": median([r["cached_tokens"] for r in c]),
-            "warm_cached": median([r["cached_tokens"] for r in w]),
-            "cold_uncached": cu,
-            "warm_uncached": wu,
-            "cold_prompt_ms": median([r.get("prompt_ms") for r in c]),
-            "warm_prompt_ms": median([r.get("prompt_ms") for r in w]),
-            "cold_prompt_per_second": median([r.get("prompt_per_second") for r in c]),
-            "ratio": round(ratio, 2),
-            "predicted_cold_ms": round(predict(cu), 1),
-            "predicted_warm_ms": round(predict(wu), 1),
-            "predicted_ratio": round(pred_ratio, 2),
-            "ratio_error": round((pred_ratio - ratio) / ratio, 3),
-            "attention_fit_cold_ms": round(predict_att(cu, cc), 1),
-            "attention_fit_warm_ms": round(predict_att(wu, wc), 1),
-            "attention_fit_ratio": round(att_ratio, 2),
-            "attention_fit_ratio_error": round((att_ratio - ratio) / ratio, 3),
-            "cold_prefill_tps_measured": round(cu / cold_ms * 1000.0, 1),
-        })
+    fits, rows = analyse(raw, lengths)
 
     result = {
         "tool": "tests/bench/prefill_calibration.py",
@@ -330,22 +387,7 @@ def main():
         "lengths_requested": lengths,
         "lengths_skipped": skipped,
         "max_cold_s": a.max_cold_s,
-        "fit": {"formula": "TTFT_ms = base_ms + uncached_tokens * 1000 / prefill_tps",
-                "points": len(points), "base_ms": round(base_ms, 1),
-                "prefill_tps": round(prefill_tps, 1)},
-        "fit_fastest_rep": {"note": "same formula, fitted over the fastest repetition of each "
-                            "(length, cold/warm) only", "points": len(best),
-                            "base_ms": round(best_base_ms, 1),
-                            "prefill_tps": round(1000.0 / best_ms_per_tok, 1)},
-        "fit_attention": {
-            "formula": "TTFT_ms = base_ms + u*1000/prefill_tps_short + u*(cached + u/2)*attn_ms_per_token_pair"
-                       " (u = uncached tokens); prefill speed then falls as the context grows",
-            "points": len(att_recs), "base_ms": round(att[0], 1),
-            "prefill_tps_short": round(1000.0 / att[1], 1) if att[1] > 0 else None,
-            "attn_us_per_token_pair": round(att[2] * 1000.0, 5),
-            "fastest_rep": {"base_ms": round(att_best[0], 1),
-                            "prefill_tps_short": round(1000.0 / att_best[1], 1) if att_best[1] > 0 else None,
-                            "attn_us_per_token_pair": round(att_best[2] * 1000.0, 5)}},
+        **fits,
         "rows": rows,
         "raw": {str(n): raw[n] for n in lengths},
     }
@@ -353,15 +395,23 @@ def main():
         result["machine"]["loadavg_at_end"] = os.getloadavg()
     except OSError:
         pass
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
+    write(a.out, result)
+    summary(result)
+
+
+def write(path, result):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
         json.dump(result, f, indent=1)
         f.write("\n")
-    print(json.dumps({"fit": result["fit"], "fit_fastest_rep": result["fit_fastest_rep"],
-                      "fit_attention": result["fit_attention"], "rows": [
-        {k: r[k] for k in ("prompt_tokens", "cold_ms", "warm_ms", "cold_ms_min", "warm_ms_min", "warm_cached", "ratio",
-                           "predicted_ratio", "ratio_error", "attention_fit_ratio",
-                           "attention_fit_ratio_error")} for r in rows]}, indent=1))
+
+
+def summary(result):
+    out = {name: {k: v for k, v in result[name].items() if k != "formula"} for name in MODELS}
+    out["rows"] = [{k: ((r[k] or {}).get("ratio") if k in MODELS else r[k])
+                    for k in ("prompt_tokens", "cold_ms", "warm_ms", "warm_cached", "ratio", *MODELS)}
+                   for r in result["rows"]]
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
