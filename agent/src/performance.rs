@@ -11,11 +11,14 @@ use switchyard_protocol::Performance;
 
 /// Weight of the newest request in the moving averages.
 const ALPHA: f32 = 0.2;
+/// The fewest uncached prompt tokens that make a prefill-speed sample.
+pub const PREFILL_SAMPLE_TOKENS: u64 = 256;
 
 #[derive(Debug, Default)]
 struct Figures {
     tokens_per_sec: Option<f32>,
     ttft_ms: Option<f32>,
+    prefill_tokens_per_sec: Option<f32>,
     samples: u64,
     source: &'static str,
 }
@@ -50,6 +53,7 @@ impl PerformanceTracker {
             figures: Mutex::new(Figures {
                 tokens_per_sec,
                 ttft_ms,
+                prefill_tokens_per_sec: None,
                 samples: 0,
                 source,
             }),
@@ -93,10 +97,22 @@ impl PerformanceTracker {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// A prompt of `uncached` tokens the runtime did not find in its cache, processed in
+    /// `seconds` to the first token. Short prompts say more about the start than about
+    /// prefill: only those of at least [`PREFILL_SAMPLE_TOKENS`] count.
+    pub fn record_prefill(&self, uncached: u64, seconds: f32) {
+        if uncached < PREFILL_SAMPLE_TOKENS || seconds <= 0.0 {
+            return;
+        }
+        let speed = uncached as f32 / seconds;
+        self.with(|f| f.prefill_tokens_per_sec = Some(ewma(f.prefill_tokens_per_sec, speed)));
+    }
+
     pub fn snapshot(&self) -> Performance {
         self.with(|f| Performance {
             tokens_per_sec: f.tokens_per_sec,
             ttft_ms: f.ttft_ms,
+            prefill_tokens_per_sec: f.prefill_tokens_per_sec,
             samples: f.samples,
             source: if f.source.is_empty() {
                 "none".to_owned()

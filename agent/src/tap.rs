@@ -25,12 +25,34 @@ struct UsageOnly {
     /// Ollama's native counter.
     #[serde(default)]
     eval_count: Option<u64>,
+    /// llama.cpp's server: the prompt tokens it processed (not found in its cache) and how
+    /// long that took.
+    #[serde(default)]
+    timings: Option<Timings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct Usage {
     #[serde(default)]
     completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Timings {
+    #[serde(default)]
+    prompt_n: Option<u64>,
+    #[serde(default)]
+    prompt_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +77,10 @@ pub struct Tap {
     line: Vec<u8>,
     line_kind: LineKind,
     completion_tokens: Option<u64>,
+    /// Prompt tokens the runtime did not find in its cache (`usage`), and the time it says it
+    /// took to process them (`timings`, llama.cpp).
+    uncached_prompt_tokens: Option<u64>,
+    prefill_ms: Option<f64>,
     /// The stream's own end marker went by (`data: [DONE]`, Ollama's `"done": true`).
     saw_end: bool,
     tracker: Arc<PerformanceTracker>,
@@ -80,6 +106,8 @@ impl Tap {
             line: Vec::new(),
             line_kind: LineKind::Undecided,
             completion_tokens: None,
+            uncached_prompt_tokens: None,
+            prefill_ms: None,
             saw_end: false,
             tracker,
             _in_flight: in_flight,
@@ -154,7 +182,10 @@ impl Tap {
             if self.line_kind == LineKind::Marker && self.line[5..].trim_ascii() == b"[DONE]" {
                 self.saw_end = true;
             }
-            if self.line_kind == LineKind::Event && memchr::memmem::find(&self.line, b"\"usage\"").is_some() {
+            if self.line_kind == LineKind::Event
+                && (memchr::memmem::find(&self.line, b"\"usage\"").is_some()
+                    || memchr::memmem::find(&self.line, b"\"timings\"").is_some())
+            {
                 let line = std::mem::take(&mut self.line);
                 self.parse_counters(&line[5..]);
             }
@@ -175,9 +206,25 @@ impl Tap {
 
     fn parse_counters(&mut self, json: &[u8]) {
         if let Ok(found) = serde_json::from_slice::<UsageOnly>(json) {
-            let tokens = found.usage.and_then(|u| u.completion_tokens).or(found.eval_count);
+            let tokens = found
+                .usage
+                .as_ref()
+                .and_then(|u| u.completion_tokens)
+                .or(found.eval_count);
             if tokens.is_some() {
                 self.completion_tokens = tokens;
+            }
+            if let Some(usage) = &found.usage
+                && let Some(prompt) = usage.prompt_tokens
+            {
+                let cached = usage.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens);
+                self.uncached_prompt_tokens = Some(prompt.saturating_sub(cached.unwrap_or(0)));
+            }
+            if let Some(timings) = found.timings
+                && let (Some(processed), Some(ms)) = (timings.prompt_n, timings.prompt_ms)
+            {
+                self.uncached_prompt_tokens = Some(processed);
+                self.prefill_ms = Some(ms);
             }
         }
     }
@@ -202,6 +249,10 @@ impl Drop for Tap {
                 {
                     self.tracker.record_speed(tokens as f32 / seconds);
                 }
+                // A whole answer's first token is not seen: only the runtime's own timing.
+                if let (Some(uncached), Some(ms)) = (self.uncached_prompt_tokens, self.prefill_ms) {
+                    self.tracker.record_prefill(uncached, (ms / 1000.0) as f32);
+                }
             }
             Framing::Sse | Framing::Ndjson => {
                 if self.line_kind == LineKind::Event {
@@ -215,6 +266,10 @@ impl Drop for Tap {
                 let decode = now.duration_since(first).as_secs_f32();
                 let speed = (tokens > 1 && decode > 0.0).then(|| (tokens - 1) as f32 / decode);
                 self.tracker.record(ttft_ms, speed);
+                if let Some(uncached) = self.uncached_prompt_tokens {
+                    let seconds = self.prefill_ms.map_or(ttft_ms / 1000.0, |ms| (ms / 1000.0) as f32);
+                    self.tracker.record_prefill(uncached, seconds);
+                }
             }
         }
     }
@@ -257,6 +312,34 @@ mod tests {
             assert!(tap.unfinished().is_none(), "split at {split}");
             assert_eq!(tap.completion_tokens, Some(7), "split at {split}");
         }
+    }
+
+    #[test]
+    fn prefill_speed_comes_from_uncached_prompt_tokens_and_llama_cpp_s_own_timings() {
+        // vLLM's shape: 1000 prompt tokens, 200 cached: 800 processed by the first token.
+        let (mut sse, tracker) = tap(Framing::Sse);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sse.observe(&Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+            data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":200}}}\n\ndata: [DONE]\n\n",
+        ));
+        drop(sse);
+        let speed = tracker.snapshot().prefill_tokens_per_sec.expect("a prefill sample");
+        assert!(speed > 0.0 && speed < 800.0 / 0.019, "{speed}");
+        // llama.cpp's timings: 4000 tokens processed in 2 s, whatever the wall clock says.
+        let (mut whole, tracker) = tap(Framing::Whole);
+        whole.observe(&Bytes::from_static(
+            b"{\"usage\":{\"prompt_tokens\":4010,\"completion_tokens\":1},\"timings\":{\"prompt_n\":4000,\"prompt_ms\":2000.0,\"cache_n\":10}}",
+        ));
+        drop(whole);
+        assert_eq!(tracker.snapshot().prefill_tokens_per_sec, Some(2000.0));
+        // A fully cached prompt (a handful of tokens processed) is no sample.
+        let (mut cached, tracker) = tap(Framing::Sse);
+        cached.observe(&Bytes::from_static(
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5000,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":4992}}}\n\ndata: [DONE]\n\n",
+        ));
+        drop(cached);
+        assert_eq!(tracker.snapshot().prefill_tokens_per_sec, None);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! One routing decision through the Wasm sandbox versus the same policy code compiled
 //! natively, for 3, 16 and 256 nodes. The Wasm side is the engine's full request-path
 //! decision (`decide_prepared`: lowering the request and its candidates into the guest, the
-//! sandboxed call, lifting and validating the decision), for the current contract (0.3.0:
+//! sandboxed call, lifting and validating the decision), for the current contract (0.4.0:
 //! the cluster handed to each instance once per snapshot version, candidates as one list of
-//! numbers, four each), for the least-loaded component as built for 0.2.0
+//! numbers, five each), for the least-loaded component as built for 0.2.0
 //! (`tests/fixtures/least-loaded-0.2.0.wasm`: candidates as a list of records) and for 0.1.0
 //! (`tests/fixtures/least-loaded-0.1.0.wasm`: every candidate node lowered whole per call);
 //! the native side calls the policy crate's `decide` on the same inputs, already in memory.
@@ -85,6 +85,7 @@ fn to_sdk_node(node: &NodeSnapshot) -> sdk::Node {
         thermal_throttled: node.thermal_throttled,
         tokens_per_sec: node.tokens_per_sec,
         ttft_ms: node.ttft_ms,
+        prefill_tokens_per_sec: node.prefill_tokens_per_sec,
         models: node
             .models
             .iter()

@@ -417,6 +417,7 @@ fn to_snapshot(name: &str, entry: &Linked) -> NodeSnapshot {
         on_battery: t.power.on_battery,
         thermal_throttled: t.power.thermal_throttled,
         tokens_per_sec: t.performance.tokens_per_sec,
+        prefill_tokens_per_sec: t.performance.prefill_tokens_per_sec,
         ttft_ms: t.performance.ttft_ms,
         models: t.models.clone(),
         last_seen_ms: entry.received_at.elapsed().as_millis() as u64,

@@ -119,6 +119,7 @@ pub fn cluster(rng: &mut Rng, max_nodes: u32) -> ClusterSnapshot {
                 thermal_throttled: rng.chance(10),
                 tokens_per_sec: rng.chance(80).then(|| 5.0 + rng.below(60) as f32),
                 ttft_ms: rng.chance(80).then(|| 20.0 + rng.below(2000) as f32),
+                prefill_tokens_per_sec: rng.chance(70).then(|| 100.0 + rng.below(8000) as f32),
                 models,
                 last_seen_ms: rng.below(3000),
             }

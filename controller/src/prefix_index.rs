@@ -240,10 +240,7 @@ mod tests {
             "{shared:?}"
         );
         // Another model's cache never answers; a changed system prompt shares nothing.
-        assert_eq!(
-            PromptChain::of(&turn(&system, &["fix the bug"]), "other").0[0] == first.0[0],
-            false
-        );
+        assert_ne!(PromptChain::of(&turn(&system, &["fix the bug"]), "other").0[0], first.0[0]);
         // A changed system prompt shares only the tools before it.
         let changed = PromptChain::of(&turn(&format!("X{system}"), &["fix the bug"]), "coder");
         let tools_only = index.estimate(&changed, &cluster, "coder");
@@ -296,6 +293,9 @@ mod tests {
         assert_eq!(index.estimate(newest, &cluster, "coder")[0].tokens, whole);
         let shared_tokens = chains[0].0[2].1;
         let oldest = index.estimate(&chains[0], &cluster, "coder");
-        assert_eq!(oldest[0].tokens, shared_tokens, "only the shared beginning is left: {oldest:?}");
+        assert_eq!(
+            oldest[0].tokens, shared_tokens,
+            "only the shared beginning is left: {oldest:?}"
+        );
     }
 }

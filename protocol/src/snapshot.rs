@@ -69,6 +69,9 @@ pub struct NodeSnapshot {
     pub tokens_per_sec: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<f32>,
+    /// Recent prompt-processing speed (uncached prompt tokens per second to the first token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill_tokens_per_sec: Option<f32>,
     #[serde(default)]
     pub models: Vec<ModelVariant>,
     #[serde(default)]

@@ -273,6 +273,10 @@ pub struct Performance {
     pub tokens_per_sec: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<f32>,
+    /// Prompt tokens processed per second to the first token, not counting those the runtime
+    /// found in its prefix cache (from prompts with at least 256 such tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill_tokens_per_sec: Option<f32>,
     /// Requests these figures are averaged over.
     pub samples: u64,
     /// `served` (live requests), `bench` (from `switchyard-agent bench`) or `none`.

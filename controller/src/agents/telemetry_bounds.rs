@@ -15,6 +15,8 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_CONCURRENCY: u32 = 4096;
 /// Fastest decode speed a node may claim, tokens/s.
 pub const MAX_TOKENS_PER_SEC: f32 = 100_000.0;
+/// The fastest prompt processing a node may claim (a whole rack of GPUs does less).
+pub const MAX_PREFILL_TOKENS_PER_SEC: f32 = 10_000_000.0;
 
 /// Splits an NDJSON byte stream into lines, refusing a line over [`MAX_LINE_BYTES`].
 #[derive(Debug, Default)]
@@ -70,6 +72,12 @@ pub fn clamp(telemetry: &mut AgentTelemetry) -> Vec<&'static str> {
     {
         performance.tokens_per_sec = speed.is_finite().then(|| speed.clamp(0.0, MAX_TOKENS_PER_SEC));
         changed.push("performance.tokens_per_sec");
+    }
+    if let Some(speed) = performance.prefill_tokens_per_sec
+        && !(speed.is_finite() && speed > 0.0 && speed <= MAX_PREFILL_TOKENS_PER_SEC)
+    {
+        performance.prefill_tokens_per_sec = None;
+        changed.push("performance.prefill_tokens_per_sec");
     }
     if let Some(ttft) = performance.ttft_ms
         && !(ttft.is_finite() && ttft >= 0.0)

@@ -58,6 +58,7 @@ mod tests {
             thermal_throttled: false,
             tokens_per_sec: None,
             ttft_ms: None,
+            prefill_tokens_per_sec: None,
             models: vec![ModelVariant {
                 logical: "m".into(),
                 local: "m".into(),

@@ -1,6 +1,6 @@
 //! The one place `bindgen!` runs on `wit/`: the current contract (`wit/policy.wit`,
-//! `switchyard:policy@0.3.0`) and the two before it (`wit/legacy/`: 0.2.0 and 0.1.0), whose
-//! components still load. The generated types stay private here; this module converts
+//! `switchyard:policy@0.4.0`) and the three before it (`wit/legacy/`: 0.3.0, 0.2.0 and
+//! 0.1.0), whose components still load. The generated types stay private here; this module converts
 //! between them and the wire types in `switchyard-protocol`. Only the fields the WIT
 //! declares are marshalled.
 
@@ -9,6 +9,13 @@ use switchyard_protocol::{Decision, ModelVariant, NodeSnapshot, Reject, RequestI
 mod current {
     wasmtime::component::bindgen!({
         path: "../wit/policy.wit",
+        world: "policy",
+    });
+}
+
+mod legacy_v3 {
+    wasmtime::component::bindgen!({
+        path: "../wit/legacy/policy-0.3.0.wit",
         world: "policy",
     });
 }
@@ -31,6 +38,14 @@ pub(crate) use current::switchyard::policy::host::{Host, LogLevel};
 pub(crate) use current::switchyard::policy::types as wit;
 pub(crate) use current::switchyard::policy::types::Host as TypesHost;
 pub(crate) use current::{Policy, PolicyPre};
+
+/// The 0.3.0 contract: four numbers per candidate (no cache estimate), no prefill speed.
+pub(crate) mod v3 {
+    pub(crate) use super::legacy_v3::switchyard::policy::host::{Host, LogLevel};
+    pub(crate) use super::legacy_v3::switchyard::policy::types as wit;
+    pub(crate) use super::legacy_v3::switchyard::policy::types::Host as TypesHost;
+    pub(crate) use super::legacy_v3::{Policy, PolicyPre};
+}
 
 /// The 0.2.0 contract: candidates as a list of records.
 pub(crate) mod v2 {
@@ -84,9 +99,10 @@ macro_rules! gpu_record {
     }};
 }
 
-/// A node record with `models` and its load (`in_flight`, `queued`) given.
+/// A node record with `models` and its load (`in_flight`, `queued`) given, and any fields
+/// only its contract has.
 macro_rules! node_record {
-    ($node:expr => $($contract:ident)::+, models: $models:expr, in_flight: $in_flight:expr, queued: $queued:expr) => {{
+    ($node:expr => $($contract:ident)::+, models: $models:expr, in_flight: $in_flight:expr, queued: $queued:expr $(, $extra:ident: $value:expr)*) => {{
         let node = $node;
         $($contract)::+::Node {
             name: node.name.clone(),
@@ -107,6 +123,7 @@ macro_rules! node_record {
             ttft_ms: node.ttft_ms,
             models: $models,
             last_seen_ms: node.last_seen_ms,
+            $($extra: $value,)*
         }
     }};
 }
@@ -130,7 +147,47 @@ pub(crate) fn node_to_wit(node: &NodeSnapshot) -> wit::Node {
     node_record!(node => wit,
         models: node.models.iter().map(variant_to_wit).collect(),
         in_flight: node.in_flight,
+        queued: node.queued,
+        prefill_tokens_per_sec: node.prefill_tokens_per_sec)
+}
+
+/// A 0.3.0 node (the current contract's, without the prefill speed).
+pub(crate) fn node_to_v3(node: &wit::Node) -> v3::wit::Node {
+    node_record!(node => v3::wit,
+        models: node
+            .models
+            .iter()
+            .map(|m| v3::wit::ModelVariant {
+                logical: m.logical.clone(),
+                local: m.local.clone(),
+                quantization: m.quantization.clone(),
+                context_length: m.context_length,
+                loaded: m.loaded,
+                load_ms: m.load_ms,
+            })
+            .collect(),
+        in_flight: node.in_flight,
         queued: node.queued)
+}
+
+/// A 0.3.0 request (the same fields as the current contract's).
+pub(crate) fn request_to_v3(req: &wit::Request) -> v3::wit::Request {
+    request_record!(req => v3::wit)
+}
+
+/// A 0.3.0 decision, in the current contract's types (the same shape).
+pub(crate) fn decision_from_v3(decision: v3::wit::Decision) -> wit::Decision {
+    match decision {
+        v3::wit::Decision::Route(route) => wit::Decision::Route(wit::Route {
+            targets: route.targets,
+            reason: route.reason,
+            wait_for_first: route.wait_for_first,
+        }),
+        v3::wit::Decision::Reject(reject) => wit::Decision::Reject(wit::Reject {
+            status: reject.status,
+            message: reject.message,
+        }),
+    }
 }
 
 /// A 0.2.0 node (the same fields as the current contract's).

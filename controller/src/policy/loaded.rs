@@ -149,6 +149,7 @@ impl LoadedPolicy {
         let snapshot = prepared.snapshot();
         let wit_req = bindings::request_to_wit(req);
         let mut candidates: Vec<Candidate> = prepared.candidates_for(&req.model);
+        with_cache_estimates(&mut candidates, req, prepared);
         let mut reasons: Vec<String> = Vec::new();
         let mut previous: Option<Vec<switchyard_protocol::Target>> = None;
         // A stage that asked to wait for its first target keeps asking, while that node is
@@ -190,9 +191,26 @@ impl LoadedPolicy {
                 .iter()
                 .filter_map(|target| prepared.candidate(&req.model, &target.node, &target.model))
                 .collect();
+            with_cache_estimates(&mut candidates, req, prepared);
             previous = Some(route.targets);
             reasons.push(route.reason);
         }
         Err(PolicyFault::InvalidDecision("policy has no stages".to_owned()))
+    }
+}
+
+/// Write the request's cache estimate for each candidate's node into it.
+fn with_cache_estimates(candidates: &mut [Candidate], req: &RequestInfo, prepared: &PreparedSnapshot) {
+    if req.cached.is_empty() {
+        return;
+    }
+    let nodes = prepared.nodes();
+    for candidate in candidates {
+        let name = &nodes[candidate.node as usize].name;
+        candidate.cached_tokens = req
+            .cached
+            .iter()
+            .find(|estimate| &estimate.node == name)
+            .map_or(0, |estimate| estimate.tokens);
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Candidate {
     pub model: u32,
     pub in_flight: u32,
     pub queued: u32,
+    /// The request's prompt tokens the node is estimated to hold (0: none or unknown).
+    pub cached_tokens: u32,
 }
 
 /// Versions are unique in the process: an instance that saw one never mistakes another
@@ -123,6 +125,7 @@ impl PreparedSnapshot {
                 .as_ref()
                 .map_or(wit_node.in_flight, |live| live.in_flight(&wit_node.name)),
             queued: wit_node.queued,
+            cached_tokens: 0,
         }
     }
 

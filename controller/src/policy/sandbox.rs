@@ -12,7 +12,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Policy, v1, v2};
+use super::bindings::{Policy, v1, v2, v3};
 use super::guest_log::{LogBudget, one_line};
 use super::guest_output::GuestOutput;
 
@@ -75,6 +75,7 @@ macro_rules! host_log {
 }
 
 host_log!(super::bindings);
+host_log!(super::bindings::v3);
 host_log!(super::bindings::v2);
 host_log!(super::bindings::v1);
 
@@ -141,6 +142,7 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         forbid_waiting(&mut linker)?;
         Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        v3::Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
         v2::Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
         v1::Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
 

@@ -1,9 +1,10 @@
 //! One compiled component of a policy chain: compiled once (`InstancePre`), configured
 //! instances kept in a lock-free pool and reused, every call under an epoch deadline and a
 //! memory cap. An instance that faults is dropped, never reused. A component of the current
-//! contract (0.3.0) receives the cluster once per snapshot version (`set-cluster`) and then
-//! only its candidates, as one list of indices and loads; one built for 0.2.0 the same
-//! candidates as a list of records; one built for 0.1.0 its candidate nodes whole.
+//! contract (0.4.0) receives the cluster once per snapshot version (`set-cluster`) and then
+//! only its candidates, as one list of indices, loads and cache estimates; one built for
+//! 0.3.0 the same without the cache estimates; one built for 0.2.0 the candidates as a list
+//! of records; one built for 0.1.0 its candidate nodes whole.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
-use super::bindings::{self, Policy, PolicyPre, v1, v2, wit};
+use super::bindings::{self, Policy, PolicyPre, v1, v2, v3, wit};
 use super::candidates;
 use super::fault::PolicyFault;
 use super::guest_log::LogBudget;
@@ -22,6 +23,7 @@ use super::spec::Limits;
 
 enum Bindings {
     Current(Policy),
+    V3(v3::Policy),
     V2(v2::Policy),
     V1(v1::Policy),
 }
@@ -31,12 +33,20 @@ struct Instance {
     bindings: Bindings,
     /// The snapshot version this instance was last given (`set-cluster`); 0: none.
     seen_version: u64,
-    /// The current contract's `route` candidates (four numbers each), reused from call to call.
+    /// The `route` candidates (five numbers each, four for 0.3.0), reused from call to call.
     packed: Vec<u32>,
 }
 
 /// `candidates` as the current contract's `route` takes them, into `packed`.
 fn pack(candidates: &[Candidate], packed: &mut Vec<u32>) {
+    packed.clear();
+    for c in candidates {
+        packed.extend_from_slice(&[c.node, c.model, c.in_flight, c.queued, c.cached_tokens]);
+    }
+}
+
+/// `candidates` as the 0.3.0 contract's `route` takes them (no cache estimate).
+fn pack_v3(candidates: &[Candidate], packed: &mut Vec<u32>) {
     packed.clear();
     for c in candidates {
         packed.extend_from_slice(&[c.node, c.model, c.in_flight, c.queued]);
@@ -45,6 +55,7 @@ fn pack(candidates: &[Candidate], packed: &mut Vec<u32>) {
 
 enum Pre {
     Current(PolicyPre<HostState>),
+    V3(v3::PolicyPre<HostState>),
     V2(v2::PolicyPre<HostState>),
     V1(v1::PolicyPre<HostState>),
 }
@@ -85,15 +96,18 @@ impl Stage {
             .map_err(|e| format!("{e:#}"))?;
         let pre = match PolicyPre::new(instance_pre.clone()) {
             Ok(pre) => Pre::Current(pre),
-            Err(current) => match v2::PolicyPre::new(instance_pre.clone()) {
-                Ok(pre) => Pre::V2(pre),
-                Err(_) => match v1::PolicyPre::new(instance_pre) {
-                    Ok(pre) => Pre::V1(pre),
-                    Err(_) => {
-                        return Err(format!(
-                            "{current:#} (the component implements none of switchyard:policy@0.3.0, @0.2.0 or @0.1.0)"
-                        ));
-                    }
+            Err(current) => match v3::PolicyPre::new(instance_pre.clone()) {
+                Ok(pre) => Pre::V3(pre),
+                Err(_) => match v2::PolicyPre::new(instance_pre.clone()) {
+                    Ok(pre) => Pre::V2(pre),
+                    Err(_) => match v1::PolicyPre::new(instance_pre) {
+                        Ok(pre) => Pre::V1(pre),
+                        Err(_) => {
+                            return Err(format!(
+                                "{current:#} (the component implements none of switchyard:policy@0.4.0, @0.3.0, @0.2.0 or @0.1.0)"
+                            ));
+                        }
+                    },
                 },
             },
         };
@@ -129,6 +143,7 @@ impl Stage {
         };
         let engine = match &self.pre {
             Pre::Current(pre) => pre.engine(),
+            Pre::V3(pre) => pre.engine(),
             Pre::V2(pre) => pre.engine(),
             Pre::V1(pre) => pre.engine(),
         };
@@ -137,6 +152,7 @@ impl Stage {
         store.set_epoch_deadline(self.deadline_ticks());
         let instantiated = match &self.pre {
             Pre::Current(pre) => pre.instantiate(&mut store).map(Bindings::Current),
+            Pre::V3(pre) => pre.instantiate(&mut store).map(Bindings::V3),
             Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
             Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
         };
@@ -144,6 +160,7 @@ impl Stage {
         store.set_epoch_deadline(self.deadline_ticks());
         let configured = match &bindings {
             Bindings::Current(b) => b.call_configure(&mut store, &self.params_json),
+            Bindings::V3(b) => b.call_configure(&mut store, &self.params_json),
             Bindings::V2(b) => b.call_configure(&mut store, &self.params_json),
             Bindings::V1(b) => b.call_configure(&mut store, &self.params_json),
         };
@@ -199,7 +216,8 @@ impl Stage {
     /// The contract the component implements.
     pub fn contract(&self) -> &'static str {
         match self.pre {
-            Pre::Current(_) => "switchyard:policy@0.3.0",
+            Pre::Current(_) => "switchyard:policy@0.4.0",
+            Pre::V3(_) => "switchyard:policy@0.3.0",
             Pre::V2(_) => "switchyard:policy@0.2.0",
             Pre::V1(_) => "switchyard:policy@0.1.0",
         }
@@ -234,6 +252,19 @@ impl Stage {
                 handed
                     .and_then(|()| b.call_route(&mut instance.store, req, &instance.packed))
                     .map(|decision| candidates::decision_from_wit(decision, candidates, prepared))
+            }
+            Bindings::V3(b) => {
+                let mut handed = Ok(());
+                if new_version {
+                    let nodes: Vec<v3::wit::Node> = prepared.nodes().iter().map(bindings::node_to_v3).collect();
+                    handed = b.call_set_cluster(&mut instance.store, prepared.version(), &nodes);
+                }
+                pack_v3(candidates, &mut instance.packed);
+                handed
+                    .and_then(|()| b.call_route(&mut instance.store, &bindings::request_to_v3(req), &instance.packed))
+                    .map(|decision| {
+                        candidates::decision_from_wit(bindings::decision_from_v3(decision), candidates, prepared)
+                    })
             }
             Bindings::V2(b) => {
                 let mut handed = Ok(());

@@ -261,13 +261,14 @@ fn uploads_are_capped_listed_and_deleted_unless_a_loaded_policy_uses_them() {
 }
 
 #[test]
-fn components_built_for_the_0_1_0_and_0_2_0_contracts_still_load_and_route() {
+fn components_built_for_the_0_1_0_0_2_0_and_0_3_0_contracts_still_load_and_route() {
     // The least-loaded component as it was built for each earlier contract (0.1.0: every
-    // candidate node lowered whole per call; 0.2.0: candidates as a list of records): users'
-    // existing .wasm files keep working, each on a new snapshot too.
+    // candidate node lowered whole per call; 0.2.0: candidates as a list of records; 0.3.0:
+    // four numbers per candidate, no cache estimate): users' existing .wasm files keep
+    // working, each on a new snapshot too.
     let engine = engine();
     let fixtures = repo_path("controller/tests/fixtures");
-    for version in ["0.1.0", "0.2.0"] {
+    for version in ["0.1.0", "0.2.0", "0.3.0"] {
         let policy = engine
             .load_text(
                 &format!(
@@ -301,7 +302,7 @@ fn components_built_for_the_0_1_0_and_0_2_0_contracts_still_load_and_route() {
     let current = engine
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("loads");
-    assert_eq!(current.stages[0].contract(), "switchyard:policy@0.3.0");
+    assert_eq!(current.stages[0].contract(), "switchyard:policy@0.4.0");
 }
 
 #[test]

@@ -17,6 +17,14 @@
 //!
 //! A laptop (`laptops`) is skipped while on battery or throttled, and takes interactive work
 //! only when it would finish within `laptop_max_minutes`.
+//!
+//! **Caches.** A request's first token includes the prefill of the prompt tokens the node
+//! does not hold yet (the host's cache estimate per candidate, over the node's measured
+//! prefill speed): a coding agent's 20k-token turn is seconds on a node that holds its
+//! prefix and much longer on one that does not. So interactive work stays where its prefix
+//! is (it waits for that node's slot, `wait_for_first`) while that is still expected to be
+//! sooner than a cold node with a free slot by `sticky_margin_s`; once the warm node is
+//! saturated (its queue costs more than the prefill it saves) the request moves.
 
 use std::collections::BTreeMap;
 
@@ -81,6 +89,11 @@ pub struct Params {
     /// Output tokens assumed for each request a node is already serving, to estimate when
     /// its next slot frees.
     pub typical_tokens: u32,
+    /// Prompt tokens per second assumed for a node that has not measured its prefill.
+    pub unmeasured_prefill_tokens_per_sec: f32,
+    /// Interactive work waits for a full node that holds its prefix when that is expected
+    /// to give the first token at least this many seconds sooner than the best free node.
+    pub sticky_margin_s: f32,
 }
 
 impl Default for Params {
@@ -111,6 +124,8 @@ impl Default for Params {
             reserve: BTreeMap::new(),
             default_max_tokens: 512,
             typical_tokens: 512,
+            unmeasured_prefill_tokens_per_sec: 1000.0,
+            sticky_margin_s: 0.5,
         }
     }
 }
@@ -124,7 +139,14 @@ impl Params {
         let scalars = [
             ("race_s".to_owned(), self.race_s),
             ("laptop_max_minutes".to_owned(), self.laptop_max_minutes),
+            ("sticky_margin_s".to_owned(), self.sticky_margin_s),
         ];
+        if !(self.unmeasured_prefill_tokens_per_sec > 0.0 && self.unmeasured_prefill_tokens_per_sec.is_finite()) {
+            return Err(format!(
+                "[params] unmeasured_prefill_tokens_per_sec must be a number above zero, not {}",
+                self.unmeasured_prefill_tokens_per_sec
+            ));
+        }
         for (name, value) in preferences.chain(scalars) {
             if !(value >= 0.0 && value.is_finite()) {
                 return Err(format!("[params] {name} must be a number of zero or more, not {value}"));
@@ -171,6 +193,9 @@ impl Params {
 const UNMEASURED_TOKENS_PER_SEC: f32 = 20.0;
 /// Time to first token assumed for a node that has not measured one yet.
 const UNMEASURED_TTFT_S: f32 = 0.5;
+/// Uncached prompt tokens whose prefill the measured time to first token already holds
+/// (the agent samples prefill speed on prompts longer than this).
+const PREFILL_IN_TTFT_TOKENS: u32 = 256;
 
 /// One candidate's estimates for one request, in seconds from now.
 #[derive(Debug, Clone, Copy)]
@@ -179,12 +204,15 @@ pub struct Estimate {
     pub free: bool,
     /// Until a slot is free (0 when one is) plus any model load.
     pub start_s: f32,
+    /// Prefill of the prompt tokens the node does not hold.
+    pub prefill_s: f32,
     pub first_token_s: f32,
     pub finish_s: f32,
 }
 
-/// When `node` would start, answer and finish `req`, given `slots` usable slots.
-pub fn estimate(params: &Params, node: &Node, req: &Request, slots: u32) -> Estimate {
+/// When `node` would start, answer and finish `req`, given `slots` usable slots and the
+/// `cached` prompt tokens it is estimated to hold.
+pub fn estimate(params: &Params, node: &Node, req: &Request, slots: u32, cached: u32) -> Estimate {
     let speed = node
         .tokens_per_sec
         .filter(|s| *s > 0.0 && s.is_finite())
@@ -203,18 +231,26 @@ pub fn estimate(params: &Params, node: &Node, req: &Request, slots: u32) -> Esti
         (busy - slots + 1) as f32 * typical_s / slots.max(1) as f32
     };
     let start_s = wait_s + sdk::load_delay_ms(node, req) as f32 / 1000.0;
-    let first_token_s = start_s + ttft_s;
+    let prefill_speed = node
+        .prefill_tokens_per_sec
+        .filter(|s| *s > 0.0 && s.is_finite())
+        .unwrap_or(params.unmeasured_prefill_tokens_per_sec);
+    // The measured time to first token already holds a short prompt's prefill.
+    let uncached = req.prompt_tokens.saturating_sub(cached);
+    let prefill_s = uncached.saturating_sub(PREFILL_IN_TTFT_TOKENS) as f32 / prefill_speed;
+    let first_token_s = start_s + ttft_s + prefill_s;
     let tokens = req.max_tokens.unwrap_or(params.default_max_tokens).min(node.max_tokens);
     Estimate {
         free: busy < slots,
         start_s,
+        prefill_s,
         first_token_s,
         finish_s: first_token_s + tokens as f32 / speed,
     }
 }
 
 /// Why `node` is not a candidate for this class of work, or `None`.
-fn excluded(params: &Params, class: Class, node: &Node, req: &Request) -> Option<String> {
+fn excluded(params: &Params, class: Class, node: &Node, req: &Request, cached: u32) -> Option<String> {
     if let Some(why) = sdk::ineligibility(node, req) {
         return Some(why.to_owned());
     }
@@ -228,7 +264,7 @@ fn excluded(params: &Params, class: Class, node: &Node, req: &Request) -> Option
         if node.thermal_throttled || node.gpus.iter().any(|g| g.throttled) {
             return Some("thermally throttled".to_owned());
         }
-        let minutes = estimate(params, node, req, node.max_concurrency).finish_s / 60.0;
+        let minutes = estimate(params, node, req, node.max_concurrency, cached).finish_s / 60.0;
         if minutes > params.laptop_max_minutes {
             return Some(format!(
                 "would take about {minutes:.1} min (over {})",
@@ -246,8 +282,9 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     // (objective, estimate, node): lower objective first.
     let mut ranked: Vec<(f32, Estimate, &Node)> = Vec::with_capacity(nodes.len());
     let mut reserved: Vec<(f32, Estimate, &Node)> = Vec::new();
-    for node in nodes {
-        if let Some(why) = excluded(params, class, node, req) {
+    for (index, node) in nodes.iter().enumerate() {
+        let cached = sdk::cached_tokens(index);
+        if let Some(why) = excluded(params, class, node, req, cached) {
             skipped.push(format!("{} {why}", node.name));
             continue;
         }
@@ -262,7 +299,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
             0 => node.max_concurrency,
             slots => slots,
         };
-        let estimate = estimate(params, node, req, slots);
+        let estimate = estimate(params, node, req, slots, cached);
         let mut objective = match class {
             Class::Interactive => estimate.first_token_s,
             _ => estimate.finish_s,
@@ -311,6 +348,24 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
             .then_with(|| a.2.name.cmp(&b.2.name))
     });
 
+    // Interactive work stays with a full node that holds its prefix while waiting there is
+    // expected to beat the best free node by the margin.
+    let sticky = class == Class::Interactive
+        && ranked
+            .iter()
+            .filter(|r| !r.1.free)
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .is_some_and(|warm| {
+                let best_free = ranked
+                    .iter()
+                    .filter(|r| r.1.free)
+                    .map(|r| r.0)
+                    .fold(f32::INFINITY, f32::min);
+                warm.0 + params.sticky_margin_s < best_free
+            });
+    if sticky {
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.2.name.cmp(&b.2.name)));
+    }
     // Production waits for its preferred node while one is up (the others follow only for
     // when it refuses before any work).
     let chosen: Vec<&(f32, Estimate, &Node)> = match class {
@@ -330,9 +385,14 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let waits = match class {
         Class::Production => params.production_waits && params.preferred(class, &best.name) && !best_estimate.free,
         Class::Batch => params.batch_waits && !best_estimate.free,
-        Class::Interactive | Class::Other => false,
+        Class::Interactive => sticky,
+        Class::Other => false,
     };
     let measure = match class {
+        Class::Interactive if best_estimate.prefill_s > 0.05 => format!(
+            "first token in ~{:.1} s, {:.1} s of it prefill",
+            best_estimate.first_token_s, best_estimate.prefill_s
+        ),
         Class::Interactive => format!("first token in ~{:.1} s", best_estimate.first_token_s),
         _ => format!("done in ~{:.0} s", best_estimate.finish_s),
     };
@@ -522,17 +582,55 @@ mod tests {
         let params = Params::default();
         let mut nodes = seed();
         let req = with_task("batch", 450);
-        let idle = estimate(&params, &nodes[1], &req, 4);
+        let idle = estimate(&params, &nodes[1], &req, 4, 0);
         assert!((idle.finish_s - (0.12 + 10.0)).abs() < 0.01, "{idle:?}");
         nodes[1].in_flight = 4;
         nodes[1].queued = 3;
-        let queued = estimate(&params, &nodes[1], &req, 4);
+        let queued = estimate(&params, &nodes[1], &req, 4, 0);
         // Four requests ahead of a free slot, four served at once: one typical request.
         let typical = 0.12 + 512.0 / 45.0;
         assert!((queued.start_s - 4.0 * typical / 4.0).abs() < 0.01, "{queued:?}");
         nodes[2].models[0].loaded = false;
         nodes[2].models[0].load_ms = Some(8000);
-        assert!((estimate(&params, &nodes[2], &req, 2).start_s - 8.0).abs() < 0.01);
+        assert!((estimate(&params, &nodes[2], &req, 2, 0).start_s - 8.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_coding_agent_s_turn_stays_where_its_prefix_is_until_that_node_is_saturated() {
+        let params = Params::default();
+        let mut nodes = seed();
+        for node in &mut nodes {
+            node.prefill_tokens_per_sec = Some(if node.name == "m4" { 380.0 } else { 3000.0 });
+        }
+        // A 20k-token turn whose first 19k tokens the xeon holds.
+        for node in &mut nodes {
+            node.models[0].context_length = 32_768;
+        }
+        let mut req = with_task("development", 200);
+        req.prompt_tokens = 20_000;
+        sdk::fixture::set_cached_tokens(&[0, 0, 19_000]);
+        // All free: the xeon, warm, first (the ryzen would prefill 20k tokens: ~6.7 s).
+        let all_free = route(decide(&params, &req, &nodes));
+        assert_eq!(order(&all_free)[0], "xeon", "{}", all_free.reason);
+        assert!(all_free.reason.contains("first token in ~0."), "{}", all_free.reason);
+        // The xeon full: with typical requests of 512 tokens (23.5 s there, two at once) its
+        // next slot is ~11.7 s away, so the free, cold ryzen (~6.8 s) wins: saturated. With
+        // short typical requests (40 tokens: a slot in ~1 s) waiting for the warm xeon wins.
+        nodes[2].in_flight = 2;
+        let busy = route(decide(&params, &req, &nodes));
+        assert_eq!(order(&busy)[0], "ryzen", "saturated: {}", busy.reason);
+        assert!(!busy.wait_for_first);
+        let short = Params {
+            typical_tokens: 40,
+            ..Params::default()
+        };
+        let sticky = route(decide(&short, &req, &nodes));
+        assert_eq!(order(&sticky)[0], "xeon", "{}", sticky.reason);
+        assert!(sticky.wait_for_first, "it waits for the warm node's slot");
+        // Without the estimate, the same request goes to the free ryzen.
+        sdk::fixture::set_cached_tokens(&[]);
+        let blind = route(decide(&short, &req, &nodes));
+        assert_eq!(order(&blind)[0], "ryzen", "{}", blind.reason);
     }
 
     #[test]

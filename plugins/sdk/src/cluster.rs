@@ -11,9 +11,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::bindings::switchyard::policy::types as wit;
 use crate::{Decision, Node};
 
-/// A request's candidates as the host passes them (contract 0.3.0): four numbers each, the
-/// node's index in the cluster, its variant's index among the node's models, and the node's
-/// live in-flight and queued counts.
+/// A request's candidates as the host passes them (contract 0.4.0): five numbers each, the
+/// node's index in the cluster, its variant's index among the node's models, the node's
+/// live in-flight and queued counts, and the request's prompt tokens it is estimated to hold.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidates<'a> {
     packed: &'a [u32],
@@ -26,7 +26,7 @@ impl<'a> Candidates<'a> {
     }
 
     fn rows(&self) -> impl Iterator<Item = &'a [u32]> + 'a {
-        self.packed.chunks_exact(4)
+        self.packed.chunks_exact(5)
     }
 
     /// (node index, variant index) of each candidate.
@@ -188,12 +188,33 @@ pub fn with_candidates(
     })
 }
 
-/// Write each candidate's live load into its node.
+/// Write each candidate's live load into its node, and keep its cache estimate.
 fn live_load(nodes: &mut [Node], candidates: Candidates<'_>) {
     for (node, row) in nodes.iter_mut().zip(candidates.rows()) {
         node.in_flight = row[2];
         node.queued = row[3];
     }
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        cached.clear();
+        cached.extend(candidates.rows().map(|row| row[4]));
+    });
+}
+
+pub(crate) fn set_cached_tokens(per_candidate: &[u32]) {
+    CACHED.with(|cached| *cached.borrow_mut() = per_candidate.to_vec());
+}
+
+thread_local! {
+    static CACHED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many of the request's prompt tokens candidate `index` (its position in the `nodes`
+/// that [`crate::Policy::route`] was given) is estimated to hold in its prefix cache already;
+/// 0 when none or unknown. A policy prices a miss as `(prompt_tokens - cached) / prefill
+/// speed` (the node's `prefill_tokens_per_sec`).
+pub fn cached_tokens(index: usize) -> u32 {
+    CACHED.with(|cached| cached.borrow().get(index).copied().unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -207,7 +228,7 @@ mod tests {
     fn with_rows(rows: &[(u32, u32, u32)], decide: impl FnOnce(&[Node]) -> Decision) -> wit::Decision {
         let packed: Vec<u32> = rows
             .iter()
-            .flat_map(|&(node, model, in_flight)| [node, model, in_flight, 0])
+            .flat_map(|&(node, model, in_flight)| [node, model, in_flight, 0, in_flight * 100])
             .collect();
         with_candidates("n", Candidates::new(&packed), decide)
     }
@@ -244,8 +265,9 @@ mod tests {
             seen(&[(0, 1, 1), (1, 0, 0)]),
             [("a".into(), "n-a".into(), 1, 1), ("b".into(), "n-b".into(), 1, 0)]
         );
-        // The cached list, with the new live load written in.
+        // The cached list, with the new live load written in, and the cache estimates.
         assert_eq!(seen(&[(0, 1, 2), (1, 0, 1)])[0].3, 2);
+        assert_eq!((cached_tokens(0), cached_tokens(1), cached_tokens(2)), (200, 100, 0));
         // A different candidate set (a chain's later stage) gets its own list; the cached
         // one stays for the next first stage.
         assert_eq!(seen(&[(1, 0, 0)]), [("b".into(), "n-b".into(), 1, 0)]);

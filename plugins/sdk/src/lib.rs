@@ -1,5 +1,6 @@
 //! Guest-side SDK for Switchyard policies: the bindings generated from `wit/` (once, here),
-//! the cluster cache behind the 0.3.0 contract, params decoding, and the eligibility checks
+//! the cluster cache behind the 0.4.0 contract (with each candidate's cache estimate,
+//! [`cached_tokens`]), params decoding, and the eligibility checks
 //! every policy needs. A policy crate implements [`Policy`] and calls [`export_policy!`].
 
 pub mod bindings {
@@ -20,7 +21,7 @@ mod memcmp;
 
 pub use bindings::switchyard::policy::host::{LogLevel, log};
 pub use bindings::switchyard::policy::types::{Gpu, ModelVariant, Node, Request};
-pub use cluster::Candidates;
+pub use cluster::{Candidates, cached_tokens};
 pub use decision::{Decision, Reject, Route, Target};
 
 /// A routing policy. The SDK keeps the cluster the host hands over once per snapshot
@@ -223,6 +224,12 @@ pub fn no_capacity(req: &Request, nodes: &[Node]) -> Decision {
 pub mod fixture {
     use super::*;
 
+    /// Give the next native `route` calls these cache estimates, one per candidate (what
+    /// the host passes as each candidate's fifth number).
+    pub fn set_cached_tokens(per_candidate: &[u32]) {
+        crate::cluster::set_cached_tokens(per_candidate);
+    }
+
     pub fn node(name: &str, models: &[(&str, &str)], max_concurrency: u32) -> Node {
         Node {
             name: name.to_owned(),
@@ -241,6 +248,7 @@ pub mod fixture {
             thermal_throttled: false,
             tokens_per_sec: None,
             ttft_ms: None,
+            prefill_tokens_per_sec: None,
             models: models
                 .iter()
                 .map(|(logical, local)| ModelVariant {
