@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 pub use switchyard_protocol::Framing;
 
-use crate::performance::{InFlight, PerformanceTracker};
+use crate::performance::{InFlight, PREFILL_SAMPLE_TOKENS, PerformanceTracker};
 
 /// Largest whole (non-streamed) answer kept to read its `usage` from.
 const WHOLE_ANSWER_LIMIT: usize = 1024 * 1024;
@@ -265,10 +265,19 @@ impl Drop for Tap {
                 self.tracker.add_tokens(tokens);
                 let decode = now.duration_since(first).as_secs_f32();
                 let speed = (tokens > 1 && decode > 0.0).then(|| (tokens - 1) as f32 / decode);
-                self.tracker.record(ttft_ms, speed);
-                if let Some(uncached) = self.uncached_prompt_tokens {
-                    let seconds = self.prefill_ms.map_or(ttft_ms / 1000.0, |ms| (ms / 1000.0) as f32);
-                    self.tracker.record_prefill(uncached, seconds);
+                // A long uncached prompt's first token measures prefill, not the start: it is a
+                // prefill sample, and the time to first token stays that of short prompts (a
+                // policy adds `uncached / prefill speed` to it; counted in both, it would be
+                // paid twice).
+                match self.uncached_prompt_tokens.filter(|t| *t >= PREFILL_SAMPLE_TOKENS) {
+                    Some(uncached) => {
+                        let seconds = self.prefill_ms.map_or(ttft_ms / 1000.0, |ms| (ms / 1000.0) as f32);
+                        self.tracker.record_prefill(uncached, seconds);
+                        if let Some(speed) = speed {
+                            self.tracker.record_speed(speed);
+                        }
+                    }
+                    None => self.tracker.record(ttft_ms, speed),
                 }
             }
         }
@@ -324,8 +333,10 @@ mod tests {
             data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":200}}}\n\ndata: [DONE]\n\n",
         ));
         drop(sse);
-        let speed = tracker.snapshot().prefill_tokens_per_sec.expect("a prefill sample");
+        let performance = tracker.snapshot();
+        let speed = performance.prefill_tokens_per_sec.expect("a prefill sample");
         assert!(speed > 0.0 && speed < 800.0 / 0.019, "{speed}");
+        assert_eq!(performance.ttft_ms, None, "a long prefill is not the start's time");
         // llama.cpp's timings: 4000 tokens processed in 2 s, whatever the wall clock says.
         let (mut whole, tracker) = tap(Framing::Whole);
         whole.observe(&Bytes::from_static(

@@ -197,3 +197,124 @@ fn the_anthropic_messages_api_reaches_a_real_llama_server_and_switchyards_own_er
     assert_eq!(record["request"]["api"], "anthropic-messages", "{record}");
     assert_eq!(record["request"]["session"], "cc-real", "{record}");
 }
+
+#[test]
+fn a_coding_agents_turns_stay_on_the_node_that_holds_its_prefix_under_finish_time() {
+    use crate::first_hour::simulated_full;
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    // Real time: the prefill the nodes measure is the seed's (xeon 2000, ryzen 4000 tok/s).
+    let _xeon = simulated_full(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"], 2, "", &[]);
+    let _ryzen = simulated_full(
+        &cluster,
+        &controller,
+        "ryzen",
+        "ryzen",
+        &["qwen25-coder-7b"],
+        2,
+        "",
+        &[],
+    );
+    assert!(crate::process::eventually(std::time::Duration::from_secs(30), || {
+        controller.node_healthy("xeon") == Some(true) && controller.node_healthy("ryzen") == Some(true)
+    }));
+    // A Claude-Code-like prompt: a 20 KB system prompt and tool list, then the history.
+    let system = "You are a coding agent working in a Rust repository. Read before you edit. ".repeat(270);
+    let url = format!("{}/v1/chat/completions", controller.url);
+    let body_of = |system: &str, history: &[String], stream: bool| {
+        let mut messages = vec![serde_json::json!({"role": "system", "content": system})];
+        for (i, text) in history.iter().enumerate() {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            messages.push(serde_json::json!({"role": role, "content": text}));
+        }
+        serde_json::json!({"model": "qwen25-coder-7b", "max_tokens": 4, "stream": stream, "messages": messages})
+    };
+    // Streamed, as the agents send them: the node measures its prefill on the first token.
+    let streamed = |task: &str, system: &str, history: &[String]| {
+        let body = body_of(system, history, true);
+        let output = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "60", "-H", &format!("x-api-key: {KEY}")])
+            .args([
+                "-H",
+                &format!("x-switchyard-task: {task}"),
+                "-H",
+                "x-claude-code-session-id: cc-warm",
+            ])
+            .args(["-d", &body.to_string(), &url])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(text.contains("data: [DONE]"), "{text}");
+        text
+    };
+    let turn = |task: &str, system: &str, history: &[String]| {
+        let body = body_of(system, history, false);
+        let headers = [
+            ("x-api-key", KEY),
+            ("x-claude-code-session-id", "cc-warm"),
+            ("x-switchyard-task", task),
+        ];
+        let (status, answer) = post_json(&url, &headers, &body.to_string());
+        assert_eq!(status, 200, "{answer}");
+        answer
+    };
+    // The session's first turn goes to the xeon (the seed's rules send batch work there),
+    // and another long prompt to the ryzen (production): both nodes have measured their
+    // prefill, the ryzen twice as fast.
+    let mut history = vec!["Find where the config is parsed.".to_owned()];
+    let first = streamed("batch", &system, &history);
+    assert!(first.contains(r#""cached_tokens":0"#), "{first}");
+    let other = "An unrelated service prompt of the same length, for production. ".repeat(310);
+    streamed("production", &other, &["Summarise the incident.".to_owned()]);
+    assert!(crate::process::eventually(std::time::Duration::from_secs(10), || {
+        let nodes = controller.admin("/admin/nodes");
+        nodes.to_string().matches("prefill_tokens_per_sec").count() >= 2
+    }));
+
+    // Under finish-time, development work: blind to caches, the ryzen (twice the prefill
+    // speed) would win, but the xeon holds the prompt's 5k-token prefix and a cold ryzen must
+    // prefill it. Every later turn stays on the xeon, and the xeon's own cache says so (its
+    // cached tokens grow with the history).
+    controller.cli_ok(&["policy", "activate", "finish-time"]);
+    let mut cached = Vec::new();
+    for step in 0..4 {
+        history.push(format!("Step {step}: I read the file; here is what it does."));
+        history.push(format!("Now change part {step} and run the tests."));
+        let answer = turn("development", &system, &history);
+        cached.push(
+            answer["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0),
+        );
+    }
+    assert!(
+        cached.iter().all(|c| *c >= 5000),
+        "each turn found the prefix in the xeon's cache: {cached:?}"
+    );
+    assert!(
+        cached.windows(2).all(|w| w[1] > w[0]),
+        "and the growing history too: {cached:?}"
+    );
+
+    // The record shows the estimate per node and where each turn went.
+    let view = controller.admin("/admin/decisions?limit=20");
+    let records = view["records"].as_array().expect("records");
+    let developed: Vec<_> = records
+        .iter()
+        .filter(|r| r["request"]["task"] == "development")
+        .collect();
+    assert_eq!(developed.len(), 4, "{view:#}");
+    for record in developed {
+        assert_eq!(record["outcome"]["node"], "xeon", "{record:#}");
+        let estimate = &record["request"]["cached"];
+        assert_eq!(estimate[0]["node"], "xeon", "{record:#}");
+        assert!(estimate[0]["tokens"].as_u64().unwrap_or(0) >= 5000, "{record:#}");
+        assert!(
+            record["decided"]["decision"]["route"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("xeon"),
+            "{record:#}"
+        );
+    }
+}
