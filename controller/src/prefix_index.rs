@@ -240,7 +240,10 @@ mod tests {
             "{shared:?}"
         );
         // Another model's cache never answers; a changed system prompt shares nothing.
-        assert_ne!(PromptChain::of(&turn(&system, &["fix the bug"]), "other").0[0], first.0[0]);
+        assert_ne!(
+            PromptChain::of(&turn(&system, &["fix the bug"]), "other").0[0],
+            first.0[0]
+        );
         // A changed system prompt shares only the tools before it.
         let changed = PromptChain::of(&turn(&format!("X{system}"), &["fix the bug"]), "coder");
         let tools_only = index.estimate(&changed, &cluster, "coder");

@@ -269,11 +269,13 @@ mod tests {
         );
         let probe = simulator.probe();
         assert!(probe.kv_cache_usage_pct.is_some_and(|p| p > 0.0), "{probe:?}");
-        // Only the uncached part is prefilled: 1604 tokens at the ryzen's 4000 tok/s, or 6.
+        // Only the uncached part is prefilled: 1604 tokens at the ryzen's 4200 tok/s (and
+        // slower as the context grows), or 6.
         let profile = Profile::ryzen();
         let cold_s = profile.first_token_s("q", 1604, 0);
         let warm_s = profile.first_token_s("q", 1606, 1600);
-        assert!((cold_s - warm_s - 1598.0 / 4000.0).abs() < 1e-4, "{cold_s} {warm_s}");
+        assert!(cold_s - warm_s > 1598.0 / 4200.0, "{cold_s} {warm_s}");
+        assert!(warm_s < profile.ttft_ms / 1000.0 + 0.01, "{warm_s}");
     }
 
     #[tokio::test]
