@@ -151,83 +151,53 @@ pub(crate) fn node_to_wit(node: &NodeSnapshot) -> wit::Node {
         prefill_tokens_per_sec: node.prefill_tokens_per_sec)
 }
 
-/// A 0.3.0 node (the current contract's, without the prefill speed).
-pub(crate) fn node_to_v3(node: &wit::Node) -> v3::wit::Node {
-    node_record!(node => v3::wit,
-        models: node
-            .models
-            .iter()
-            .map(|m| v3::wit::ModelVariant {
-                logical: m.logical.clone(),
-                local: m.local.clone(),
-                quantization: m.quantization.clone(),
-                context_length: m.context_length,
-                loaded: m.loaded,
-                load_ms: m.load_ms,
-            })
-            .collect(),
-        in_flight: node.in_flight,
-        queued: node.queued)
+/// The conversions for an earlier contract whose records have the current one's fields
+/// (less any the current one added): a node, a request, and a decision back.
+macro_rules! earlier_contract {
+    ($node_fn:ident, $request_fn:ident, $decision_fn:ident, $($contract:ident)::+) => {
+        pub(crate) fn $node_fn(node: &wit::Node) -> $($contract)::+::Node {
+            node_record!(node => $($contract)::+,
+                models: node
+                    .models
+                    .iter()
+                    .map(|m| $($contract)::+::ModelVariant {
+                        logical: m.logical.clone(),
+                        local: m.local.clone(),
+                        quantization: m.quantization.clone(),
+                        context_length: m.context_length,
+                        loaded: m.loaded,
+                        load_ms: m.load_ms,
+                    })
+                    .collect(),
+                in_flight: node.in_flight,
+                queued: node.queued)
+        }
+
+        pub(crate) fn $request_fn(req: &wit::Request) -> $($contract)::+::Request {
+            request_record!(req => $($contract)::+)
+        }
+
+        /// Its decision, in the current contract's types (the same shape).
+        pub(crate) fn $decision_fn(decision: $($contract)::+::Decision) -> wit::Decision {
+            match decision {
+                $($contract)::+::Decision::Route(route) => wit::Decision::Route(wit::Route {
+                    targets: route.targets,
+                    reason: route.reason,
+                    wait_for_first: route.wait_for_first,
+                }),
+                $($contract)::+::Decision::Reject(reject) => wit::Decision::Reject(wit::Reject {
+                    status: reject.status,
+                    message: reject.message,
+                }),
+            }
+        }
+    };
 }
 
-/// A 0.3.0 request (the same fields as the current contract's).
-pub(crate) fn request_to_v3(req: &wit::Request) -> v3::wit::Request {
-    request_record!(req => v3::wit)
-}
-
-/// A 0.3.0 decision, in the current contract's types (the same shape).
-pub(crate) fn decision_from_v3(decision: v3::wit::Decision) -> wit::Decision {
-    match decision {
-        v3::wit::Decision::Route(route) => wit::Decision::Route(wit::Route {
-            targets: route.targets,
-            reason: route.reason,
-            wait_for_first: route.wait_for_first,
-        }),
-        v3::wit::Decision::Reject(reject) => wit::Decision::Reject(wit::Reject {
-            status: reject.status,
-            message: reject.message,
-        }),
-    }
-}
-
-/// A 0.2.0 node (the same fields as the current contract's).
-pub(crate) fn node_to_v2(node: &wit::Node) -> v2::wit::Node {
-    node_record!(node => v2::wit,
-        models: node
-            .models
-            .iter()
-            .map(|m| v2::wit::ModelVariant {
-                logical: m.logical.clone(),
-                local: m.local.clone(),
-                quantization: m.quantization.clone(),
-                context_length: m.context_length,
-                loaded: m.loaded,
-                load_ms: m.load_ms,
-            })
-            .collect(),
-        in_flight: node.in_flight,
-        queued: node.queued)
-}
-
-/// A 0.2.0 request (the same fields as the current contract's).
-pub(crate) fn request_to_v2(req: &wit::Request) -> v2::wit::Request {
-    request_record!(req => v2::wit)
-}
-
-/// A 0.2.0 decision, in the current contract's types (the same shape).
-pub(crate) fn decision_from_v2(decision: v2::wit::Decision) -> wit::Decision {
-    match decision {
-        v2::wit::Decision::Route(route) => wit::Decision::Route(wit::Route {
-            targets: route.targets,
-            reason: route.reason,
-            wait_for_first: route.wait_for_first,
-        }),
-        v2::wit::Decision::Reject(reject) => wit::Decision::Reject(wit::Reject {
-            status: reject.status,
-            message: reject.message,
-        }),
-    }
-}
+// 0.3.0: the current contract less the cache estimate and the prefill speed.
+earlier_contract!(node_to_v3, request_to_v3, decision_from_v3, v3::wit);
+// 0.2.0: the same records; candidates as a list of records (`candidates::candidates_to_v2`).
+earlier_contract!(node_to_v2, request_to_v2, decision_from_v2, v2::wit);
 
 /// The 0.1.0 request.
 pub(crate) fn request_to_v1(req: &wit::Request) -> v1::wit::Request {
