@@ -3,8 +3,11 @@
 //! `x-claude-code-session-id`, Codex's `x-codex-turn-metadata` `session_id` or `session-id`,
 //! OpenCode's `x-session-id`, Dynamo's `x-dynamo-session-id`); then the body's OpenAI `user`
 //! or Anthropic `metadata.user_id`. The first present wins. Where the agent says which
-//! session spawned this one (a sub-agent), that parent comes too. Keys over 128 bytes are
-//! kept as their first 64 bytes and a hash of the whole, so sessions stay apart.
+//! session spawned this one (a sub-agent), that parent comes too. With none of them, a
+//! conversation long enough for its cache to matter (a system prompt and first user message
+//! of 1 KiB or more) is its own session: `prompt-` and a hash of those two, the same for
+//! every turn of it. Keys over 128 bytes are kept as their first 64 bytes and a hash of the
+//! whole, so sessions stay apart.
 
 use http::HeaderMap;
 use serde_json::Value;
@@ -23,6 +26,8 @@ pub enum SessionSource {
     Dynamo,
     OpenAiUser,
     AnthropicUser,
+    /// No session was sent: the hash of the system prompt and the first user message.
+    PromptHash,
 }
 
 impl SessionSource {
@@ -35,6 +40,7 @@ impl SessionSource {
             SessionSource::Dynamo => "dynamo",
             SessionSource::OpenAiUser => "openai-user",
             SessionSource::AnthropicUser => "anthropic-user",
+            SessionSource::PromptHash => "prompt-hash",
         }
     }
 }
@@ -119,7 +125,51 @@ pub fn session_of(headers: &HeaderMap, body: &Value) -> Option<Session> {
     if let Some(user) = body["metadata"]["user_id"].as_str().filter(|u| !u.is_empty()) {
         return found(user, SessionSource::AnthropicUser, None);
     }
-    None
+    conversation_hash(body).map(|key| Session {
+        key,
+        source: SessionSource::PromptHash,
+        parent: None,
+    })
+}
+
+/// The shortest system prompt and first user message that make a conversation its own
+/// session when the client sent none (shorter ones gain nothing from a warm cache).
+pub const PROMPT_HASH_MIN_BYTES: usize = 1024;
+
+/// `prompt-` and 16 hex digits of the SHA-256 of the system prompt (Anthropic's `system`,
+/// OpenAI's `instructions`, or the first `system`/`developer` message) and the first user
+/// message; `None` below [`PROMPT_HASH_MIN_BYTES`] or without messages.
+fn conversation_hash(body: &Value) -> Option<String> {
+    let messages = body["messages"].as_array().or_else(|| body["input"].as_array())?;
+    let text = |value: &Value| match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let system = ["system", "instructions"]
+        .iter()
+        .map(|key| text(&body[*key]))
+        .find(|s| !s.is_empty())
+        .or_else(|| {
+            messages
+                .iter()
+                .find(|m| matches!(m["role"].as_str(), Some("system" | "developer")))
+                .map(|m| text(&m["content"]))
+        })
+        .unwrap_or_default();
+    let first_user = messages
+        .iter()
+        .find(|m| m["role"] == "user")
+        .map(|m| text(&m["content"]))?;
+    if system.len() + first_user.len() < PROMPT_HASH_MIN_BYTES {
+        return None;
+    }
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    digest.update(system.as_bytes());
+    digest.update([0x1e]);
+    digest.update(first_user.as_bytes());
+    Some(format!("prompt-{}", hex::encode(&digest.finalize()[..8])))
 }
 
 #[cfg(test)]
@@ -135,6 +185,37 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn a_long_conversation_without_a_session_is_its_own_session_on_every_turn() {
+        let system = "You are a careful coding agent. ".repeat(40);
+        let turn = |history: &[&str]| {
+            let mut messages = vec![serde_json::json!({"role": "system", "content": system})];
+            for (i, text) in history.iter().enumerate() {
+                let role = if i % 2 == 0 { "user" } else { "assistant" };
+                messages.push(serde_json::json!({"role": role, "content": text}));
+            }
+            serde_json::json!({ "model": "m", "messages": messages })
+        };
+        let none = HeaderMap::new();
+        let first = session_of(&none, &turn(&["fix the parser"])).expect("a session");
+        assert_eq!(first.source, SessionSource::PromptHash);
+        assert!(first.key.starts_with("prompt-") && first.key.len() == 23, "{}", first.key);
+        let later = session_of(&none, &turn(&["fix the parser", "done", "now the tests"])).expect("a session");
+        assert_eq!(later.key, first.key, "every turn of it");
+        let other = session_of(&none, &turn(&["write the docs"])).expect("a session");
+        assert_ne!(other.key, first.key, "another conversation");
+        // Anthropic's top-level system prompt counts the same way.
+        let anthropic = serde_json::json!({"model": "m", "system": system, "messages": [{"role": "user", "content": "fix the parser"}]});
+        assert_eq!(session_of(&none, &anthropic).expect("a session").key, first.key);
+        // A short conversation gains nothing from a warm cache: no session.
+        let short = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(session_of(&none, &short), None);
+        // A session the client sends wins.
+        let mut sent = HeaderMap::new();
+        sent.insert("x-session-id", "oc-1".parse().expect("value"));
+        assert_eq!(session_of(&sent, &turn(&["fix the parser"])).expect("a session").key, "oc-1");
     }
 
     #[test]
