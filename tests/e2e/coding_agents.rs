@@ -196,6 +196,12 @@ fn the_anthropic_messages_api_reaches_a_real_llama_server_and_switchyards_own_er
         .expect("a served record");
     assert_eq!(record["request"]["api"], "anthropic-messages", "{record}");
     assert_eq!(record["request"]["session"], "cc-real", "{record}");
+
+    // The official SDK, relayed to llama-server's own Messages API: whole, streamed,
+    // counted. (Its tool calls are llama-server's: with the tiny model and no tool-call
+    // grammar it answers text, so tools are checked through translation, below.)
+    let report = anthropic_sdk(&controller, &[]);
+    assert_sdk_answers(&report, "xeon");
 }
 
 #[test]
@@ -317,4 +323,107 @@ fn a_coding_agents_turns_stay_on_the_node_that_holds_its_prefix_under_finish_tim
             "{record:#}"
         );
     }
+}
+
+/// Run the official Anthropic SDK against `controller` (`extra`: `tools`); its JSON report.
+fn anthropic_sdk(controller: &crate::process::Controller, extra: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new(crate::runtimes::python())
+        .arg(crate::runtimes::repo().join("tests/e2e/clients/anthropic_client.py"))
+        .args([&controller.url, KEY, "qwen25-coder-7b"])
+        .args(extra)
+        .output()
+        .expect("run the Python client");
+    assert!(
+        output.status.success(),
+        "anthropic_client.py failed:\n{}\ncontroller log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        controller.log_text()
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON document")
+}
+
+/// What every node must give the SDK, translated or not.
+fn assert_sdk_answers(report: &serde_json::Value, node: &str) {
+    let create = &report["create"];
+    assert_eq!(create["node"], node, "{report:#}");
+    assert_eq!(
+        (create["type"].as_str(), create["role"].as_str()),
+        (Some("message"), Some("assistant"))
+    );
+    assert_eq!(create["blocks"], serde_json::json!(["text"]), "{report:#}");
+    assert!(!create["text"].as_str().unwrap_or_default().is_empty(), "{report:#}");
+    assert_eq!(create["stop_reason"], "max_tokens", "{report:#}");
+    assert!(create["input_tokens"].as_u64().is_some_and(|n| n > 0), "{report:#}");
+    assert_eq!(create["output_tokens"], 8, "{report:#}");
+    let stream = &report["stream"];
+    assert_eq!(
+        (stream["first"].as_str(), stream["last"].as_str()),
+        (Some("message_start"), Some("message_stop"))
+    );
+    assert!(stream["deltas"].as_u64().is_some_and(|n| n > 1), "{report:#}");
+    assert_eq!(stream["text"], stream["final_text"], "{report:#}");
+    assert_eq!(stream["stop_reason"], "max_tokens", "{report:#}");
+    assert_eq!(stream["output_tokens"], 12, "{report:#}");
+    assert!(report["count_tokens"].as_u64().is_some_and(|n| n > 0), "{report:#}");
+    assert_eq!(report["unknown_model"]["status"], 404, "{report:#}");
+    assert_eq!(report["unknown_model"]["type"], "not_found_error", "{report:#}");
+}
+
+#[test]
+fn the_anthropic_sdk_works_against_runtimes_without_the_messages_api_through_translation() {
+    // Each runtime below speaks OpenAI's API only; Switchyard translates both ways.
+    // The simulated runtime: OpenAI's API only.
+    {
+        let cluster = Cluster::new(&[]);
+        let simulated_controller = controller(&cluster, "");
+        let _xeon = simulated(&cluster, &simulated_controller, "xeon", "xeon", &["qwen25-coder-7b"]);
+        let report = anthropic_sdk(&simulated_controller, &[]);
+        assert_sdk_answers(&report, "xeon");
+        assert!(
+            report["create"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("[simulated xeon]")
+        );
+    }
+
+    // A real mlx_lm.server (the M4's runtime): no Messages API either.
+    let mlx = crate::runtimes::Runtime::start("mlx");
+    let cluster = Cluster::new(&[]);
+    let mlx_controller = controller(&cluster, "");
+    let address = mlx_controller.agents.clone().expect("agents");
+    let head = format!(
+        "max_concurrency = 1\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"mlx\"\nbase_url = \"{}\"\n",
+        mlx.url
+    );
+    let _m4 = cluster.agent("m4", &address, &head, &mlx.model());
+    assert!(crate::process::eventually(std::time::Duration::from_secs(30), || {
+        mlx_controller.node_healthy("m4") == Some(true)
+    }));
+    let report = anthropic_sdk(&mlx_controller, &[]);
+    assert_sdk_answers(&report, "m4");
+    drop(mlx_controller);
+
+    // llama.cpp's Python server with a tool-calling chat format (the Xeon's engine): the
+    // SDK's forced tool call comes back as a `tool_use` block with its input as an object,
+    // and the tool's result goes back to the runtime as OpenAI's `tool` message.
+    let llama = crate::runtimes::Runtime::start("llama-cpp-tools");
+    let cluster = Cluster::new(&[]);
+    let tools_controller = controller(&cluster, "");
+    let address = tools_controller.agents.clone().expect("agents");
+    let head = format!(
+        "max_concurrency = 1\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"llama-cpp\"\nbase_url = \"{}\"\n",
+        llama.url
+    );
+    let _xeon = cluster.agent("xeon", &address, &head, "tiny");
+    assert!(crate::process::eventually(std::time::Duration::from_secs(30), || {
+        tools_controller.node_healthy("xeon") == Some(true)
+    }));
+    let report = anthropic_sdk(&tools_controller, &["tools"]);
+    assert_sdk_answers(&report, "xeon");
+    let tool = &report["tool"];
+    assert_eq!(tool["names"], serde_json::json!(["get_weather"]), "{report:#}");
+    assert_eq!(tool["stop_reason"], "tool_use", "{report:#}");
+    assert_eq!(tool["inputs_are_objects"], true, "{report:#}");
+    assert!(tool["after_result"].is_string(), "{report:#}");
 }

@@ -57,6 +57,8 @@ pub struct Upstream {
     pub node: String,
     pub local_model: String,
     pub dialect: Dialect,
+    /// The node's runtime kind (`vllm`, `mlx`, ...).
+    pub runtime: String,
     pub response: Response<Incoming>,
     pub permit: Permit,
     pub retries: u32,
@@ -178,6 +180,7 @@ pub async fn forward(
                             node,
                             local_model,
                             dialect,
+                            runtime: node_snapshot.runtime.clone(),
                             response,
                             permit,
                             retries,

@@ -9,6 +9,7 @@
 //! place, in the client's API shape.
 
 pub mod admission;
+pub mod anthropic;
 mod catalog;
 mod clip;
 pub mod error;
@@ -247,7 +248,8 @@ async fn prompt(
         ));
     }
     let node = upstream.node.clone();
-    let mut response = respond::respond(front, api, &info, upstream, started, sink).await;
+    let count_only = parts.uri.path().ends_with("/count_tokens");
+    let mut response = respond::respond(front, api, &info, upstream, started, sink, count_only).await;
     routing_headers(response.headers_mut(), &node, &policy, &reason);
     if let Some(estimate) = energy {
         front.metrics.energy(&node, estimate.joules);
@@ -379,6 +381,15 @@ fn plan(
             ollama::to_openai_chat(value, local, true, schema_style),
         ),
         (Api::OllamaEmbed, Dialect::OpenAi) => translated("/v1/embeddings", ollama::to_openai_embeddings(value, local)),
+        (Api::AnthropicMessages, _) if !anthropic::speaks_anthropic(&node.runtime) => {
+            let mut chat = anthropic::to_openai_chat(value, local);
+            if path.ends_with("/count_tokens") {
+                // No counter on such a runtime: a one-token generation, whose usage counts
+                // the prompt with the runtime's own tokenizer (and leaves it cached).
+                chat["max_tokens"] = json!(1);
+            }
+            translated("/v1/chat/completions", chat)
+        }
         _ => Outbound {
             path: path.to_owned(),
             body: model_field::replace_model(raw, local).map_err(|e| FrontError::BadRequest(e.to_string()))?,

@@ -1,5 +1,6 @@
 //! Relaying a node's body to the client: bytes forwarded as they come (no re-serialising
-//! where the APIs match), or translated incrementally (OpenAI SSE to Ollama NDJSON). The slot
+//! where the APIs match), or translated incrementally (OpenAI SSE to Ollama NDJSON or to
+//! Anthropic's events). The slot
 //! is held until the body ends or the client goes away; a client that disconnects drops the
 //! relay, which resets the stream to the agent and cancels the generation. A failure after
 //! the first byte never looks like a clean end: a stream ends with an explicit error event
@@ -16,6 +17,7 @@ pub use switchyard_protocol::Framing;
 use switchyard_protocol::sse::SseDecoder;
 
 use super::admission::Permit;
+use super::anthropic::{self, AnthropicTranslator};
 use super::metrics::FrontMetrics;
 use super::ollama::NdjsonTranslator;
 use crate::http::{BoxError, ResponseBody};
@@ -42,6 +44,13 @@ pub enum Shape {
     Ollama {
         translator: Box<NdjsonTranslator>,
         stream: bool,
+    },
+    /// OpenAI SSE to Anthropic's events, or to one `message` (`{"input_tokens"}` for
+    /// `count_tokens`) when the client did not ask for a stream.
+    Anthropic {
+        translator: Box<AnthropicTranslator>,
+        stream: bool,
+        count_only: bool,
     },
 }
 
@@ -101,6 +110,10 @@ fn failure(shape: &Shape, message: &str) -> Result<Frame<Bytes>, BoxError> {
     let event = match shape {
         Shape::Pass(framing) => error_event(*framing, message),
         Shape::Ollama { .. } => Some(ndjson(&serde_json::json!({ "error": message }))),
+        Shape::Anthropic { stream: true, .. } => Some(Bytes::from(anthropic::error_event(message))),
+        Shape::Anthropic { stream: false, .. } => Some(Bytes::from(
+            serde_json::json!({ "type": "error", "error": { "type": "api_error", "message": message } }).to_string(),
+        )),
     };
     event.map(Frame::data).ok_or_else(|| BoxError::from(message.to_owned()))
 }
@@ -194,6 +207,26 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                                 break;
                             }
                         }
+                        Shape::Anthropic { translator, stream, .. } => {
+                            let mut out = String::new();
+                            let mut failed = None;
+                            for event in decoder.push(&data) {
+                                match translator.event(&event) {
+                                    Ok(events) if *stream => out.push_str(&events),
+                                    Ok(_) => {}
+                                    Err(message) => failed = Some(message),
+                                }
+                            }
+                            if !out.is_empty() {
+                                yield Ok(Frame::data(Bytes::from(out)));
+                            }
+                            if let Some(message) = failed {
+                                yield failure(&shape, &message);
+                                finish.status = 502;
+                                finish.completed = true;
+                                break;
+                            }
+                        }
                     }
                 }
                 Some(Err(e)) => {
@@ -212,6 +245,20 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                             finish.status = 502;
                         } else {
                             yield Ok(Frame::data(ndjson(&translator.done(!*stream))));
+                        }
+                    }
+                    if let Shape::Anthropic { translator, stream, count_only } = &mut shape {
+                        let (stream, count_only) = (*stream, *count_only);
+                        if !translator.finished() {
+                            let message = format!("node {} ended the answer before its last event", finish.node);
+                            yield failure(&shape, &message);
+                            finish.status = 502;
+                        } else if stream {
+                            yield Ok(Frame::data(Bytes::from(translator.end())));
+                        } else if count_only {
+                            yield Ok(Frame::data(Bytes::from(translator.count().to_string())));
+                        } else {
+                            yield Ok(Frame::data(Bytes::from(translator.message().to_string())));
                         }
                     }
                     finish.completed = true;

@@ -1,7 +1,8 @@
 //! Phase 5: a node's answer to the client. Where the runtime speaks the client's API the
 //! answer passes as it came: status, headers and every byte of the body or stream (errors
-//! included, already in the client's shape). Where an Ollama client meets an OpenAI runtime
-//! the answer is translated: streams incrementally, errors into Ollama's shape.
+//! included, already in the client's shape). Where an Ollama client meets an OpenAI runtime,
+//! or an Anthropic client a runtime without the Messages API, the answer is translated:
+//! streams incrementally, errors into the client's shape.
 
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 use switchyard_protocol::RequestInfo;
 
 use super::ClientApi;
+use super::anthropic::{self, AnthropicTranslator};
 use super::forward::{Dialect, Upstream};
 use super::ollama::{self, NdjsonTranslator};
 use super::record::RecordSink;
@@ -26,8 +28,10 @@ pub async fn respond(
     upstream: Upstream,
     started: Instant,
     record: Option<RecordSink>,
+    count_only: bool,
 ) -> Response<ResponseBody> {
     let translate = api.is_ollama() && upstream.dialect == Dialect::OpenAi;
+    let to_anthropic = api == Api::AnthropicMessages && !anthropic::speaks_anthropic(&upstream.runtime);
     let Upstream {
         node, response, permit, ..
     } = upstream;
@@ -43,7 +47,9 @@ pub async fn respond(
         shape: Shape::Pass(Framing::Whole),
         record,
     };
-    if translate {
+    if to_anthropic {
+        to_anthropic_answer(info, count_only, head.status, body, permit, relayed).await
+    } else if translate {
         to_ollama(api, info, head.status, body, permit, relayed).await
     } else {
         passed_through(head, body, permit, relayed)
@@ -106,7 +112,7 @@ async fn to_ollama(
     };
     let translated = relay(relayed, body, permit);
     if !info.stream {
-        return whole_ollama_answer(translated).await;
+        return whole_answer(ClientApi::Ollama, translated).await;
     }
     let mut response = Response::new(translated);
     response
@@ -115,18 +121,57 @@ async fn to_ollama(
     response
 }
 
+/// An Anthropic client and a runtime without the Messages API: errors in Anthropic's shape,
+/// the stream as Anthropic's events, or one `message` object (for `count_tokens`, the
+/// prompt's tokens as the runtime counted them).
+async fn to_anthropic_answer(
+    info: &RequestInfo,
+    count_only: bool,
+    status: StatusCode,
+    body: Incoming,
+    permit: super::admission::Permit,
+    mut relayed: Relayed,
+) -> Response<ResponseBody> {
+    if !status.is_success() {
+        let message = node_error_message(body).await;
+        relayed.metrics.request(&relayed.node, &info.model, status.as_u16());
+        if let Some(record) = relayed.record.take() {
+            record.finish(status.as_u16(), false);
+        }
+        return ClientApi::Anthropic.error_body(status, "upstream_error", &message);
+    }
+    let stream = info.stream && !count_only;
+    relayed.shape = Shape::Anthropic {
+        translator: Box::new(AnthropicTranslator::new(&info.model, &info.id, info.prompt_tokens)),
+        stream,
+        count_only,
+    };
+    let translated = relay(relayed, body, permit);
+    if !stream {
+        return whole_answer(ClientApi::Anthropic, translated).await;
+    }
+    let mut response = Response::new(translated);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
 /// A translated answer the client wants whole: read it all first, so that a node that fails
-/// on the way is a 502 with Ollama's error, not a 200 whose body is an error.
-async fn whole_ollama_answer(translated: ResponseBody) -> Response<ResponseBody> {
+/// on the way is a 502 with the client API's error, not a 200 whose body is an error.
+async fn whole_answer(client: ClientApi, translated: ResponseBody) -> Response<ResponseBody> {
     let bytes = match translated.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
-            return ClientApi::Ollama.error_body(StatusCode::BAD_GATEWAY, "upstream_error", &e.to_string());
+            return client.error_body(StatusCode::BAD_GATEWAY, "upstream_error", &e.to_string());
         }
     };
     let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    if let Some(message) = value["error"].as_str() {
-        return ClientApi::Ollama.error_body(StatusCode::BAD_GATEWAY, "upstream_error", message);
+    let failed = value["error"].as_str().or_else(|| {
+        (value["type"] == "error").then(|| value["error"]["message"].as_str().unwrap_or("the node failed"))
+    });
+    if let Some(message) = failed {
+        return client.error_body(StatusCode::BAD_GATEWAY, "upstream_error", message);
     }
     crate::http::text(
         StatusCode::OK,
