@@ -53,6 +53,8 @@ struct Timings {
     prompt_n: Option<u64>,
     #[serde(default)]
     prompt_ms: Option<f64>,
+    #[serde(default)]
+    cache_n: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,8 @@ pub struct Tap {
     /// took to process them (`timings`, llama.cpp).
     uncached_prompt_tokens: Option<u64>,
     prefill_ms: Option<f64>,
+    /// The whole prompt and its cached part, as the runtime reported them.
+    prompt_and_cached: Option<(u64, u64)>,
     /// The stream's own end marker went by (`data: [DONE]`, Ollama's `"done": true`).
     saw_end: bool,
     tracker: Arc<PerformanceTracker>,
@@ -108,6 +112,7 @@ impl Tap {
             completion_tokens: None,
             uncached_prompt_tokens: None,
             prefill_ms: None,
+            prompt_and_cached: None,
             saw_end: false,
             tracker,
             _in_flight: in_flight,
@@ -182,6 +187,9 @@ impl Tap {
             if self.line_kind == LineKind::Marker && self.line[5..].trim_ascii() == b"[DONE]" {
                 self.saw_end = true;
             }
+            if self.line_kind == LineKind::Event && ends_a_stream(&self.line[5..]) {
+                self.saw_end = true;
+            }
             if self.line_kind == LineKind::Event
                 && (memchr::memmem::find(&self.line, b"\"usage\"").is_some()
                     || memchr::memmem::find(&self.line, b"\"timings\"").is_some())
@@ -198,7 +206,9 @@ impl Tap {
     /// stream that stopped before its own end marker.
     pub fn unfinished(&self) -> Option<&'static str> {
         match self.framing {
-            Framing::Sse if !self.saw_end => Some("the runtime ended its stream before `data: [DONE]`"),
+            Framing::Sse if !self.saw_end => Some(
+                "the runtime ended its stream before its end (`data: [DONE]`, `message_stop`, `response.completed`)",
+            ),
             Framing::Ndjson if !self.saw_end => Some("the runtime ended its stream before the `done` object"),
             _ => None,
         }
@@ -219,12 +229,16 @@ impl Tap {
             {
                 let cached = usage.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens);
                 self.uncached_prompt_tokens = Some(prompt.saturating_sub(cached.unwrap_or(0)));
+                self.prompt_and_cached = Some((prompt, cached.unwrap_or(0)));
             }
             if let Some(timings) = found.timings
                 && let (Some(processed), Some(ms)) = (timings.prompt_n, timings.prompt_ms)
             {
                 self.uncached_prompt_tokens = Some(processed);
                 self.prefill_ms = Some(ms);
+                if let Some(cached) = timings.cache_n {
+                    self.prompt_and_cached = Some((processed + cached, cached));
+                }
             }
         }
     }
@@ -240,6 +254,18 @@ impl Drop for Tap {
             Framing::Whole => {
                 let whole = std::mem::take(&mut self.line);
                 self.parse_counters(&whole);
+            }
+            Framing::Sse | Framing::Ndjson => {
+                if self.line_kind == LineKind::Event {
+                    self.line_part(&[], true);
+                }
+            }
+        }
+        if let Some((prompt, cached)) = self.prompt_and_cached {
+            self.tracker.add_prompt(prompt, cached);
+        }
+        match self.framing {
+            Framing::Whole => {
                 let seconds = now.duration_since(self.started).as_secs_f32();
                 if let Some(tokens) = self.completion_tokens {
                     self.tracker.add_tokens(tokens);
@@ -255,9 +281,6 @@ impl Drop for Tap {
                 }
             }
             Framing::Sse | Framing::Ndjson => {
-                if self.line_kind == LineKind::Event {
-                    self.line_part(&[], true);
-                }
                 let Some(first) = self.first_data else { return };
                 let ttft_ms = first.duration_since(self.started).as_secs_f32() * 1000.0;
                 // Without a usage object, every event but the closing one is a token.
@@ -282,6 +305,21 @@ impl Drop for Tap {
             }
         }
     }
+}
+
+/// Whether an SSE event is the last of a stream that has no `[DONE]`: Anthropic's
+/// `message_stop`, the Responses API's `response.completed` (or `.incomplete`, `.failed`).
+/// The type comes first in these events; only their first bytes are looked at.
+fn ends_a_stream(event: &[u8]) -> bool {
+    let head = &event[..event.len().min(96)];
+    [
+        &b"\"message_stop\""[..],
+        b"\"response.completed\"",
+        b"\"response.incomplete\"",
+        b"\"response.failed\"",
+    ]
+    .iter()
+    .any(|marker| memchr::memmem::find(head, marker).is_some())
 }
 
 /// Whether an NDJSON line is Ollama's last (`"done": true`, however spaced).
@@ -343,14 +381,42 @@ mod tests {
             b"{\"usage\":{\"prompt_tokens\":4010,\"completion_tokens\":1},\"timings\":{\"prompt_n\":4000,\"prompt_ms\":2000.0,\"cache_n\":10}}",
         ));
         drop(whole);
-        assert_eq!(tracker.snapshot().prefill_tokens_per_sec, Some(2000.0));
+        let performance = tracker.snapshot();
+        assert_eq!(performance.prefill_tokens_per_sec, Some(2000.0));
+        assert_eq!(
+            (performance.prompt_tokens_total, performance.cached_prompt_tokens_total),
+            (4010, 10)
+        );
         // A fully cached prompt (a handful of tokens processed) is no sample.
         let (mut cached, tracker) = tap(Framing::Sse);
         cached.observe(&Bytes::from_static(
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5000,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":4992}}}\n\ndata: [DONE]\n\n",
         ));
         drop(cached);
-        assert_eq!(tracker.snapshot().prefill_tokens_per_sec, None);
+        let performance = tracker.snapshot();
+        assert_eq!(performance.prefill_tokens_per_sec, None);
+        assert_eq!(
+            (performance.prompt_tokens_total, performance.cached_prompt_tokens_total),
+            (5000, 4992)
+        );
+    }
+
+    #[test]
+    fn anthropic_and_responses_streams_end_with_their_own_last_events() {
+        for stream in [
+            &b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"[..],
+            b"event: response.created\ndata: {\"type\":\"response.created\"}\n\nevent: response.completed\ndata: {\"type\": \"response.completed\", \"response\": {}}\n\n",
+        ] {
+            let (mut tap, _tracker) = tap(Framing::Sse);
+            tap.observe(&Bytes::copy_from_slice(stream));
+            assert!(tap.unfinished().is_none(), "{}", String::from_utf8_lossy(stream));
+        }
+        // Cut before its last event: unfinished.
+        let (mut cut, _tracker) = tap(Framing::Sse);
+        cut.observe(&Bytes::from_static(
+            b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
+        ));
+        assert!(cut.unfinished().is_some());
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct LinkView {
     /// What the node's shared runtime reports resident (Ollama's `/api/ps`), with its memory.
     #[serde(default)]
     pub resident: Vec<switchyard_protocol::LoadedModel>,
+    /// The share of prompt tokens the runtime found in its prefix cache since the agent
+    /// started, in percent (`None` before any answer reported its prompt).
+    #[serde(default)]
+    pub prefix_cache_hit_pct: Option<f32>,
 }
 
 #[derive(Debug)]
@@ -337,6 +341,11 @@ impl NodeTable {
                     .as_ref()
                     .map(|r| r.loaded_models.clone())
                     .unwrap_or_default(),
+                prefix_cache_hit_pct: {
+                    let p = &e.telemetry.performance;
+                    (p.prompt_tokens_total > 0)
+                        .then(|| (p.cached_prompt_tokens_total as f64 * 100.0 / p.prompt_tokens_total as f64) as f32)
+                },
             })
             .collect();
         views.sort_by(|a, b| a.node.cmp(&b.node));

@@ -286,4 +286,11 @@ pub struct Performance {
     /// Tokens generated since the agent started.
     #[serde(default)]
     pub tokens_total: u64,
+    /// Prompt tokens of the answers that reported them since the agent started, and how many
+    /// of those the runtime found in its prefix cache (its hit rate is the second over the
+    /// first).
+    #[serde(default)]
+    pub prompt_tokens_total: u64,
+    #[serde(default)]
+    pub cached_prompt_tokens_total: u64,
 }

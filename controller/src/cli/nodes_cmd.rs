@@ -1,5 +1,5 @@
 //! `switchyard nodes` (the node table as an operator reads it: health and why not, load,
-//! heat, battery, links, certificate expiry) and `switchyard node drain|undrain NAME`.
+//! the runtime's prefix-cache hit rate, heat, battery, links, certificate expiry) and `switchyard node drain|undrain NAME`.
 
 use std::time::{Duration, Instant};
 
@@ -107,7 +107,7 @@ pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
 
 /// The node table as text: one row per node, then why each unhealthy node is so.
 pub fn format_nodes(view: &NodesView) -> String {
-    let rows: Vec<[String; 11]> = view.snapshot.nodes.iter().map(|node| row(view, node)).collect();
+    let rows: Vec<[String; 12]> = view.snapshot.nodes.iter().map(|node| row(view, node)).collect();
     let header = [
         "node",
         "state",
@@ -115,6 +115,7 @@ pub fn format_nodes(view: &NodesView) -> String {
         "in-flight",
         "queue",
         "tok/s",
+        "cache hit",
         "J/tok",
         "gpu °C",
         "heat/power",
@@ -122,7 +123,7 @@ pub fn format_nodes(view: &NodesView) -> String {
         "link",
     ]
     .map(str::to_owned);
-    let mut widths = [0usize; 11];
+    let mut widths = [0usize; 12];
     for cells in std::iter::once(&header).chain(&rows) {
         for (width, cell) in widths.iter_mut().zip(cells) {
             *width = (*width).max(cell.chars().count());
@@ -135,15 +136,15 @@ pub fn format_nodes(view: &NodesView) -> String {
             let pad = width.saturating_sub(cell.chars().count());
             // Numbers to the right, words to the left; the last column unpadded.
             match i {
-                3..=7 | 9 => line.push_str(&format!("{}{cell}  ", " ".repeat(pad))),
-                10 => line.push_str(cell),
+                3..=8 | 10 => line.push_str(&format!("{}{cell}  ", " ".repeat(pad))),
+                11 => line.push_str(cell),
                 _ => line.push_str(&format!("{cell}{}  ", " ".repeat(pad))),
             }
         }
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    if rows.iter().any(|cells| cells[6].starts_with('~')) {
+    if rows.iter().any(|cells| cells[7].starts_with('~')) {
         out.push_str("~ energy from declared watts or the seed's figures, not measured\n");
     }
     if !view.unhealthy.is_empty() {
@@ -155,7 +156,7 @@ pub fn format_nodes(view: &NodesView) -> String {
     out.trim_end().to_owned()
 }
 
-fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 11] {
+fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 12] {
     let link = view.links.iter().find(|l| l.node == node.name);
     let state = match view.unhealthy.get(&node.name) {
         Some(reason) if reason.starts_with("drained") => "draining",
@@ -202,6 +203,9 @@ fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 1
         node.queued.to_string(),
         node.tokens_per_sec
             .map(|t| format!("{t:.1}"))
+            .unwrap_or_else(|| "-".into()),
+        link.and_then(|l| l.prefix_cache_hit_pct)
+            .map(|pct| format!("{pct:.0}%"))
             .unwrap_or_else(|| "-".into()),
         energy_cell(link.and_then(|l| l.energy.as_ref())),
         hottest.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into()),
