@@ -301,6 +301,18 @@ fn a_coding_agents_turns_stay_on_the_node_that_holds_its_prefix_under_finish_tim
         cached.windows(2).all(|w| w[1] > w[0]),
         "and the growing history too: {cached:?}"
     );
+    // `switchyard nodes` shows the xeon's prefix-cache hit rate, as its runtime reported it:
+    // four warm turns of ~5.1k tokens after one cold one.
+    assert!(crate::process::eventually(std::time::Duration::from_secs(10), || {
+        let nodes = controller.admin("/admin/nodes");
+        nodes["links"]
+            .as_array()
+            .and_then(|links| links.iter().find(|l| l["node"] == "xeon"))
+            .and_then(|xeon| xeon["prefix_cache_hit_pct"].as_f64())
+            .is_some_and(|pct| pct > 70.0)
+    }));
+    let table = controller.cli_ok(&["nodes"]);
+    assert!(table.contains("cache hit"), "{table}");
 
     // The record shows the estimate per node and where each turn went.
     let view = controller.admin("/admin/decisions?limit=20");
@@ -426,4 +438,74 @@ fn the_anthropic_sdk_works_against_runtimes_without_the_messages_api_through_tra
     assert_eq!(tool["stop_reason"], "tool_use", "{report:#}");
     assert_eq!(tool["inputs_are_objects"], true, "{report:#}");
     assert!(tool["after_result"].is_string(), "{report:#}");
+}
+
+#[test]
+fn a_responses_turn_with_previous_response_id_goes_to_the_node_that_produced_it() {
+    // Two simulated nodes, each storing its own responses (as vLLM does), under round-robin:
+    // left to the policy, every other turn would reach the node that never saw the
+    // conversation and get `previous_response_not_found`.
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    let _xeon = simulated(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"]);
+    let _ryzen = simulated(&cluster, &controller, "ryzen", "ryzen", &["qwen25-coder-7b"]);
+    assert!(crate::process::eventually(std::time::Duration::from_secs(30), || {
+        controller.node_healthy("xeon") == Some(true) && controller.node_healthy("ryzen") == Some(true)
+    }));
+    controller.cli_ok(&["policy", "activate", "round-robin"]);
+    let url = format!("{}/v1/responses", controller.url);
+    let turn = |previous: Option<&str>, stream: bool| {
+        let mut body = serde_json::json!({"model": "qwen25-coder-7b", "max_output_tokens": 6, "stream": stream,
+            "instructions": "You are Codex.", "input": [{"role": "user", "content": [{"type": "input_text", "text": "next step"}]}]});
+        if let Some(previous) = previous {
+            body["previous_response_id"] = serde_json::json!(previous);
+        }
+        let output = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-i",
+                "--max-time",
+                "30",
+                "-H",
+                &format!("x-api-key: {KEY}"),
+                "-H",
+                "session-id: cx-responses",
+            ])
+            .args(["-d", &body.to_string(), &url])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        assert_eq!(status, 200, "{text}");
+        let id = text
+            .split("\"id\":\"")
+            .find(|piece| piece.starts_with("resp_"))
+            .and_then(|piece| piece.split('"').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no response id in {text}"));
+        (crate::process::served_by(&text), id, text)
+    };
+    // A conversation of five turns, whole and streamed (a stream ends with
+    // `response.completed`, no `[DONE]`: it must arrive whole).
+    let (first_node, mut previous, _) = turn(None, false);
+    for step in 0..4 {
+        let stream = step % 2 == 1;
+        let (node, id, text) = turn(Some(&previous), stream);
+        assert_eq!(node, first_node, "turn {step} left the conversation's node: {text}");
+        if stream {
+            assert!(text.contains("event: response.completed"), "{text}");
+            assert!(!text.contains("\"type\":\"error\""), "{text}");
+        }
+        assert!(
+            text.contains("lives on"),
+            "the reason names the previous response: {text}"
+        );
+        previous = id;
+    }
+    // A conversation Switchyard never saw is left to the policy, and the runtime that does
+    // not hold it says so in OpenAI's shape.
+    let body = r#"{"model": "qwen25-coder-7b", "input": "hi", "previous_response_id": "resp_never_seen"}"#;
+    let (status, answer) = post_json(&url, &[("x-api-key", KEY)], body);
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error"]["code"], "previous_response_not_found", "{answer}");
 }

@@ -9,6 +9,7 @@
 pub mod openai;
 pub mod prefix_cache;
 pub mod profile;
+pub mod responses;
 pub mod server;
 
 use parking_lot::Mutex;
@@ -36,6 +37,8 @@ pub struct Simulator {
     waiting: Arc<AtomicU32>,
     heat: Arc<Mutex<Heat>>,
     cache: Arc<Mutex<PrefixCache>>,
+    /// The conversations behind its Responses API's answers.
+    pub responses: responses::StoredResponses,
     /// Real time per simulated second: 1.0 in the demo, smaller in tests.
     time_scale: f32,
 }
@@ -55,6 +58,7 @@ impl Simulator {
                 at: Instant::now(),
             })),
             cache: Arc::new(Mutex::new(PrefixCache::new(profile.cache_tokens))),
+            responses: responses::StoredResponses::default(),
             profile,
             models,
             time_scale: time_scale.max(0.0),

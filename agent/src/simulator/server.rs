@@ -1,6 +1,7 @@
 //! The simulated runtime's own HTTP server on loopback: OpenAI's `/v1/chat/completions`,
 //! `/v1/completions`, `/v1/embeddings` and `/v1/models`, streams as SSE ending in
-//! `data: [DONE]`. The agent relays to it exactly as to vLLM or llama.cpp's server.
+//! `data: [DONE]`; and the Responses API (`/v1/responses`, stored, with
+//! `previous_response_id`; streams end with `response.completed`). The agent relays to it exactly as to vLLM or llama.cpp's server.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 
 use super::Simulator;
 use super::openai::{self as shapes, ChatBody, CompletionBody, EmbeddingBody, Kind};
+use super::responses::{self, ResponsesRequest};
 use crate::driver::{DriverError, Event, EventStream};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -48,7 +50,7 @@ async fn serve(listener: TcpListener, simulator: Arc<Simulator>) {
         let simulator = simulator.clone();
         let service = hyper::service::service_fn(move |request| {
             let simulator = simulator.clone();
-            async move { Ok::<_, Infallible>(handle(&simulator, request).await) }
+            async move { Ok::<_, Infallible>(handle(simulator, request).await) }
         });
         tokio::spawn(async move {
             if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -61,7 +63,7 @@ async fn serve(listener: TcpListener, simulator: Arc<Simulator>) {
     }
 }
 
-async fn handle(simulator: &Simulator, request: Request<Incoming>) -> Response<Body> {
+async fn handle(simulator: Arc<Simulator>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
     match (request.method().clone(), path.as_str()) {
         (Method::GET, "/health") => full(StatusCode::OK, &json!({ "status": "ok" })),
@@ -88,6 +90,10 @@ async fn handle(simulator: &Simulator, request: Request<Incoming>) -> Response<B
                 let generation = simulator.generate(&completion.model, &completion.prompt, &completion.sampling);
                 generation_reply(Kind::Completion, &body.model, body.stream, generation).await
             }
+            Err(reply) => reply,
+        },
+        (Method::POST, "/v1/responses") => match read_json::<Value>(request).await {
+            Ok(body) => responses_reply(simulator, &body).await,
             Err(reply) => reply,
         },
         (Method::POST, "/v1/embeddings") => match read_json::<EmbeddingBody>(request).await {
@@ -162,6 +168,80 @@ async fn generation_reply(
     );
     headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
     response
+}
+
+/// `POST /v1/responses`: the stored conversation it continues, then its input.
+async fn responses_reply(simulator: Arc<Simulator>, body: &Value) -> Response<Body> {
+    let request = match ResponsesRequest::parse(body) {
+        Ok(request) => request,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", message),
+    };
+    let prompt = match simulator.responses.prompt(&request) {
+        Ok(prompt) => prompt,
+        Err(message) => return full(StatusCode::NOT_FOUND, &responses::not_found(&message)),
+    };
+    let sampling = crate::driver::Sampling {
+        max_tokens: request.max_output_tokens,
+        ..Default::default()
+    };
+    let events = match simulator.generate(&request.model, &prompt, &sampling) {
+        Ok(events) => events,
+        Err(e) => return driver_error(&e),
+    };
+    let id = simulator.responses.store(simulator.profile().name, prompt);
+    let model = request.model.clone();
+    if !request.stream {
+        return match crate::driver::collect(events).await {
+            Ok((text, _, usage)) => {
+                simulator.responses.finish(&id, &text);
+                let object = responses::response_object(
+                    &id,
+                    &model,
+                    "completed",
+                    &text,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.cached_tokens,
+                );
+                full(StatusCode::OK, &object)
+            }
+            Err(e) => driver_error(&e),
+        };
+    }
+    let created = responses::response_object(&id, &model, "in_progress", "", 0, 0, 0);
+    let mut text = String::new();
+    let frames = async_stream::stream! {
+        yield Ok::<_, Infallible>(Frame::data(Bytes::from(named_sse("response.created", &json!({ "type": "response.created", "response": created })))));
+        let mut events = events;
+        while let Some(event) = events.next().await {
+            let chunk = match event {
+                Ok(Event::Delta(delta)) => {
+                    text.push_str(&delta);
+                    named_sse("response.output_text.delta", &json!({
+                        "type": "response.output_text.delta", "item_id": format!("msg_{id}"),
+                        "output_index": 0, "content_index": 0, "delta": delta,
+                    }))
+                }
+                Ok(Event::Done { usage, .. }) => {
+                    let done = responses::response_object(&id, &model, "completed", &text, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens);
+                    named_sse("response.completed", &json!({ "type": "response.completed", "response": done }))
+                }
+                Err(e) => named_sse("error", &json!({ "type": "error", "message": e.to_string() })),
+            };
+            yield Ok(Frame::data(Bytes::from(chunk)));
+        }
+        simulator.responses.finish(&id, &text);
+    };
+    let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}
+
+fn named_sse(name: &str, value: &Value) -> String {
+    format!("event: {name}\ndata: {value}\n\n")
 }
 
 fn sse(value: &Value) -> String {

@@ -28,6 +28,7 @@ mod record;
 mod relay;
 pub mod request_info;
 mod respond;
+pub mod responses;
 pub mod session;
 
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct Front {
     pub closing: tokio_util::sync::CancellationToken,
     /// Which node holds which prompt prefixes: the requests' cache estimates.
     pub prefixes: Arc<PrefixIndex>,
+    /// Which node produced each Responses API response (for `previous_response_id`).
+    pub responses: Arc<responses::ResponseOrigins>,
     next_id: AtomicU64,
 }
 
@@ -94,6 +97,7 @@ impl Front {
             routed: tokio::sync::broadcast::channel(256).0,
             closing: tokio_util::sync::CancellationToken::new(),
             prefixes: Arc::default(),
+            responses: Arc::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -206,7 +210,12 @@ async fn prompt(
         _ => PromptChain::of(&value, &info.model),
     };
     info.cached = front.prefixes.estimate(&chain, view.snapshot(), &info.model);
-    let route = decide(front, &view, &info, started, outcome).await?;
+    let previous = previous_response(front, parts.uri.path(), &value, &mut info);
+    let mut route = decide(front, &view, &info, started, outcome).await?;
+    if let Some((id, node)) = &previous {
+        route = pinned(route, view.snapshot(), &info.model, id, node)?;
+        outcome.reason = Some(route.reason.clone());
+    }
     let dispatch = Dispatch {
         wait_for_first: route.wait_for_first,
         priority: info.priority,
@@ -248,8 +257,8 @@ async fn prompt(
         ));
     }
     let node = upstream.node.clone();
-    let count_only = parts.uri.path().ends_with("/count_tokens");
-    let mut response = respond::respond(front, api, &info, upstream, started, sink, count_only).await;
+    let endpoint = respond::Endpoint::of(parts.uri.path());
+    let mut response = respond::respond(front, api, &info, upstream, started, sink, endpoint).await;
     routing_headers(response.headers_mut(), &node, &policy, &reason);
     if let Some(estimate) = energy {
         front.metrics.energy(&node, estimate.joules);
@@ -394,6 +403,51 @@ fn plan(
             path: path.to_owned(),
             body: model_field::replace_model(raw, local).map_err(|e| FrontError::BadRequest(e.to_string()))?,
         },
+    })
+}
+
+/// The node that produced the response a Responses request continues, when the controller
+/// relayed it: `(id, node)`. An id it does not know is tagged `previous-response: unknown`
+/// and left to the policy and the runtime.
+fn previous_response(front: &Front, path: &str, body: &Value, info: &mut RequestInfo) -> Option<(String, String)> {
+    if path != "/v1/responses" {
+        return None;
+    }
+    let id = body["previous_response_id"].as_str().filter(|id| !id.is_empty())?;
+    match front.responses.node_of(id) {
+        Some(node) => Some((id.to_owned(), node)),
+        None => {
+            info.tags.push(("previous-response".to_owned(), "unknown".to_owned()));
+            None
+        }
+    }
+}
+
+/// The route to the node holding the previous response, whatever the policy chose: only
+/// that node can continue the conversation. Unavailable, it is a 503 that says so.
+fn pinned(
+    route: Route,
+    snapshot: &switchyard_protocol::ClusterSnapshot,
+    model: &str,
+    id: &str,
+    node: &str,
+) -> Result<Route, FrontError> {
+    let held = snapshot.node(node).filter(|n| n.healthy).and_then(|n| n.variant(model));
+    let Some(variant) = held else {
+        return Err(FrontError::Rejected {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "previous_response_id {id} was produced by node {node}, which cannot serve {model} now (down, draining or without the model); retry later, or send the whole conversation without previous_response_id"
+            ),
+        });
+    };
+    Ok(Route {
+        targets: vec![switchyard_protocol::Target {
+            node: node.into(),
+            model: variant.local.as_str().into(),
+        }],
+        reason: format!("{}; previous_response_id {id} lives on {node}", route.reason),
+        wait_for_first: true,
     })
 }
 

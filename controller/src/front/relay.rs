@@ -68,6 +68,8 @@ pub struct Relayed {
     pub shape: Shape,
     /// The decision record's draft, completed when the relay ends.
     pub record: Option<super::record::RecordSink>,
+    /// Remembers the answer's response id with its node (the Responses API).
+    pub learner: Option<super::responses::Learner>,
 }
 
 /// Bookkeeping when the relay ends.
@@ -129,6 +131,7 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
         started,
         mut shape,
         record,
+        mut learner,
     } = relayed;
     let mut finish = Finish {
         metrics,
@@ -171,6 +174,9 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
             match frame {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
+                    if let Some(learner) = &mut learner {
+                        learner.observe(&data);
+                    }
                     match &mut shape {
                         Shape::Pass(_) => {
                             sent += data.len() as u64;

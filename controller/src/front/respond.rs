@@ -19,7 +19,28 @@ use super::ollama::{self, NdjsonTranslator};
 use super::record::RecordSink;
 use super::relay::{Framing, Relayed, Shape, relay};
 use super::request_info::Api;
+use super::responses::Learner;
 use crate::http::{ResponseBody, json};
+
+/// Endpoints whose answers need more than relaying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Other,
+    /// `/v1/messages/count_tokens`: on a runtime without it, counted by a one-token generation.
+    CountTokens,
+    /// `/v1/responses`: the answer's response id is remembered with its node.
+    Responses,
+}
+
+impl Endpoint {
+    pub fn of(path: &str) -> Endpoint {
+        match path {
+            "/v1/messages/count_tokens" => Endpoint::CountTokens,
+            "/v1/responses" => Endpoint::Responses,
+            _ => Endpoint::Other,
+        }
+    }
+}
 
 pub async fn respond(
     front: &super::Front,
@@ -28,13 +49,15 @@ pub async fn respond(
     upstream: Upstream,
     started: Instant,
     record: Option<RecordSink>,
-    count_only: bool,
+    endpoint: Endpoint,
 ) -> Response<ResponseBody> {
+    let count_only = endpoint == Endpoint::CountTokens;
     let translate = api.is_ollama() && upstream.dialect == Dialect::OpenAi;
     let to_anthropic = api == Api::AnthropicMessages && !anthropic::speaks_anthropic(&upstream.runtime);
     let Upstream {
         node, response, permit, ..
     } = upstream;
+    let node_name = node.clone();
     let (head, body) = response.into_parts();
     let relayed = Relayed {
         metrics: front.metrics.clone(),
@@ -46,6 +69,8 @@ pub async fn respond(
         started,
         shape: Shape::Pass(Framing::Whole),
         record,
+        learner: (endpoint == Endpoint::Responses && head.status.is_success())
+            .then(|| Learner::new(front.responses.clone(), &node_name)),
     };
     if to_anthropic {
         to_anthropic_answer(info, count_only, head.status, body, permit, relayed).await

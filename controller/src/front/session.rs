@@ -201,7 +201,11 @@ mod tests {
         let none = HeaderMap::new();
         let first = session_of(&none, &turn(&["fix the parser"])).expect("a session");
         assert_eq!(first.source, SessionSource::PromptHash);
-        assert!(first.key.starts_with("prompt-") && first.key.len() == 23, "{}", first.key);
+        assert!(
+            first.key.starts_with("prompt-") && first.key.len() == 23,
+            "{}",
+            first.key
+        );
         let later = session_of(&none, &turn(&["fix the parser", "done", "now the tests"])).expect("a session");
         assert_eq!(later.key, first.key, "every turn of it");
         let other = session_of(&none, &turn(&["write the docs"])).expect("a session");
@@ -215,7 +219,10 @@ mod tests {
         // A session the client sends wins.
         let mut sent = HeaderMap::new();
         sent.insert("x-session-id", "oc-1".parse().expect("value"));
-        assert_eq!(session_of(&sent, &turn(&["fix the parser"])).expect("a session").key, "oc-1");
+        assert_eq!(
+            session_of(&sent, &turn(&["fix the parser"])).expect("a session").key,
+            "oc-1"
+        );
     }
 
     #[test]
