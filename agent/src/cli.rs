@@ -185,7 +185,7 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
     let (tokens_per_sec, ttft_ms) = crate::bench::BenchResults::load(&AgentConfig::bench_file(&config_path))
         .map(|b| b.seed())
         .unwrap_or((None, None));
-    let performance = Arc::new(PerformanceTracker::seeded(tokens_per_sec, ttft_ms));
+    let performance = Arc::new(PerformanceTracker::seeded(tokens_per_sec, ttft_ms).with_slots(config.max_concurrency));
     let shutdown = CancellationToken::new();
     let (supervisor_state, supervisor_task) = match &config.runtime.command {
         Some(command) => {

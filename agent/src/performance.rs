@@ -31,6 +31,9 @@ pub struct PerformanceTracker {
     prompt_tokens_total: AtomicU64,
     cached_prompt_tokens_total: AtomicU64,
     busy: Mutex<Busy>,
+    /// The node's `max_concurrency` (0: unknown): a request that starts with this many
+    /// already in flight waits in the runtime's queue before its prefill.
+    slots: AtomicU32,
 }
 
 /// Time with at least one request in flight.
@@ -64,6 +67,7 @@ impl PerformanceTracker {
             prompt_tokens_total: AtomicU64::new(0),
             cached_prompt_tokens_total: AtomicU64::new(0),
             busy: Mutex::new(Busy::default()),
+            slots: AtomicU32::new(0),
         }
     }
 
@@ -137,14 +141,26 @@ impl PerformanceTracker {
         })
     }
 
+    /// The node's `max_concurrency`, to tell which requests found a free slot.
+    pub fn with_slots(self, slots: u32) -> Self {
+        self.slots.store(slots, Ordering::Relaxed);
+        self
+    }
+
     /// Count a request as in flight until the guard drops.
     pub fn start(self: &Arc<Self>) -> InFlight {
-        self.with_busy(|busy| {
-            if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+        let ahead = self.with_busy(|busy| {
+            let ahead = self.in_flight.fetch_add(1, Ordering::Relaxed);
+            if ahead == 0 {
                 busy.since = Some(Instant::now());
             }
+            ahead
         });
-        InFlight { tracker: self.clone() }
+        let slots = self.slots.load(Ordering::Relaxed);
+        InFlight {
+            tracker: self.clone(),
+            found_free_slot: slots == 0 || ahead < slots,
+        }
     }
 
     fn with_busy<R>(&self, f: impl FnOnce(&mut Busy) -> R) -> R {
@@ -164,6 +180,9 @@ impl PerformanceTracker {
 #[derive(Debug)]
 pub struct InFlight {
     tracker: Arc<PerformanceTracker>,
+    /// Fewer than the node's slots were in flight when it started: its time to first token
+    /// holds no wait in the runtime's queue.
+    pub found_free_slot: bool,
 }
 
 impl Drop for InFlight {

@@ -88,7 +88,7 @@ pub struct Tap {
     /// The stream's own end marker went by (`data: [DONE]`, Ollama's `"done": true`).
     saw_end: bool,
     tracker: Arc<PerformanceTracker>,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl Tap {
@@ -115,7 +115,7 @@ impl Tap {
             prompt_and_cached: None,
             saw_end: false,
             tracker,
-            _in_flight: in_flight,
+            in_flight,
         }
     }
 
@@ -294,8 +294,15 @@ impl Drop for Tap {
                 // paid twice).
                 match self.uncached_prompt_tokens.filter(|t| *t >= PREFILL_SAMPLE_TOKENS) {
                     Some(uncached) => {
-                        let seconds = self.prefill_ms.map_or(ttft_ms / 1000.0, |ms| (ms / 1000.0) as f32);
-                        self.tracker.record_prefill(uncached, seconds);
+                        // Without the runtime's own timing, only a request that found a free
+                        // slot measures prefill (a queued one's first token holds its wait).
+                        match self.prefill_ms {
+                            Some(ms) => self.tracker.record_prefill(uncached, (ms / 1000.0) as f32),
+                            None if self.in_flight.found_free_slot => {
+                                self.tracker.record_prefill(uncached, ttft_ms / 1000.0)
+                            }
+                            None => {}
+                        }
                         if let Some(speed) = speed {
                             self.tracker.record_speed(speed);
                         }
@@ -387,6 +394,15 @@ mod tests {
             (performance.prompt_tokens_total, performance.cached_prompt_tokens_total),
             (4010, 10)
         );
+        // Queued behind the node's slots: its first token holds the wait, so no sample.
+        let busy = Arc::new(PerformanceTracker::default().with_slots(1));
+        let _running = busy.start();
+        let mut queued = Tap::new(Framing::Sse, true, Instant::now(), busy.clone(), busy.start());
+        queued.observe(&Bytes::from_static(
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
+        ));
+        drop(queued);
+        assert_eq!(busy.snapshot().prefill_tokens_per_sec, None);
         // A fully cached prompt (a handful of tokens processed) is no sample.
         let (mut cached, tracker) = tap(Framing::Sse);
         cached.observe(&Bytes::from_static(

@@ -89,8 +89,12 @@ pub struct Params {
     /// Output tokens assumed for each request a node is already serving, to estimate when
     /// its next slot frees.
     pub typical_tokens: u32,
-    /// Prompt tokens per second assumed for a node that has not measured its prefill.
+    /// Prompt tokens per second assumed for a node that has measured neither its prefill
+    /// nor its decode speed.
     pub unmeasured_prefill_tokens_per_sec: f32,
+    /// For a node that has measured its decode speed but not its prefill: prefill assumed at
+    /// this many times its decode speed.
+    pub unmeasured_prefill_per_decode: f32,
     /// Interactive work waits for a full node that holds its prefix when that is expected
     /// to give the first token at least this many seconds sooner than the best free node.
     pub sticky_margin_s: f32,
@@ -125,6 +129,7 @@ impl Default for Params {
             default_max_tokens: 512,
             typical_tokens: 512,
             unmeasured_prefill_tokens_per_sec: 1000.0,
+            unmeasured_prefill_per_decode: 20.0,
             sticky_margin_s: 0.5,
         }
     }
@@ -141,11 +146,16 @@ impl Params {
             ("laptop_max_minutes".to_owned(), self.laptop_max_minutes),
             ("sticky_margin_s".to_owned(), self.sticky_margin_s),
         ];
-        if !(self.unmeasured_prefill_tokens_per_sec > 0.0 && self.unmeasured_prefill_tokens_per_sec.is_finite()) {
-            return Err(format!(
-                "[params] unmeasured_prefill_tokens_per_sec must be a number above zero, not {}",
-                self.unmeasured_prefill_tokens_per_sec
-            ));
+        for (name, value) in [
+            (
+                "unmeasured_prefill_tokens_per_sec",
+                self.unmeasured_prefill_tokens_per_sec,
+            ),
+            ("unmeasured_prefill_per_decode", self.unmeasured_prefill_per_decode),
+        ] {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(format!("[params] {name} must be a number above zero, not {value}"));
+            }
         }
         for (name, value) in preferences.chain(scalars) {
             if !(value >= 0.0 && value.is_finite()) {
@@ -213,6 +223,26 @@ pub struct Estimate {
 /// When `node` would start, answer and finish `req`, given `slots` usable slots and the
 /// `cached` prompt tokens it is estimated to hold.
 pub fn estimate(params: &Params, node: &Node, req: &Request, slots: u32, cached: u32) -> Estimate {
+    estimate_with(
+        params,
+        node,
+        req,
+        slots,
+        cached,
+        params.unmeasured_prefill_tokens_per_sec,
+    )
+}
+
+/// [`estimate`], with `unmeasured_prefill` the prefill speed assumed where the node has
+/// measured none.
+fn estimate_with(
+    params: &Params,
+    node: &Node,
+    req: &Request,
+    slots: u32,
+    cached: u32,
+    unmeasured_prefill: f32,
+) -> Estimate {
     let speed = node
         .tokens_per_sec
         .filter(|s| *s > 0.0 && s.is_finite())
@@ -234,7 +264,7 @@ pub fn estimate(params: &Params, node: &Node, req: &Request, slots: u32, cached:
     let prefill_speed = node
         .prefill_tokens_per_sec
         .filter(|s| *s > 0.0 && s.is_finite())
-        .unwrap_or(params.unmeasured_prefill_tokens_per_sec);
+        .unwrap_or(unmeasured_prefill);
     // The measured time to first token already holds a short prompt's prefill.
     let uncached = req.prompt_tokens.saturating_sub(cached);
     let prefill_s = uncached.saturating_sub(PREFILL_IN_TTFT_TOKENS) as f32 / prefill_speed;
@@ -249,8 +279,28 @@ pub fn estimate(params: &Params, node: &Node, req: &Request, slots: u32, cached:
     }
 }
 
+/// The prefill speed assumed for a node that has not measured one: its measured decode speed
+/// times `unmeasured_prefill_per_decode` (20: the lowest ratio of the seed's machines, the
+/// M4's 380 / 18; a 3090 has ~90), else `unmeasured_prefill_tokens_per_sec`. Tied to the
+/// node's own speed, so that one slow node's figure never makes the others look slow too
+/// (every session would then stay wherever the first shared prefix landed).
+fn unmeasured_prefill(params: &Params, node: &Node) -> f32 {
+    node.tokens_per_sec
+        .filter(|s| *s > 0.0 && s.is_finite())
+        .map_or(params.unmeasured_prefill_tokens_per_sec, |decode| {
+            decode * params.unmeasured_prefill_per_decode
+        })
+}
+
 /// Why `node` is not a candidate for this class of work, or `None`.
-fn excluded(params: &Params, class: Class, node: &Node, req: &Request, cached: u32) -> Option<String> {
+fn excluded(
+    params: &Params,
+    class: Class,
+    node: &Node,
+    req: &Request,
+    cached: u32,
+    unmeasured_prefill: f32,
+) -> Option<String> {
     if let Some(why) = sdk::ineligibility(node, req) {
         return Some(why.to_owned());
     }
@@ -264,7 +314,8 @@ fn excluded(params: &Params, class: Class, node: &Node, req: &Request, cached: u
         if node.thermal_throttled || node.gpus.iter().any(|g| g.throttled) {
             return Some("thermally throttled".to_owned());
         }
-        let minutes = estimate(params, node, req, node.max_concurrency, cached).finish_s / 60.0;
+        let minutes =
+            estimate_with(params, node, req, node.max_concurrency, cached, unmeasured_prefill).finish_s / 60.0;
         if minutes > params.laptop_max_minutes {
             return Some(format!(
                 "would take about {minutes:.1} min (over {})",
@@ -284,7 +335,8 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let mut reserved: Vec<(f32, Estimate, &Node)> = Vec::new();
     for (index, node) in nodes.iter().enumerate() {
         let cached = sdk::cached_tokens(index);
-        if let Some(why) = excluded(params, class, node, req, cached) {
+        let unmeasured_prefill = unmeasured_prefill(params, node);
+        if let Some(why) = excluded(params, class, node, req, cached, unmeasured_prefill) {
             skipped.push(format!("{} {why}", node.name));
             continue;
         }
@@ -299,7 +351,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
             0 => node.max_concurrency,
             slots => slots,
         };
-        let estimate = estimate(params, node, req, slots, cached);
+        let estimate = estimate_with(params, node, req, slots, cached, unmeasured_prefill);
         let mut objective = match class {
             Class::Interactive => estimate.first_token_s,
             _ => estimate.finish_s,
