@@ -106,9 +106,9 @@ AMORTISE_S = 3 * 365 * 86400
 # The seed machines as the simulator plays them (agent/src/driver/simulated.rs) and as the
 # seed document prices them.
 NODES = {
-    "m4": {"slots": 1, "max_tokens": 2048, "speed": 18.0, "ttft": 0.35, "watts": 30.0, "capital": 2500.0, "role": "development"},
-    "ryzen": {"slots": 4, "max_tokens": 4096, "speed": 45.0, "ttft": 0.12, "watts": 525.0, "capital": 900.0, "role": "production"},
-    "xeon": {"slots": 2, "max_tokens": 2048, "speed": 22.0, "ttft": 0.20, "watts": 260.0, "capital": 1200.0, "role": "batch"},
+    "m4": {"slots": 1, "max_tokens": 2048, "speed": 18.0, "ttft": 0.35, "prefill": 380.0, "watts": 30.0, "capital": 2500.0, "role": "development"},
+    "ryzen": {"slots": 4, "max_tokens": 4096, "speed": 45.0, "ttft": 0.12, "prefill": 4200.0, "watts": 525.0, "capital": 900.0, "role": "production"},
+    "xeon": {"slots": 2, "max_tokens": 2048, "speed": 22.0, "ttft": 0.20, "prefill": 3300.0, "watts": 260.0, "capital": 1200.0, "role": "batch"},
 }
 PEER_ROUTERS = ("nginx", "litellm", "vllm-router")
 PEER_LABEL = {
@@ -130,9 +130,12 @@ def log(message):
 # ---------------------------------------------------------------- traces
 
 
-def capacity_rps(mean_tokens, speeds):
-    """Requests/s the cluster completes with every slot busy, for this mean length."""
-    return sum(n["slots"] / (n["ttft"] + mean_tokens / speeds[name]) for name, n in NODES.items())
+def capacity_rps(mean_tokens, speeds, mean_new_prompt=0.0):
+    """Requests/s the cluster completes with every slot busy, for this mean length (and, for
+    the agents trace, this mean of prompt tokens no cache can hold: each session's own first
+    turn and each turn's growth, prefilled at the node's speed)."""
+    return sum(n["slots"] / (n["ttft"] + mean_new_prompt / n["prefill"] + mean_tokens / speeds[name])
+               for name, n in NODES.items())
 
 
 SEED_SPEEDS = {name: n["speed"] for name, n in NODES.items()}
@@ -203,7 +206,79 @@ def gen_sessions(seed, sessions=16):
                                "priority", "session")} for r in everything]
 
 
-GENERATORS = {"mixed": gen_mixed, "sessions": gen_sessions}
+def gen_agents(seed, sessions=10):
+    """Claude-Code-like coding sessions: every prompt starts with the same 15-20k-token system
+    prompt and tool list, then the session's history, growing 0.8-2k tokens a turn; half the
+    sessions spawn a sub-agent (its own history after the same system prompt) for 2-3 turns.
+    They send only Claude Code's headers (`x-claude-code-session-id`, and the parent's id for
+    a sub-agent), no Switchyard hint. Beside them, batch jobs as in `mixed` (30 %)."""
+    rng = random.Random(seed + 2)
+    system = rng.randint(15000, 20000)
+    turns = []
+    for s in range(sessions):
+        name = f"cc{s:03d}"
+        history, offset = rng.randint(300, 1500), 0.0
+        for t in range(rng.randint(5, 7)):
+            max_tokens = rng.randint(64, 384)
+            if t:
+                offset += rng.expovariate(1 / 12.0)
+                history += rng.randint(800, 2000)
+            prompt = min(system + history, 32768 - max_tokens - 512)
+            turns.append({"session": name, "parent": None, "class": "development", "task": None, "model": MODEL,
+                          "prompt_tokens": prompt, "system_tokens": system, "max_tokens": max_tokens,
+                          "stream": True, "priority": 5, "offset": offset})
+            history += max_tokens
+            if t == 2 and rng.random() < 0.5:
+                sub, sub_history, sub_offset = f"{name}-sub", rng.randint(200, 800), offset
+                for _ in range(rng.randint(2, 3)):
+                    sub_offset += rng.expovariate(1 / 6.0)
+                    sub_tokens = rng.randint(64, 256)
+                    turns.append({"session": sub, "parent": name, "class": "development", "task": None, "model": MODEL,
+                                  "prompt_tokens": system + sub_history, "system_tokens": system,
+                                  "max_tokens": sub_tokens, "stream": True, "priority": 5, "offset": sub_offset})
+                    sub_history += sub_tokens + rng.randint(300, 900)
+    batch = [{"session": None, "parent": None, "class": "batch", "task": "batch", "model": MODEL,
+              "prompt_tokens": rng.randint(768, 2048), "system_tokens": 0, "max_tokens": rng.randint(256, 1024),
+              "stream": False, "priority": 2} for _ in range(round(len(turns) * 0.3 / 0.7))]
+    everything = turns + batch
+    rate = capacity_rps(statistics.mean(r["max_tokens"] for r in everything), SEED_SPEEDS, agents_new_prompt(everything))
+    span = len(everything) / rate
+    starts, at = {}, 0.0
+    for s in range(sessions):
+        at += rng.expovariate(sessions / (span * 0.6))
+        starts[f"cc{s:03d}"] = at
+    at = 0.0
+    for b in batch:
+        at += rng.expovariate(len(batch) / span)
+        b["at"] = round(at, 3)
+    for t in turns:
+        t["at"] = round(starts[t["parent"] or t["session"]] + t.pop("offset"), 3)
+    everything.sort(key=lambda r: (r["at"], r["session"] or ""))
+    for i, r in enumerate(everything):
+        r["id"] = f"agents-{i:04d}"
+    return [{k: r[k] for k in ("id", "at", "class", "task", "model", "prompt_tokens", "system_tokens", "max_tokens",
+                               "stream", "priority", "session", "parent")} for r in everything]
+
+
+def agents_new_prompt(requests):
+    """The mean of prompt tokens no cache can hold: a session's first prompt less the shared
+    system prompt (after the first session), each later turn's growth; batch prompts whole."""
+    seen, new, last = False, [], {}
+    for r in sorted(requests, key=lambda r: r.get("offset", r.get("at", 0))):
+        if r["class"] == "batch":
+            new.append(r["prompt_tokens"])
+            continue
+        before = last.get(r["session"])
+        if before is None:
+            new.append(r["prompt_tokens"] - (r["system_tokens"] if seen else 0))
+            seen = True
+        else:
+            new.append(max(0, r["prompt_tokens"] - before))
+        last[r["session"]] = r["prompt_tokens"]
+    return statistics.mean(new)
+
+
+GENERATORS = {"mixed": gen_mixed, "sessions": gen_sessions, "agents": gen_agents}
 
 
 def trace_text(requests):
@@ -249,6 +324,19 @@ class Bodies:
 
     def body(self, r):
         chars = r["prompt_tokens"] * 4
+        if r.get("system_tokens"):
+            # A coding agent: the shared system prompt, then the session's own history.
+            system = text_of("agents-system", r["system_tokens"] * 4)
+            own = chars - len(system)
+            base = self.sessions.get(r["session"])
+            if base is None:
+                base = text_of(r["session"], 32768 * 4)
+                self.sessions[r["session"]] = base
+            body = {"model": r["model"], "max_tokens": r["max_tokens"], "stream": r["stream"],
+                    "messages": [{"role": "system", "content": system}, {"role": "user", "content": base[:own]}]}
+            if r["stream"]:
+                body["stream_options"] = {"include_usage": True}
+            return json.dumps(body).encode()
         if r["session"]:
             base = self.sessions.get(r["session"])
             if base is None or len(base) < chars:
@@ -263,6 +351,12 @@ class Bodies:
 
 
 def headers_of(r):
+    if r.get("system_tokens"):
+        # Only what Claude Code sends.
+        h = {"x-claude-code-session-id": r["session"]}
+        if r.get("parent"):
+            h["x-claude-code-parent-agent-id"] = r["parent"]
+        return h
     h = {"x-switchyard-task": r["task"], "x-switchyard-priority": str(r["priority"])}
     if r["session"]:
         h["x-switchyard-session"] = r["session"]
@@ -767,6 +861,7 @@ async def send(base, extra, r, body, t0, ts, rec):
                 rec["error"] = f"HTTP {status}: {data[:200].decode(errors='replace')}"
                 return
             reply = json.loads(data)
+            note_usage(rec, reply.get("usage"))
             content = reply["choices"][0]["message"]["content"] or ""
             m = NODE_RE.search(content[:64])
             rec["node"] = m.group(1) if m else None
@@ -792,6 +887,7 @@ async def send(base, extra, r, body, t0, ts, rec):
                         continue
                     if obj.get("usage"):
                         rec["tokens"] = obj["usage"].get("completion_tokens")
+                        note_usage(rec, obj["usage"])
                     for choice in obj.get("choices") or []:
                         content = (choice.get("delta") or {}).get("content")
                         if content:
@@ -810,6 +906,13 @@ async def send(base, extra, r, body, t0, ts, rec):
             rec["error"] = "stream ended without data: [DONE]" if not done else "no tokens"
     finally:
         writer.close()
+
+
+def note_usage(rec, usage):
+    """The prompt and its cached part, as the runtime reported them."""
+    if usage and usage.get("prompt_tokens") is not None:
+        rec["prompt"] = usage["prompt_tokens"]
+        rec["cached"] = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
 
 
 async def replay(base, extra, trace, stretch, ts, cap):
@@ -947,6 +1050,18 @@ def summarise(run, speeds):
     out["errors"] = sum(1 for r in records if not r.get("ok"))
     out["finish"] = max((c["finish"] for c in out["classes"].values() if c["finish"] is not None), default=None)
     out["sim_span"] = max(r["at"] for r in records)
+    # Prefix-cache hits as the runtimes reported them, and how often a session's turn went to
+    # another node than its previous turn (each such move re-pays a cold prefill).
+    reported = [r for r in records if r.get("ok") and r.get("prompt")]
+    prompt = sum(r["prompt"] for r in reported)
+    out["prefix_hit"] = sum(r["cached"] for r in reported) / prompt if prompt else None
+    last, moves, turns = {}, 0, 0
+    for r in sorted((r for r in records if r.get("session") and r.get("ok")), key=lambda r: r["at"]):
+        if r["session"] in last:
+            turns += 1
+            moves += last[r["session"]] != r.get("node")
+        last[r["session"]] = r.get("node")
+    out["session_moves"] = [moves, turns]
     return out
 
 
@@ -1034,6 +1149,53 @@ def verdicts(results, load=0.85):
     return "\n".join(out)
 
 
+def agents_table(results):
+    """The agents trace: first tokens, batch goodput, the runtimes' prefix-cache hit rate and
+    how often a session's turn moved to another node, per router; and issue #21's targets at
+    85 %: the best shipped policy's development TTFT p95 at most 1/3 of seed-rules' and 1/2 of
+    vllm-router cache_aware's, with batch goodput no lower than seed-rules'."""
+    out = []
+    for load in dict.fromkeys(r["load"] for r in results if r["trace"] == "agents"):
+        rows = [r for r in results if r["trace"] == "agents" and r["load"] == load]
+        out += [f"### agents, {int(load * 100)} % of capacity: caches", "",
+                "| router | dev TTFT p50 / p95 | batch goodput | prefix-cache hit (runtimes' own counts) "
+                "| session turns moved to another node | errors |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            s = r["summary"]
+            dev, batch = s["classes"]["development"], s["classes"].get("batch") or {}
+            hit = "-" if s.get("prefix_hit") is None else f"{s['prefix_hit'] * 100:.0f} %"
+            moved, turns = s.get("session_moves", [0, 0])
+            out.append(f"| {r['label']} | {fmt_s(dev['ttft_p50'])} / {fmt_s(dev['ttft_p95'])} "
+                       f"| {batch.get('goodput') or 0:.1f} | {hit} | {moved} of {turns} | {s['errors']} |")
+        by = {r["router"]: r for r in rows}
+        seed, vllm = by.get("seed-rules"), by.get("vllm-router")
+        if load == 0.85 and seed:
+            def dev95(r):
+                return r["summary"]["classes"]["development"]["ttft_p95"]
+
+            def goodput(r):
+                return (r["summary"]["classes"].get("batch") or {}).get("goodput") or 0
+
+            out += ["", "| policy | dev TTFT p95 | <= 1/3 of seed-rules' | <= 1/2 of vllm-router's | batch goodput "
+                    ">= seed-rules' | all three |", "|---|---|---|---|---|---|"]
+            for name, r in by.items():
+                if name in PEER_ROUTERS or name == "seed-rules":
+                    continue
+                d = dev95(r)
+                a = d != math.inf and d * 3 <= dev95(seed)
+                b = bool(vllm) and d != math.inf and d * 2 <= dev95(vllm)
+                c = goodput(r) >= goodput(seed)
+                ratio_seed = f"{d / dev95(seed):.2f}x" if dev95(seed) not in (0, math.inf) and d != math.inf else "-"
+                ratio_vllm = (f"{d / dev95(vllm):.2f}x" if vllm and dev95(vllm) not in (0, math.inf) and d != math.inf
+                              else "-")
+                g = f"{goodput(r) / goodput(seed):.2f}x" if goodput(seed) else "-"
+                out.append(f"| {name} | {fmt_s(d)} | {ratio_seed} {'met' if a else 'not met'} "
+                           f"| {ratio_vllm} {'met' if b else 'not met'} | {g} {'met' if c else 'not met'} "
+                           f"| {'**met**' if a and b and c else 'not met'} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def medians(paths, load=0.85):
     """The median over several runs' results.json files (a single run's p95 of ~48 requests
     moves by several seconds between runs) of each router's headline figures, and the
@@ -1101,7 +1263,9 @@ def render(meta, results):
     for name in meta["traces"]:
         for load in loads:
             report += ["", f"### {name}, {int(load * 100)} % of capacity", "", table(results, name, load)]
-    report += ["", verdicts(results)]
+    report += ["", verdicts([r for r in results if r["trace"] != "agents"])]
+    if any(r["trace"] == "agents" for r in results):
+        report += ["", agents_table(results)]
     if meta.get("skipped"):
         report += ["", "Skipped: " + "; ".join(f"{k}: {v.splitlines()[0]}" for k, v in meta["skipped"].items())]
     if meta.get("wall_s"):
@@ -1116,7 +1280,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="30 requests per trace, 85 %% only, short cap")
-    parser.add_argument("--traces", default="mixed,sessions")
+    parser.add_argument("--traces", default="mixed,sessions,agents")
     parser.add_argument("--loads", default=None, help="comma-separated fractions of capacity (default 0.5,0.85)")
     parser.add_argument("--routers", default=None,
                         help="policy names and nginx, litellm, vllm-router (default: every policy in policies/ and all three)")
@@ -1181,7 +1345,8 @@ def main():
         for name, trace in traces.items():
             mean = statistics.mean(r["max_tokens"] for r in trace)
             mean_full = statistics.mean(r["max_tokens"] for r in full_traces[name])
-            cap_seed, cap_eff = capacity_rps(mean_full, SEED_SPEEDS), capacity_rps(mean_full, speeds)
+            new = agents_new_prompt(full_traces[name]) if name == "agents" else 0.0
+            cap_seed, cap_eff = capacity_rps(mean_full, SEED_SPEEDS, new), capacity_rps(mean_full, speeds, new)
             meta["traces"][name] = {"requests": len(trace), "mean_tokens": mean, "capacity_seed_rps": cap_seed,
                                     "capacity_effective_rps": cap_eff, "span_at_100": trace[-1]["at"],
                                     "classes": {cls: sum(1 for r in trace if r["class"] == cls) for cls in CLASSES}}
@@ -1204,10 +1369,14 @@ def main():
                         continue
                     run["summary"] = summarise(run, speeds)
                     s = run["summary"]["classes"]
-                    log(f"  wall {run['wall_s']:.0f} s; dev TTFT p95 {fmt_s(s['development']['ttft_p95'])}, "
-                        f"prod TTFT p95 {fmt_s(s['production']['ttft_p95'])}, batch latency p95 "
-                        f"{fmt_s(s['batch']['latency_p95'])}, finish {fmt_s(run['summary']['finish'])}, "
-                        f"errors {run['summary']['errors']}")
+                    def p95(cls, key):
+                        return fmt_s((s.get(cls) or {}).get(key))
+                    hit = run["summary"].get("prefix_hit")
+                    log(f"  wall {run['wall_s']:.0f} s; dev TTFT p95 {p95('development', 'ttft_p95')}, "
+                        f"prod TTFT p95 {p95('production', 'ttft_p95')}, batch latency p95 "
+                        f"{p95('batch', 'latency_p95')}, finish {fmt_s(run['summary']['finish'])}, "
+                        f"errors {run['summary']['errors']}, prefix hit "
+                        f"{'-' if hit is None else f'{hit * 100:.0f} %'}, moves {run['summary']['session_moves']}")
                     results.append(run)
     finally:
         bench.procs.stop_all()
