@@ -387,6 +387,44 @@ impl AnthropicTranslator {
     }
 }
 
+/// An answer's translation for an Anthropic client: its events, or one `message` (or
+/// `count_tokens`' `{"input_tokens"}`) when the client did not ask for a stream.
+#[derive(Debug)]
+pub struct AnthropicTranslation {
+    pub translator: AnthropicTranslator,
+    pub stream: bool,
+    pub count_only: bool,
+}
+
+impl super::relay::Translation for AnthropicTranslation {
+    fn event(&mut self, data: &str) -> Result<Vec<u8>, String> {
+        let events = self.translator.event(data)?;
+        Ok(if self.stream { events.into_bytes() } else { Vec::new() })
+    }
+
+    fn finished(&self) -> bool {
+        self.translator.finished()
+    }
+
+    fn end(&mut self) -> Vec<u8> {
+        if self.stream {
+            self.translator.end().into_bytes()
+        } else if self.count_only {
+            self.translator.count().to_string().into_bytes()
+        } else {
+            self.translator.message().to_string().into_bytes()
+        }
+    }
+
+    fn failure(&self, message: &str) -> bytes::Bytes {
+        bytes::Bytes::from(if self.stream {
+            error_event(message)
+        } else {
+            json!({ "type": "error", "error": { "type": "api_error", "message": message } }).to_string()
+        })
+    }
+}
+
 /// An Anthropic error event, for a stream that fails after it started.
 pub fn error_event(message: &str) -> String {
     event(

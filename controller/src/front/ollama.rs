@@ -322,6 +322,41 @@ impl NdjsonTranslator {
     }
 }
 
+/// An answer's translation for an Ollama client: a line per delta and the `done` object, or
+/// the one object when the client did not ask for a stream.
+#[derive(Debug)]
+pub struct OllamaTranslation {
+    pub translator: NdjsonTranslator,
+    pub stream: bool,
+}
+
+fn line(value: &Value) -> Vec<u8> {
+    let mut line = value.to_string().into_bytes();
+    line.push(b'\n');
+    line
+}
+
+impl super::relay::Translation for OllamaTranslation {
+    fn event(&mut self, data: &str) -> Result<Vec<u8>, String> {
+        Ok(match self.translator.event(data)? {
+            Some(piece) if self.stream => line(&piece),
+            _ => Vec::new(),
+        })
+    }
+
+    fn finished(&self) -> bool {
+        self.translator.finished()
+    }
+
+    fn end(&mut self) -> Vec<u8> {
+        line(&self.translator.done(!self.stream))
+    }
+
+    fn failure(&self, message: &str) -> bytes::Bytes {
+        bytes::Bytes::from(line(&json!({ "error": message })))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

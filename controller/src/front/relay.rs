@@ -17,9 +17,7 @@ pub use switchyard_protocol::Framing;
 use switchyard_protocol::sse::SseDecoder;
 
 use super::admission::Permit;
-use super::anthropic::{self, AnthropicTranslator};
 use super::metrics::FrontMetrics;
-use super::ollama::NdjsonTranslator;
 use crate::http::{BoxError, ResponseBody};
 
 /// The explicit end of a failed stream, in its framing; `None` for a whole answer.
@@ -35,23 +33,33 @@ fn error_event(framing: Framing, message: &str) -> Option<Bytes> {
 }
 
 /// How the node's body is turned into the client's.
-#[derive(Debug)]
 pub enum Shape {
     /// Forward as is.
     Pass(Framing),
-    /// OpenAI SSE to Ollama NDJSON (one line per delta and a final `done` object), or to one
-    /// Ollama object when the client did not ask for a stream.
-    Ollama {
-        translator: Box<NdjsonTranslator>,
-        stream: bool,
-    },
-    /// OpenAI SSE to Anthropic's events, or to one `message` (`{"input_tokens"}` for
-    /// `count_tokens`) when the client did not ask for a stream.
-    Anthropic {
-        translator: Box<AnthropicTranslator>,
-        stream: bool,
-        count_only: bool,
-    },
+    /// The node's OpenAI SSE translated into the client's API (Ollama's NDJSON, Anthropic's
+    /// events), event by event, or into one object when the client did not ask for a stream.
+    Translated(Box<dyn Translation>),
+}
+
+impl std::fmt::Debug for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shape::Pass(framing) => write!(f, "Pass({framing:?})"),
+            Shape::Translated(_) => f.write_str("Translated"),
+        }
+    }
+}
+
+/// One answer's translation from the node's OpenAI SSE into the client's API.
+pub trait Translation: Send {
+    /// One SSE event's data -> the bytes to send now (none when the client wants one object).
+    fn event(&mut self, data: &str) -> Result<Vec<u8>, String>;
+    /// Whether the node's stream ended properly (a finish reason or `[DONE]`).
+    fn finished(&self) -> bool;
+    /// The last bytes: the stream's closing events, or the whole object.
+    fn end(&mut self) -> Vec<u8>;
+    /// A failure in the client's framing.
+    fn failure(&self, message: &str) -> Bytes;
 }
 
 /// One relay's context.
@@ -111,11 +119,7 @@ fn ndjson(value: &serde_json::Value) -> Bytes {
 fn failure(shape: &Shape, message: &str) -> Result<Frame<Bytes>, BoxError> {
     let event = match shape {
         Shape::Pass(framing) => error_event(*framing, message),
-        Shape::Ollama { .. } => Some(ndjson(&serde_json::json!({ "error": message }))),
-        Shape::Anthropic { stream: true, .. } => Some(Bytes::from(anthropic::error_event(message))),
-        Shape::Anthropic { stream: false, .. } => Some(Bytes::from(
-            serde_json::json!({ "type": "error", "error": { "type": "api_error", "message": message } }).to_string(),
-        )),
+        Shape::Translated(translation) => Some(translation.failure(message)),
     };
     event.map(Frame::data).ok_or_else(|| BoxError::from(message.to_owned()))
 }
@@ -193,33 +197,12 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                             }
                             yield Ok::<_, BoxError>(Frame::data(data));
                         }
-                        Shape::Ollama { translator, stream } => {
+                        Shape::Translated(translation) => {
                             let mut out = Vec::new();
                             let mut failed = None;
                             for event in decoder.push(&data) {
-                                match translator.event(&event) {
-                                    Ok(Some(line)) if *stream => out.extend_from_slice(&ndjson(&line)),
-                                    Ok(_) => {}
-                                    Err(message) => failed = Some(message),
-                                }
-                            }
-                            if !out.is_empty() {
-                                yield Ok(Frame::data(Bytes::from(out)));
-                            }
-                            if let Some(message) = failed {
-                                yield failure(&shape, &message);
-                                finish.status = 502;
-                                finish.completed = true;
-                                break;
-                            }
-                        }
-                        Shape::Anthropic { translator, stream, .. } => {
-                            let mut out = String::new();
-                            let mut failed = None;
-                            for event in decoder.push(&data) {
-                                match translator.event(&event) {
-                                    Ok(events) if *stream => out.push_str(&events),
-                                    Ok(_) => {}
+                                match translation.event(&event) {
+                                    Ok(bytes) => out.extend_from_slice(&bytes),
                                     Err(message) => failed = Some(message),
                                 }
                             }
@@ -244,27 +227,13 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                     break;
                 }
                 None => {
-                    if let Shape::Ollama { translator, stream } = &shape {
-                        if !translator.finished() {
+                    if let Shape::Translated(translation) = &mut shape {
+                        if !translation.finished() {
                             let message = format!("node {} ended the answer before its last event", finish.node);
                             yield failure(&shape, &message);
                             finish.status = 502;
                         } else {
-                            yield Ok(Frame::data(ndjson(&translator.done(!*stream))));
-                        }
-                    }
-                    if let Shape::Anthropic { translator, stream, count_only } = &mut shape {
-                        let (stream, count_only) = (*stream, *count_only);
-                        if !translator.finished() {
-                            let message = format!("node {} ended the answer before its last event", finish.node);
-                            yield failure(&shape, &message);
-                            finish.status = 502;
-                        } else if stream {
-                            yield Ok(Frame::data(Bytes::from(translator.end())));
-                        } else if count_only {
-                            yield Ok(Frame::data(Bytes::from(translator.count().to_string())));
-                        } else {
-                            yield Ok(Frame::data(Bytes::from(translator.message().to_string())));
+                            yield Ok(Frame::data(Bytes::from(translation.end())));
                         }
                     }
                     finish.completed = true;

@@ -127,14 +127,10 @@ async fn to_ollama(
         answered_whole(&mut relayed);
         return json(StatusCode::OK, &ollama::from_openai_embeddings(&value, &info.model));
     }
-    relayed.shape = Shape::Ollama {
-        translator: Box::new(NdjsonTranslator::new(
-            &info.model,
-            api == Api::OllamaGenerate,
-            relayed.started,
-        )),
+    relayed.shape = Shape::Translated(Box::new(ollama::OllamaTranslation {
+        translator: NdjsonTranslator::new(&info.model, api == Api::OllamaGenerate, relayed.started),
         stream: info.stream,
-    };
+    }));
     let translated = relay(relayed, body, permit);
     if !info.stream {
         return whole_answer(ClientApi::Ollama, translated).await;
@@ -166,11 +162,11 @@ async fn to_anthropic_answer(
         return ClientApi::Anthropic.error_body(status, "upstream_error", &message);
     }
     let stream = info.stream && !count_only;
-    relayed.shape = Shape::Anthropic {
-        translator: Box::new(AnthropicTranslator::new(&info.model, &info.id, info.prompt_tokens)),
+    relayed.shape = Shape::Translated(Box::new(anthropic::AnthropicTranslation {
+        translator: AnthropicTranslator::new(&info.model, &info.id, info.prompt_tokens),
         stream,
         count_only,
-    };
+    }));
     let translated = relay(relayed, body, permit);
     if !stream {
         return whole_answer(ClientApi::Anthropic, translated).await;
