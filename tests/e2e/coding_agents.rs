@@ -7,6 +7,18 @@ use crate::cluster::Cluster;
 use crate::first_hour::{KEY, controller, simulated};
 use crate::process::served_by;
 
+/// Simulated xeon and ryzen nodes serving `qwen25-coder-7b`, both healthy.
+fn xeon_and_ryzen(cluster: &Cluster, controller: &crate::process::Controller) -> [crate::process::Agent; 2] {
+    let nodes = [
+        simulated(cluster, controller, "xeon", "xeon", &["qwen25-coder-7b"]),
+        simulated(cluster, controller, "ryzen", "ryzen", &["qwen25-coder-7b"]),
+    ];
+    assert!(crate::process::eventually(std::time::Duration::from_secs(30), || {
+        controller.node_healthy("xeon") == Some(true) && controller.node_healthy("ryzen") == Some(true)
+    }));
+    nodes
+}
+
 /// POST a chat for `qwen25-coder-7b` with `headers` (no `Authorization`); status and text.
 fn chat_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut command = std::process::Command::new("curl");
@@ -31,11 +43,7 @@ fn chat_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
 fn claude_codes_key_and_session_headers_are_understood_and_each_session_stays_on_one_node() {
     let cluster = Cluster::new(&[]);
     let controller = controller(&cluster, "");
-    let _xeon = simulated(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"]);
-    let _ryzen = simulated(&cluster, &controller, "ryzen", "ryzen", &["qwen25-coder-7b"]);
-    assert!(crate::process::eventually(std::time::Duration::from_secs(30), || {
-        controller.node_healthy("xeon") == Some(true) && controller.node_healthy("ryzen") == Some(true)
-    }));
+    let _nodes = xeon_and_ryzen(&cluster, &controller);
     controller.cli_ok(&["policy", "activate", "session-affinity"]);
 
     // Claude Code sends its key as `x-api-key` and its session in its own header. Ten
@@ -202,6 +210,20 @@ fn the_anthropic_messages_api_reaches_a_real_llama_server_and_switchyards_own_er
     // grammar it answers text, so tools are checked through translation, below.)
     let report = anthropic_sdk(&controller, &[]);
     assert_sdk_answers(&report, "xeon");
+
+    // The openai SDK's Responses API (Codex CLI's), relayed to llama-server's own: whole, and
+    // streamed to its `response.completed` (no `[DONE]` in such a stream: the agent must know
+    // that event as its end, or the client gets an error after it).
+    let report = sdk_client("openai_responses.py", &controller, &[]);
+    let create = &report["create"];
+    assert_eq!(create["node"], "xeon", "{report:#}");
+    assert_eq!(create["status"], "completed", "{report:#}");
+    assert!(!create["text"].as_str().unwrap_or_default().is_empty(), "{report:#}");
+    let stream = &report["stream"];
+    assert_eq!(stream["first"], "response.created", "{report:#}");
+    assert_eq!(stream["last"], "response.completed", "{report:#}");
+    assert!(stream["deltas"].as_u64().is_some_and(|n| n > 0), "{report:#}");
+    assert_eq!(stream["text"], stream["final_text"], "{report:#}");
 }
 
 #[test]
@@ -339,15 +361,20 @@ fn a_coding_agents_turns_stay_on_the_node_that_holds_its_prefix_under_finish_tim
 
 /// Run the official Anthropic SDK against `controller` (`extra`: `tools`); its JSON report.
 fn anthropic_sdk(controller: &crate::process::Controller, extra: &[&str]) -> serde_json::Value {
+    sdk_client("anthropic_client.py", controller, extra)
+}
+
+/// Run the Python client `script` of `tests/e2e/clients` against `controller`; its report.
+fn sdk_client(script: &str, controller: &crate::process::Controller, extra: &[&str]) -> serde_json::Value {
     let output = std::process::Command::new(crate::runtimes::python())
-        .arg(crate::runtimes::repo().join("tests/e2e/clients/anthropic_client.py"))
+        .arg(crate::runtimes::repo().join("tests/e2e/clients").join(script))
         .args([&controller.url, KEY, "qwen25-coder-7b"])
         .args(extra)
         .output()
         .expect("run the Python client");
     assert!(
         output.status.success(),
-        "anthropic_client.py failed:\n{}\ncontroller log:\n{}",
+        "{script} failed:\n{}\ncontroller log:\n{}",
         String::from_utf8_lossy(&output.stderr),
         controller.log_text()
     );
@@ -447,11 +474,7 @@ fn a_responses_turn_with_previous_response_id_goes_to_the_node_that_produced_it(
     // conversation and get `previous_response_not_found`.
     let cluster = Cluster::new(&[]);
     let controller = controller(&cluster, "");
-    let _xeon = simulated(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"]);
-    let _ryzen = simulated(&cluster, &controller, "ryzen", "ryzen", &["qwen25-coder-7b"]);
-    assert!(crate::process::eventually(std::time::Duration::from_secs(30), || {
-        controller.node_healthy("xeon") == Some(true) && controller.node_healthy("ryzen") == Some(true)
-    }));
+    let _nodes = xeon_and_ryzen(&cluster, &controller);
     controller.cli_ok(&["policy", "activate", "round-robin"]);
     let url = format!("{}/v1/responses", controller.url);
     let turn = |previous: Option<&str>, stream: bool| {
@@ -460,22 +483,9 @@ fn a_responses_turn_with_previous_response_id_goes_to_the_node_that_produced_it(
         if let Some(previous) = previous {
             body["previous_response_id"] = serde_json::json!(previous);
         }
-        let output = std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "-i",
-                "--max-time",
-                "30",
-                "-H",
-                &format!("x-api-key: {KEY}"),
-                "-H",
-                "session-id: cx-responses",
-            ])
-            .args(["-d", &body.to_string(), &url])
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        // Codex sends its key as a bearer token and its session as `session-id`.
+        let (status, text) =
+            crate::process::curl_with_key(&url, KEY, &["-H", "session-id: cx-responses", "-d", &body.to_string()]);
         assert_eq!(status, 200, "{text}");
         let id = text
             .split("\"id\":\"")
