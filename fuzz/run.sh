@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(model_splice request_info ollama sse telemetry policy_spec fixture)
+[[ ${#targets[@]} -gt 0 ]] || targets=(model_splice request_info ollama anthropic sse telemetry policy_spec fixture)
 
 if ! command -v cargo-afl >/dev/null 2>&1; then
     cargo install cargo-afl --locked

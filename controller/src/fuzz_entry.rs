@@ -14,10 +14,11 @@ use crate::front::request_info::{Api, MAX_MODEL_BYTES, MAX_SESSION_BYTES, MAX_TA
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets, by name (the names of `fuzz/`'s binaries and corpus folders).
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("model_splice", model_splice),
     ("request_info", request_metadata),
     ("ollama", ollama_translation),
+    ("anthropic", anthropic_translation),
     ("sse", sse_framing),
     ("telemetry", telemetry),
     ("policy_spec", policy_spec),
@@ -99,6 +100,42 @@ fn ollama_translation(data: &[u8]) {
         }
     }
     let _ = translator.done(true);
+}
+
+/// An Anthropic Messages request translated for an OpenAI runtime (the model replaced, every
+/// message with a role, every tool a function), and the runtime's SSE events (the input's
+/// lines) translated back: the events come in Anthropic's order, and the whole message's
+/// blocks are the ones the stream opened.
+fn anthropic_translation(data: &[u8]) {
+    use crate::front::anthropic::{AnthropicTranslator, to_openai_chat};
+    let text = String::from_utf8_lossy(data);
+    if let Ok(body) = serde_json::from_str::<Value>(&text) {
+        let translated = to_openai_chat(&body, "local");
+        assert_eq!(translated["model"], "local");
+        for message in translated["messages"].as_array().into_iter().flatten() {
+            assert!(message["role"].is_string(), "a message without a role: {message}");
+        }
+        for tool in translated["tools"].as_array().into_iter().flatten() {
+            assert_eq!(tool["type"], "function");
+        }
+    }
+    let mut translator = AnthropicTranslator::new("logical", "fuzz", 7);
+    let mut events = String::new();
+    for line in text.lines() {
+        match translator.event(line) {
+            Ok(more) => events.push_str(&more),
+            Err(_) => return,
+        }
+    }
+    events.push_str(&translator.end());
+    let names: Vec<&str> = events.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{events}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{events}");
+    let opened = names.iter().filter(|n| **n == "content_block_start").count();
+    let closed = names.iter().filter(|n| **n == "content_block_stop").count();
+    assert_eq!(opened, closed, "every block opened is closed: {events}");
+    let message = translator.message();
+    assert_eq!(message["content"].as_array().map_or(0, Vec::len), opened);
 }
 
 /// SSE decoded whole and cut at every split the first byte picks: the same events.
