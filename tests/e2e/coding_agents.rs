@@ -366,19 +366,7 @@ fn anthropic_sdk(controller: &crate::process::Controller, extra: &[&str]) -> ser
 
 /// Run the Python client `script` of `tests/e2e/clients` against `controller`; its report.
 fn sdk_client(script: &str, controller: &crate::process::Controller, extra: &[&str]) -> serde_json::Value {
-    let output = std::process::Command::new(crate::runtimes::python())
-        .arg(crate::runtimes::repo().join("tests/e2e/clients").join(script))
-        .args([&controller.url, KEY, "qwen25-coder-7b"])
-        .args(extra)
-        .output()
-        .expect("run the Python client");
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{}\ncontroller log:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        controller.log_text()
-    );
-    serde_json::from_slice(&output.stdout).expect("one JSON document")
+    crate::front_door::run_client(script, controller, extra)
 }
 
 /// What every node must give the SDK, translated or not.

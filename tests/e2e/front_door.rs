@@ -32,7 +32,9 @@ fn link_head(kind: &str, url: &str, interval_ms: u64) -> String {
     )
 }
 
-fn run_client(script: &str, controller: &Controller, tasks: &[&str]) -> Value {
+/// Run the Python client `script` of `tests/e2e/clients` against `controller` (with the
+/// e2e key and `qwen25-coder-7b`, then `tasks`); the one JSON document it prints.
+pub(crate) fn run_client(script: &str, controller: &Controller, tasks: &[&str]) -> Value {
     let output = Command::new(python())
         .arg(repo().join("tests/e2e/clients").join(script))
         .args([&controller.url, KEY, "qwen25-coder-7b"])
