@@ -43,6 +43,10 @@ pub struct Outcome {
     /// The energy estimate sent in `x-switchyard-energy-mj`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub energy_mj: Option<u64>,
+    /// The prompt tokens the runtime reported it found in its prefix cache (its own count,
+    /// from the answer's `usage`), beside the controller's estimate in `request.cached`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u32>,
 }
 
 /// One routed request.

@@ -62,6 +62,44 @@ pub trait Translation: Send {
     fn failure(&self, message: &str) -> Bytes;
 }
 
+/// Reads the runtime's own count of cached prompt tokens from the end of its answer (the
+/// `usage` comes last: `prompt_tokens_details.cached_tokens`, or Anthropic's
+/// `cache_read_input_tokens`), for the decision record, beside the controller's estimate.
+#[derive(Debug, Default)]
+struct CachedCount {
+    tail: Vec<u8>,
+}
+
+/// How much of an answer's end is kept to find its usage.
+const USAGE_TAIL_BYTES: usize = 8 * 1024;
+
+impl CachedCount {
+    fn observe(&mut self, data: &[u8]) {
+        self.tail.extend_from_slice(data);
+        if self.tail.len() > 2 * USAGE_TAIL_BYTES {
+            self.tail.drain(..self.tail.len() - USAGE_TAIL_BYTES);
+        }
+    }
+
+    /// The last count in the answer's tail.
+    fn cached_tokens(&self) -> Option<u32> {
+        [&b"\"cached_tokens\""[..], b"\"cache_read_input_tokens\""]
+            .iter()
+            .filter_map(|key| {
+                let at = memchr::memmem::rfind(&self.tail, key)?;
+                let rest = self.tail[at + key.len()..]
+                    .trim_ascii_start()
+                    .strip_prefix(b":")?
+                    .trim_ascii_start();
+                let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                let number = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+                Some((at, number))
+            })
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, number)| number)
+    }
+}
+
 /// One relay's context.
 #[derive(Debug)]
 pub struct Relayed {
@@ -155,6 +193,7 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
         let deadline = tokio::time::sleep(total_timeout);
         tokio::pin!(deadline);
         let mut decoder = SseDecoder::default();
+        let mut cached_count = CachedCount::default();
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
@@ -178,6 +217,7 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
             match frame {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
+                    cached_count.observe(&data);
                     if let Some(learner) = &mut learner {
                         learner.observe(&data);
                     }
@@ -194,6 +234,9 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                                     _ = &mut deadline => {}
                                 }
                                 finish.completed = true;
+                                if let Some(record) = finish.record.as_mut() {
+                                    record.outcome().cached_tokens = cached_count.cached_tokens();
+                                }
                             }
                             yield Ok::<_, BoxError>(Frame::data(data));
                         }
@@ -227,6 +270,9 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                     break;
                 }
                 None => {
+                    if let Some(record) = finish.record.as_mut() {
+                        record.outcome().cached_tokens = cached_count.cached_tokens();
+                    }
                     if let Shape::Translated(translation) = &mut shape {
                         if !translation.finished() {
                             let message = format!("node {} ended the answer before its last event", finish.node);
@@ -244,4 +290,29 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
         drop(finish);
     };
     StreamBody::new(stream).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtimes_cached_count_is_read_from_the_end_of_its_answer() {
+        let mut count = CachedCount::default();
+        assert_eq!(count.cached_tokens(), None);
+        count.observe(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n");
+        for _ in 0..100 {
+            count.observe(&[b' '; 1000]);
+        }
+        count.observe(
+            b"data: {\"usage\":{\"prompt_tokens\":900,\"prompt_tokens_details\": {\"cached_tokens\": 768}}}\n\n",
+        );
+        assert_eq!(count.cached_tokens(), Some(768));
+        assert!(count.tail.len() <= 2 * USAGE_TAIL_BYTES);
+        let mut anthropic = CachedCount::default();
+        anthropic.observe(
+            b"event: message_delta\ndata: {\"usage\":{\"output_tokens\":5,\"cache_read_input_tokens\":4096}}\n\n",
+        );
+        assert_eq!(anthropic.cached_tokens(), Some(4096));
+    }
 }
