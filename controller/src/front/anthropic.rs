@@ -302,17 +302,10 @@ impl AnthropicTranslator {
 
     /// One SSE event's data from the node -> Anthropic's events to send now (possibly none).
     pub fn event(&mut self, data: &str) -> Result<String, String> {
-        if data == "[DONE]" {
+        let Some(value) = super::relay::openai_event(data)? else {
             self.saw_done = true;
             return Ok(String::new());
-        }
-        let value: Value = serde_json::from_str(data).map_err(|e| format!("unreadable event from the node: {e}"))?;
-        if let Some(error) = value.get("error") {
-            return Err(error["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| error.to_string()));
-        }
+        };
         let mut out = String::new();
         self.start(&mut out);
         if let Some(usage) = value.get("usage").filter(|u| !u.is_null()) {

@@ -47,7 +47,7 @@ use self::forward::{Dialect, Dispatch, FrontLimits, Outbound, forward};
 use self::keys::{ApiKeys, Grant};
 use self::log_safe::log_safe;
 use self::metrics::FrontMetrics;
-use self::request_info::{Api, request_info};
+use self::request_info::{Api, Endpoint, request_info};
 use crate::decisions::DecisionStore;
 use crate::http::{ResponseBody, json, text};
 use crate::node_table::NodeTable;
@@ -203,14 +203,17 @@ async fn prompt(
 
     let view = front.nodes.prepared();
     feasible::check(view.snapshot(), &info)?;
+    let endpoint = Endpoint::of(parts.uri.path());
     // Only what prefills a prompt fills a cache (not embeddings, nor counting tokens).
-    let chain = match api {
-        Api::OpenAiEmbeddings | Api::OllamaEmbed => PromptChain::default(),
-        _ if parts.uri.path().ends_with("/count_tokens") => PromptChain::default(),
+    let chain = match (api, endpoint) {
+        (Api::OpenAiEmbeddings | Api::OllamaEmbed, _) | (_, Endpoint::CountTokens) => PromptChain::default(),
         _ => PromptChain::of(&value, &info.model),
     };
     info.cached = front.prefixes.estimate(&chain, view.snapshot(), &info.model);
-    let previous = previous_response(front, parts.uri.path(), &value, &mut info);
+    let previous = match endpoint {
+        Endpoint::Responses => previous_response(front, &value, &mut info),
+        _ => None,
+    };
     let mut route = decide(front, &view, &info, started, outcome).await?;
     if let Some((id, node)) = &previous {
         route = pinned(route, view.snapshot(), &info.model, id, node)?;
@@ -224,7 +227,7 @@ async fn prompt(
     };
     let path = parts.uri.path();
     let upstream = forward(&front.nodes, front, view, &route.targets, dispatch, |node, local| {
-        plan(api, path, node, &body, &value, local)
+        plan(api, endpoint, path, node, &body, &value, local)
     })
     .await?;
 
@@ -257,7 +260,6 @@ async fn prompt(
         ));
     }
     let node = upstream.node.clone();
-    let endpoint = respond::Endpoint::of(parts.uri.path());
     let mut response = respond::respond(front, api, &info, upstream, started, sink, endpoint).await;
     routing_headers(response.headers_mut(), &node, &policy, &reason);
     if let Some(estimate) = energy {
@@ -365,6 +367,7 @@ async fn decide(
 /// the client's API, a translation where an Ollama client meets an OpenAI runtime.
 fn plan(
     api: Api,
+    endpoint: Endpoint,
     path: &str,
     node: &NodeSnapshot,
     raw: &Bytes,
@@ -392,7 +395,7 @@ fn plan(
         (Api::OllamaEmbed, Dialect::OpenAi) => translated("/v1/embeddings", ollama::to_openai_embeddings(value, local)),
         (Api::AnthropicMessages, _) if !anthropic::speaks_anthropic(&node.runtime) => {
             let mut chat = anthropic::to_openai_chat(value, local);
-            if path.ends_with("/count_tokens") {
+            if endpoint == Endpoint::CountTokens {
                 // No counter on such a runtime: a one-token generation, whose usage counts
                 // the prompt with the runtime's own tokenizer (and leaves it cached).
                 chat["max_tokens"] = json!(1);
@@ -409,10 +412,7 @@ fn plan(
 /// The node that produced the response a Responses request continues, when the controller
 /// relayed it: `(id, node)`. An id it does not know is tagged `previous-response: unknown`
 /// and left to the policy and the runtime.
-fn previous_response(front: &Front, path: &str, body: &Value, info: &mut RequestInfo) -> Option<(String, String)> {
-    if path != "/v1/responses" {
-        return None;
-    }
+fn previous_response(front: &Front, body: &Value, info: &mut RequestInfo) -> Option<(String, String)> {
     let id = body["previous_response_id"].as_str().filter(|id| !id.is_empty())?;
     match front.responses.node_of(id) {
         Some(node) => Some((id.to_owned(), node)),

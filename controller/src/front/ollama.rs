@@ -235,17 +235,10 @@ impl NdjsonTranslator {
 
     /// One SSE event's data -> the NDJSON line to send now, if any. Also keeps the whole text.
     pub fn event(&mut self, data: &str) -> Result<Option<Value>, String> {
-        if data == "[DONE]" {
+        let Some(value) = super::relay::openai_event(data)? else {
             self.saw_done = true;
             return Ok(None);
-        }
-        let value: Value = serde_json::from_str(data).map_err(|e| format!("unreadable event from the node: {e}"))?;
-        if let Some(error) = value.get("error") {
-            return Err(error["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| error.to_string()));
-        }
+        };
         if let Some(usage) = value.get("usage").filter(|u| !u.is_null()) {
             self.prompt_tokens = usage["prompt_tokens"].as_u64().unwrap_or(self.prompt_tokens);
             self.completion_tokens = usage["completion_tokens"].as_u64().unwrap_or(self.completion_tokens);

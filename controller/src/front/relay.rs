@@ -50,6 +50,23 @@ impl std::fmt::Debug for Shape {
     }
 }
 
+/// One event of a node's OpenAI stream, as every translation reads it: `None` for the
+/// `[DONE]` marker, the message of an error event as `Err`.
+pub fn openai_event(data: &str) -> Result<Option<serde_json::Value>, String> {
+    if data == "[DONE]" {
+        return Ok(None);
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(data).map_err(|e| format!("unreadable event from the node: {e}"))?;
+    match value.get("error") {
+        Some(error) => Err(error["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| error.to_string())),
+        None => Ok(Some(value)),
+    }
+}
+
 /// One answer's translation from the node's OpenAI SSE into the client's API.
 pub trait Translation: Send {
     /// One SSE event's data -> the bytes to send now (none when the client wants one object).
@@ -75,6 +92,11 @@ const USAGE_TAIL_BYTES: usize = 8 * 1024;
 
 impl CachedCount {
     fn observe(&mut self, data: &[u8]) {
+        if data.len() >= USAGE_TAIL_BYTES {
+            self.tail.clear();
+            self.tail.extend_from_slice(&data[data.len() - USAGE_TAIL_BYTES..]);
+            return;
+        }
         self.tail.extend_from_slice(data);
         if self.tail.len() > 2 * USAGE_TAIL_BYTES {
             self.tail.drain(..self.tail.len() - USAGE_TAIL_BYTES);
@@ -127,6 +149,15 @@ struct Finish {
     started: Instant,
     completed: bool,
     record: Option<super::record::RecordSink>,
+}
+
+impl Finish {
+    /// Put the runtime's cached count into the record (the answer ended whole).
+    fn note_cached(&mut self, count: Option<&CachedCount>) {
+        if let (Some(record), Some(count)) = (self.record.as_mut(), count) {
+            record.outcome().cached_tokens = count.cached_tokens();
+        }
+    }
 }
 
 impl Drop for Finish {
@@ -193,7 +224,8 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
         let deadline = tokio::time::sleep(total_timeout);
         tokio::pin!(deadline);
         let mut decoder = SseDecoder::default();
-        let mut cached_count = CachedCount::default();
+        // Only an answer whose decision is recorded needs the runtime's cached count.
+        let mut cached_count = finish.record.is_some().then(CachedCount::default);
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
@@ -217,7 +249,9 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
             match frame {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
-                    cached_count.observe(&data);
+                    if let Some(count) = &mut cached_count {
+                        count.observe(&data);
+                    }
                     if let Some(learner) = &mut learner {
                         learner.observe(&data);
                     }
@@ -234,9 +268,7 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                                     _ = &mut deadline => {}
                                 }
                                 finish.completed = true;
-                                if let Some(record) = finish.record.as_mut() {
-                                    record.outcome().cached_tokens = cached_count.cached_tokens();
-                                }
+                                finish.note_cached(cached_count.as_ref());
                             }
                             yield Ok::<_, BoxError>(Frame::data(data));
                         }
@@ -270,9 +302,7 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
                     break;
                 }
                 None => {
-                    if let Some(record) = finish.record.as_mut() {
-                        record.outcome().cached_tokens = cached_count.cached_tokens();
-                    }
+                    finish.note_cached(cached_count.as_ref());
                     if let Shape::Translated(translation) = &mut shape {
                         if !translation.finished() {
                             let message = format!("node {} ended the answer before its last event", finish.node);
@@ -304,6 +334,7 @@ mod tests {
         for _ in 0..100 {
             count.observe(&[b' '; 1000]);
         }
+        count.observe(&vec![b' '; 3 * USAGE_TAIL_BYTES]);
         count.observe(
             b"data: {\"usage\":{\"prompt_tokens\":900,\"prompt_tokens_details\": {\"cached_tokens\": 768}}}\n\n",
         );

@@ -74,6 +74,28 @@ impl Api {
     }
 }
 
+/// The endpoints whose requests and answers need more than relaying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Other,
+    /// `/v1/messages/count_tokens`: fills no cache; on a runtime without it, counted by a
+    /// one-token generation.
+    CountTokens,
+    /// `/v1/responses`: may continue a previous response; the answer's response id is
+    /// remembered with its node.
+    Responses,
+}
+
+impl Endpoint {
+    pub fn of(path: &str) -> Endpoint {
+        match path {
+            "/v1/messages/count_tokens" => Endpoint::CountTokens,
+            "/v1/responses" => Endpoint::Responses,
+            _ => Endpoint::Other,
+        }
+    }
+}
+
 /// Text the prompt is made of, for the token estimate (about 4 bytes a token).
 fn prompt_bytes(body: &Value) -> usize {
     let mut bytes = 0;

@@ -18,29 +18,9 @@ use super::forward::{Dialect, Upstream};
 use super::ollama::{self, NdjsonTranslator};
 use super::record::RecordSink;
 use super::relay::{Framing, Relayed, Shape, relay};
-use super::request_info::Api;
+use super::request_info::{Api, Endpoint};
 use super::responses::Learner;
 use crate::http::{ResponseBody, json};
-
-/// Endpoints whose answers need more than relaying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Other,
-    /// `/v1/messages/count_tokens`: on a runtime without it, counted by a one-token generation.
-    CountTokens,
-    /// `/v1/responses`: the answer's response id is remembered with its node.
-    Responses,
-}
-
-impl Endpoint {
-    pub fn of(path: &str) -> Endpoint {
-        match path {
-            "/v1/messages/count_tokens" => Endpoint::CountTokens,
-            "/v1/responses" => Endpoint::Responses,
-            _ => Endpoint::Other,
-        }
-    }
-}
 
 pub async fn respond(
     front: &super::Front,
@@ -111,20 +91,12 @@ async fn to_ollama(
     permit: super::admission::Permit,
     mut relayed: Relayed,
 ) -> Response<ResponseBody> {
-    let answered_whole = |relayed: &mut Relayed| {
-        relayed.metrics.request(&relayed.node, &info.model, status.as_u16());
-        if let Some(record) = relayed.record.take() {
-            record.finish(status.as_u16(), false);
-        }
-    };
     if !status.is_success() {
-        let message = node_error_message(body).await;
-        answered_whole(&mut relayed);
-        return ClientApi::Ollama.error_body(status, "upstream_error", &message);
+        return node_refused(ClientApi::Ollama, status, body, &mut relayed).await;
     }
     if api == Api::OllamaEmbed {
         let value: Value = whole_json(body).await;
-        answered_whole(&mut relayed);
+        answered_whole(&mut relayed, status);
         return json(StatusCode::OK, &ollama::from_openai_embeddings(&value, &info.model));
     }
     relayed.shape = Shape::Translated(Box::new(ollama::OllamaTranslation {
@@ -154,12 +126,7 @@ async fn to_anthropic_answer(
     mut relayed: Relayed,
 ) -> Response<ResponseBody> {
     if !status.is_success() {
-        let message = node_error_message(body).await;
-        relayed.metrics.request(&relayed.node, &info.model, status.as_u16());
-        if let Some(record) = relayed.record.take() {
-            record.finish(status.as_u16(), false);
-        }
-        return ClientApi::Anthropic.error_body(status, "upstream_error", &message);
+        return node_refused(ClientApi::Anthropic, status, body, &mut relayed).await;
     }
     let stream = info.stream && !count_only;
     relayed.shape = Shape::Translated(Box::new(anthropic::AnthropicTranslation {
@@ -176,6 +143,27 @@ async fn to_anthropic_answer(
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// An answer given whole without the relay: counted and recorded here.
+fn answered_whole(relayed: &mut Relayed, status: StatusCode) {
+    relayed.metrics.request(&relayed.node, &relayed.model, status.as_u16());
+    if let Some(record) = relayed.record.take() {
+        record.finish(status.as_u16(), false);
+    }
+}
+
+/// The node's error answer to a client whose API it does not speak: its message, in the
+/// client's shape, with the node's status.
+async fn node_refused(
+    client: ClientApi,
+    status: StatusCode,
+    body: Incoming,
+    relayed: &mut Relayed,
+) -> Response<ResponseBody> {
+    let message = node_error_message(body).await;
+    answered_whole(relayed, status);
+    client.error_body(status, "upstream_error", &message)
 }
 
 /// A translated answer the client wants whole: read it all first, so that a node that fails
