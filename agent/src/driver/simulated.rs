@@ -40,9 +40,7 @@ impl RuntimeDriver for SimulatedDriver {
     }
 
     async fn chat(&self, request: ChatRequest) -> Result<EventStream, DriverError> {
-        let text: Vec<&str> = request.messages.iter().map(|m| m.content.as_str()).collect();
-        self.simulator
-            .generate(&request.model, &text.join("\n"), &request.sampling)
+        self.simulator.chat(&request)
     }
 
     async fn complete(&self, request: CompletionRequest) -> Result<EventStream, DriverError> {

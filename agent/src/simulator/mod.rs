@@ -178,6 +178,12 @@ const WORDS: &[&str] = &[
 ];
 
 impl Simulator {
+    /// A chat: its messages' text, one per line, as the prompt.
+    pub fn chat(&self, request: &crate::driver::ChatRequest) -> Result<EventStream, DriverError> {
+        let text: Vec<&str> = request.messages.iter().map(|m| m.content.as_str()).collect();
+        self.generate(&request.model, &text.join("\n"), &request.sampling)
+    }
+
     pub fn models(&self) -> &[String] {
         &self.models
     }

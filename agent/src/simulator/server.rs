@@ -77,9 +77,7 @@ async fn handle(simulator: Arc<Simulator>, request: Request<Incoming>) -> Respon
         }
         (Method::POST, "/v1/chat/completions") => match read_json::<ChatBody>(request).await {
             Ok(body) => {
-                let chat = body.request();
-                let text: Vec<&str> = chat.messages.iter().map(|m| m.content.as_str()).collect();
-                let generation = simulator.generate(&chat.model, &text.join("\n"), &chat.sampling);
+                let generation = simulator.chat(&body.request());
                 generation_reply(Kind::Chat, &body.model, body.stream, generation).await
             }
             Err(reply) => reply,

@@ -326,6 +326,19 @@ fn excluded(
     None
 }
 
+/// Whether interactive work should wait for a full node (the one holding its prefix): the
+/// best full candidate is expected to answer sooner than the best free one by the margin.
+fn worth_waiting(params: &Params, ranked: &[(f32, Estimate, &Node)]) -> bool {
+    let best = |free: bool| {
+        ranked
+            .iter()
+            .filter(|r| r.1.free == free)
+            .map(|r| r.0)
+            .fold(f32::INFINITY, f32::min)
+    };
+    best(false) + params.sticky_margin_s < best(true)
+}
+
 /// The whole policy, callable natively as well as from the export.
 pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let class = params.class_of(req);
@@ -400,21 +413,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
             .then_with(|| a.2.name.cmp(&b.2.name))
     });
 
-    // Interactive work stays with a full node that holds its prefix while waiting there is
-    // expected to beat the best free node by the margin.
-    let sticky = class == Class::Interactive
-        && ranked
-            .iter()
-            .filter(|r| !r.1.free)
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .is_some_and(|warm| {
-                let best_free = ranked
-                    .iter()
-                    .filter(|r| r.1.free)
-                    .map(|r| r.0)
-                    .fold(f32::INFINITY, f32::min);
-                warm.0 + params.sticky_margin_s < best_free
-            });
+    let sticky = class == Class::Interactive && worth_waiting(params, &ranked);
     if sticky {
         ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.2.name.cmp(&b.2.name)));
     }
