@@ -5,12 +5,10 @@ pub mod admin;
 pub mod agents;
 pub mod app;
 pub mod certs;
-pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod decisions;
-pub mod demo;
 pub mod fixtures;
 pub mod front;
 #[doc(hidden)]
@@ -28,11 +26,3 @@ pub mod rng;
 pub mod seed_cluster;
 pub mod signals;
 pub mod watch;
-
-/// Write one message for the operator to stdout (the CLI's output, not a log line).
-pub fn say(message: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{message}");
-    let _ = out.flush();
-}

@@ -29,7 +29,7 @@ if [[ ! -x $peers/vllm-router/bin/vllm-router ]]; then
   python3 -m venv "$peers/vllm-router" >&2
   "$peers/vllm-router/bin/pip" install -q vllm-router==0.1.17 >&2
 fi
-cargo build --release -p switchyard-controller -p switchyard-agent --bins >&2
+cargo build --release -p switchyard-cli -p switchyard-agent --bins >&2
 cargo build --release -p switchyard-controller --example canned_runtime --example sse_load >&2
 bin=target/release
 work=$(mktemp -d)

@@ -54,7 +54,7 @@ to its end), shared equally among the requests running at that moment; cost is t
 energy at $0.12/kWh plus the node's capital (m4 $2500, ryzen $900, xeon $1200) amortised
 over 3 years for the same busy seconds. Idle power and idle capital are not counted.
 
-Run (after `cargo build --release -p switchyard-controller -p switchyard-agent --bins`):
+Run (after `cargo build --release -p switchyard-cli -p switchyard-agent --bins`):
 
     python3 tests/bench/routing.py              # everything: both traces, 50 % and 85 %
     python3 tests/bench/routing.py --quick      # a smoke run: 30 requests, 85 % only
@@ -513,7 +513,7 @@ class Bench:
         for exe in ("switchyard", "switchyard-agent"):
             src = os.path.join(self.args.bin_dir, exe)
             if not os.access(src, os.X_OK):
-                raise SystemExit(f"{src} is missing: cargo build --release -p switchyard-controller -p switchyard-agent --bins")
+                raise SystemExit(f"{src} is missing: cargo build --release -p switchyard-cli -p switchyard-agent --bins")
             shutil.copy2(src, os.path.join(self.bin, exe))
         shutil.copytree(self.args.policies, os.path.join(self.work, "policies"))
         certs = os.path.join(self.work, "certs")

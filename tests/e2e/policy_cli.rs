@@ -193,7 +193,7 @@ fn policy_test(policy: &Path, fixtures: &[&Path]) -> std::process::Output {
 
 #[test]
 fn policy_test_passes_the_shipped_fixtures_and_fails_a_wrong_expectation() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = crate::runtimes::repo();
     for name in [
         "seed-rules",
         "least-loaded",

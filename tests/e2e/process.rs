@@ -306,7 +306,7 @@ impl Drop for Controller {
 /// A private copy of the repository's `policies/` (so tests may edit it).
 pub fn policies_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let source = crate::runtimes::repo().join("policies");
     copy_dir(&source, dir.path());
     dir
 }

@@ -11,8 +11,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
+    // The folder with the workspace's Cargo.lock, above whichever crate runs the test.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").exists())
+        .expect("the test runs inside the repository")
         .canonicalize()
         .expect("repo root")
 }

@@ -1,13 +1,11 @@
-//! The controller's shape, checked: its modules (one per file) form no import cycle; only
-//! the operator's entry points (`cli`, `demo`) name the composition root (`app`) or link the
-//! agent crate. A module's edges are the `crate::...` and `super::...` paths in its code
+//! The controller's shape, checked: its modules (one per file) form no import cycle; none
+//! of them names the composition root (`app`), which only the `switchyard` binary's crate
+//! (`controller/cli`) uses; the controller library does not depend on the agent crate. A
+//! module's edges are the `crate::...` and `super::...` paths in its code
 //! (tests excluded), each resolved to the deepest module file it names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-
-/// Modules that may name the composition root and the agent crate: the operator's tools.
-const OPERATOR_TOOLS: [&str; 2] = ["cli", "demo"];
 
 struct Module {
     file: PathBuf,
@@ -191,10 +189,9 @@ fn a_planted_cycle_is_found() {
 }
 
 #[test]
-fn only_the_operators_tools_name_the_composition_root_or_link_the_agent() {
+fn no_module_names_the_composition_root() {
     for (name, module) in modules() {
-        let root = name.split("::").next().unwrap_or_default();
-        if root == "app" || OPERATOR_TOOLS.contains(&root) {
+        if name == "app" {
             continue;
         }
         assert!(
@@ -202,9 +199,29 @@ fn only_the_operators_tools_name_the_composition_root_or_link_the_agent() {
             "{} names the composition root (crate::app): take the handles you need instead",
             module.file.display()
         );
+    }
+}
+
+#[test]
+fn the_controller_library_does_not_link_the_agent() {
+    let manifest_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let manifest: toml::Table = std::fs::read_to_string(&manifest_path)
+        .expect("Cargo.toml")
+        .parse()
+        .expect("Cargo.toml parses");
+    for section in ["dependencies", "dev-dependencies", "build-dependencies"] {
+        let names = manifest.get(section).and_then(toml::Value::as_table);
+        assert!(
+            names.is_none_or(|deps| !deps.contains_key("switchyard-agent")),
+            "{} [{section}] names switchyard-agent: the controller library must not link the agent \
+             (the `switchyard` binary's crate, controller/cli, may: its demo runs agents)",
+            manifest_path.display()
+        );
+    }
+    for (_, module) in modules() {
         assert!(
             !module.code.contains("switchyard_agent"),
-            "{} links the agent crate: only {OPERATOR_TOOLS:?} may (the demo runs agents)",
+            "{} names the agent crate",
             module.file.display()
         );
     }

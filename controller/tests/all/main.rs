@@ -4,7 +4,5 @@ mod support;
 
 mod architecture;
 mod hostile_policies;
-mod messages;
-mod policy_check;
 mod policy_lifecycle;
 mod swap_under_load;

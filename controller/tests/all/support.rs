@@ -18,7 +18,9 @@ pub fn cluster() -> ClusterSnapshot {
 
 pub fn repo_path(relative: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").exists())
+        .expect("the test runs inside the repository")
         .join(relative)
 }
 

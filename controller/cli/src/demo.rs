@@ -13,10 +13,10 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, Settings};
-use crate::front::keyless::{KeylessApi, KeylessConfig, KeylessRule};
-use crate::front::keys::{ApiKeys, Grant};
-use crate::policy::EngineOptions;
+use switchyard_controller::app::{self, Settings};
+use switchyard_controller::front::keyless::{KeylessApi, KeylessConfig, KeylessRule};
+use switchyard_controller::front::keys::{ApiKeys, Grant};
+use switchyard_controller::policy::EngineOptions;
 
 /// A runtime already running on this machine, added as the node `local`.
 #[derive(Debug, Clone)]
@@ -31,7 +31,8 @@ fn default_policy_dir() -> PathBuf {
     if local.join("seed-rules.toml").is_file() {
         return local;
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies")
+    // Built from a checkout: the repository's policies, two folders above this crate.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies")
 }
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
@@ -114,48 +115,12 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
     let policy_dir = policies.unwrap_or_else(default_policy_dir);
     let work = tempfile::Builder::new().prefix("switchyard-demo-").tempdir()?;
     let certs = work.path().join("certs");
-    crate::certs::init(&certs, &[], 30, false)?;
-    let admin_token = random_hex(16)?;
-    let api_key = format!("sk-demo-{}", random_hex(12)?);
-    let settings = Settings {
-        listen,
-        admin_token: admin_token.clone(),
-        policy_dir: Some(policy_dir.clone()),
-        active_policy: Some("seed-rules".to_owned()),
-        watch: true,
-        watch_interval: Duration::from_millis(500),
-        engine: EngineOptions::default(),
-        snapshot: Default::default(),
-        agents: Some((
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            crate::agents::TlsPaths {
-                ca: certs.join("ca.pem"),
-                cert: certs.join("controller.pem"),
-                key: certs.join("controller.key"),
-            },
-            crate::agents::NodeAdmission::default(),
-        )),
-        keys: ApiKeys::new(vec![(
-            api_key.clone(),
-            Grant {
-                name: "demo".into(),
-                models: vec!["*".into()],
-                max_priority: 9,
-            },
-        )])
-        .with_keyless(vec![demo_keyless()?]),
-        limits: Default::default(),
-        // The demo keeps its record beside its certificates, gone when it stops.
-        decisions: Some(crate::decisions::StoreOptions {
-            path: work.path().join("decisions.redb"),
-            max_records: 1_000_000,
-            max_age: Duration::from_secs(24 * 3600),
-            max_bytes: 256 * 1024 * 1024,
-        }),
-        canary: Default::default(),
+    switchyard_controller::certs::init(&certs, &[], 30, false)?;
+    let secrets = Secrets {
+        admin_token: random_hex(16)?,
+        api_key: format!("sk-demo-{}", random_hex(12)?),
     };
-    let running = app::start(settings).await?;
-    let url = format!("http://{}", running.addr);
+    let running = app::start(demo_settings(listen, &policy_dir, &certs, work.path(), &secrets)?).await?;
     let running_addr = running.addr;
     let agents_addr = running
         .agents_addr
@@ -166,35 +131,112 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
 
     let mut children = Vec::new();
     let mut names = Vec::new();
-    for node in crate::seed_cluster::seed_cluster().nodes {
-        let bundle = crate::certs::issue_node(&certs, &node.name, 30, None, None)?;
+    for node in switchyard_controller::seed_cluster::seed_cluster().nodes {
+        let bundle = switchyard_controller::certs::issue_node(&certs, &node.name, 30, None, None)?;
         let config = work.path().join(format!("{}.toml", node.name));
         std::fs::write(&config, seed_agent_config(&node, &link_section(agents_addr, &bundle)))?;
         children.push(start_agent(&config).await?);
         names.push(node.name.clone());
     }
     if let Some(local) = &local {
-        let model = local.model.clone().unwrap_or_else(|| "local".to_owned());
-        let bundle = crate::certs::issue_node(&certs, "local", 30, None, None)?;
-        let config = work.path().join("local.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "node = \"local\"\nmax_concurrency = 1\nmax_tokens = 4096\n[labels]\nrole = \"local\"\n\
-                 [runtime]\nkind = {kind:?}\nbase_url = {url:?}\n\
-                 [[models]]\nlogical = {model:?}\nlocal = {model:?}\ncontext_length = 4096\n{link}",
-                kind = local.kind,
-                url = local.url,
-                link = link_section(agents_addr, &bundle)
-            ),
-        )?;
-        switchyard_agent::config::AgentConfig::load(&config)
-            .map_err(|e| anyhow::anyhow!("--local-runtime: {e} (use --local-kind openai or ollama)"))?;
-        children.push(start_agent(&config).await?);
+        children.push(start_local_agent(local, &certs, work.path(), agents_addr).await?);
         names.push("local".to_owned());
     }
+    wait_for_agents(&app, &names).await;
+    let active = app.front.engine.active().map(|p| p.id.to_string()).unwrap_or_default();
+    crate::say(&welcome(running_addr, &names, &active, &policy_dir, &secrets));
+    print_routed(&app).await;
 
-    // Wait (bounded) until every agent has linked.
+    stop_agents(&mut children).await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(12), server).await;
+    drop(work);
+    crate::say("switchyard demo stopped");
+    Ok(())
+}
+
+/// The demo's admin token and client key, fresh each run.
+struct Secrets {
+    admin_token: String,
+    api_key: String,
+}
+
+/// The demo controller: the seed policies watched, an agent endpoint on loopback with the
+/// demo's certificates, one key for everything and keyless Ollama clients on this machine,
+/// and a decision record beside the certificates (gone when the demo stops).
+fn demo_settings(
+    listen: SocketAddr,
+    policy_dir: &Path,
+    certs: &Path,
+    work: &Path,
+    secrets: &Secrets,
+) -> anyhow::Result<Settings> {
+    Ok(Settings {
+        listen,
+        admin_token: secrets.admin_token.clone(),
+        policy_dir: Some(policy_dir.to_path_buf()),
+        active_policy: Some("seed-rules".to_owned()),
+        watch: true,
+        watch_interval: Duration::from_millis(500),
+        engine: EngineOptions::default(),
+        snapshot: Default::default(),
+        agents: Some((
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            switchyard_controller::agents::TlsPaths {
+                ca: certs.join("ca.pem"),
+                cert: certs.join("controller.pem"),
+                key: certs.join("controller.key"),
+            },
+            switchyard_controller::agents::NodeAdmission::default(),
+        )),
+        keys: ApiKeys::new(vec![(
+            secrets.api_key.clone(),
+            Grant {
+                name: "demo".into(),
+                models: vec!["*".into()],
+                max_priority: 9,
+            },
+        )])
+        .with_keyless(vec![demo_keyless()?]),
+        limits: Default::default(),
+        decisions: Some(switchyard_controller::decisions::StoreOptions {
+            path: work.join("decisions.redb"),
+            max_records: 1_000_000,
+            max_age: Duration::from_secs(24 * 3600),
+            max_bytes: 256 * 1024 * 1024,
+        }),
+        canary: Default::default(),
+    })
+}
+
+/// An agent for `--local-runtime`: a node called `local` in front of the operator's runtime.
+async fn start_local_agent(
+    local: &LocalRuntime,
+    certs: &Path,
+    work: &Path,
+    agents_addr: SocketAddr,
+) -> anyhow::Result<Child> {
+    let model = local.model.clone().unwrap_or_else(|| "local".to_owned());
+    let bundle = switchyard_controller::certs::issue_node(certs, "local", 30, None, None)?;
+    let config = work.join("local.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node = \"local\"\nmax_concurrency = 1\nmax_tokens = 4096\n[labels]\nrole = \"local\"\n\
+             [runtime]\nkind = {kind:?}\nbase_url = {url:?}\n\
+             [[models]]\nlogical = {model:?}\nlocal = {model:?}\ncontext_length = 4096\n{link}",
+            kind = local.kind,
+            url = local.url,
+            link = link_section(agents_addr, &bundle)
+        ),
+    )?;
+    switchyard_agent::config::AgentConfig::load(&config)
+        .map_err(|e| anyhow::anyhow!("--local-runtime: {e} (use --local-kind openai or ollama)"))?;
+    start_agent(&config).await
+}
+
+/// Wait (at most 30 s) until every named agent has linked and reports healthy.
+async fn wait_for_agents(app: &app::App, names: &[String]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let snapshot = app.front.nodes.snapshot();
@@ -203,17 +245,21 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
             .filter(|n| snapshot.node(n).is_some_and(|node| node.healthy))
             .count();
         if up == names.len() {
-            break;
+            return;
         }
         if tokio::time::Instant::now() > deadline {
             tracing::warn!("only {up} of {} agents linked within 30 s; continuing", names.len());
-            break;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
 
-    let active = app.front.engine.active().map(|p| p.id.to_string()).unwrap_or_default();
-    crate::say(&format!(
+/// What the demo prints once it is up: where it listens, the secrets, and what to try.
+fn welcome(addr: SocketAddr, names: &[String], active: &str, policy_dir: &Path, secrets: &Secrets) -> String {
+    let url = format!("http://{addr}");
+    let (admin_token, api_key) = (&secrets.admin_token, &secrets.api_key);
+    format!(
         "switchyard listening on {url}\n\
          \n\
          Demo cluster: {nodes} as real agent processes linked over mTLS, with SIMULATED runtimes\n\
@@ -237,29 +283,36 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
          \n\
          Ctrl-C stops the demo. Requests as they are routed:",
         nodes = names.join(", "),
-        host = running_addr,
+        host = addr,
         dir = policy_dir.display()
-    ));
+    )
+}
 
+/// Print each routed request's line until Ctrl-C (or the controller stops).
+async fn print_routed(app: &app::App) {
     let mut routed = app.front.routed.subscribe();
     let stop = CancellationToken::new();
-    tokio::spawn(crate::signals::stop_on_signal(stop.clone()));
+    tokio::spawn(switchyard_controller::signals::stop_on_signal(stop.clone()));
     loop {
         tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => return,
             line = routed.recv() => match line {
                 Ok(line) => crate::say(&line),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => crate::say(&format!("({n} requests not shown)")),
-                Err(_) => break,
+                Err(_) => return,
             },
         }
     }
-    for child in &mut children {
+}
+
+/// SIGTERM every agent, then wait up to 10 s each before killing it.
+async fn stop_agents(children: &mut [Child]) {
+    for child in children.iter() {
         if let Some(pid) = child.id() {
             let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
         }
     }
-    for child in &mut children {
+    for child in children.iter_mut() {
         if tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await
             .is_err()
@@ -267,9 +320,4 @@ pub async fn run(listen: SocketAddr, policies: Option<PathBuf>, local: Option<Lo
             let _ = child.kill().await;
         }
     }
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(12), server).await;
-    drop(work);
-    crate::say("switchyard demo stopped");
-    Ok(())
 }

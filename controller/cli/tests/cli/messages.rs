@@ -24,9 +24,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 /// Compare `actual` with `tests/ui/messages/<name>` (or write it under `BLESS`).
 fn check(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/ui/messages")
-        .join(name);
+    let path = repo_path("controller/tests/ui/messages").join(name);
     if std::env::var_os("BLESS").is_some() {
         std::fs::write(&path, actual).expect("bless");
         return;
@@ -191,10 +189,7 @@ fn the_node_table_reads_as_an_operator_needs() {
             "runtime vllm unhealthy: http://127.0.0.1:8000/metrics: error sending request".to_owned(),
         )]),
     };
-    check(
-        "nodes-table.txt",
-        &format!("{}\n", switchyard_controller::cli::format_nodes(&view)),
-    );
+    check("nodes-table.txt", &format!("{}\n", switchyard_cli::format_nodes(&view)));
 }
 
 #[test]

@@ -7,8 +7,8 @@ use clap::Subcommand;
 
 use super::Remote;
 use super::admin_client::AdminClient;
-use crate::admin::NodesView;
-use crate::certs::RENEW_WITHIN_DAYS;
+use switchyard_controller::admin::NodesView;
+use switchyard_controller::certs::RENEW_WITHIN_DAYS;
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {

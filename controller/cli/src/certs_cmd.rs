@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
-use crate::certs::{self, RENEW_WITHIN_DAYS};
+use switchyard_controller::certs::{self, RENEW_WITHIN_DAYS};
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {

@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::Remote;
 use super::admin_client::AdminClient;
-use crate::policy::{ComponentRef, PolicySpec};
+use switchyard_controller::policy::{ComponentRef, PolicySpec};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -50,43 +50,7 @@ pub enum PolicyCommand {
     /// active one; it is rolled back automatically when its share does worse (error rate,
     /// TTFT p95, faults over a window; `[canary]` in the config, or the flags here). Or show
     /// (--report), stop (--stop) or promote to active (--promote) the canary.
-    Canary {
-        #[command(flatten)]
-        remote: Remote,
-        /// The candidate: an id, or a name for its newest loaded version.
-        #[arg(required_unless_present_any = ["report", "stop", "promote"])]
-        policy: Option<String>,
-        /// The share of requests it decides, 1-100.
-        #[arg(long, required_unless_present_any = ["report", "stop", "promote"])]
-        percent: Option<u8>,
-        /// The window the two shares are compared over, seconds.
-        #[arg(long)]
-        window_s: Option<u32>,
-        /// Answers each share needs in the window before they are compared.
-        #[arg(long)]
-        min_requests: Option<u32>,
-        /// Roll back when its error rate is above the active's by more than this (0.05).
-        #[arg(long)]
-        max_error_rate_increase: Option<f64>,
-        /// Roll back when its TTFT p95 is above the active's times this...
-        #[arg(long)]
-        max_ttft_p95_ratio: Option<f64>,
-        /// ...and by more than this many milliseconds.
-        #[arg(long)]
-        ttft_slack_ms: Option<u32>,
-        /// Roll back after this many faults in the window.
-        #[arg(long)]
-        max_faults: Option<u32>,
-        /// Show the canary (running or how it ended) and recent events.
-        #[arg(long, conflicts_with_all = ["stop", "promote"])]
-        report: bool,
-        /// Stop the canary; the active policy decides everything again.
-        #[arg(long, conflicts_with = "promote")]
-        stop: bool,
-        /// Make the canary the active policy.
-        #[arg(long)]
-        promote: bool,
-    },
+    Canary(CanaryArgs),
     /// Re-activate the policy that was active before the current one.
     Rollback {
         #[command(flatten)]
@@ -120,32 +84,76 @@ pub enum PolicyCommand {
     /// Check a policy locally on generated clusters and requests: it never routes to a node
     /// that cannot serve the request, answers whenever one can, and never faults. Failures
     /// are shrunk and written as fixtures for `policy test`.
-    Check {
-        policy: PathBuf,
-        /// How many generated cases.
-        #[arg(long, default_value_t = 1000)]
-        cases: u32,
-        /// The generator's seed: the same seed checks the same cases.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// At most this many nodes per generated cluster (1-12).
-        #[arg(long, default_value_t = 12)]
-        max_nodes: u32,
-        /// Where failing cases are written.
-        #[arg(long, default_value = "policy-check-failures")]
-        out: PathBuf,
-        /// Accept refusals of work some node could serve (a policy that keeps some work off
-        /// some nodes by design); every other property is still checked.
-        #[arg(long)]
-        allow_reject: bool,
-    },
+    Check(CheckArgs),
+}
+
+/// `policy canary`'s arguments.
+#[derive(Debug, Args)]
+pub struct CanaryArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+    /// The candidate: an id, or a name for its newest loaded version.
+    #[arg(required_unless_present_any = ["report", "stop", "promote"])]
+    pub policy: Option<String>,
+    /// The share of requests it decides, 1-100.
+    #[arg(long, required_unless_present_any = ["report", "stop", "promote"])]
+    pub percent: Option<u8>,
+    /// The window the two shares are compared over, seconds.
+    #[arg(long)]
+    pub window_s: Option<u32>,
+    /// Answers each share needs in the window before they are compared.
+    #[arg(long)]
+    pub min_requests: Option<u32>,
+    /// Roll back when its error rate is above the active's by more than this (0.05).
+    #[arg(long)]
+    pub max_error_rate_increase: Option<f64>,
+    /// Roll back when its TTFT p95 is above the active's times this...
+    #[arg(long)]
+    pub max_ttft_p95_ratio: Option<f64>,
+    /// ...and by more than this many milliseconds.
+    #[arg(long)]
+    pub ttft_slack_ms: Option<u32>,
+    /// Roll back after this many faults in the window.
+    #[arg(long)]
+    pub max_faults: Option<u32>,
+    /// Show the canary (running or how it ended) and recent events.
+    #[arg(long, conflicts_with_all = ["stop", "promote"])]
+    pub report: bool,
+    /// Stop the canary; the active policy decides everything again.
+    #[arg(long, conflicts_with = "promote")]
+    pub stop: bool,
+    /// Make the canary the active policy.
+    #[arg(long)]
+    pub promote: bool,
+}
+
+/// `policy check`'s arguments.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    pub policy: PathBuf,
+    /// How many generated cases.
+    #[arg(long, default_value_t = 1000)]
+    pub cases: u32,
+    /// The generator's seed: the same seed checks the same cases.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// At most this many nodes per generated cluster (1-12).
+    #[arg(long, default_value_t = 12)]
+    pub max_nodes: u32,
+    /// Where failing cases are written.
+    #[arg(long, default_value = "policy-check-failures")]
+    pub out: PathBuf,
+    /// Accept refusals of work some node could serve (a policy that keeps some work off
+    /// some nodes by design); every other property is still checked.
+    #[arg(long)]
+    pub allow_reject: bool,
 }
 
 pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
         PolicyCommand::List { remote } => {
             let body = AdminClient::new(&remote)?.get("/admin/policies").await?;
-            let view: crate::policy::EngineView = serde_json::from_slice(&body)?;
+            let view: switchyard_controller::policy::EngineView = serde_json::from_slice(&body)?;
             crate::say(&format_list(&view));
         }
         PolicyCommand::Upload { remote, file, activate } => {
@@ -180,134 +188,136 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
                     .post_json("/admin/shadow", &serde_json::json!({ "policy": policy }))
                     .await?
             };
-            let report: crate::policy::shadow::ShadowReport = serde_json::from_slice(&body)?;
+            let report: switchyard_controller::policy::shadow::ShadowReport = serde_json::from_slice(&body)?;
             crate::say(&format_shadow(&report, stop));
         }
-        PolicyCommand::Canary {
-            remote,
-            policy,
-            percent,
-            window_s,
-            min_requests,
-            max_error_rate_increase,
-            max_ttft_p95_ratio,
-            ttft_slack_ms,
-            max_faults,
-            report,
-            stop,
-            promote,
-        } => {
-            let client = AdminClient::new(&remote)?;
-            let report = if report {
-                let body = client.get("/admin/canary").await?;
-                let view: crate::policy::canary::CanaryView = serde_json::from_slice(&body)?;
-                crate::say(&format_canary_view(&view));
-                return Ok(());
-            } else if stop {
-                client.send("DELETE", "/admin/canary").await?
-            } else if promote {
-                client.send("POST", "/admin/canary/promote").await?
-            } else {
-                let start = crate::admin::CanaryStart {
-                    policy: policy.unwrap_or_default(),
-                    percent: percent.unwrap_or_default(),
-                    window_s,
-                    min_requests,
-                    max_error_rate_increase,
-                    max_ttft_p95_ratio,
-                    ttft_slack_ms,
-                    max_faults,
-                };
-                client.post_json("/admin/canary", &start).await?
-            };
-            let report: crate::policy::canary::CanaryReport = serde_json::from_slice(&report)?;
-            crate::say(&format_canary(&report));
-        }
+        PolicyCommand::Canary(args) => canary(AdminClient::new(&args.remote)?, args).await?,
         PolicyCommand::Replay {
             remote,
             policy,
             from,
             since,
             json,
-        } => {
-            let text = match from {
-                Some(file) => std::fs::read_to_string(&file)
-                    .with_context(|| format!("cannot read the export {}", file.display()))?,
-                None => {
-                    let path = match &since {
-                        Some(since) => format!("/admin/decisions/export?since={since}"),
-                        None => "/admin/decisions/export".to_owned(),
-                    };
-                    let body = AdminClient::new(&remote)?.get(&path).await?;
-                    String::from_utf8(body.to_vec()).context("the export is not UTF-8")?
-                }
-            };
-            let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let lines = crate::decisions::store::parse_export(&text)?
-                    .into_iter()
-                    .map(|(_, line)| line)
-                    .collect();
-                crate::decisions::replay::replay_lines(&policy, lines)
-            })
-            .await??;
-            if json {
-                crate::say(&serde_json::to_string_pretty(&report)?);
-            } else {
-                crate::say(&crate::decisions::replay::format_report(&report));
-            }
-        }
+        } => replay(&remote, policy, from, since, json).await?,
         PolicyCommand::Rollback { remote } => {
             let body = AdminClient::new(&remote)?.send("POST", "/admin/rollback").await?;
             crate::say(&String::from_utf8_lossy(&body));
         }
-        PolicyCommand::Check {
-            policy,
-            cases,
-            seed,
-            max_nodes,
-            out,
-            allow_reject,
-        } => {
-            let options = crate::policy_check::CheckOptions {
-                cases,
-                seed,
-                max_nodes,
-                out,
-                allow_reject,
+        PolicyCommand::Check(args) => check(args).await?,
+        PolicyCommand::Test { policy, fixtures } => test(policy, fixtures).await?,
+    }
+    Ok(())
+}
+
+async fn canary(client: AdminClient, args: CanaryArgs) -> anyhow::Result<()> {
+    let body = if args.report {
+        let body = client.get("/admin/canary").await?;
+        let view: switchyard_controller::policy::canary::CanaryView = serde_json::from_slice(&body)?;
+        crate::say(&format_canary_view(&view));
+        return Ok(());
+    } else if args.stop {
+        client.send("DELETE", "/admin/canary").await?
+    } else if args.promote {
+        client.send("POST", "/admin/canary/promote").await?
+    } else {
+        let start = switchyard_controller::admin::CanaryStart {
+            policy: args.policy.unwrap_or_default(),
+            percent: args.percent.unwrap_or_default(),
+            window_s: args.window_s,
+            min_requests: args.min_requests,
+            max_error_rate_increase: args.max_error_rate_increase,
+            max_ttft_p95_ratio: args.max_ttft_p95_ratio,
+            ttft_slack_ms: args.ttft_slack_ms,
+            max_faults: args.max_faults,
+        };
+        client.post_json("/admin/canary", &start).await?
+    };
+    let report: switchyard_controller::policy::canary::CanaryReport = serde_json::from_slice(&body)?;
+    crate::say(&format_canary(&report));
+    Ok(())
+}
+
+async fn replay(
+    remote: &Remote,
+    policy: PathBuf,
+    from: Option<PathBuf>,
+    since: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let text = match from {
+        Some(file) => {
+            std::fs::read_to_string(&file).with_context(|| format!("cannot read the export {}", file.display()))?
+        }
+        None => {
+            let path = match &since {
+                Some(since) => format!("/admin/decisions/export?since={since}"),
+                None => "/admin/decisions/export".to_owned(),
             };
-            let report = tokio::task::spawn_blocking(move || crate::policy_check::check(&policy, &options)).await??;
-            for v in &report.violations {
-                crate::say(&format!(
-                    "FAIL case {}: {} ({} node(s) after shrinking)\n     fixture: {} (run it with `switchyard policy test`)",
-                    v.case,
-                    v.property,
-                    v.nodes,
-                    v.fixture.display()
-                ));
-            }
-            crate::say(&format!(
-                "{}: {} generated case(s) checked (seed {seed}), {} failing",
-                report.policy,
-                report.cases,
-                report.violations.len()
-            ));
-            if !report.violations.is_empty() {
-                bail!("{} property violation(s)", report.violations.len());
-            }
+            let body = AdminClient::new(remote)?.get(&path).await?;
+            String::from_utf8(body.to_vec()).context("the export is not UTF-8")?
         }
-        PolicyCommand::Test { policy, fixtures } => {
-            let report = tokio::task::spawn_blocking(move || crate::fixtures::run(&policy, &fixtures)).await??;
-            for result in &report.results {
-                match &result.failure {
-                    None => crate::say(&format!("PASS {}: {}", result.file, result.name)),
-                    Some(why) => crate::say(&format!("FAIL {}: {}\n     {why}", result.file, result.name)),
-                }
-            }
-            crate::say(&format!("{} passed, {} failed", report.passed(), report.failed()));
-            if report.failed() > 0 {
-                bail!("{} fixture case(s) failed", report.failed());
-            }
+    };
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let lines = switchyard_controller::decisions::store::parse_export(&text)?
+            .into_iter()
+            .map(|(_, line)| line)
+            .collect();
+        switchyard_controller::decisions::replay::replay_lines(&policy, lines)
+    })
+    .await??;
+    if json {
+        crate::say(&serde_json::to_string_pretty(&report)?);
+    } else {
+        crate::say(&switchyard_controller::decisions::replay::format_report(&report));
+    }
+    Ok(())
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let seed = args.seed;
+    let options = switchyard_controller::policy_check::CheckOptions {
+        cases: args.cases,
+        seed,
+        max_nodes: args.max_nodes,
+        out: args.out,
+        allow_reject: args.allow_reject,
+    };
+    let policy = args.policy;
+    let report =
+        tokio::task::spawn_blocking(move || switchyard_controller::policy_check::check(&policy, &options)).await??;
+    for v in &report.violations {
+        crate::say(&format!(
+            "FAIL case {}: {} ({} node(s) after shrinking)\n     fixture: {} (run it with `switchyard policy test`)",
+            v.case,
+            v.property,
+            v.nodes,
+            v.fixture.display()
+        ));
+    }
+    crate::say(&format!(
+        "{}: {} generated case(s) checked (seed {seed}), {} failing",
+        report.policy,
+        report.cases,
+        report.violations.len()
+    ));
+    if !report.violations.is_empty() {
+        bail!("{} property violation(s)", report.violations.len());
+    }
+    Ok(())
+}
+
+async fn test(policy: PathBuf, fixtures: Vec<PathBuf>) -> anyhow::Result<()> {
+    let report =
+        tokio::task::spawn_blocking(move || switchyard_controller::fixtures::run(&policy, &fixtures)).await??;
+    for result in &report.results {
+        match &result.failure {
+            None => crate::say(&format!("PASS {}: {}", result.file, result.name)),
+            Some(why) => crate::say(&format!("FAIL {}: {}\n     {why}", result.file, result.name)),
         }
+    }
+    crate::say(&format!("{} passed, {} failed", report.passed(), report.failed()));
+    if report.failed() > 0 {
+        bail!("{} fixture case(s) failed", report.failed());
     }
     Ok(())
 }
@@ -335,7 +345,7 @@ async fn upload_components(client: &AdminClient, file: &Path) -> anyhow::Result<
     Ok(text)
 }
 
-fn format_shadow(report: &crate::policy::shadow::ShadowReport, stopped: bool) -> String {
+fn format_shadow(report: &switchyard_controller::policy::shadow::ShadowReport, stopped: bool) -> String {
     let rate = if report.compared == 0 {
         "-".to_owned()
     } else {
@@ -358,7 +368,7 @@ fn format_shadow(report: &crate::policy::shadow::ShadowReport, stopped: bool) ->
     out
 }
 
-fn format_share(name: &str, share: &crate::policy::canary::ShareFigures) -> String {
+fn format_share(name: &str, share: &switchyard_controller::policy::canary::ShareFigures) -> String {
     let ms = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
     format!(
         "  {name:<7} {:>6} answered, {:>5.1} % errors, TTFT p50 {}, p95 {}, {} faults",
@@ -370,8 +380,8 @@ fn format_share(name: &str, share: &crate::policy::canary::ShareFigures) -> Stri
     )
 }
 
-fn format_canary(report: &crate::policy::canary::CanaryReport) -> String {
-    use crate::policy::canary::CanaryState;
+fn format_canary(report: &switchyard_controller::policy::canary::CanaryReport) -> String {
+    use switchyard_controller::policy::canary::CanaryState;
     let state = match &report.state {
         CanaryState::Running => "running".to_owned(),
         CanaryState::RolledBack(why) => format!("ROLLED BACK: {why}"),
@@ -391,7 +401,7 @@ fn format_canary(report: &crate::policy::canary::CanaryReport) -> String {
     )
 }
 
-fn format_canary_view(view: &crate::policy::canary::CanaryView) -> String {
+fn format_canary_view(view: &switchyard_controller::policy::canary::CanaryView) -> String {
     let mut out = match &view.canary {
         Some(report) => format_canary(report),
         None => "no canary has run since the controller started".to_owned(),
@@ -409,7 +419,7 @@ fn format_canary_view(view: &crate::policy::canary::CanaryView) -> String {
     out
 }
 
-fn format_list(view: &crate::policy::EngineView) -> String {
+fn format_list(view: &switchyard_controller::policy::EngineView) -> String {
     let mut out = String::new();
     for p in &view.policies {
         let marker = if p.active { "*" } else { " " };

@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::Remote;
 use super::admin_client::AdminClient;
-use crate::decisions::DecisionRecord;
+use switchyard_controller::decisions::DecisionRecord;
 
 #[derive(Debug, Subcommand)]
 pub enum DecisionsCommand {
@@ -105,7 +105,7 @@ pub async fn run(command: DecisionsCommand) -> anyhow::Result<()> {
             if value["truncated"] == serde_json::Value::Bool(true) {
                 lines.push(format!(
                     "(more matched than one answer holds ({} MiB): ask for fewer with --limit, or page with --since)",
-                    crate::decisions::store::QUERY_MAX_BYTES / (1024 * 1024)
+                    switchyard_controller::decisions::store::QUERY_MAX_BYTES / (1024 * 1024)
                 ));
             }
             crate::say(&lines.join("\n"));

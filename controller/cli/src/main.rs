@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard_controller::cli::{Cli, Command, run};
+use switchyard_cli::{Cli, Command, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

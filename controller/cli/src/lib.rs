@@ -1,4 +1,8 @@
-//! The `switchyard` command line: `serve`, `demo`, `policy ...`, `route explain`.
+//! The `switchyard` command line: `serve`, `demo`, `certs`, `nodes`, `policy ...`, `decisions`,
+//! `route explain`. The operator's side of Switchyard, kept out of the controller library so
+//! that serving does not link the agent (the demo runs agents as `switchyard agent ...`).
+
+mod demo;
 
 mod admin_client;
 mod certs_cmd;
@@ -18,9 +22,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, Settings};
-use crate::config::ControllerConfig;
-use crate::policy::EngineOptions;
+use switchyard_controller::app::{self, Settings};
+use switchyard_controller::config::ControllerConfig;
+use switchyard_controller::policy::EngineOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -206,7 +210,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             request.max_tokens = max_tokens;
             request.session = session;
             let client = admin_client::AdminClient::new(&controller)?;
-            let query = crate::admin::ExplainQuery {
+            let query = switchyard_controller::admin::ExplainQuery {
                 request,
                 snapshot: None,
                 policy,
@@ -261,18 +265,18 @@ async fn serve(
         agents: config.agents.as_ref().map(|a| {
             (
                 agents_listen.unwrap_or(a.listen),
-                crate::agents::TlsPaths {
+                switchyard_controller::agents::TlsPaths {
                     ca: a.ca.clone(),
                     cert: a.cert.clone(),
                     key: a.key.clone(),
                 },
-                crate::agents::NodeAdmission {
+                switchyard_controller::agents::NodeAdmission {
                     nodes: a.nodes.clone(),
                     revoked_serials: a.revoked_serials.clone(),
                 },
             )
         }),
-        keys: crate::front::keys::ApiKeys::from_config(&config.api_keys, &config.keyless)
+        keys: switchyard_controller::front::keys::ApiKeys::from_config(&config.api_keys, &config.keyless)
             .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?,
         limits: config.limits.limits(),
         decisions: config.decisions.options(),
@@ -284,7 +288,15 @@ async fn serve(
         crate::say(&format!("agents link to {agents} (mTLS)"));
     }
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::signals::stop_on_signal(shutdown.clone()));
+    tokio::spawn(switchyard_controller::signals::stop_on_signal(shutdown.clone()));
     running.serve(shutdown).await;
     Ok(())
+}
+
+/// Write one message for the operator to stdout (the CLI's output, not a log line).
+pub fn say(message: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{message}");
+    let _ = out.flush();
 }

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 
 use super::Remote;
 use super::admin_client::AdminClient;
-use crate::admin::NodesView;
+use switchyard_controller::admin::NodesView;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]

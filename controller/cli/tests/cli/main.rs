@@ -1,0 +1,9 @@
+//! The `switchyard` binary, run as the operator runs it: its messages against the reviewed
+//! text, and `policy check` finding a planted bug.
+
+#[allow(dead_code)]
+#[path = "../../../tests/all/support.rs"]
+mod support;
+
+mod messages;
+mod policy_check;
