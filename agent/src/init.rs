@@ -115,9 +115,49 @@ pub fn shell_word(word: &str) -> String {
     }
 }
 
+/// A suggested `[[models]]` entry: (logical, local, quantization, context length, tier).
+type SuggestedModel = (&'static str, &'static str, &'static str, u32, &'static str);
+
+/// What the starting config recommends for one class of machine.
+struct Recommendation {
+    /// The class's one-line description, after `# Class: `.
+    title: &'static str,
+    /// The `role` label.
+    role: &'static str,
+    concurrency: u32,
+    max_tokens: u32,
+    /// The body of the `[runtime]` section.
+    runtime: String,
+    models: Vec<SuggestedModel>,
+}
+
 /// The starting config for `facts`, as commented TOML.
 pub fn recommend(facts: &MachineFacts, node: &str) -> String {
-    let detected = format!(
+    let detected = detected_line(facts);
+    let Recommendation {
+        title,
+        role,
+        concurrency,
+        max_tokens,
+        runtime,
+        models,
+    } = recommendation(facts.class());
+    let mut text = format!(
+        "# Written by `switchyard-agent init`: a starting point, edit it.\n{detected}# Class: {title}\n\n\
+         node = \"{node}\"\nmax_concurrency = {concurrency}\nmax_tokens = {max_tokens}\ntelemetry_interval_ms = 1000\n\n\
+         [labels]\nrole = \"{role}\"\n\n[runtime]\n{runtime}"
+    );
+    for (logical, local, quantization, context, tier) in models {
+        text.push_str(&format!(
+            "\n[[models]]\nlogical = \"{logical}\"\nlocal = \"{local}\"\nquantization = \"{quantization}\"\ncontext_length = {context}\ntier = \"{tier}\"\n"
+        ));
+    }
+    text
+}
+
+/// The `# Detected: ...` comment line describing the machine.
+fn detected_line(facts: &MachineFacts) -> String {
+    format!(
         "# Detected: {os} {arch}, {cpu} ({cores} cores), {ram} MB RAM{gpus}.\n",
         os = facts.os,
         arch = facts.arch,
@@ -133,96 +173,115 @@ pub fn recommend(facts: &MachineFacts, node: &str) -> String {
                 .map(|(n, mb)| format!(", {n} ({mb} MB VRAM)"))
                 .collect::<String>()
         },
-    );
-    let (title, role, concurrency, max_tokens, runtime, models) = match facts.class() {
-        MachineClass::AppleSilicon => (
-            "Apple Silicon: like the seed's M4 MacBook (development, short interactive work, often away).",
-            "development",
-            1,
-            2048,
-            format!("kind = \"mlx\"\nbase_url = \"http://127.0.0.1:{MLX_PORT}\"\ncommand = [\"mlx_lm.server\", \"--model\", \"mlx-community/Qwen2.5-Coder-7B-Instruct-4bit\", \"--port\", \"{MLX_PORT}\"]\n"),
-            vec![
-                (
-                    "qwen25-coder-7b",
-                    "mlx-community/Qwen2.5-Coder-7B-Instruct-4bit",
-                    "4bit",
-                    32768,
-                    "good",
-                ),
-                (
-                    "mistral-7b",
-                    "mlx-community/Mistral-7B-Instruct-v0.3-4bit",
-                    "4bit",
-                    32768,
-                    "good",
-                ),
-                (
-                    "phi-3-mini",
-                    "mlx-community/Phi-3-mini-4k-instruct-4bit",
-                    "4bit",
-                    4096,
-                    "fast",
-                ),
-            ],
+    )
+}
+
+/// The recommendation for a class of machine.
+fn recommendation(class: MachineClass) -> Recommendation {
+    match class {
+        MachineClass::AppleSilicon => apple_silicon(),
+        MachineClass::LargeGpu => large_gpu(),
+        MachineClass::SmallGpu => small_gpu(),
+        MachineClass::CpuOnly => cpu_only(),
+    }
+}
+
+/// The recommendation for Apple Silicon (the seed's M4 MacBook).
+fn apple_silicon() -> Recommendation {
+    Recommendation {
+        title: "Apple Silicon: like the seed's M4 MacBook (development, short interactive work, often away).",
+        role: "development",
+        concurrency: 1,
+        max_tokens: 2048,
+        runtime: format!(
+            "kind = \"mlx\"\nbase_url = \"http://127.0.0.1:{MLX_PORT}\"\ncommand = [\"mlx_lm.server\", \"--model\", \"mlx-community/Qwen2.5-Coder-7B-Instruct-4bit\", \"--port\", \"{MLX_PORT}\"]\n"
         ),
-        MachineClass::LargeGpu => (
-            "A 20 GB+ NVIDIA GPU: like the seed's Ryzen + RTX 3090 (production, big models, vLLM).",
-            "production",
-            4,
-            4096,
-            "kind = \"vllm\"\nbase_url = \"http://127.0.0.1:8000\"\ncommand = [\"vllm\", \"serve\", \"Qwen/Qwen2.5-Coder-32B-Instruct-AWQ\", \"--port\", \"8000\", \"--gpu-memory-utilization\", \"0.95\", \"--max-num-seqs\", \"4\"]\n".to_owned(),
-            vec![(
-                "qwen25-coder-32b",
-                "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ",
-                "awq",
-                8192,
-                "best",
-            )],
-        ),
-        MachineClass::SmallGpu => (
-            "A smaller NVIDIA GPU: like the seed's Xeon + RTX 4060 Ti (quantized models, batch, always on).",
-            "batch",
-            2,
-            2048,
-            "kind = \"ollama\"\nbase_url = \"http://127.0.0.1:11434\"\npull_on_demand = true\nkeep_alive = \"30m\"\n".to_owned(),
-            vec![
-                (
-                    "qwen25-coder-7b",
-                    "qwen2.5-coder:7b-instruct-q4_K_M",
-                    "Q4_K_M",
-                    32768,
-                    "good",
-                ),
-                ("neural-chat-7b", "neural-chat:7b-v3.3-q4_K_M", "Q4_K_M", 8192, "fast"),
-                ("mistral-7b", "mistral:7b-instruct-q4_K_M", "Q4_K_M", 32768, "good"),
-            ],
-        ),
-        MachineClass::CpuOnly => (
-            "No GPU: quantized models on the CPU through Ollama, one request at a time.",
-            "batch",
-            1,
-            2048,
-            "kind = \"ollama\"\nbase_url = \"http://127.0.0.1:11434\"\npull_on_demand = true\nkeep_alive = \"30m\"\n".to_owned(),
-            vec![(
+        models: vec![
+            (
+                "qwen25-coder-7b",
+                "mlx-community/Qwen2.5-Coder-7B-Instruct-4bit",
+                "4bit",
+                32768,
+                "good",
+            ),
+            (
+                "mistral-7b",
+                "mlx-community/Mistral-7B-Instruct-v0.3-4bit",
+                "4bit",
+                32768,
+                "good",
+            ),
+            (
                 "phi-3-mini",
-                "phi3:3.8b-mini-4k-instruct-q4_K_M",
-                "Q4_K_M",
+                "mlx-community/Phi-3-mini-4k-instruct-4bit",
+                "4bit",
                 4096,
                 "fast",
-            )],
-        ),
-    };
-    let mut text = format!(
-        "# Written by `switchyard-agent init`: a starting point, edit it.\n{detected}# Class: {title}\n\n\
-         node = \"{node}\"\nmax_concurrency = {concurrency}\nmax_tokens = {max_tokens}\ntelemetry_interval_ms = 1000\n\n\
-         [labels]\nrole = \"{role}\"\n\n[runtime]\n{runtime}"
-    );
-    for (logical, local, quantization, context, tier) in models {
-        text.push_str(&format!(
-            "\n[[models]]\nlogical = \"{logical}\"\nlocal = \"{local}\"\nquantization = \"{quantization}\"\ncontext_length = {context}\ntier = \"{tier}\"\n"
-        ));
+            ),
+        ],
     }
-    text
+}
+
+/// The recommendation for a 20 GB+ NVIDIA GPU (the seed's Ryzen + RTX 3090).
+fn large_gpu() -> Recommendation {
+    Recommendation {
+        title: "A 20 GB+ NVIDIA GPU: like the seed's Ryzen + RTX 3090 (production, big models, vLLM).",
+        role: "production",
+        concurrency: 4,
+        max_tokens: 4096,
+        runtime: "kind = \"vllm\"\nbase_url = \"http://127.0.0.1:8000\"\ncommand = [\"vllm\", \"serve\", \"Qwen/Qwen2.5-Coder-32B-Instruct-AWQ\", \"--port\", \"8000\", \"--gpu-memory-utilization\", \"0.95\", \"--max-num-seqs\", \"4\"]\n".to_owned(),
+        models: vec![(
+            "qwen25-coder-32b",
+            "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ",
+            "awq",
+            8192,
+            "best",
+        )],
+    }
+}
+
+/// The recommendation for a smaller NVIDIA GPU (the seed's Xeon + RTX 4060 Ti).
+fn small_gpu() -> Recommendation {
+    Recommendation {
+        title: "A smaller NVIDIA GPU: like the seed's Xeon + RTX 4060 Ti (quantized models, batch, always on).",
+        role: "batch",
+        concurrency: 2,
+        max_tokens: 2048,
+        runtime:
+            "kind = \"ollama\"\nbase_url = \"http://127.0.0.1:11434\"\npull_on_demand = true\nkeep_alive = \"30m\"\n"
+                .to_owned(),
+        models: vec![
+            (
+                "qwen25-coder-7b",
+                "qwen2.5-coder:7b-instruct-q4_K_M",
+                "Q4_K_M",
+                32768,
+                "good",
+            ),
+            ("neural-chat-7b", "neural-chat:7b-v3.3-q4_K_M", "Q4_K_M", 8192, "fast"),
+            ("mistral-7b", "mistral:7b-instruct-q4_K_M", "Q4_K_M", 32768, "good"),
+        ],
+    }
+}
+
+/// The recommendation for a machine without a GPU.
+fn cpu_only() -> Recommendation {
+    Recommendation {
+        title: "No GPU: quantized models on the CPU through Ollama, one request at a time.",
+        role: "batch",
+        concurrency: 1,
+        max_tokens: 2048,
+        runtime:
+            "kind = \"ollama\"\nbase_url = \"http://127.0.0.1:11434\"\npull_on_demand = true\nkeep_alive = \"30m\"\n"
+                .to_owned(),
+        models: vec![(
+            "phi-3-mini",
+            "phi3:3.8b-mini-4k-instruct-q4_K_M",
+            "Q4_K_M",
+            4096,
+            "fast",
+        )],
+    }
 }
 
 #[cfg(test)]

@@ -148,6 +148,57 @@ pub struct Joined {
 /// written.
 pub fn join(request: &JoinRequest<'_>, recommend: impl FnOnce(&str) -> String) -> Result<Joined, JoinError> {
     let dir = request.bundle;
+    let CheckedBundle {
+        certificate,
+        node,
+        join_path,
+        join_file,
+    } = check_bundle(dir, request.node)?;
+    let address = controller_address(request.controller, join_file.as_ref(), &join_path)?;
+    let server_name = join_file.and_then(|j| j.server_name);
+
+    let shown = request.output.display().to_string();
+    let existing = existing_config(request, &shown, &node)?;
+    let kept_config = existing.is_some();
+    let mut config = existing.unwrap_or_else(|| recommend(&node));
+    if !config.ends_with('\n') {
+        config.push('\n');
+    }
+    config.push_str(&controller_section(&address, server_name.as_deref()));
+    AgentConfig::parse(&config, &shown)?;
+
+    let base = request.output.parent().unwrap_or(Path::new(""));
+    let certs_dir = base.join("certs");
+    let copied = !same_folder(dir, &certs_dir);
+    if copied {
+        copy_bundle(dir, &certs_dir, request.force)?;
+    }
+    write_file(request.output, config.as_bytes(), false)?;
+    Ok(Joined {
+        node,
+        address,
+        certs_dir,
+        copied,
+        kept_config,
+        config,
+        certificate,
+    })
+}
+
+/// A bundle that passed [`check_bundle`].
+struct CheckedBundle {
+    certificate: NodeCert,
+    /// The certificate's node name.
+    node: String,
+    /// Where the bundle's `join.toml` is (or would be).
+    join_path: PathBuf,
+    /// The bundle's `join.toml`, when it has one.
+    join_file: Option<JoinFile>,
+}
+
+/// Reads the bundle in `dir` and checks that it is one node's consistent, unexpired bundle,
+/// for the node `requested` (`--node`) when given.
+fn check_bundle(dir: &Path, requested: Option<&str>) -> Result<CheckedBundle, JoinError> {
     let cert_path = dir.join("node.pem");
     if !cert_path.is_file() {
         return Err(JoinError::NotABundle(dir.to_owned()));
@@ -167,7 +218,7 @@ pub fn join(request: &JoinRequest<'_>, recommend: impl FnOnce(&str) -> String) -
             name: node,
         });
     }
-    if let Some(requested) = request.node
+    if let Some(requested) = requested
         && requested != node
     {
         return Err(JoinError::WrongNode {
@@ -182,27 +233,35 @@ pub fn join(request: &JoinRequest<'_>, recommend: impl FnOnce(&str) -> String) -
             message,
         });
     }
-    let address = match (request.controller, join_file.as_ref().and_then(|j| j.address.clone())) {
-        (Some(given), _) if is_host_port(given) => given.to_owned(),
-        (Some(given), _) => return Err(JoinError::BadControllerFlag(given.to_owned())),
-        (None, Some(written)) if is_host_port(&written) => written,
-        (None, Some(written)) => {
-            return Err(JoinError::Invalid {
-                path: join_path.display().to_string(),
-                field: "address".to_owned(),
-                message: format!(
-                    "{written:?} is not HOST:PORT, e.g. \"controller.lan:7443\"; pass --controller HOST:PORT"
-                ),
-            });
-        }
-        (None, None) => return Err(JoinError::NoAddress(join_path)),
-    };
-    let server_name = join_file.and_then(|j| j.server_name);
+    Ok(CheckedBundle {
+        certificate,
+        node,
+        join_path,
+        join_file,
+    })
+}
 
-    let shown = request.output.display().to_string();
-    let existing = if request.output.exists() && !request.force {
+/// The controller's `host:port`: `--controller` when given, else `join.toml`'s `address`.
+fn controller_address(flag: Option<&str>, join_file: Option<&JoinFile>, join_path: &Path) -> Result<String, JoinError> {
+    match (flag, join_file.and_then(|j| j.address.clone())) {
+        (Some(given), _) if is_host_port(given) => Ok(given.to_owned()),
+        (Some(given), _) => Err(JoinError::BadControllerFlag(given.to_owned())),
+        (None, Some(written)) if is_host_port(&written) => Ok(written),
+        (None, Some(written)) => Err(JoinError::Invalid {
+            path: join_path.display().to_string(),
+            field: "address".to_owned(),
+            message: format!("{written:?} is not HOST:PORT, e.g. \"controller.lan:7443\"; pass --controller HOST:PORT"),
+        }),
+        (None, None) => Err(JoinError::NoAddress(join_path.to_owned())),
+    }
+}
+
+/// The config already at the output, to keep: `None` when there is none or with `force`;
+/// an error when it already has a `[controller]` section or is for another node.
+fn existing_config(request: &JoinRequest<'_>, shown: &str, node: &str) -> Result<Option<String>, JoinError> {
+    if request.output.exists() && !request.force {
         let text = std::fs::read_to_string(request.output).map_err(|source| io(request.output, source))?;
-        let config = AgentConfig::parse(&text, &shown)?;
+        let config = AgentConfig::parse(&text, shown)?;
         if config.controller.is_some() {
             return Err(JoinError::AlreadyJoined(request.output.to_owned()));
         }
@@ -210,48 +269,28 @@ pub fn join(request: &JoinRequest<'_>, recommend: impl FnOnce(&str) -> String) -
             return Err(JoinError::ConfigForAnotherNode {
                 path: request.output.to_owned(),
                 said: config.node,
-                name: node,
+                name: node.to_owned(),
             });
         }
-        Some(text)
+        Ok(Some(text))
     } else {
-        None
-    };
-    let kept_config = existing.is_some();
-    let mut config = existing.unwrap_or_else(|| recommend(&node));
-    if !config.ends_with('\n') {
-        config.push('\n');
+        Ok(None)
     }
-    config.push_str(&controller_section(&address, server_name.as_deref()));
-    AgentConfig::parse(&config, &shown)?;
+}
 
-    let base = request.output.parent().unwrap_or(Path::new(""));
-    let certs_dir = base.join("certs");
-    let copied = !same_folder(dir, &certs_dir);
-    if copied
-        && !request.force
-        && let Some(taken) = FILES.iter().map(|f| certs_dir.join(f)).find(|p| p.exists())
-    {
+/// Copies the bundle's certificate files from `dir` into `certs_dir` (the key with mode
+/// 0600); without `force`, refuses before copying anything when one is already there.
+fn copy_bundle(dir: &Path, certs_dir: &Path, force: bool) -> Result<(), JoinError> {
+    if !force && let Some(taken) = FILES.iter().map(|f| certs_dir.join(f)).find(|p| p.exists()) {
         return Err(JoinError::Exists(taken));
     }
-    if copied {
-        std::fs::create_dir_all(&certs_dir).map_err(|source| io(&certs_dir, source))?;
-        for file in FILES {
-            let from = dir.join(file);
-            let bytes = std::fs::read(&from).map_err(|source| io(&from, source))?;
-            write_file(&certs_dir.join(file), &bytes, file == "node.key")?;
-        }
+    std::fs::create_dir_all(certs_dir).map_err(|source| io(certs_dir, source))?;
+    for file in FILES {
+        let from = dir.join(file);
+        let bytes = std::fs::read(&from).map_err(|source| io(&from, source))?;
+        write_file(&certs_dir.join(file), &bytes, file == "node.key")?;
     }
-    write_file(request.output, config.as_bytes(), false)?;
-    Ok(Joined {
-        node,
-        address,
-        certs_dir,
-        copied,
-        kept_config,
-        config,
-        certificate,
-    })
+    Ok(())
 }
 
 impl Joined {

@@ -110,8 +110,14 @@ impl Drop for Lease {
 }
 
 enum Action {
-    Wait { attempt: Option<u64> },
-    Load { evict: Vec<(String, Box<Child>)> },
+    /// The model is ready: use it under this lease.
+    Use(Lease),
+    Wait {
+        attempt: Option<u64>,
+    },
+    Load {
+        evict: Vec<(String, Box<Child>)>,
+    },
 }
 
 impl ModelManager {
@@ -208,60 +214,8 @@ impl ModelManager {
         let deadline = tokio::time::Instant::now() + self.load_timeout + STOP_ALLOWANCE;
         loop {
             let mut changes = self.changes.subscribe();
-            let action = {
-                let mut entries = self.entries();
-                let residents = self.residents(&entries, local);
-                let Some(entry) = entries.get_mut(local) else {
-                    return Err(LoadError::Unknown {
-                        model: local.to_owned(),
-                    });
-                };
-                match &entry.phase {
-                    Phase::Ready { port, .. } => {
-                        entry.in_flight += 1;
-                        entry.last_used = Instant::now();
-                        return Ok(Lease {
-                            manager: self.clone(),
-                            local: local.to_owned(),
-                            base_url: format!("http://127.0.0.1:{port}"),
-                        });
-                    }
-                    Phase::Loading => Action::Wait {
-                        attempt: Some(entry.attempt),
-                    },
-                    Phase::Stopping => Action::Wait { attempt: None },
-                    Phase::Cold => match plan(self.need_mb(local), self.budget_mb, &residents) {
-                        Plan::TooLarge { need_mb, budget_mb } => {
-                            return Err(LoadError::TooLarge {
-                                model: local.to_owned(),
-                                need_mb,
-                                budget_mb,
-                            });
-                        }
-                        Plan::Wait => Action::Wait { attempt: None },
-                        plan => {
-                            entry.phase = Phase::Loading;
-                            entry.attempt += 1;
-                            let evict = match plan {
-                                Plan::Evict(names) => names,
-                                _ => Vec::new(),
-                            };
-                            let mut children = Vec::new();
-                            for name in evict {
-                                if let Some(victim) = entries.get_mut(&name)
-                                    && let Phase::Ready { child, .. } =
-                                        std::mem::replace(&mut victim.phase, Phase::Stopping)
-                                {
-                                    victim.evictions += 1;
-                                    children.push((name, child));
-                                }
-                            }
-                            Action::Load { evict: children }
-                        }
-                    },
-                }
-            };
-            match action {
+            match self.next_action(local)? {
+                Action::Use(lease) => return Ok(lease),
                 Action::Load { evict } => {
                     let manager = self.clone();
                     let model = local.to_owned();
@@ -277,23 +231,71 @@ impl ModelManager {
                         });
                     }
                     if let Some(attempt) = attempt {
-                        let entries = self.entries();
-                        if let Some(Entry {
-                            phase: Phase::Cold,
-                            failed: Some((failed, message)),
-                            ..
-                        }) = entries.get(local)
-                            && *failed == attempt
-                        {
-                            return Err(LoadError::Failed {
-                                model: local.to_owned(),
-                                message: message.clone(),
-                            });
-                        }
+                        self.check_attempt(local, attempt)?;
                     }
                 }
             }
         }
+    }
+
+    /// What a request for `local` does next, decided under the entries lock: use it when
+    /// ready, wait, or start loading it (taking the victims out of service).
+    fn next_action(self: &Arc<Self>, local: &str) -> Result<Action, LoadError> {
+        let mut entries = self.entries();
+        let residents = self.residents(&entries, local);
+        let Some(entry) = entries.get_mut(local) else {
+            return Err(LoadError::Unknown {
+                model: local.to_owned(),
+            });
+        };
+        match &entry.phase {
+            Phase::Ready { port, .. } => {
+                entry.in_flight += 1;
+                entry.last_used = Instant::now();
+                Ok(Action::Use(Lease {
+                    manager: self.clone(),
+                    local: local.to_owned(),
+                    base_url: format!("http://127.0.0.1:{port}"),
+                }))
+            }
+            Phase::Loading => Ok(Action::Wait {
+                attempt: Some(entry.attempt),
+            }),
+            Phase::Stopping => Ok(Action::Wait { attempt: None }),
+            Phase::Cold => match plan(self.need_mb(local), self.budget_mb, &residents) {
+                Plan::TooLarge { need_mb, budget_mb } => Err(LoadError::TooLarge {
+                    model: local.to_owned(),
+                    need_mb,
+                    budget_mb,
+                }),
+                Plan::Wait => Ok(Action::Wait { attempt: None }),
+                plan => {
+                    entry.phase = Phase::Loading;
+                    entry.attempt += 1;
+                    Ok(Action::Load {
+                        evict: take_victims(&mut entries, plan),
+                    })
+                }
+            },
+        }
+    }
+
+    /// Fails with the load numbered `attempt` when it failed for `local`.
+    fn check_attempt(&self, local: &str, attempt: u64) -> Result<(), LoadError> {
+        let entries = self.entries();
+        if let Some(Entry {
+            phase: Phase::Cold,
+            failed: Some((failed, message)),
+            ..
+        }) = entries.get(local)
+            && *failed == attempt
+        {
+            return Err(LoadError::Failed {
+                model: local.to_owned(),
+                message: message.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Everything resident or on its way, but `loading`, as the planner sees it.
@@ -517,6 +519,24 @@ impl ModelManager {
         out.sort_by(|a, b| a.local.cmp(&b.local));
         out
     }
+}
+
+/// The ready models `plan` evicts, marked stopping, with their processes to stop.
+fn take_victims(entries: &mut HashMap<String, Entry>, plan: Plan) -> Vec<(String, Box<Child>)> {
+    let evict = match plan {
+        Plan::Evict(names) => names,
+        _ => Vec::new(),
+    };
+    let mut children = Vec::new();
+    for name in evict {
+        if let Some(victim) = entries.get_mut(&name)
+            && let Phase::Ready { child, .. } = std::mem::replace(&mut victim.phase, Phase::Stopping)
+        {
+            victim.evictions += 1;
+            children.push((name, child));
+        }
+    }
+    children
 }
 
 /// Beyond the load timeout, how long a request may wait for room (evicted runtimes get

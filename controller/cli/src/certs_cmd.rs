@@ -103,61 +103,69 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
                 crate::say(&join_steps(&node, &bundle));
             }
         }
-        CertsCommand::List { dir } => {
-            for (path, info) in certs::list(&dir)? {
-                let days = info.expires_in_s as f64 / 86_400.0;
-                let state = if info.expires_in_s < 0 {
-                    "EXPIRED".to_owned()
-                } else if info.expires_in_s < RENEW_WITHIN_DAYS * 86_400 {
-                    format!(
-                        "expires in {days:.0} days: RENEW (`switchyard certs renew --dir {}`)",
-                        dir.display()
-                    )
-                } else {
-                    format!("expires in {days:.0} days")
-                };
-                crate::say(&format!(
-                    "{:<28} {:<40} {state} ({}), serial {}",
-                    info.common_name,
-                    path.display(),
-                    info.not_after,
-                    info.serial
-                ));
-            }
-        }
+        CertsCommand::List { dir } => list(&dir)?,
         CertsCommand::Renew {
             dir,
             node,
             within_days,
             days,
-        } => {
-            let renewed = certs::renew(&dir, node.as_deref(), within_days, days)?;
-            if renewed.is_empty() {
-                crate::say(&format!(
-                    "nothing expires within {within_days} days in {}; nothing renewed",
-                    dir.display()
-                ));
-            }
-            for item in renewed {
-                let was = if item.old_expires_in_s < 0 {
-                    "had expired".to_owned()
-                } else {
-                    format!("had {} days left", item.old_expires_in_s / 86_400)
-                };
-                if item.name == "controller" {
-                    crate::say(&format!(
-                        "renewed {} ({was}); the running controller picks it up within a second",
-                        item.path.display()
-                    ));
-                } else {
-                    crate::say(&format!(
-                        "renewed {0} ({was}); copy the new certificate and key to {1}, into the certs/ folder beside its agent.toml \
-                         (the agent uses them at its next dial): scp {0}/node.pem {0}/node.key {1}:<folder of agent.toml>/certs/",
-                        item.path.display(),
-                        item.name,
-                    ));
-                }
-            }
+        } => renew(&dir, node.as_deref(), within_days, days)?,
+    }
+    Ok(())
+}
+
+/// `certs list`: each certificate's node, file, expiry (and whether to renew) and serial.
+fn list(dir: &Path) -> anyhow::Result<()> {
+    for (path, info) in certs::list(dir)? {
+        let days = info.expires_in_s as f64 / 86_400.0;
+        let state = if info.expires_in_s < 0 {
+            "EXPIRED".to_owned()
+        } else if info.expires_in_s < RENEW_WITHIN_DAYS * 86_400 {
+            format!(
+                "expires in {days:.0} days: RENEW (`switchyard certs renew --dir {}`)",
+                dir.display()
+            )
+        } else {
+            format!("expires in {days:.0} days")
+        };
+        crate::say(&format!(
+            "{:<28} {:<40} {state} ({}), serial {}",
+            info.common_name,
+            path.display(),
+            info.not_after,
+            info.serial
+        ));
+    }
+    Ok(())
+}
+
+/// `certs renew`: what was renewed, and for a node where its new files go.
+fn renew(dir: &Path, node: Option<&str>, within_days: i64, days: i64) -> anyhow::Result<()> {
+    let renewed = certs::renew(dir, node, within_days, days)?;
+    if renewed.is_empty() {
+        crate::say(&format!(
+            "nothing expires within {within_days} days in {}; nothing renewed",
+            dir.display()
+        ));
+    }
+    for item in renewed {
+        let was = if item.old_expires_in_s < 0 {
+            "had expired".to_owned()
+        } else {
+            format!("had {} days left", item.old_expires_in_s / 86_400)
+        };
+        if item.name == "controller" {
+            crate::say(&format!(
+                "renewed {} ({was}); the running controller picks it up within a second",
+                item.path.display()
+            ));
+        } else {
+            crate::say(&format!(
+                "renewed {0} ({was}); copy the new certificate and key to {1}, into the certs/ folder beside its agent.toml \
+                 (the agent uses them at its next dial): scp {0}/node.pem {0}/node.key {1}:<folder of agent.toml>/certs/",
+                item.path.display(),
+                item.name,
+            ));
         }
     }
     Ok(())

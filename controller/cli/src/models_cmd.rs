@@ -73,7 +73,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One row per model per node.
+/// One row per model per node, then each node's model memory in use.
 pub fn format_models(view: &NodesView) -> String {
     let mut rows = vec![
         [
@@ -91,60 +91,9 @@ pub fn format_models(view: &NodesView) -> String {
     ];
     for node in &view.snapshot.nodes {
         let link = view.links.iter().find(|l| l.node == node.name);
-        for variant in &node.models {
-            let managed = link.and_then(|l| l.models.iter().find(|m| m.local == variant.local));
-            let resident = link.and_then(|l| l.resident.iter().find(|r| r.name == variant.local));
-            let row = match managed {
-                Some(state) => [
-                    node.name.clone(),
-                    variant.logical.clone(),
-                    variant.local.clone(),
-                    format!("{:?}", state.state).to_lowercase(),
-                    state.memory_mb.map_or("-".to_owned(), |mb| {
-                        format!("{mb} MB{}", if state.memory_measured { " (measured)" } else { "" })
-                    }),
-                    state.in_flight.to_string(),
-                    state.idle_s.map_or("-".to_owned(), |s| format!("{s} s")),
-                    state
-                        .load_ms
-                        .map_or("-".to_owned(), |ms| format!("{:.1} s", f64::from(ms) / 1000.0)),
-                    format!("{}/{}", state.loads, state.evictions),
-                ],
-                None => [
-                    node.name.clone(),
-                    variant.logical.clone(),
-                    variant.local.clone(),
-                    if variant.loaded { "loaded" } else { "not loaded" }.to_owned(),
-                    resident
-                        .and_then(|r| r.vram_mb)
-                        .map_or("-".to_owned(), |mb| format!("{mb} MB")),
-                    "-".to_owned(),
-                    "-".to_owned(),
-                    variant
-                        .load_ms
-                        .map_or("-".to_owned(), |ms| format!("{:.1} s", f64::from(ms) / 1000.0)),
-                    "-".to_owned(),
-                ],
-            };
-            rows.push(row);
-        }
+        rows.extend(node.models.iter().map(|variant| model_row(&node.name, variant, link)));
     }
-    let mut widths = [0usize; 9];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = crate::table::render(&rows, |_| false);
     for link in &view.links {
         if let Some(budget) = link.memory_budget_mb {
             let used: u64 = link
@@ -160,4 +109,44 @@ pub fn format_models(view: &NodesView) -> String {
         }
     }
     out.trim_end().to_owned()
+}
+
+/// One model's row: the agent's managed state where it manages the model, else what the
+/// runtime reports.
+fn model_row(
+    node: &str,
+    variant: &switchyard_protocol::ModelVariant,
+    link: Option<&switchyard_controller::node_table::LinkView>,
+) -> [String; 9] {
+    let managed = link.and_then(|l| l.models.iter().find(|m| m.local == variant.local));
+    let resident = link.and_then(|l| l.resident.iter().find(|r| r.name == variant.local));
+    let seconds = |ms: u32| format!("{:.1} s", f64::from(ms) / 1000.0);
+    match managed {
+        Some(state) => [
+            node.to_owned(),
+            variant.logical.clone(),
+            variant.local.clone(),
+            format!("{:?}", state.state).to_lowercase(),
+            state.memory_mb.map_or("-".to_owned(), |mb| {
+                format!("{mb} MB{}", if state.memory_measured { " (measured)" } else { "" })
+            }),
+            state.in_flight.to_string(),
+            state.idle_s.map_or("-".to_owned(), |s| format!("{s} s")),
+            state.load_ms.map_or("-".to_owned(), seconds),
+            format!("{}/{}", state.loads, state.evictions),
+        ],
+        None => [
+            node.to_owned(),
+            variant.logical.clone(),
+            variant.local.clone(),
+            if variant.loaded { "loaded" } else { "not loaded" }.to_owned(),
+            resident
+                .and_then(|r| r.vram_mb)
+                .map_or("-".to_owned(), |mb| format!("{mb} MB")),
+            "-".to_owned(),
+            "-".to_owned(),
+            variant.load_ms.map_or("-".to_owned(), seconds),
+            "-".to_owned(),
+        ],
+    }
 }

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use switchyard_protocol::AgentTelemetry;
-use switchyard_protocol::tls::cert_info;
+use switchyard_protocol::tls::{CertInfo, cert_info};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -204,84 +204,17 @@ async fn tell_refused(sender: &mut SendRequest<Full<Bytes>>, reason: &str) {
 impl Link {
     async fn run(self, stream: tokio::net::TcpStream, shutdown: CancellationToken) {
         let peer = self.peer;
-        let acceptor = TlsAcceptor::from(self.tls.current());
-        let tls = match tokio::time::timeout(self.settings.handshake_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::warn!(%peer, "agent link refused: TLS handshake failed: {e}{}", handshake_hint(&e));
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(%peer, "agent link refused: no TLS handshake within {:?}", self.settings.handshake_timeout);
-                return;
-            }
-        };
-        let Some(info) = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| cert_info(c).ok())
-        else {
-            tracing::warn!(%peer, "agent link refused: its certificate carries no node name");
+        let Some((tls, info)) = self.accept_tls(stream).await else {
             return;
         };
         let name = info.common_name.clone();
-
-        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(self.settings.ping_interval)
-            .keep_alive_timeout(self.settings.ping_timeout)
-            .keep_alive_while_idle(true);
-        let (mut sender, connection) = match builder.handshake::<_, Full<Bytes>>(TokioIo::new(tls)).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(%peer, node = %name, "agent link refused: HTTP/2 handshake failed: {e}");
-                return;
-            }
+        let Some((mut sender, mut connection)) = self.open_http2(tls, &name).await else {
+            return;
         };
-        let mut connection = tokio::spawn(connection);
-
-        let mut telemetry: AgentTelemetry = match tokio::time::timeout(
-            self.settings.handshake_timeout,
-            get_json(&mut sender, "/telemetry"),
-        )
-        .await
-        {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                tracing::warn!(%peer, node = %name, "agent link refused: registration failed: {e:#}");
-                connection.abort();
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(%peer, node = %name, "agent link refused: no registration within {:?}", self.settings.handshake_timeout);
-                connection.abort();
-                return;
-            }
-        };
-        if telemetry.node != name {
-            let reason = format!(
-                "certificate is for node '{name}' but the agent says it is '{}': a node's name comes from its certificate; \
-                 set `node = \"{name}\"` in the agent config or issue a certificate for '{}'",
-                telemetry.node, telemetry.node
-            );
-            tracing::error!(%peer, "agent link refused: {reason}");
-            tell_refused(&mut sender, &reason).await;
+        let Some(telemetry) = self.register(&mut sender, &name, &info.serial).await else {
             connection.abort();
             return;
-        }
-        if let Err(reason) = self.admission.check(&name, &info.serial) {
-            tracing::error!(%peer, "agent link refused: {reason}");
-            tell_refused(&mut sender, &reason).await;
-            connection.abort();
-            return;
-        }
-        let clamped = clamp(&mut telemetry);
-        if !clamped.is_empty() {
-            tracing::warn!(node = %name, ?clamped, "implausible telemetry clamped");
-        }
+        };
         let (serial, expires_in_days) = (info.serial.clone(), info.expires_in_s / 86_400);
         if let Err(reason) = self
             .nodes
@@ -306,6 +239,107 @@ impl Link {
         connection.abort();
         tracing::warn!(%peer, node = %name, "node out of rotation: {why}");
         self.nodes.disconnected(&name, self.id, why);
+    }
+
+    /// The TLS handshake (bounded) and the node's certificate; `None` (logged) when either
+    /// fails.
+    async fn accept_tls(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, CertInfo)> {
+        let peer = self.peer;
+        let acceptor = TlsAcceptor::from(self.tls.current());
+        let tls = match tokio::time::timeout(self.settings.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, "agent link refused: TLS handshake failed: {e}{}", handshake_hint(&e));
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "agent link refused: no TLS handshake within {:?}", self.settings.handshake_timeout);
+                return None;
+            }
+        };
+        let Some(info) = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| cert_info(c).ok())
+        else {
+            tracing::warn!(%peer, "agent link refused: its certificate carries no node name");
+            return None;
+        };
+        Some((tls, info))
+    }
+
+    /// The HTTP/2 client side of the link (the controller asks, the agent answers), with
+    /// keep-alive pings; its connection task runs until the link ends.
+    async fn open_http2(
+        &self,
+        tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        name: &str,
+    ) -> Option<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<hyper::Result<()>>)> {
+        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.settings.ping_interval)
+            .keep_alive_timeout(self.settings.ping_timeout)
+            .keep_alive_while_idle(true);
+        match builder.handshake::<_, Full<Bytes>>(TokioIo::new(tls)).await {
+            Ok((sender, connection)) => Some((sender, tokio::spawn(connection))),
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, node = %name, "agent link refused: HTTP/2 handshake failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// The agent's first telemetry (bounded), checked against its certificate's name and the
+    /// node admission list, implausible figures clamped; `None` (logged, and told to the agent
+    /// where it can act on it) when the link is refused.
+    async fn register(
+        &self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        name: &str,
+        serial: &str,
+    ) -> Option<AgentTelemetry> {
+        let peer = self.peer;
+        let mut telemetry: AgentTelemetry = match tokio::time::timeout(
+            self.settings.handshake_timeout,
+            get_json(sender, "/telemetry"),
+        )
+        .await
+        {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, node = %name, "agent link refused: registration failed: {e:#}");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, node = %name, "agent link refused: no registration within {:?}", self.settings.handshake_timeout);
+                return None;
+            }
+        };
+        let refusal = if telemetry.node != name {
+            Some(format!(
+                "certificate is for node '{name}' but the agent says it is '{}': a node's name comes from its certificate; \
+                 set `node = \"{name}\"` in the agent config or issue a certificate for '{}'",
+                telemetry.node, telemetry.node
+            ))
+        } else {
+            self.admission.check(name, serial).err()
+        };
+        if let Some(reason) = refusal {
+            tracing::error!(%peer, "agent link refused: {reason}");
+            tell_refused(sender, &reason).await;
+            return None;
+        }
+        let clamped = clamp(&mut telemetry);
+        if !clamped.is_empty() {
+            tracing::warn!(node = %name, ?clamped, "implausible telemetry clamped");
+        }
+        Some(telemetry)
     }
 
     /// Read the agent's NDJSON telemetry stream until it ends; returns why it ended.

@@ -13,7 +13,7 @@ use switchyard_protocol::{ClusterSnapshot, Decision};
 
 use super::record::DecisionRecord;
 use super::store::ExportLine;
-use crate::policy::{LiveLoad, PolicyEngine, PreparedSnapshot};
+use crate::policy::{LiveLoad, PolicyEngine, PreparedSnapshot, Routed};
 
 /// A node that failed a request (5xx) this close in time counts as failed for a replayed
 /// decision that would have gone to it.
@@ -75,35 +75,8 @@ pub fn replay_lines(policy_file: &Path, lines: Vec<ExportLine>) -> anyhow::Resul
         .load_file(policy_file, &ClusterSnapshot::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     engine.activate(&loaded.id).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut snapshots: HashMap<String, ClusterSnapshot> = HashMap::new();
-    let mut records: Vec<DecisionRecord> = Vec::new();
-    for line in lines {
-        match line {
-            ExportLine::Snapshot { key, snapshot } => {
-                snapshots.insert(key, snapshot);
-            }
-            ExportLine::Record(record) => records.push(*record),
-            ExportLine::Event(_) => {}
-        }
-    }
-    records.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
-
-    // When each node failed a request, for "would have gone to a node that then failed".
-    let mut failures: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for record in &records {
-        if let Some(node) = record.outcome.node.as_deref()
-            && record.outcome.status >= 500
-        {
-            failures.entry(node).or_default().push(record.at_ms);
-        }
-    }
-    let failed_near = |node: &str, at: u64| {
-        failures.get(node).is_some_and(|times| {
-            let i = times.partition_point(|&t| t + FAILED_NEAR_MS < at);
-            times.get(i).is_some_and(|&t| t <= at + FAILED_NEAR_MS)
-        })
-    };
-
+    let (snapshots, records) = split_export(lines);
+    let failures = FailureTimes::of(&records);
     let live = Arc::new(Recorded::default());
     let mut prepared: HashMap<&str, Arc<PreparedSnapshot>> = HashMap::new();
     let mut report = ReplayReport {
@@ -128,34 +101,80 @@ pub fn replay_lines(policy_file: &Path, lines: Vec<ExportLine>) -> anyhow::Resul
             loads.extend(record.in_flight.iter().cloned());
         }
         let routed = engine.decide_prepared(&record.request, &view);
-        report.records += 1;
+        report.count(record, &routed, &failures);
+    }
+    Ok(report)
+}
+
+/// An export's snapshots by key, and its records in the order they were decided.
+fn split_export(lines: Vec<ExportLine>) -> (HashMap<String, ClusterSnapshot>, Vec<DecisionRecord>) {
+    let mut snapshots = HashMap::new();
+    let mut records: Vec<DecisionRecord> = Vec::new();
+    for line in lines {
+        match line {
+            ExportLine::Snapshot { key, snapshot } => {
+                snapshots.insert(key, snapshot);
+            }
+            ExportLine::Record(record) => records.push(*record),
+            ExportLine::Event(_) => {}
+        }
+    }
+    records.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
+    (snapshots, records)
+}
+
+/// When each node failed a request, for "would have gone to a node that then failed".
+struct FailureTimes<'a>(BTreeMap<&'a str, Vec<u64>>);
+
+impl<'a> FailureTimes<'a> {
+    fn of(records: &'a [DecisionRecord]) -> FailureTimes<'a> {
+        let mut failures: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for record in records {
+            if let Some(node) = record.outcome.node.as_deref()
+                && record.outcome.status >= 500
+            {
+                failures.entry(node).or_default().push(record.at_ms);
+            }
+        }
+        FailureTimes(failures)
+    }
+
+    /// Whether `node` failed a request within `FAILED_NEAR_MS` of `at`.
+    fn near(&self, node: &str, at: u64) -> bool {
+        self.0.get(node).is_some_and(|times| {
+            let i = times.partition_point(|&t| t + FAILED_NEAR_MS < at);
+            times.get(i).is_some_and(|&t| t <= at + FAILED_NEAR_MS)
+        })
+    }
+}
+
+impl ReplayReport {
+    /// Count one replayed decision against the recorded one.
+    fn count(&mut self, record: &DecisionRecord, routed: &Routed, failures: &FailureTimes<'_>) {
+        self.records += 1;
         if routed.fault.is_some() {
-            report.faults += 1;
+            self.faults += 1;
         }
         let was = record.decided.decision.destination();
         let now = routed.decision.destination();
         if let Decision::Route(_) = &routed.decision
-            && failed_near(&now, record.at_ms)
+            && failures.near(&now, record.at_ms)
         {
-            report.onto_failed_nodes += 1;
-            if report.onto_failed_examples.len() < 10 {
-                report.onto_failed_examples.push(format!("{} -> {now}", record.id));
+            self.onto_failed_nodes += 1;
+            if self.onto_failed_examples.len() < 10 {
+                self.onto_failed_examples.push(format!("{} -> {now}", record.id));
             }
         }
         if was == now {
-            report.same += 1;
-            continue;
+            self.same += 1;
+            return;
         }
-        report.changed += 1;
-        *report.moves.entry(format!("{was} -> {now}")).or_default() += 1;
+        self.changed += 1;
+        *self.moves.entry(format!("{was} -> {now}")).or_default() += 1;
         let task = record.request.task.clone().unwrap_or_else(|| "-".to_owned());
-        *report.changed_by_task.entry(task).or_default() += 1;
-        *report
-            .changed_by_reason
-            .entry(reason_kind(&routed.decision))
-            .or_default() += 1;
+        *self.changed_by_task.entry(task).or_default() += 1;
+        *self.changed_by_reason.entry(reason_kind(&routed.decision)).or_default() += 1;
     }
-    Ok(report)
 }
 
 /// The report as an operator reads it.

@@ -193,28 +193,118 @@ fn failure(shape: &Shape, message: &str) -> Result<Frame<Bytes>, BoxError> {
     event.map(Frame::data).ok_or_else(|| BoxError::from(message.to_owned()))
 }
 
-pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBody {
+impl Finish {
+    /// The bookkeeping half of a relay's context.
+    fn new(relayed: &mut Relayed) -> Finish {
+        Finish {
+            metrics: relayed.metrics.clone(),
+            node: std::mem::take(&mut relayed.node),
+            model: std::mem::take(&mut relayed.model),
+            status: relayed.status,
+            started: relayed.started,
+            completed: false,
+            record: relayed.record.take(),
+        }
+    }
+
+    /// The answer ended with `status` (a failure after its head, or a clean end).
+    fn end(&mut self, status: u16) {
+        self.status = status;
+        self.completed = true;
+    }
+}
+
+/// One chunk of the node's SSE, translated into the client's framing: the bytes to send now
+/// (if any), and the message of a failed translation (the answer then ends).
+fn translate_chunk(
+    translation: &mut Box<dyn Translation>,
+    decoder: &mut SseDecoder,
+    data: &[u8],
+) -> (Option<Bytes>, Option<String>) {
+    let mut out = Vec::new();
+    let mut failed = None;
+    for event in decoder.push(data) {
+        match translation.event(&event) {
+            Ok(bytes) => out.extend_from_slice(&bytes),
+            Err(message) => failed = Some(message),
+        }
+    }
+    ((!out.is_empty()).then(|| Bytes::from(out)), failed)
+}
+
+/// The node's body ended: a translated stream's closing events (or the failure of one that
+/// ended before its last event); nothing to add when bytes pass through.
+fn end_of_body(finish: &mut Finish, shape: &mut Shape) -> Option<Result<Frame<Bytes>, BoxError>> {
+    let mut status = finish.status;
+    let last = match shape {
+        Shape::Translated(translation) if !translation.finished() => {
+            status = 502;
+            let message = format!("node {} ended the answer before its last event", finish.node);
+            Some(failure(shape, &message))
+        }
+        Shape::Translated(translation) => Some(Ok(Frame::data(Bytes::from(translation.end())))),
+        Shape::Pass(_) => None,
+    };
+    finish.end(status);
+    last
+}
+
+/// Show a chunk of the answer to what reads it on the way: the runtime's cached count, the
+/// Responses API's id learner.
+fn observe(data: &[u8], cached_count: Option<&mut CachedCount>, learner: Option<&mut super::responses::Learner>) {
+    if let Some(count) = cached_count {
+        count.observe(data);
+    }
+    if let Some(learner) = learner {
+        learner.observe(data);
+    }
+}
+
+/// What the next wait on the node's body came to.
+enum Step {
+    /// A frame: its data (`None` for trailers).
+    Data(Option<Bytes>),
+    /// The body ended.
+    Ended,
+    /// The answer fails with this status and message (the node failed, the limit passed, or
+    /// the controller is closing).
+    Failed(u16, String),
+}
+
+/// Wait for the node's next frame, the answer's time limit, or the controller's closing.
+async fn next_step(
+    body: &mut Incoming,
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    closing: &tokio_util::sync::CancellationToken,
+    node: &str,
+    limit: Duration,
+) -> Step {
+    tokio::select! {
+        frame = body.frame() => match frame {
+            Some(Ok(frame)) => Step::Data(frame.into_data().ok()),
+            Some(Err(e)) => Step::Failed(502, format!("node {node} failed mid-response: {e}")),
+            None => Step::Ended,
+        },
+        _ = deadline => Step::Failed(
+            504,
+            format!("node {node} took longer than the {limit:?} limit for a whole response"),
+        ),
+        _ = closing.cancelled() => Step::Failed(
+            503,
+            "the controller is shutting down and its grace period ended before this answer did".to_owned(),
+        ),
+    }
+}
+
+pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBody {
+    let mut finish = Finish::new(&mut relayed);
     let Relayed {
-        metrics,
         closing,
         total_timeout,
-        node,
-        model,
-        status,
-        started,
         mut shape,
-        record,
         mut learner,
+        ..
     } = relayed;
-    let mut finish = Finish {
-        metrics,
-        node,
-        model,
-        status,
-        started,
-        completed: false,
-        record,
-    };
     // A body with a declared length may be dropped by the server right after its last byte,
     // without being asked for its end: count the bytes so that such an answer is complete.
     let declared = hyper::body::Body::size_hint(&body).exact();
@@ -227,94 +317,56 @@ pub fn relay(relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBo
         // Only an answer whose decision is recorded needs the runtime's cached count.
         let mut cached_count = finish.record.is_some().then(CachedCount::default);
         loop {
-            let frame = tokio::select! {
-                frame = body.frame() => frame,
-                _ = &mut deadline => {
-                    let message = format!("node {} took longer than the {total_timeout:?} limit for a whole response", finish.node);
-                    tracing::warn!("{message}");
+            let step = next_step(&mut body, deadline.as_mut(), &closing, &finish.node, total_timeout).await;
+            let data = match step {
+                Step::Data(Some(data)) => data,
+                Step::Data(None) => continue,
+                Step::Failed(status, message) => {
+                    tracing::warn!(node = %finish.node, "{message}");
                     yield failure(&shape, &message);
-                    finish.status = 504;
-                    finish.completed = true;
+                    finish.end(status);
                     break;
                 }
-                _ = closing.cancelled() => {
-                    let message = "the controller is shutting down and its grace period ended before this answer did";
-                    tracing::warn!(node = %finish.node, "{message}");
-                    yield failure(&shape, message);
-                    finish.status = 503;
-                    finish.completed = true;
+                Step::Ended => {
+                    finish.note_cached(cached_count.as_ref());
+                    if let Some(last) = end_of_body(&mut finish, &mut shape) {
+                        yield last;
+                    }
                     break;
                 }
             };
-            match frame {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    if let Some(count) = &mut cached_count {
-                        count.observe(&data);
-                    }
-                    if let Some(learner) = &mut learner {
-                        learner.observe(&data);
-                    }
-                    match &mut shape {
-                        Shape::Pass(_) => {
-                            sent += data.len() as u64;
-                            if declared == Some(sent) {
-                                // Read the node's end of stream before handing over the last
-                                // bytes: the server may drop this body right after them, and a
-                                // dropped HTTP/2 stream is a reset on the agent's link (enough
-                                // of those and the link is closed as abusive).
-                                tokio::select! {
-                                    _ = body.frame() => {}
-                                    _ = &mut deadline => {}
-                                }
-                                finish.completed = true;
-                                finish.note_cached(cached_count.as_ref());
-                            }
-                            yield Ok::<_, BoxError>(Frame::data(data));
+            observe(&data, cached_count.as_mut(), learner.as_mut());
+            let failed = match &mut shape {
+                Shape::Pass(_) => {
+                    sent += data.len() as u64;
+                    if declared == Some(sent) {
+                        // Read the node's end of stream before handing over the last bytes:
+                        // the server may drop this body right after them, and a dropped
+                        // HTTP/2 stream is a reset on the agent's link (enough of those and
+                        // the link is closed as abusive).
+                        tokio::select! {
+                            _ = body.frame() => {}
+                            _ = &mut deadline => {}
                         }
-                        Shape::Translated(translation) => {
-                            let mut out = Vec::new();
-                            let mut failed = None;
-                            for event in decoder.push(&data) {
-                                match translation.event(&event) {
-                                    Ok(bytes) => out.extend_from_slice(&bytes),
-                                    Err(message) => failed = Some(message),
-                                }
-                            }
-                            if !out.is_empty() {
-                                yield Ok(Frame::data(Bytes::from(out)));
-                            }
-                            if let Some(message) = failed {
-                                yield failure(&shape, &message);
-                                finish.status = 502;
-                                finish.completed = true;
-                                break;
-                            }
-                        }
+                        let status = finish.status;
+                        finish.end(status);
+                        finish.note_cached(cached_count.as_ref());
                     }
+                    yield Ok::<_, BoxError>(Frame::data(data));
+                    None
                 }
-                Some(Err(e)) => {
-                    let message = format!("node {} failed mid-response: {e}", finish.node);
-                    tracing::warn!("{message}");
-                    yield failure(&shape, &message);
-                    finish.status = 502;
-                    finish.completed = true;
-                    break;
-                }
-                None => {
-                    finish.note_cached(cached_count.as_ref());
-                    if let Shape::Translated(translation) = &mut shape {
-                        if !translation.finished() {
-                            let message = format!("node {} ended the answer before its last event", finish.node);
-                            yield failure(&shape, &message);
-                            finish.status = 502;
-                        } else {
-                            yield Ok(Frame::data(Bytes::from(translation.end())));
-                        }
+                Shape::Translated(translation) => {
+                    let (out, failed) = translate_chunk(translation, &mut decoder, &data);
+                    if let Some(out) = out {
+                        yield Ok(Frame::data(out));
                     }
-                    finish.completed = true;
-                    break;
+                    failed
                 }
+            };
+            if let Some(message) = failed {
+                yield failure(&shape, &message);
+                finish.end(502);
+                break;
             }
         }
         drop(finish);

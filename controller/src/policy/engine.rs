@@ -162,6 +162,9 @@ pub struct PolicyEngine {
     pub(super) canaries: super::canary::CanarySlot,
 }
 
+/// One stage's component: its bytes and their SHA-256.
+type StageComponent = (Arc<[u8]>, [u8; 32]);
+
 impl PolicyEngine {
     pub fn new(options: EngineOptions) -> anyhow::Result<Self> {
         quiet_panics::install();
@@ -265,16 +268,7 @@ impl PolicyEngine {
         live: &ClusterSnapshot,
     ) -> Result<Arc<LoadedPolicy>, PolicyError> {
         let spec = PolicySpec::parse(text, origin)?;
-        let mut hasher = Sha256::new();
-        hasher.update(text.as_bytes());
-        let mut components = Vec::with_capacity(spec.stages.len());
-        for (index, stage) in spec.stages.iter().enumerate() {
-            let bytes = self.component_bytes(&stage.component, origin, index, base)?;
-            let digest: [u8; 32] = Sha256::digest(&bytes).into();
-            hasher.update(digest);
-            components.push((bytes, digest));
-        }
-        let hash = hex::encode(&hasher.finalize()[..6]);
+        let (components, hash) = self.stage_components(text, &spec, origin, base)?;
         let id: Arc<str> = Arc::from(format!("{}@{hash}", spec.name));
         {
             // The same document again (a file edited back): it becomes the newest version
@@ -300,15 +294,7 @@ impl PolicyEngine {
                 component: stage.component.clone(),
                 message,
             };
-            let cached = self.registry().compiled.get(digest).cloned();
-            let component = match cached {
-                Some(component) => component,
-                None => {
-                    let component = compile_component(&self.sandbox, bytes).map_err(compile_error)?;
-                    self.registry().compiled.insert(*digest, component.clone());
-                    component
-                }
-            };
+            let component = self.compiled(bytes, digest).map_err(compile_error)?;
             let compiled = Stage::compile(&self.sandbox, &component, params_json, spec.limits, id.clone())
                 .map_err(compile_error)?;
             compiled.configure_check().map_err(|message| PolicyError::Configure {
@@ -341,6 +327,37 @@ impl PolicyEngine {
         trim_history(&mut registry.loaded, active.as_ref());
         tracing::info!(policy = %policy.id, %origin, "policy loaded and validated");
         Ok(policy)
+    }
+
+    /// Each stage's component bytes with their digest, and the policy's hash (over the
+    /// document and every component).
+    fn stage_components(
+        &self,
+        text: &str,
+        spec: &PolicySpec,
+        origin: &str,
+        base: Option<&Path>,
+    ) -> Result<(Vec<StageComponent>, String), PolicyError> {
+        let mut hasher = Sha256::new();
+        hasher.update(text.as_bytes());
+        let mut components = Vec::with_capacity(spec.stages.len());
+        for (index, stage) in spec.stages.iter().enumerate() {
+            let bytes = self.component_bytes(&stage.component, origin, index, base)?;
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            hasher.update(digest);
+            components.push((bytes, digest));
+        }
+        Ok((components, hex::encode(&hasher.finalize()[..6])))
+    }
+
+    /// The compiled component for `bytes`, compiled once per digest.
+    fn compiled(&self, bytes: &[u8], digest: &[u8; 32]) -> Result<wasmtime::component::Component, String> {
+        if let Some(component) = self.registry().compiled.get(digest).cloned() {
+            return Ok(component);
+        }
+        let component = compile_component(&self.sandbox, bytes)?;
+        self.registry().compiled.insert(*digest, component.clone());
+        Ok(component)
     }
 
     fn component_bytes(

@@ -60,6 +60,78 @@ enum Pre {
     V1(v1::PolicyPre<HostState>),
 }
 
+/// One `route` call in the instance's contract version (the cluster handed over first when
+/// the instance has not seen this version): the wasm call's error, or the decision checked
+/// against the candidates.
+fn call_route(
+    instance: &mut Instance,
+    new_version: bool,
+    req: &wit::Request,
+    prepared: &PreparedSnapshot,
+    candidates: &[Candidate],
+) -> wasmtime::Result<Result<switchyard_protocol::Decision, String>> {
+    match &instance.bindings {
+        Bindings::Current(b) => {
+            let mut handed = Ok(());
+            if new_version {
+                handed = b.call_set_cluster(&mut instance.store, prepared.version(), prepared.nodes());
+            }
+            pack(candidates, &mut instance.packed);
+            handed
+                .and_then(|()| b.call_route(&mut instance.store, req, &instance.packed))
+                .map(|decision| candidates::decision_from_wit(decision, candidates, prepared))
+        }
+        Bindings::V3(b) => {
+            let mut handed = Ok(());
+            if new_version {
+                let nodes: Vec<v3::wit::Node> = prepared.nodes().iter().map(bindings::node_to_v3).collect();
+                handed = b.call_set_cluster(&mut instance.store, prepared.version(), &nodes);
+            }
+            pack_v3(candidates, &mut instance.packed);
+            handed
+                .and_then(|()| b.call_route(&mut instance.store, &bindings::request_to_v3(req), &instance.packed))
+                .map(|decision| {
+                    candidates::decision_from_wit(bindings::decision_from_v3(decision), candidates, prepared)
+                })
+        }
+        Bindings::V2(b) => {
+            let mut handed = Ok(());
+            if new_version {
+                let nodes: Vec<v2::wit::Node> = prepared.nodes().iter().map(bindings::node_to_v2).collect();
+                handed = b.call_set_cluster(&mut instance.store, prepared.version(), &nodes);
+            }
+            handed
+                .and_then(|()| {
+                    b.call_route(
+                        &mut instance.store,
+                        &bindings::request_to_v2(req),
+                        &candidates::candidates_to_v2(candidates),
+                    )
+                })
+                .map(|decision| {
+                    candidates::decision_from_wit(bindings::decision_from_v2(decision), candidates, prepared)
+                })
+        }
+        Bindings::V1(b) => {
+            let nodes = prepared.nodes();
+            let whole: Vec<v1::wit::Node> = candidates
+                .iter()
+                .filter_map(|c| {
+                    let node = nodes.get(c.node as usize)?;
+                    Some(bindings::node_to_v1(
+                        node,
+                        node.models.get(c.model as usize)?,
+                        c.in_flight,
+                        c.queued,
+                    ))
+                })
+                .collect();
+            b.call_route(&mut instance.store, &bindings::request_to_v1(req), &whole)
+                .map(|decision| Ok(bindings::decision_from_v1(decision)))
+        }
+    }
+}
+
 /// A compiled, configurable stage.
 pub struct Stage {
     pre: Pre,
@@ -242,66 +314,7 @@ impl Stage {
         instance.store.data_mut().log_lines_in_call = 0;
         let new_version = instance.seen_version != prepared.version();
         instance.seen_version = prepared.version();
-        let result = match &instance.bindings {
-            Bindings::Current(b) => {
-                let mut handed = Ok(());
-                if new_version {
-                    handed = b.call_set_cluster(&mut instance.store, prepared.version(), prepared.nodes());
-                }
-                pack(candidates, &mut instance.packed);
-                handed
-                    .and_then(|()| b.call_route(&mut instance.store, req, &instance.packed))
-                    .map(|decision| candidates::decision_from_wit(decision, candidates, prepared))
-            }
-            Bindings::V3(b) => {
-                let mut handed = Ok(());
-                if new_version {
-                    let nodes: Vec<v3::wit::Node> = prepared.nodes().iter().map(bindings::node_to_v3).collect();
-                    handed = b.call_set_cluster(&mut instance.store, prepared.version(), &nodes);
-                }
-                pack_v3(candidates, &mut instance.packed);
-                handed
-                    .and_then(|()| b.call_route(&mut instance.store, &bindings::request_to_v3(req), &instance.packed))
-                    .map(|decision| {
-                        candidates::decision_from_wit(bindings::decision_from_v3(decision), candidates, prepared)
-                    })
-            }
-            Bindings::V2(b) => {
-                let mut handed = Ok(());
-                if new_version {
-                    let nodes: Vec<v2::wit::Node> = prepared.nodes().iter().map(bindings::node_to_v2).collect();
-                    handed = b.call_set_cluster(&mut instance.store, prepared.version(), &nodes);
-                }
-                handed
-                    .and_then(|()| {
-                        b.call_route(
-                            &mut instance.store,
-                            &bindings::request_to_v2(req),
-                            &candidates::candidates_to_v2(candidates),
-                        )
-                    })
-                    .map(|decision| {
-                        candidates::decision_from_wit(bindings::decision_from_v2(decision), candidates, prepared)
-                    })
-            }
-            Bindings::V1(b) => {
-                let nodes = prepared.nodes();
-                let whole: Vec<v1::wit::Node> = candidates
-                    .iter()
-                    .filter_map(|c| {
-                        let node = nodes.get(c.node as usize)?;
-                        Some(bindings::node_to_v1(
-                            node,
-                            node.models.get(c.model as usize)?,
-                            c.in_flight,
-                            c.queued,
-                        ))
-                    })
-                    .collect();
-                b.call_route(&mut instance.store, &bindings::request_to_v1(req), &whole)
-                    .map(|decision| Ok(bindings::decision_from_v1(decision)))
-            }
-        };
+        let result = call_route(&mut instance, new_version, req, prepared, candidates);
         instance.store.data().output.drain_to_log(&self.policy_id);
         match result {
             Ok(decision) => {

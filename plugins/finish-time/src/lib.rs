@@ -328,7 +328,7 @@ fn excluded(
 
 /// Whether interactive work should wait for a full node (the one holding its prefix): the
 /// best full candidate is expected to answer sooner than the best free one by the margin.
-fn worth_waiting(params: &Params, ranked: &[(f32, Estimate, &Node)]) -> bool {
+fn worth_waiting(params: &Params, ranked: &[Ranked<'_>]) -> bool {
     let best = |free: bool| {
         ranked
             .iter()
@@ -339,13 +339,60 @@ fn worth_waiting(params: &Params, ranked: &[(f32, Estimate, &Node)]) -> bool {
     best(false) + params.sticky_margin_s < best(true)
 }
 
+/// A candidate as the policy ranks it: (objective, estimate, node), lower objective first.
+type Ranked<'a> = (f32, Estimate, &'a Node);
+
 /// The whole policy, callable natively as well as from the export.
 pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let class = params.class_of(req);
+    let (mut ranked, skipped) = rank(params, class, req, nodes);
+    if ranked.is_empty() {
+        return match sdk::no_capacity(req, nodes) {
+            Decision::Reject(mut reject) if reject.status == 503 && !skipped.is_empty() => {
+                reject.message = format!("{} ({})", reject.message, skipped.join(", "));
+                Decision::Reject(reject)
+            }
+            other => other,
+        };
+    }
+    // Nodes with a free slot first: the controller gives the request to the first target
+    // with one, so that is the order it is served in; the full ones follow, for the request to
+    // take whichever frees first.
+    ranked.sort_by(|a, b| {
+        (!a.1.free)
+            .cmp(&!b.1.free)
+            .then_with(|| a.0.total_cmp(&b.0))
+            .then_with(|| a.2.name.cmp(&b.2.name))
+    });
+    let sticky = class == Class::Interactive && worth_waiting(params, &ranked);
+    if sticky {
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.2.name.cmp(&b.2.name)));
+    }
+    let chosen = choose(params, class, &ranked);
+    let (_, best_estimate, best) = chosen[0];
+    let waits = match class {
+        Class::Production => params.production_waits && params.preferred(class, &best.name) && !best_estimate.free,
+        Class::Batch => params.batch_waits && !best_estimate.free,
+        Class::Interactive => sticky,
+        Class::Other => false,
+    };
+    Decision::Route(Route {
+        targets: chosen
+            .iter()
+            .take(sdk::MAX_TARGETS)
+            .map(|(_, _, n)| sdk::target_for(n, req))
+            .collect(),
+        reason: reason(class, best_estimate, best, &skipped),
+        wait_for_first: waits,
+    })
+}
+
+/// Every eligible node with its estimate and objective, and why the others were left out.
+/// Batch work goes to a node at its reserve only when no other node can take it.
+fn rank<'a>(params: &Params, class: Class, req: &Request, nodes: &'a [Node]) -> (Vec<Ranked<'a>>, Vec<String>) {
     let mut skipped: Vec<String> = Vec::new();
-    // (objective, estimate, node): lower objective first.
-    let mut ranked: Vec<(f32, Estimate, &Node)> = Vec::with_capacity(nodes.len());
-    let mut reserved: Vec<(f32, Estimate, &Node)> = Vec::new();
+    let mut ranked: Vec<Ranked<'a>> = Vec::with_capacity(nodes.len());
+    let mut reserved: Vec<Ranked<'a>> = Vec::new();
     for (index, node) in nodes.iter().enumerate() {
         let cached = sdk::cached_tokens(index);
         let unmeasured_prefill = unmeasured_prefill(params, node);
@@ -380,75 +427,52 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
         }
         ranked.push((objective, estimate, node));
     }
-    // Only when no other node can take the work does it queue on a reserved slot's node.
     if ranked.is_empty() {
-        ranked = reserved;
-    } else {
-        skipped.extend(reserved.iter().map(|(_, _, node)| {
-            format!(
-                "{} keeps {} slot(s) for other work ({}/{})",
-                node.name,
-                params.reserve.get(&node.name).copied().unwrap_or(0),
-                node.in_flight,
-                node.max_concurrency
-            )
-        }));
+        return (reserved, skipped);
     }
-    if ranked.is_empty() {
-        return match sdk::no_capacity(req, nodes) {
-            Decision::Reject(mut reject) if reject.status == 503 && !skipped.is_empty() => {
-                reject.message = format!("{} ({})", reject.message, skipped.join(", "));
-                Decision::Reject(reject)
-            }
-            other => other,
-        };
-    }
-    // Nodes with a free slot first: the controller gives the request to the first target
-    // with one, so that is the order it is served in; the full ones follow, for the request to
-    // take whichever frees first.
-    ranked.sort_by(|a, b| {
-        (!a.1.free)
-            .cmp(&!b.1.free)
-            .then_with(|| a.0.total_cmp(&b.0))
-            .then_with(|| a.2.name.cmp(&b.2.name))
-    });
+    skipped.extend(reserved.iter().map(|(_, _, node)| {
+        format!(
+            "{} keeps {} slot(s) for other work ({}/{})",
+            node.name,
+            params.reserve.get(&node.name).copied().unwrap_or(0),
+            node.in_flight,
+            node.max_concurrency
+        )
+    }));
+    (ranked, skipped)
+}
 
-    let sticky = class == Class::Interactive && worth_waiting(params, &ranked);
-    if sticky {
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.2.name.cmp(&b.2.name)));
-    }
-    // Production waits for its preferred node while one is up (the others follow only for
-    // when it refuses before any work).
-    let chosen: Vec<&(f32, Estimate, &Node)> = match class {
+/// The targets in order: interactive work races every node within `race_s` of the best;
+/// production waits for its preferred nodes while one is up (the others follow only for
+/// when it refuses before any work); the rest go in ranked order.
+fn choose<'r, 'a>(params: &Params, class: Class, ranked: &'r [Ranked<'a>]) -> Vec<&'r Ranked<'a>> {
+    match class {
         Class::Interactive => {
             let best = ranked[0].0;
             ranked.iter().filter(|r| r.0 <= best + params.race_s).collect()
         }
         Class::Production if params.production_waits => {
-            // Preferred nodes first, by estimate; the others after them, for refusals only.
             let (mut first, rest): (Vec<_>, Vec<_>) = ranked.iter().partition(|r| params.preferred(class, &r.2.name));
             first.extend(rest);
             first
         }
         _ => ranked.iter().collect(),
-    };
-    let (_, best_estimate, best) = chosen[0];
-    let waits = match class {
-        Class::Production => params.production_waits && params.preferred(class, &best.name) && !best_estimate.free,
-        Class::Batch => params.batch_waits && !best_estimate.free,
-        Class::Interactive => sticky,
-        Class::Other => false,
-    };
+    }
+}
+
+/// The decision's reason: the class, the node, what it is expected to take, its load, and
+/// the nodes left out.
+fn reason(class: Class, estimate: &Estimate, best: &Node, skipped: &[String]) -> String {
     let measure = match class {
-        Class::Interactive if best_estimate.prefill_s > 0.05 => format!(
+        Class::Interactive if estimate.prefill_s > 0.05 => format!(
             "first token in ~{:.1} s, {:.1} s of it prefill",
-            best_estimate.first_token_s, best_estimate.prefill_s
+            estimate.first_token_s, estimate.prefill_s
         ),
-        Class::Interactive => format!("first token in ~{:.1} s", best_estimate.first_token_s),
-        _ => format!("done in ~{:.0} s", best_estimate.finish_s),
+        Class::Interactive => format!("first token in ~{:.1} s", estimate.first_token_s),
+        _ => format!("done in ~{:.0} s", estimate.finish_s),
     };
-    let wait = if best_estimate.start_s > 0.05 {
-        format!(", starts in ~{:.1} s", best_estimate.start_s)
+    let wait = if estimate.start_s > 0.05 {
+        format!(", starts in ~{:.1} s", estimate.start_s)
     } else {
         String::new()
     };
@@ -463,15 +487,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
         reason.push_str("; skipped ");
         reason.push_str(&skipped.join(", "));
     }
-    Decision::Route(Route {
-        targets: chosen
-            .iter()
-            .take(sdk::MAX_TARGETS)
-            .map(|(_, _, n)| sdk::target_for(n, req))
-            .collect(),
-        reason,
-        wait_for_first: waits,
-    })
+    reason
 }
 
 #[cfg(test)]
