@@ -142,30 +142,8 @@ fn default_timeout() -> u64 {
     600
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RuntimeKind {
-    Ollama,
-    Vllm,
-    Mlx,
-    LlamaCpp,
-    /// Any other OpenAI-compatible server (LM Studio, ...).
-    Openai,
-    Simulated,
-}
-
-impl RuntimeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuntimeKind::Ollama => "ollama",
-            RuntimeKind::Vllm => "vllm",
-            RuntimeKind::Mlx => "mlx",
-            RuntimeKind::LlamaCpp => "llama-cpp",
-            RuntimeKind::Openai => "openai",
-            RuntimeKind::Simulated => "simulated",
-        }
-    }
-}
+/// The runtime kinds an agent drives (the config's `runtime.kind`); `none` is refused.
+pub use switchyard_protocol::RuntimeKind;
 
 /// One catalog entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,6 +210,15 @@ pub fn parse_keep_alive(text: &str) -> Result<Option<std::time::Duration>, Strin
     Ok(Some(std::time::Duration::from_secs(seconds)))
 }
 
+/// A `ConfigError::Invalid` for `field` of the config file `shown`.
+fn invalid_field(shown: &str, field: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: shown.to_owned(),
+        field: field.to_owned(),
+        message,
+    }
+}
+
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
@@ -260,21 +247,44 @@ impl AgentConfig {
     }
 
     fn validate(&self, shown: &str) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: String| ConfigError::Invalid {
-            path: shown.to_owned(),
-            field: field.to_owned(),
-            message,
-        };
+        let invalid = |field: &str, message: String| invalid_field(shown, field, message);
+        self.validate_energy(shown)?;
+        self.validate_node(shown)?;
+        self.validate_limits(shown)?;
+        self.validate_runtime(shown)?;
+        if let Some(link) = &self.controller
+            && !link.address.contains(':')
+        {
+            return Err(invalid(
+                "controller.address",
+                format!("{:?} needs a port, e.g. \"controller.lan:7443\"", link.address),
+            ));
+        }
+        self.validate_models(shown)?;
+        if self.runtime.memory_budget_mb == Some(0) {
+            return Err(invalid("runtime.memory_budget_mb", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks `[energy]`: both wattages are finite, non-negative power draws.
+    fn validate_energy(&self, shown: &str) -> Result<(), ConfigError> {
         if let Some(energy) = &self.energy {
             for (field, watts) in [("energy.watts", energy.watts), ("energy.idle_watts", energy.idle_watts)] {
                 if !(watts >= 0.0 && watts.is_finite() && watts < 100_000.0) {
-                    return Err(invalid(
+                    return Err(invalid_field(
+                        shown,
                         field,
                         format!("{watts} is not a power draw; give the machine's watts, e.g. 260.0"),
                     ));
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Checks that `node` is 1-63 lowercase letters, digits and '-'.
+    fn validate_node(&self, shown: &str) -> Result<(), ConfigError> {
         let name_ok = !self.node.is_empty()
             && self.node.len() <= 63
             && self
@@ -282,11 +292,18 @@ impl AgentConfig {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !name_ok {
-            return Err(invalid(
+            return Err(invalid_field(
+                shown,
                 "node",
                 format!("{:?}: use 1-63 lowercase letters, digits and '-'", self.node),
             ));
         }
+        Ok(())
+    }
+
+    /// Checks the lower bounds of `max_concurrency`, `max_tokens` and `telemetry_interval_ms`.
+    fn validate_limits(&self, shown: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| invalid_field(shown, field, message);
         if self.max_concurrency == 0 {
             return Err(invalid("max_concurrency", "must be at least 1".into()));
         }
@@ -296,99 +313,135 @@ impl AgentConfig {
         if self.telemetry_interval_ms < 100 {
             return Err(invalid("telemetry_interval_ms", "must be at least 100".into()));
         }
+        Ok(())
+    }
+
+    /// Checks `[runtime]`: the simulated profile or the base URL, then `runtime.command`.
+    fn validate_runtime(&self, shown: &str) -> Result<(), ConfigError> {
         match self.runtime.kind {
-            RuntimeKind::Simulated => {
-                let profile = self.runtime.profile.as_deref().unwrap_or_default();
-                if crate::simulator::Profile::named(profile).is_none() {
-                    return Err(invalid(
-                        "runtime.profile",
-                        format!("{profile:?} is not a simulated machine; use \"m4\", \"ryzen\" or \"xeon\""),
-                    ));
-                }
+            RuntimeKind::None => {
+                return Err(invalid_field(
+                    shown,
+                    "runtime.kind",
+                    "is \"none\", which only the controller shows for a node that reports no runtime; \
+                     name the runtime this agent fronts: ollama, vllm, mlx, llama-cpp, openai or simulated"
+                        .into(),
+                ));
             }
-            _ => {
-                let every_model_managed = !self.models.is_empty() && self.models.iter().all(ModelEntry::managed);
-                let url = match &self.runtime.base_url {
-                    Some(url) => url,
-                    None if every_model_managed => "http://127.0.0.1",
-                    None => {
-                        return Err(invalid(
-                            "runtime.base_url",
-                            "is required for this runtime kind, e.g. \"http://127.0.0.1:11434\" (or give every model its own `command`)".into(),
-                        ));
-                    }
-                };
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(invalid(
-                        "runtime.base_url",
-                        format!("{url:?} must start with http:// or https://"),
-                    ));
-                }
-            }
+            RuntimeKind::Simulated => self.validate_simulated_profile(shown)?,
+            _ => self.validate_base_url(shown)?,
         }
         if let Some(command) = &self.runtime.command
             && command.is_empty()
         {
-            return Err(invalid(
+            return Err(invalid_field(
+                shown,
                 "runtime.command",
                 "is empty; give the program and its arguments".into(),
             ));
         }
-        if let Some(link) = &self.controller
-            && !link.address.contains(':')
-        {
-            return Err(invalid(
-                "controller.address",
-                format!("{:?} needs a port, e.g. \"controller.lan:7443\"", link.address),
+        Ok(())
+    }
+
+    /// Checks that a simulated runtime names a known simulated machine.
+    fn validate_simulated_profile(&self, shown: &str) -> Result<(), ConfigError> {
+        let profile = self.runtime.profile.as_deref().unwrap_or_default();
+        if crate::simulator::Profile::named(profile).is_none() {
+            return Err(invalid_field(
+                shown,
+                "runtime.profile",
+                format!("{profile:?} is not a simulated machine; use \"m4\", \"ryzen\" or \"xeon\""),
             ));
         }
+        Ok(())
+    }
+
+    /// Checks that a real runtime has an http(s) base URL, unless every model runs its own.
+    fn validate_base_url(&self, shown: &str) -> Result<(), ConfigError> {
+        let every_model_managed = !self.models.is_empty() && self.models.iter().all(ModelEntry::managed);
+        let url = match &self.runtime.base_url {
+            Some(url) => url,
+            None if every_model_managed => "http://127.0.0.1",
+            None => {
+                return Err(invalid_field(
+                    shown,
+                    "runtime.base_url",
+                    "is required for this runtime kind, e.g. \"http://127.0.0.1:11434\" (or give every model its own `command`)".into(),
+                ));
+            }
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid_field(
+                shown,
+                "runtime.base_url",
+                format!("{url:?} must start with http:// or https://"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks every `[[models]]` entry, in order, and that no logical name is listed twice.
+    fn validate_models(&self, shown: &str) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for (i, model) in self.models.iter().enumerate() {
             if !seen.insert(&model.logical) {
-                return Err(invalid(
+                return Err(invalid_field(
+                    shown,
                     &format!("models[{i}].logical"),
                     format!("{:?} is listed twice", model.logical),
                 ));
             }
-            if model.context_length == 0 {
-                return Err(invalid(
-                    &format!("models[{i}].context_length"),
-                    "must be at least 1".into(),
-                ));
-            }
-            if let Some(command) = &model.command {
-                if matches!(self.runtime.kind, RuntimeKind::Ollama | RuntimeKind::Simulated) {
-                    return Err(invalid(
-                        &format!("models[{i}].command"),
-                        format!(
-                            "the {} runtime loads its models itself; per-model commands are for vllm, mlx, llama-cpp and openai",
-                            self.runtime.kind.as_str()
-                        ),
-                    ));
-                }
-                if command.is_empty() || !command.iter().any(|arg| arg.contains("{port}")) {
-                    return Err(invalid(
-                        &format!("models[{i}].command"),
-                        "must give the program and its arguments, with \"{port}\" where the agent puts the port, e.g. [\"vllm\", \"serve\", \"MODEL\", \"--port\", \"{port}\"]".into(),
-                    ));
-                }
-            } else if model.preload || model.memory_mb.is_some() {
-                return Err(invalid(
-                    &format!("models[{i}]"),
-                    "`preload` and `memory_mb` need a `command`: the agent only loads the models it starts".into(),
-                ));
-            }
-            if let Some(keep_alive) = &model.keep_alive
-                && let Err(message) = parse_keep_alive(keep_alive)
-            {
-                return Err(invalid(&format!("models[{i}].keep_alive"), message));
-            }
-            if model.memory_mb == Some(0) {
-                return Err(invalid(&format!("models[{i}].memory_mb"), "must be at least 1".into()));
-            }
+            self.validate_model(shown, i, model)?;
         }
-        if self.runtime.memory_budget_mb == Some(0) {
-            return Err(invalid("runtime.memory_budget_mb", "must be at least 1".into()));
+        Ok(())
+    }
+
+    /// Checks one `[[models]]` entry (`models[i]`) other than its name's uniqueness.
+    fn validate_model(&self, shown: &str, i: usize, model: &ModelEntry) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| invalid_field(shown, field, message);
+        if model.context_length == 0 {
+            return Err(invalid(
+                &format!("models[{i}].context_length"),
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(command) = &model.command {
+            self.validate_model_command(shown, i, command)?;
+        } else if model.preload || model.memory_mb.is_some() {
+            return Err(invalid(
+                &format!("models[{i}]"),
+                "`preload` and `memory_mb` need a `command`: the agent only loads the models it starts".into(),
+            ));
+        }
+        if let Some(keep_alive) = &model.keep_alive
+            && let Err(message) = parse_keep_alive(keep_alive)
+        {
+            return Err(invalid(&format!("models[{i}].keep_alive"), message));
+        }
+        if model.memory_mb == Some(0) {
+            return Err(invalid(&format!("models[{i}].memory_mb"), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks a per-model `command`: allowed for this runtime kind, and with a `{port}`.
+    fn validate_model_command(&self, shown: &str, i: usize, command: &[String]) -> Result<(), ConfigError> {
+        if matches!(self.runtime.kind, RuntimeKind::Ollama | RuntimeKind::Simulated) {
+            return Err(invalid_field(
+                shown,
+                &format!("models[{i}].command"),
+                format!(
+                    "the {} runtime loads its models itself; per-model commands are for vllm, mlx, llama-cpp and openai",
+                    self.runtime.kind.as_str()
+                ),
+            ));
+        }
+        if command.is_empty() || !command.iter().any(|arg| arg.contains("{port}")) {
+            return Err(invalid_field(
+                shown,
+                &format!("models[{i}].command"),
+                "must give the program and its arguments, with \"{port}\" where the agent puts the port, e.g. [\"vllm\", \"serve\", \"MODEL\", \"--port\", \"{port}\"]".into(),
+            ));
         }
         Ok(())
     }

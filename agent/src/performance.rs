@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use switchyard_protocol::Performance;
+use switchyard_protocol::{Performance, PerformanceSource};
 
 /// Weight of the newest request in the moving averages.
 const ALPHA: f32 = 0.2;
@@ -20,7 +20,7 @@ struct Figures {
     ttft_ms: Option<f32>,
     prefill_tokens_per_sec: Option<f32>,
     samples: u64,
-    source: &'static str,
+    source: PerformanceSource,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +53,11 @@ fn ewma(old: Option<f32>, new: f32) -> f32 {
 impl PerformanceTracker {
     /// Start from figures measured by `switchyard-agent bench`.
     pub fn seeded(tokens_per_sec: Option<f32>, ttft_ms: Option<f32>) -> Self {
-        let source = if tokens_per_sec.is_some() { "bench" } else { "none" };
+        let source = if tokens_per_sec.is_some() {
+            PerformanceSource::Bench
+        } else {
+            PerformanceSource::None
+        };
         Self {
             figures: Mutex::new(Figures {
                 tokens_per_sec,
@@ -78,21 +82,30 @@ impl PerformanceTracker {
 
     pub fn record(&self, ttft_ms: f32, tokens_per_sec: Option<f32>) {
         self.with(|f| {
-            f.ttft_ms = Some(ewma(f.ttft_ms.filter(|_| f.source == "served"), ttft_ms));
+            f.ttft_ms = Some(ewma(
+                f.ttft_ms.filter(|_| f.source == PerformanceSource::Served),
+                ttft_ms,
+            ));
             if let Some(speed) = tokens_per_sec {
-                f.tokens_per_sec = Some(ewma(f.tokens_per_sec.filter(|_| f.source == "served"), speed));
+                f.tokens_per_sec = Some(ewma(
+                    f.tokens_per_sec.filter(|_| f.source == PerformanceSource::Served),
+                    speed,
+                ));
             }
             f.samples += 1;
-            f.source = "served";
+            f.source = PerformanceSource::Served;
         });
     }
 
     /// A whole (non-streamed) generation: only its overall speed is known.
     pub fn record_speed(&self, tokens_per_sec: f32) {
         self.with(|f| {
-            f.tokens_per_sec = Some(ewma(f.tokens_per_sec.filter(|_| f.source == "served"), tokens_per_sec));
+            f.tokens_per_sec = Some(ewma(
+                f.tokens_per_sec.filter(|_| f.source == PerformanceSource::Served),
+                tokens_per_sec,
+            ));
             f.samples += 1;
-            f.source = "served";
+            f.source = PerformanceSource::Served;
         });
     }
 
@@ -129,11 +142,7 @@ impl PerformanceTracker {
             ttft_ms: f.ttft_ms,
             prefill_tokens_per_sec: f.prefill_tokens_per_sec,
             samples: f.samples,
-            source: if f.source.is_empty() {
-                "none".to_owned()
-            } else {
-                f.source.to_owned()
-            },
+            source: f.source,
             in_flight: self.in_flight(),
             tokens_total: self.tokens_total.load(Ordering::Relaxed),
             prompt_tokens_total: self.prompt_tokens_total.load(Ordering::Relaxed),
@@ -205,7 +214,7 @@ mod tests {
     #[test]
     fn live_measurements_replace_bench_figures_and_then_average() {
         let tracker = PerformanceTracker::seeded(Some(10.0), Some(500.0));
-        assert_eq!(tracker.snapshot().source, "bench");
+        assert_eq!(tracker.snapshot().source, PerformanceSource::Bench);
         tracker.record(100.0, Some(40.0));
         let p = tracker.snapshot();
         assert_eq!(

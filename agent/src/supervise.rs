@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_protocol::SupervisorState;
+use switchyard_protocol::{SupervisorPhase, SupervisorState};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,7 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(command: Vec<String>, driver: Arc<dyn RuntimeDriver>) -> (Self, watch::Receiver<SupervisorState>) {
         let (state, receiver) = watch::channel(SupervisorState {
-            state: "starting".to_owned(),
+            state: SupervisorPhase::Starting,
             pid: None,
             restarts: 0,
             last_exit: None,
@@ -61,7 +61,7 @@ impl Supervisor {
                 Err(e) => {
                     tracing::error!(command = ?self.command, "cannot start the runtime: {e}");
                     self.set(|s| {
-                        s.state = "backing-off".into();
+                        s.state = SupervisorPhase::BackingOff;
                         s.pid = None;
                         s.last_exit = Some(format!("failed to start: {e}"));
                     });
@@ -75,7 +75,7 @@ impl Supervisor {
             let pid = child.id();
             tracing::info!(?pid, command = ?self.command, "runtime started");
             self.set(|s| {
-                s.state = "starting".into();
+                s.state = SupervisorPhase::Starting;
                 s.pid = pid;
             });
             let started = Instant::now();
@@ -85,7 +85,7 @@ impl Supervisor {
                 tokio::select! {
                     _ = shutdown.cancelled() => {
                         stop(&mut child).await;
-                        self.set(|s| { s.state = "stopped".into(); s.pid = None; });
+                        self.set(|s| { s.state = SupervisorPhase::Stopped; s.pid = None; });
                         return;
                     }
                     status = child.wait() => break status,
@@ -95,7 +95,7 @@ impl Supervisor {
                             (true, None) => {
                                 healthy_since = Some(Instant::now());
                                 tracing::info!(?pid, after = ?started.elapsed(), "runtime healthy");
-                                self.set(|s| s.state = "running".into());
+                                self.set(|s| s.state = SupervisorPhase::Running);
                             }
                             (true, Some(since)) if since.elapsed() > STABLE_AFTER => backoff = FIRST_BACKOFF,
                             _ => {}
@@ -109,13 +109,13 @@ impl Supervisor {
             };
             tracing::warn!(?pid, "runtime exited ({described}); restarting in {backoff:?}");
             self.set(|s| {
-                s.state = "backing-off".into();
+                s.state = SupervisorPhase::BackingOff;
                 s.pid = None;
                 s.restarts += 1;
                 s.last_exit = Some(described);
             });
             if sleep_or_cancel(jitter(backoff), &shutdown).await {
-                self.set(|s| s.state = "stopped".into());
+                self.set(|s| s.state = SupervisorPhase::Stopped);
                 return;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -43,7 +43,7 @@ fn request(task: &str) -> RequestInfo {
 fn to_sdk_request(req: &RequestInfo) -> sdk::Request {
     sdk::Request {
         id: req.id.clone(),
-        api: req.api.clone(),
+        api: req.api.as_str().to_owned(),
         model: req.model.clone(),
         stream: req.stream,
         prompt_tokens: req.prompt_tokens,
@@ -59,7 +59,7 @@ fn to_sdk_node(node: &NodeSnapshot) -> sdk::Node {
     sdk::Node {
         name: node.name.clone(),
         labels: node.labels.clone(),
-        runtime: node.runtime.clone(),
+        runtime: node.runtime.as_str().to_owned(),
         healthy: node.healthy,
         in_flight: node.in_flight,
         queued: node.queued,

@@ -109,7 +109,8 @@ fn canary(out: &mut String, engine: &PolicyEngine) {
 
 /// Each node's health, load and energy.
 fn nodes(out: &mut String, table: &NodeTable) {
-    let snapshot = table.snapshot();
+    let published = table.published();
+    let snapshot = published.snapshot();
     header(
         out,
         "switchyard_node_healthy",
@@ -141,7 +142,7 @@ fn nodes(out: &mut String, table: &NodeTable) {
     let energy: Vec<_> = snapshot
         .nodes
         .iter()
-        .filter_map(|n| Some((n.name.as_str(), table.energy(&n.name)?)))
+        .filter_map(|n| Some((n.name.as_str(), published.energy(&n.name)?)))
         .collect();
     header(
         out,

@@ -46,7 +46,7 @@ pub struct LinkView {
     pub telemetry_age_ms: u64,
     pub cert: CertInfo,
     pub last_error: Option<String>,
-    pub runtime: Option<String>,
+    pub runtime: Option<switchyard_protocol::RuntimeKind>,
     pub simulated: bool,
     /// Battery charge, where the machine has one.
     #[serde(default)]
@@ -71,16 +71,39 @@ pub struct LinkView {
     pub prefix_cache_hit_pct: Option<f32>,
 }
 
+/// One publication of the node table: the policies' view of the cluster, the links of the
+/// connected nodes and their energy figures, all of the same moment. A request reads one
+/// (and a fresh one for each retry), so the nodes it decides on and the links it sends over
+/// never come from different publications.
+#[derive(Debug)]
+pub struct Published {
+    pub prepared: Arc<PreparedSnapshot>,
+    senders: HashMap<String, AgentSender>,
+    energy: HashMap<String, switchyard_protocol::EnergyTelemetry>,
+}
+
+impl Published {
+    pub fn snapshot(&self) -> &ClusterSnapshot {
+        self.prepared.snapshot()
+    }
+
+    /// The link to `node`, if it was connected at this publication.
+    pub fn sender(&self, node: &str) -> Option<AgentSender> {
+        self.senders.get(node).cloned()
+    }
+
+    /// `node`'s energy figures from its last telemetry, if it reports any.
+    pub fn energy(&self, node: &str) -> Option<&switchyard_protocol::EnergyTelemetry> {
+        self.energy.get(node)
+    }
+}
+
 #[derive(Debug)]
 pub struct NodeTable {
     static_nodes: Vec<NodeSnapshot>,
     linked: Mutex<HashMap<String, Linked>>,
-    prepared: ArcSwap<PreparedSnapshot>,
-    /// The links of connected nodes, published with each change: the request path looks a
-    /// node's link up without a lock.
-    senders: ArcSwap<HashMap<String, AgentSender>>,
-    /// Each connected node's energy figures, published with the snapshot: read per request.
-    energy: ArcSwap<HashMap<String, switchyard_protocol::EnergyTelemetry>>,
+    /// The table as the request path reads it, one publication per change.
+    published: ArcSwap<Published>,
     /// The controller's own in-flight counts, shown to policies instead of telemetry's.
     live: std::sync::OnceLock<Arc<dyn LiveLoad>>,
     /// Nodes the operator drained (no new work), by name; kept across reconnections.
@@ -93,11 +116,13 @@ pub struct NodeTable {
 impl NodeTable {
     pub fn new(snapshot: ClusterSnapshot) -> Self {
         Self {
-            prepared: ArcSwap::from_pointee(PreparedSnapshot::from(snapshot.clone())),
+            published: ArcSwap::from_pointee(Published {
+                prepared: Arc::new(PreparedSnapshot::from(snapshot.clone())),
+                senders: HashMap::new(),
+                energy: HashMap::new(),
+            }),
             static_nodes: snapshot.nodes,
             linked: Mutex::new(HashMap::new()),
-            senders: ArcSwap::from_pointee(HashMap::new()),
-            energy: ArcSwap::from_pointee(HashMap::new()),
             live: std::sync::OnceLock::new(),
             drained: Mutex::new(BTreeSet::new()),
             dirty: std::sync::atomic::AtomicBool::new(false),
@@ -110,11 +135,16 @@ impl NodeTable {
     }
 
     pub fn snapshot(&self) -> Arc<ClusterSnapshot> {
-        self.prepared.load().shared()
+        self.published.load().prepared.shared()
     }
 
     pub fn prepared(&self) -> Arc<PreparedSnapshot> {
-        self.prepared.load_full()
+        self.published.load().prepared.clone()
+    }
+
+    /// The current publication: nodes, links and energy of one moment.
+    pub fn published(&self) -> Arc<Published> {
+        self.published.load_full()
     }
 
     /// Show policies `live`'s in-flight counts (the front door's admission) from now on.
@@ -155,18 +185,20 @@ impl NodeTable {
             node.healthy = false;
         }
         let prepared = PreparedSnapshot::from(ClusterSnapshot { nodes }).with_live_load(self.live.get().cloned());
-        self.prepared.store(Arc::new(prepared));
-        let senders: HashMap<String, AgentSender> = linked
+        let senders = linked
             .iter()
             .filter(|(_, e)| e.connected)
             .filter_map(|(name, e)| Some((name.clone(), e.sender.clone()?)))
             .collect();
-        self.senders.store(Arc::new(senders));
-        let energy: HashMap<String, switchyard_protocol::EnergyTelemetry> = linked
+        let energy = linked
             .iter()
             .filter_map(|(name, e)| Some((name.clone(), e.telemetry.energy.clone()?)))
             .collect();
-        self.energy.store(Arc::new(energy));
+        self.published.store(Arc::new(Published {
+            prepared: Arc::new(prepared),
+            senders,
+            energy,
+        }));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -297,14 +329,9 @@ impl NodeTable {
         out
     }
 
-    /// `node`'s energy figures from its last telemetry, if it reports any.
-    pub fn energy(&self, node: &str) -> Option<switchyard_protocol::EnergyTelemetry> {
-        self.energy.load().get(node).cloned()
-    }
-
     /// The link to `node`, if it is connected.
     pub fn sender(&self, node: &str) -> Option<AgentSender> {
-        self.senders.load().get(node).cloned()
+        self.published.load().sender(node)
     }
 
     /// Rebuild the snapshot so that telemetry ages (and staleness) stay current.
@@ -328,7 +355,7 @@ impl NodeTable {
                 telemetry_age_ms: e.received_at.elapsed().as_millis() as u64,
                 cert: e.cert.clone(),
                 last_error: e.last_error.clone(),
-                runtime: e.telemetry.runtime.as_ref().map(|r| r.kind.clone()),
+                runtime: e.telemetry.runtime.as_ref().map(|r| r.kind),
                 simulated: e.telemetry.runtime.as_ref().is_some_and(|r| r.simulated),
                 battery_pct: e.telemetry.power.battery_pct,
                 thermal_pressure: e.telemetry.power.thermal_pressure.clone(),
@@ -401,7 +428,7 @@ fn to_snapshot(name: &str, entry: &Linked) -> NodeSnapshot {
     NodeSnapshot {
         name: name.to_owned(),
         labels: t.labels.clone(),
-        runtime: runtime.map(|r| r.kind.clone()).unwrap_or_else(|| "none".into()),
+        runtime: runtime.map(|r| r.kind).unwrap_or_default(),
         healthy: entry.connected && fresh && !t.power.sleeping && runtime.is_some_and(|r| r.healthy),
         in_flight,
         queued,
@@ -500,7 +527,7 @@ mod tests {
         let mut telemetry = crate::agents::telemetry_bounds::sample_telemetry();
         telemetry.performance.in_flight = 2;
         telemetry.runtime = Some(switchyard_protocol::RuntimeTelemetry {
-            kind: "ollama".into(),
+            kind: switchyard_protocol::RuntimeKind::Ollama,
             simulated: false,
             base_url: "http://127.0.0.1:11434".into(),
             healthy: true,

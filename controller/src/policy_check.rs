@@ -95,7 +95,7 @@ pub fn cluster(rng: &mut Rng, max_nodes: u32) -> ClusterSnapshot {
                     "role".to_owned(),
                     (*rng.pick(&["development", "production", "batch"])).to_owned(),
                 )],
-                runtime: "simulated".to_owned(),
+                runtime: switchyard_protocol::RuntimeKind::Simulated,
                 healthy: rng.chance(75),
                 in_flight: rng.below(u64::from(max_concurrency) + 2) as u32,
                 queued: rng.below(3) as u32,

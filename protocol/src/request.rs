@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Api;
+
 /// The metadata of one prompt, as the front door extracted it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -9,8 +11,8 @@ pub struct RequestInfo {
     #[serde(default)]
     pub id: String,
     /// `openai-chat`, `openai-completions`, `openai-embeddings`, `ollama-chat`, ...
-    #[serde(default = "default_api")]
-    pub api: String,
+    #[serde(default)]
+    pub api: Api,
     pub model: String,
     #[serde(default)]
     pub stream: bool,
@@ -41,10 +43,6 @@ pub struct CachedPrefix {
     pub tokens: u32,
 }
 
-fn default_api() -> String {
-    "openai-chat".to_owned()
-}
-
 pub const DEFAULT_PRIORITY: u8 = 5;
 
 fn default_priority() -> u8 {
@@ -56,7 +54,7 @@ impl RequestInfo {
     pub fn for_model(model: impl Into<String>) -> Self {
         Self {
             id: String::new(),
-            api: default_api(),
+            api: Api::default(),
             model: model.into(),
             stream: false,
             prompt_tokens: 0,

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::RuntimeKind;
+
 /// One GPU as NVML reported it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,7 +47,7 @@ pub struct NodeSnapshot {
     pub name: String,
     #[serde(default)]
     pub labels: Vec<(String, String)>,
-    pub runtime: String,
+    pub runtime: RuntimeKind,
     pub healthy: bool,
     #[serde(default)]
     pub in_flight: u32,

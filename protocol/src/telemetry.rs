@@ -4,7 +4,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ModelVariant;
+use crate::{ModelVariant, PerformanceSource, RuntimeKind, SupervisorPhase};
+
+/// The version of the agent link's protocol (the telemetry document, the agent's HTTP API
+/// over the link) this build speaks. Raise it with any change an older peer cannot read.
+pub const LINK_PROTOCOL: u32 = 1;
+
+fn first_link_protocol() -> u32 {
+    1
+}
 
 /// One telemetry sample of one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,6 +23,11 @@ pub struct AgentTelemetry {
     /// Milliseconds since the Unix epoch when the sample was taken.
     pub sampled_at_ms: u64,
     pub agent_version: String,
+    /// The agent link's protocol version ([`LINK_PROTOCOL`] of the agent's build; absent
+    /// from agents built before the field, which spoke version 1). The controller refuses
+    /// an agent whose version differs from its own, saying which to upgrade.
+    #[serde(default = "first_link_protocol")]
+    pub link_protocol: u32,
     #[serde(default)]
     pub labels: Vec<(String, String)>,
     pub host: HostInfo,
@@ -215,8 +228,7 @@ pub struct PowerTelemetry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeTelemetry {
-    /// `ollama`, `vllm`, `mlx`, `llama-cpp`, `openai` or `simulated`.
-    pub kind: String,
+    pub kind: RuntimeKind,
     /// True for the simulated runtime: never mistaken for real hardware.
     pub simulated: bool,
     pub base_url: String,
@@ -249,8 +261,7 @@ pub struct LoadedModel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisorState {
-    /// `starting`, `running`, `backing-off` or `stopped`.
-    pub state: String,
+    pub state: SupervisorPhase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub restarts: u32,
@@ -279,8 +290,7 @@ pub struct Performance {
     pub prefill_tokens_per_sec: Option<f32>,
     /// Requests these figures are averaged over.
     pub samples: u64,
-    /// `served` (live requests), `bench` (from `switchyard-agent bench`) or `none`.
-    pub source: String,
+    pub source: PerformanceSource,
     /// Requests being served by the agent right now.
     pub in_flight: u32,
     /// Tokens generated since the agent started.

@@ -100,6 +100,17 @@ impl DriverError {
             DriverError::Unsupported(_) => 501,
         }
     }
+
+    /// The status and OpenAI error `type` of the answer that reports this error.
+    pub fn answer(&self) -> (http::StatusCode, &'static str) {
+        let status = http::StatusCode::from_u16(self.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        let kind = if status == http::StatusCode::NOT_FOUND {
+            "model_not_found"
+        } else {
+            "runtime_error"
+        };
+        (status, kind)
+    }
 }
 
 /// What the runtime says about its own work.

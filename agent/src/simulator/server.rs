@@ -261,12 +261,7 @@ fn error(status: StatusCode, kind: &str, message: impl AsRef<str>) -> Response<B
 }
 
 fn driver_error(e: &DriverError) -> Response<Body> {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let kind = if status == StatusCode::NOT_FOUND {
-        "model_not_found"
-    } else {
-        "runtime_error"
-    };
+    let (status, kind) = e.answer();
     error(status, kind, e.to_string())
 }
 

@@ -11,7 +11,10 @@ pub mod system;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use switchyard_protocol::{AgentTelemetry, LoadedModel, ModelLoadState, NodeLimits, RuntimeTelemetry, SupervisorState};
+use switchyard_protocol::{
+    AgentTelemetry, GpuTelemetry, LoadedModel, ModelLoadState, ModelState, ModelVariant, NodeLimits, Performance,
+    PowerTelemetry, RuntimeTelemetry, SupervisorState,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -105,54 +108,8 @@ impl Sampler {
             .energy
             .sample(now, &gpus, self.performance.busy_seconds(now), performance.tokens_total);
         let model_states = self.models.as_ref().map(|m| m.states()).unwrap_or_default();
-        let ready: Vec<LoadedModel> = model_states
-            .iter()
-            .filter(|m| m.state == ModelLoadState::Ready)
-            .map(|m| LoadedModel {
-                name: m.local.clone(),
-                vram_mb: m.memory_mb,
-            })
-            .collect();
-        let per_model_only =
-            self.models.is_some() && self.config.as_ref().is_some_and(|c| c.runtime.base_url.is_none());
-        let runtime = match (&self.config, &self.driver) {
-            // Every model has its own runtime, started on demand: nothing shared to probe.
-            (Some(_), Some(driver)) if per_model_only => Some(RuntimeTelemetry {
-                kind: driver.kind().as_str().to_owned(),
-                simulated: false,
-                base_url: "(a runtime per model)".to_owned(),
-                healthy: true,
-                error: None,
-                running: model_states.iter().map(|m| m.in_flight).sum(),
-                waiting: 0,
-                kv_cache_usage_pct: None,
-                loaded_models: ready.clone(),
-                supervisor: None,
-            }),
-            (Some(_), Some(driver)) => {
-                let probe = driver.probe().await;
-                if probe.thermal_throttled == Some(true) {
-                    power.thermal_throttled = true;
-                }
-                Some(RuntimeTelemetry {
-                    kind: driver.kind().as_str().to_owned(),
-                    simulated: driver.kind() == crate::config::RuntimeKind::Simulated,
-                    base_url: driver.base_url(),
-                    healthy: probe.healthy,
-                    error: probe.error,
-                    running: probe.running.unwrap_or(performance.in_flight),
-                    waiting: probe.waiting.unwrap_or(0),
-                    kv_cache_usage_pct: probe.kv_cache_usage_pct,
-                    loaded_models: probe.loaded.into_iter().chain(ready.iter().cloned()).collect(),
-                    supervisor: self.supervisor.as_ref().map(|rx| rx.borrow().clone()),
-                })
-            }
-            _ => None,
-        };
-        if gpus
-            .iter()
-            .any(|g| g.throttle_reasons.iter().any(|r| r.contains("thermal")))
-        {
+        let runtime = self.runtime_telemetry(&model_states, &performance, &mut power).await;
+        if heat_throttled(&gpus) {
             power.thermal_throttled = true;
         }
         let loaded: Vec<String> = runtime
@@ -164,11 +121,9 @@ impl Sampler {
             node: config
                 .map(|c| c.node.clone())
                 .unwrap_or_else(|| self.system.host().hostname),
-            sampled_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            sampled_at_ms: unix_millis(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            link_protocol: switchyard_protocol::LINK_PROTOCOL,
             labels: config
                 .map(|c| c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
@@ -183,22 +138,33 @@ impl Sampler {
                 max_tokens: config.map(|c| c.max_tokens).unwrap_or(0),
             },
             models: config
-                .map(|c| {
-                    let mut variants = c.variants(&loaded);
-                    for variant in &mut variants {
-                        if let Some(state) = model_states.iter().find(|m| m.local == variant.local)
-                            && !variant.loaded
-                        {
-                            variant.load_ms = state.load_ms;
-                        }
-                    }
-                    variants
-                })
+                .map(|c| variants_with_load_times(c, &loaded, &model_states))
                 .unwrap_or_default(),
             performance,
             memory_budget_mb: self.models.as_ref().map(|m| m.budget_mb()),
             model_states,
             energy,
+        }
+    }
+
+    /// The runtime's telemetry (`None` without a config and a driver); marks `power`
+    /// throttled when the runtime reports thermal throttling.
+    async fn runtime_telemetry(
+        &self,
+        model_states: &[ModelState],
+        performance: &Performance,
+        power: &mut PowerTelemetry,
+    ) -> Option<RuntimeTelemetry> {
+        let ready = ready_models(model_states);
+        let per_model_only =
+            self.models.is_some() && self.config.as_ref().is_some_and(|c| c.runtime.base_url.is_none());
+        match (&self.config, &self.driver) {
+            // Every model has its own runtime, started on demand: nothing shared to probe.
+            (Some(_), Some(driver)) if per_model_only => Some(per_model_runtime(driver.as_ref(), model_states, ready)),
+            (Some(_), Some(driver)) => {
+                Some(shared_runtime(driver.as_ref(), self.supervisor.as_ref(), performance, ready, power).await)
+            }
+            _ => None,
         }
     }
 
@@ -235,4 +201,91 @@ impl Sampler {
             publish.send_replace(sample);
         }
     }
+}
+
+/// The models the agent started itself that are ready, as the runtime's loaded models.
+fn ready_models(model_states: &[ModelState]) -> Vec<LoadedModel> {
+    model_states
+        .iter()
+        .filter(|m| m.state == ModelLoadState::Ready)
+        .map(|m| LoadedModel {
+            name: m.local.clone(),
+            vram_mb: m.memory_mb,
+        })
+        .collect()
+}
+
+/// The runtime's telemetry when every model has its own runtime: nothing shared to probe.
+fn per_model_runtime(
+    driver: &dyn RuntimeDriver,
+    model_states: &[ModelState],
+    ready: Vec<LoadedModel>,
+) -> RuntimeTelemetry {
+    RuntimeTelemetry {
+        kind: driver.kind(),
+        simulated: false,
+        base_url: "(a runtime per model)".to_owned(),
+        healthy: true,
+        error: None,
+        running: model_states.iter().map(|m| m.in_flight).sum(),
+        waiting: 0,
+        kv_cache_usage_pct: None,
+        loaded_models: ready,
+        supervisor: None,
+    }
+}
+
+/// The shared runtime's telemetry from probing it; marks `power` throttled when the runtime
+/// reports thermal throttling.
+async fn shared_runtime(
+    driver: &dyn RuntimeDriver,
+    supervisor: Option<&watch::Receiver<SupervisorState>>,
+    performance: &Performance,
+    ready: Vec<LoadedModel>,
+    power: &mut PowerTelemetry,
+) -> RuntimeTelemetry {
+    let probe = driver.probe().await;
+    if probe.thermal_throttled == Some(true) {
+        power.thermal_throttled = true;
+    }
+    RuntimeTelemetry {
+        kind: driver.kind(),
+        simulated: driver.kind() == crate::config::RuntimeKind::Simulated,
+        base_url: driver.base_url(),
+        healthy: probe.healthy,
+        error: probe.error,
+        running: probe.running.unwrap_or(performance.in_flight),
+        waiting: probe.waiting.unwrap_or(0),
+        kv_cache_usage_pct: probe.kv_cache_usage_pct,
+        loaded_models: probe.loaded.into_iter().chain(ready).collect(),
+        supervisor: supervisor.map(|rx| rx.borrow().clone()),
+    }
+}
+
+/// Whether any GPU reports throttling for heat.
+fn heat_throttled(gpus: &[GpuTelemetry]) -> bool {
+    gpus.iter()
+        .any(|g| g.throttle_reasons.iter().any(|r| r.contains("thermal")))
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The config's catalog with `loaded` marked, and each model not loaded given its expected
+/// load time from `model_states`.
+fn variants_with_load_times(config: &AgentConfig, loaded: &[String], model_states: &[ModelState]) -> Vec<ModelVariant> {
+    let mut variants = config.variants(loaded);
+    for variant in &mut variants {
+        if let Some(state) = model_states.iter().find(|m| m.local == variant.local)
+            && !variant.loaded
+        {
+            variant.load_ms = state.load_ms;
+        }
+    }
+    variants
 }

@@ -123,27 +123,9 @@ pub fn format_nodes(view: &NodesView) -> String {
         "link",
     ]
     .map(str::to_owned);
-    let mut widths = [0usize; 12];
-    for cells in std::iter::once(&header).chain(&rows) {
-        for (width, cell) in widths.iter_mut().zip(cells) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for cells in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            let pad = width.saturating_sub(cell.chars().count());
-            // Numbers to the right, words to the left; the last column unpadded.
-            match i {
-                3..=8 | 10 => line.push_str(&format!("{}{cell}  ", " ".repeat(pad))),
-                11 => line.push_str(cell),
-                _ => line.push_str(&format!("{cell}{}  ", " ".repeat(pad))),
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let table: Vec<[String; 12]> = std::iter::once(header).chain(rows.iter().cloned()).collect();
+    // Numbers to the right, words to the left.
+    let mut out = crate::table::render(&table, |column| matches!(column, 3..=8 | 10));
     if rows.iter().any(|cells| cells[7].starts_with('~')) {
         out.push_str("~ energy from declared watts or the seed's figures, not measured\n");
     }
@@ -198,7 +180,7 @@ fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 1
     [
         node.name.clone(),
         state.to_owned(),
-        node.runtime.clone(),
+        node.runtime.to_string(),
         format!("{}/{}", node.in_flight, node.max_concurrency),
         node.queued.to_string(),
         node.tokens_per_sec

@@ -14,8 +14,8 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use switchyard_protocol::AgentTelemetry;
 use switchyard_protocol::tls::{CertInfo, cert_info};
+use switchyard_protocol::{AgentTelemetry, LINK_PROTOCOL};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -187,6 +187,28 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     Ok(serde_json::from_slice(&body)?)
 }
 
+/// Why an agent whose first telemetry is `first` cannot link: it speaks another version of
+/// the link protocol (read before the document is parsed, since a newer one may not parse).
+fn protocol_mismatch(first: &serde_json::Value) -> Option<String> {
+    let theirs = match first.get("link_protocol") {
+        None => 1,
+        Some(version) => version.as_u64().unwrap_or(0),
+    };
+    if theirs == u64::from(LINK_PROTOCOL) {
+        return None;
+    }
+    let agent_version = first["agent_version"].as_str().unwrap_or("unknown");
+    let upgrade = if theirs > u64::from(LINK_PROTOCOL) {
+        "upgrade the controller to the agent's release"
+    } else {
+        "upgrade the agent to the controller's release"
+    };
+    Some(format!(
+        "the agent (version {agent_version}) speaks link protocol {theirs} and this controller (version {}) speaks {LINK_PROTOCOL}: {upgrade}",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
 async fn tell_refused(sender: &mut SendRequest<Full<Bytes>>, reason: &str) {
     let body = serde_json::json!({ "reason": reason }).to_string();
     let Ok(request) = Request::builder()
@@ -305,7 +327,7 @@ impl Link {
         serial: &str,
     ) -> Option<AgentTelemetry> {
         let peer = self.peer;
-        let mut telemetry: AgentTelemetry = match tokio::time::timeout(
+        let first: serde_json::Value = match tokio::time::timeout(
             self.settings.handshake_timeout,
             get_json(sender, "/telemetry"),
         )
@@ -318,6 +340,18 @@ impl Link {
             }
             Err(_) => {
                 tracing::warn!(%peer, node = %name, "agent link refused: no registration within {:?}", self.settings.handshake_timeout);
+                return None;
+            }
+        };
+        if let Some(reason) = protocol_mismatch(&first) {
+            tracing::error!(%peer, node = %name, "agent link refused: {reason}");
+            tell_refused(sender, &reason).await;
+            return None;
+        }
+        let mut telemetry: AgentTelemetry = match serde_json::from_value(first) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                tracing::warn!(%peer, node = %name, "agent link refused: registration failed: {e}");
                 return None;
             }
         };
@@ -387,5 +421,33 @@ impl Link {
                 None => return "telemetry stream ended".to_owned(),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_of_another_link_protocol_is_told_which_side_to_upgrade() {
+        let current = serde_json::json!({ "agent_version": "0.1.0", "link_protocol": LINK_PROTOCOL });
+        assert_eq!(protocol_mismatch(&current), None);
+        // Agents built before the field spoke version 1.
+        let unversioned = serde_json::json!({ "agent_version": "0.0.9" });
+        assert_eq!(protocol_mismatch(&unversioned).is_none(), LINK_PROTOCOL == 1);
+        let newer = serde_json::json!({ "agent_version": "9.0.0", "link_protocol": LINK_PROTOCOL + 1 });
+        let reason = protocol_mismatch(&newer).unwrap_or_default();
+        assert!(
+            reason.contains("version 9.0.0")
+                && reason.contains(&format!("link protocol {}", LINK_PROTOCOL + 1))
+                && reason.contains("upgrade the controller"),
+            "{reason}"
+        );
+        let garbled = serde_json::json!({ "agent_version": "x", "link_protocol": "two" });
+        let reason = protocol_mismatch(&garbled).unwrap_or_default();
+        assert!(
+            reason.contains("link protocol 0") && reason.contains("upgrade the agent"),
+            "{reason}"
+        );
     }
 }

@@ -12,8 +12,12 @@ use serde_json::{Value, json};
 /// Whether a node's runtime answers `/v1/messages` itself. llama.cpp's own server
 /// (`llama-server`, configured as an `openai` runtime), vLLM and Ollama (0.14 and later) do;
 /// `mlx_lm.server`, llama.cpp's Python server and the simulated runtime do not.
-pub fn speaks_anthropic(runtime: &str) -> bool {
-    !matches!(runtime, "mlx" | "llama-cpp" | "simulated")
+pub fn speaks_anthropic(runtime: switchyard_protocol::RuntimeKind) -> bool {
+    use switchyard_protocol::RuntimeKind;
+    !matches!(
+        runtime,
+        RuntimeKind::Mlx | RuntimeKind::LlamaCpp | RuntimeKind::Simulated
+    )
 }
 
 /// The text of a `system` field or a content list's text blocks.
@@ -559,10 +563,11 @@ mod tests {
         assert!(translator.event(r#"{"error": {"message": "boom"}}"#).is_err());
         assert!(translator.event("not json").is_err());
         assert!(error_event("x").starts_with("event: error\n"));
-        for runtime in ["mlx", "llama-cpp", "simulated"] {
+        use switchyard_protocol::RuntimeKind;
+        for runtime in [RuntimeKind::Mlx, RuntimeKind::LlamaCpp, RuntimeKind::Simulated] {
             assert!(!speaks_anthropic(runtime), "{runtime}");
         }
-        for runtime in ["vllm", "ollama", "openai"] {
+        for runtime in [RuntimeKind::Vllm, RuntimeKind::Ollama, RuntimeKind::Openai] {
             assert!(speaks_anthropic(runtime), "{runtime}");
         }
     }

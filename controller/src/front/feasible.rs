@@ -44,7 +44,7 @@ mod tests {
         NodeSnapshot {
             name: name.into(),
             labels: Vec::new(),
-            runtime: "simulated".into(),
+            runtime: switchyard_protocol::RuntimeKind::Simulated,
             healthy: name != "down",
             in_flight: 0,
             queued: 0,

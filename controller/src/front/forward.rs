@@ -14,13 +14,12 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use switchyard_protocol::{NodeSnapshot, Target};
+use switchyard_protocol::{NodeSnapshot, RuntimeKind, Target};
 
 use super::Front;
 use super::admission::{Permit, Refusal};
 use super::error::FrontError;
-use crate::node_table::NodeTable;
-use crate::policy::PreparedSnapshot;
+use crate::node_table::{AgentSender, NodeTable, Published};
 
 /// The agent's mark on an answer that no runtime started on.
 const RETRYABLE: &str = "x-switchyard-retryable";
@@ -36,7 +35,7 @@ pub enum Dialect {
 
 impl Dialect {
     pub fn of(node: &NodeSnapshot) -> Dialect {
-        if node.runtime == "ollama" {
+        if node.runtime == RuntimeKind::Ollama {
             Dialect::Ollama
         } else {
             Dialect::OpenAi
@@ -57,8 +56,7 @@ pub struct Upstream {
     pub node: String,
     pub local_model: String,
     pub dialect: Dialect,
-    /// The node's runtime kind (`vllm`, `mlx`, ...).
-    pub runtime: String,
+    pub runtime: RuntimeKind,
     pub response: Response<Incoming>,
     pub permit: Permit,
     pub retries: u32,
@@ -79,7 +77,7 @@ pub struct Dispatch {
 pub async fn forward(
     nodes: &NodeTable,
     front: &Front,
-    decided_on: Arc<PreparedSnapshot>,
+    decided_on: Arc<Published>,
     targets: &[Target],
     dispatch: Dispatch,
     plan: impl Fn(&NodeSnapshot, &str) -> Result<Outbound, FrontError>,
@@ -91,40 +89,14 @@ pub async fn forward(
     // The node table as the policy saw it; a retry reads it afresh.
     let mut view = Some(decided_on);
     loop {
-        let view = view.take().unwrap_or_else(|| nodes.prepared());
+        let view = view.take().unwrap_or_else(|| nodes.published());
         let snapshot = view.snapshot();
-        let candidates: Vec<(String, u32)> = remaining
-            .iter()
-            .filter_map(|t| {
-                let node = snapshot.node(&t.node)?;
-                nodes
-                    .sender(&t.node)
-                    .map(|_| (t.node.to_string(), node.max_concurrency.max(1)))
-            })
-            .collect();
+        let candidates = linked_candidates(&view, &remaining);
         if candidates.is_empty() {
             return Err(FrontError::Exhausted(last_error));
         }
-        // The first attempt waits for the first target while it is linked; a refusal moves on.
-        let waiting_for_first = dispatch.wait_for_first
-            && std::mem::replace(&mut first_attempt, false)
-            && remaining
-                .first()
-                .zip(candidates.first())
-                .is_some_and(|(t, c)| *t.node == *c.0);
-        let candidates = if waiting_for_first {
-            candidates[..1].to_vec()
-        } else {
-            candidates
-        };
-        let permit = front
-            .admission
-            .acquire(&candidates, dispatch.priority, front.limits.queue_timeout)
-            .await
-            .map_err(|refusal| match refusal {
-                Refusal::QueueFull(_) => FrontError::QueueFull(refusal.to_string()),
-                Refusal::Deadline(_) => FrontError::NoSlot(refusal.to_string()),
-            })?;
+        let first_only = std::mem::replace(&mut first_attempt, false) && dispatch.wait_for_first;
+        let permit = acquire(front, candidates, &remaining, dispatch.priority, first_only).await?;
         let node = permit.node.clone();
         let local_model = remaining
             .iter()
@@ -136,60 +108,28 @@ pub async fn forward(
             last_error = format!("node {node} left the cluster");
             continue;
         };
-        let dialect = Dialect::of(node_snapshot);
         let wait = answer_wait(&front.limits, dispatch, node_snapshot);
         let outbound = plan(node_snapshot, &local_model)?;
-        let Some(mut sender) = nodes.sender(&node) else {
+        let Some(sender) = view.sender(&node) else {
             last_error = format!("node {node} disconnected");
             continue;
         };
-        let mut request = Request::new(Full::new(outbound.body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = format!("http://agent{}", outbound.path)
-            .parse()
-            .map_err(|e| FrontError::BadRequest(format!("cannot forward to {}: {e}", outbound.path)))?;
-        request
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-
         let started = Instant::now();
-        let retry_reason = match sender.ready().await {
-            Err(e) => format!("the link to node {node} is down: {e}"),
-            Ok(()) => match tokio::time::timeout(wait, sender.send_request(request)).await {
-                Err(_) => return Err(FrontError::Timeout { node, limit: wait }),
-                Ok(Err(e)) if e.is_canceled() => {
-                    format!("node {node} closed its link before the request was sent: {e}")
-                }
-                Ok(Err(e)) => {
-                    return Err(FrontError::NodeFailed {
-                        node,
-                        message: e.to_string(),
-                    });
-                }
-                Ok(Ok(response)) => match response.headers().get(RETRYABLE) {
-                    Some(why) if !remaining.is_empty() => format!(
-                        "node {node} answered {} before starting ({})",
-                        response.status(),
-                        why.to_str().unwrap_or("refused")
-                    ),
-                    _ => {
-                        front.metrics.ttfb.observe(started.elapsed());
-                        let mut response = response;
-                        response.headers_mut().remove(RETRYABLE);
-                        return Ok(Upstream {
-                            node,
-                            local_model,
-                            dialect,
-                            runtime: node_snapshot.runtime.clone(),
-                            response,
-                            permit,
-                            retries,
-                        });
-                    }
-                },
-            },
-        };
-        last_error = retry_reason;
+        match attempt(sender, &node, outbound, wait, !remaining.is_empty()).await? {
+            Attempt::Answered(response) => {
+                front.metrics.ttfb.observe(started.elapsed());
+                return Ok(Upstream {
+                    dialect: Dialect::of(node_snapshot),
+                    runtime: node_snapshot.runtime,
+                    node,
+                    local_model,
+                    response,
+                    permit,
+                    retries,
+                });
+            }
+            Attempt::Untouched(why) => last_error = why,
+        }
         tracing::warn!(%node, "{last_error}; trying the next target");
         drop(permit);
         if remaining.is_empty() {
@@ -198,6 +138,105 @@ pub async fn forward(
         retries += 1;
         front.metrics.retries.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The remaining targets the publication knows and holds a link to, with their slots.
+fn linked_candidates(view: &Published, remaining: &[Target]) -> Vec<(String, u32)> {
+    remaining
+        .iter()
+        .filter_map(|t| {
+            let node = view.snapshot().node(&t.node)?;
+            view.sender(&t.node)
+                .map(|_| (t.node.to_string(), node.max_concurrency.max(1)))
+        })
+        .collect()
+}
+
+/// A slot on one of `candidates`. With `first_only` (the policy's `wait-for-first`, on the
+/// first attempt) it waits for the first target while that one is linked.
+async fn acquire(
+    front: &Front,
+    candidates: Vec<(String, u32)>,
+    remaining: &[Target],
+    priority: u8,
+    first_only: bool,
+) -> Result<Permit, FrontError> {
+    let first_is_linked = remaining
+        .first()
+        .zip(candidates.first())
+        .is_some_and(|(t, c)| *t.node == *c.0);
+    let candidates = if first_only && first_is_linked {
+        candidates[..1].to_vec()
+    } else {
+        candidates
+    };
+    front
+        .admission
+        .acquire(&candidates, priority, front.limits.queue_timeout)
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::QueueFull(_) => FrontError::QueueFull(refusal.to_string()),
+            Refusal::Deadline(_) => FrontError::NoSlot(refusal.to_string()),
+        })
+}
+
+/// What one attempt on one node came to.
+enum Attempt {
+    /// The node's answer head: a runtime may have started, so this is the answer.
+    Answered(Response<Incoming>),
+    /// No runtime can have started on it: why, for the next target.
+    Untouched(String),
+}
+
+/// Send `outbound` over `node`'s link and wait up to `wait` for the answer head. A refusal
+/// the agent marks retryable is `Untouched` only while another target remains.
+async fn attempt(
+    mut sender: AgentSender,
+    node: &str,
+    outbound: Outbound,
+    wait: Duration,
+    another_target: bool,
+) -> Result<Attempt, FrontError> {
+    let mut request = Request::new(Full::new(outbound.body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = format!("http://agent{}", outbound.path)
+        .parse()
+        .map_err(|e| FrontError::BadRequest(format!("cannot forward to {}: {e}", outbound.path)))?;
+    request
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Err(e) = sender.ready().await {
+        return Ok(Attempt::Untouched(format!("the link to node {node} is down: {e}")));
+    }
+    let mut response = match tokio::time::timeout(wait, sender.send_request(request)).await {
+        Err(_) => {
+            return Err(FrontError::Timeout {
+                node: node.to_owned(),
+                limit: wait,
+            });
+        }
+        Ok(Err(e)) if e.is_canceled() => {
+            return Ok(Attempt::Untouched(format!(
+                "node {node} closed its link before the request was sent: {e}"
+            )));
+        }
+        Ok(Err(e)) => {
+            return Err(FrontError::NodeFailed {
+                node: node.to_owned(),
+                message: e.to_string(),
+            });
+        }
+        Ok(Ok(response)) => response,
+    };
+    if let Some(why) = response.headers().get(RETRYABLE).filter(|_| another_target) {
+        return Ok(Attempt::Untouched(format!(
+            "node {node} answered {} before starting ({})",
+            response.status(),
+            why.to_str().unwrap_or("refused")
+        )));
+    }
+    response.headers_mut().remove(RETRYABLE);
+    Ok(Attempt::Answered(response))
 }
 
 /// How long to wait for a node's answer head. A stream's head comes before the first token:

@@ -119,7 +119,7 @@ pub async fn handle(front: Arc<Front>, request: Request<Incoming>) -> Option<Res
         _ => return None,
     };
     let started = Instant::now();
-    let client = api.client();
+    let client = request_info::client_api(api);
     let mut outcome = Outcome {
         arrived_ms: crate::clock::now_ms(),
         ..Outcome::default()
@@ -186,7 +186,7 @@ async fn prompt(
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, FrontError> {
     let (parts, body) = request.into_parts();
-    let grant = authenticate(&front.keys, &parts, api.client())?;
+    let grant = authenticate(&front.keys, &parts, request_info::client_api(api))?;
     let patience = front.limits.body_read_timeout;
     let body = tokio::time::timeout(
         patience,
@@ -201,7 +201,9 @@ async fn prompt(
     let id = format!("req-{}", front.next_id.fetch_add(1, Ordering::Relaxed));
     let (mut info, value) = parse(api, &id, &parts.headers, &body, &grant)?;
 
-    let view = front.nodes.prepared();
+    // The node table of this moment: what the policy decides on, the links the request is
+    // sent over, and the energy it is estimated with.
+    let view = front.nodes.published();
     feasible::check(view.snapshot(), &info)?;
     let endpoint = Endpoint::of(parts.uri.path());
     // Only what prefills a prompt fills a cache (not embeddings, nor counting tokens).
@@ -214,7 +216,7 @@ async fn prompt(
         Endpoint::Responses => previous_response(front, &value, &mut info),
         _ => None,
     };
-    let mut route = decide(front, &view, &info, started, outcome).await?;
+    let mut route = decide(front, &view.prepared, &info, started, outcome).await?;
     if let Some((id, node)) = &previous {
         route = pinned(route, view.snapshot(), &info.model, id, node)?;
         outcome.reason = Some(route.reason.clone());
@@ -226,15 +228,20 @@ async fn prompt(
         max_tokens: info.max_tokens,
     };
     let path = parts.uri.path();
-    let upstream = forward(&front.nodes, front, view, &route.targets, dispatch, |node, local| {
-        plan(api, endpoint, path, node, &body, &value, local)
-    })
+    let upstream = forward(
+        &front.nodes,
+        front,
+        view.clone(),
+        &route.targets,
+        dispatch,
+        |node, local| plan(api, endpoint, path, node, &body, &value, local),
+    )
     .await?;
 
     front.prefixes.record(&upstream.node, &chain);
     outcome.node = Some(upstream.node.clone());
     outcome.model_label = info.model.clone();
-    let energy = energy_estimate(front.nodes.energy(&upstream.node).as_ref(), &info);
+    let energy = energy_estimate(view.energy(&upstream.node), &info);
     let mut sink = outcome.record.take();
     if let Some(sink) = &mut sink {
         let recorded = sink.outcome();
@@ -378,7 +385,7 @@ fn plan(
         path: path.to_owned(),
         body: Bytes::from(body.to_string()),
     };
-    let schema_style = if node.runtime == "llama-cpp" {
+    let schema_style = if node.runtime == switchyard_protocol::RuntimeKind::LlamaCpp {
         ollama::SchemaStyle::LlamaCpp
     } else {
         ollama::SchemaStyle::OpenAi
@@ -393,7 +400,7 @@ fn plan(
             ollama::to_openai_chat(value, local, true, schema_style),
         ),
         (Api::OllamaEmbed, Dialect::OpenAi) => translated("/v1/embeddings", ollama::to_openai_embeddings(value, local)),
-        (Api::AnthropicMessages, _) if !anthropic::speaks_anthropic(&node.runtime) => {
+        (Api::AnthropicMessages, _) if !anthropic::speaks_anthropic(node.runtime) => {
             let mut chat = anthropic::to_openai_chat(value, local);
             if endpoint == Endpoint::CountTokens {
                 // No counter on such a runtime: a one-token generation, whose usage counts

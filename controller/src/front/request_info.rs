@@ -9,68 +9,16 @@ use switchyard_protocol::RequestInfo;
 
 use super::keys::Grant;
 
-/// Which API a request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    OpenAiChat,
-    OpenAiCompletions,
-    OpenAiEmbeddings,
-    /// Any other `POST /v1/...` with a `model` (responses, rerank, score, ...).
-    OpenAiOther,
-    /// Anthropic's Messages API (`/v1/messages`, `/v1/messages/count_tokens`), relayed to
-    /// runtimes that speak it; Switchyard's own errors in Anthropic's shape.
-    AnthropicMessages,
-    OllamaChat,
-    OllamaGenerate,
-    OllamaEmbed,
-}
+pub use switchyard_protocol::Api;
 
-impl Api {
-    /// The API a `POST` to `path` is for; `None` when the front door does not serve it.
-    pub fn from_path(path: &str) -> Option<Api> {
-        Some(match path {
-            "/v1/chat/completions" => Api::OpenAiChat,
-            "/v1/completions" => Api::OpenAiCompletions,
-            "/v1/embeddings" => Api::OpenAiEmbeddings,
-            "/api/chat" => Api::OllamaChat,
-            "/api/generate" => Api::OllamaGenerate,
-            "/api/embed" => Api::OllamaEmbed,
-            "/v1/messages" | "/v1/messages/count_tokens" => Api::AnthropicMessages,
-            path if path.starts_with("/v1/") => Api::OpenAiOther,
-            _ => return None,
-        })
-    }
-
-    pub fn client(self) -> super::ClientApi {
-        if self.is_ollama() {
-            super::ClientApi::Ollama
-        } else if self == Api::AnthropicMessages {
-            super::ClientApi::Anthropic
-        } else {
-            super::ClientApi::OpenAi
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Api::OpenAiChat => "openai-chat",
-            Api::OpenAiCompletions => "openai-completions",
-            Api::OpenAiEmbeddings => "openai-embeddings",
-            Api::OpenAiOther => "openai-other",
-            Api::AnthropicMessages => "anthropic-messages",
-            Api::OllamaChat => "ollama-chat",
-            Api::OllamaGenerate => "ollama-generate",
-            Api::OllamaEmbed => "ollama-embed",
-        }
-    }
-
-    pub fn is_ollama(self) -> bool {
-        matches!(self, Api::OllamaChat | Api::OllamaGenerate | Api::OllamaEmbed)
-    }
-
-    /// Whether the client gets a stream when it does not say (Ollama streams by default).
-    fn streams_by_default(self) -> bool {
-        matches!(self, Api::OllamaChat | Api::OllamaGenerate)
+/// Whose shape a request's answers and errors take.
+pub fn client_api(api: Api) -> super::ClientApi {
+    if api.is_ollama() {
+        super::ClientApi::Ollama
+    } else if api == Api::AnthropicMessages {
+        super::ClientApi::Anthropic
+    } else {
+        super::ClientApi::OpenAi
     }
 }
 
@@ -187,7 +135,7 @@ pub fn request_info(
     let session = session.map(|s| s.key);
     Ok(RequestInfo {
         id: id.to_owned(),
-        api: api.as_str().to_owned(),
+        api,
         model,
         stream,
         prompt_tokens: (prompt_bytes(body) / 4) as u32,

@@ -33,7 +33,7 @@ pub async fn respond(
 ) -> Response<ResponseBody> {
     let count_only = endpoint == Endpoint::CountTokens;
     let translate = api.is_ollama() && upstream.dialect == Dialect::OpenAi;
-    let to_anthropic = api == Api::AnthropicMessages && !anthropic::speaks_anthropic(&upstream.runtime);
+    let to_anthropic = api == Api::AnthropicMessages && !anthropic::speaks_anthropic(upstream.runtime);
     let Upstream {
         node, response, permit, ..
     } = upstream;

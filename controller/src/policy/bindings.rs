@@ -71,7 +71,7 @@ macro_rules! request_record {
         let req = $req;
         $($contract)::+::Request {
             id: req.id.clone(),
-            api: req.api.clone(),
+            api: req.api.as_str().to_owned(),
             model: req.model.clone(),
             stream: req.stream,
             prompt_tokens: req.prompt_tokens,
@@ -107,7 +107,7 @@ macro_rules! node_record {
         $($contract)::+::Node {
             name: node.name.clone(),
             labels: node.labels.clone(),
-            runtime: node.runtime.clone(),
+            runtime: node.runtime.as_str().to_owned(),
             healthy: node.healthy,
             in_flight: $in_flight,
             queued: $queued,

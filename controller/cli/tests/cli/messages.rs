@@ -153,7 +153,7 @@ fn the_node_table_reads_as_an_operator_needs() {
             expires_in_s: days * 86_400 + 3600,
         },
         last_error: None,
-        runtime: Some("simulated".into()),
+        runtime: Some(switchyard_protocol::RuntimeKind::Simulated),
         simulated: true,
         battery_pct: (node == "m4").then_some(41.0),
         thermal_pressure: (node == "m4").then(|| "heavy".to_owned()),
