@@ -113,7 +113,7 @@ pub struct Running {
 /// Load policies, activate, bind. Errors here are start-up errors (bad config, bad policy
 /// named active, port taken); nothing is served yet.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
-    let engine = Arc::new(PolicyEngine::new(settings.engine)?);
+    let engine = Arc::new(PolicyEngine::new(settings.engine.clone())?);
     let nodes = Arc::new(NodeTable::new(settings.snapshot.clone()));
     let watcher = load_policies(&settings, &engine, &nodes).await?;
     let open_files = crate::http::open_files::ensure_for(settings.limits.max_connections)?;

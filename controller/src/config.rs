@@ -203,6 +203,10 @@ pub struct PolicyConfig {
     /// Faults among the active policy's last 20 live decisions after which it is replaced by
     /// the previous one (0 disables). `route explain` never counts.
     pub revert_after_faults: u32,
+    /// Where compiled policy code is kept across restarts, relative to this config file
+    /// (default: `$XDG_CACHE_HOME/switchyard/policy-code` or `~/.cache/switchyard/policy-code`;
+    /// the environment's `SWITCHYARD_COMPILE_CACHE=off` disables it).
+    pub compile_cache: Option<PathBuf>,
 }
 
 impl Default for PolicyConfig {
@@ -213,6 +217,7 @@ impl Default for PolicyConfig {
             watch: true,
             watch_interval_ms: 500,
             revert_after_faults: 5,
+            compile_cache: None,
         }
     }
 }
@@ -244,6 +249,7 @@ impl ControllerConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.admin.token_file = base.join(&config.admin.token_file);
         config.policy.dir = config.policy.dir.map(|d| base.join(d));
+        config.policy.compile_cache = config.policy.compile_cache.map(|d| base.join(d));
         config.cluster.static_snapshot = config.cluster.static_snapshot.map(|s| base.join(s));
         config.decisions.path = base.join(&config.decisions.path);
         if config.decisions.max_records == 0 {

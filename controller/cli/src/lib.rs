@@ -261,6 +261,10 @@ async fn serve(
         watch_interval: Duration::from_millis(config.policy.watch_interval_ms),
         engine: EngineOptions {
             revert_after_faults: config.policy.revert_after_faults,
+            compile_cache: match &config.policy.compile_cache {
+                Some(dir) => Some(dir.clone()),
+                None => switchyard_controller::policy::compile_cache::default_dir(),
+            },
         },
         snapshot,
         agents: config.agents.as_ref().map(|a| {

@@ -50,7 +50,9 @@ impl AdminError {
             AdminError::Policy(error) => match error {
                 PolicyError::Unknown(_) | PolicyError::UnknownComponent(_) => StatusCode::NOT_FOUND,
                 PolicyError::NoPrevious | PolicyError::ComponentInUse { .. } => StatusCode::CONFLICT,
-                PolicyError::TooManyUploads { .. } => StatusCode::INSUFFICIENT_STORAGE,
+                PolicyError::TooManyUploads { .. } | PolicyError::UploadsTooLarge { .. } => {
+                    StatusCode::INSUFFICIENT_STORAGE
+                }
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             },
             AdminError::Store(StoreError::Import { .. }) => StatusCode::BAD_REQUEST,

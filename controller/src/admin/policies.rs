@@ -9,7 +9,7 @@ use crate::http::json;
 use crate::policy::PolicyError;
 
 /// Largest component accepted over HTTP.
-const COMPONENT_LIMIT: usize = 16 * 1024 * 1024;
+const COMPONENT_LIMIT: usize = crate::policy::MAX_COMPONENT_BYTES;
 
 pub(super) async fn handle(admin: &Admin, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
     Some(match (route.method, route.segments.as_slice()) {

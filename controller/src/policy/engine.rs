@@ -5,7 +5,7 @@
 
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -61,8 +61,13 @@ const DECISION_QUEUE: usize = 256;
 /// How much longer than the policy's own deadlines a request waits for its decision.
 const DECISION_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Components that may be uploaded at once (each up to 16 MiB).
+/// Components that may be uploaded at once (each up to `MAX_COMPONENT_BYTES`, together up
+/// to `MAX_UPLOAD_BYTES`).
 pub const MAX_UPLOADS: usize = 32;
+
+/// Bytes all uploaded components may take together (they are kept in memory): a handful of
+/// interpreted ones, dozens of compiled ones.
+pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
 
 /// One uploaded component, for `GET /admin/components`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -76,15 +81,20 @@ pub struct UploadView {
 const HISTORY: usize = 32;
 
 /// Engine-wide settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Faults among the active policy's last 20 live decisions that trigger a revert (0: never).
     pub revert_after_faults: u32,
+    /// Where compiled policy code is kept across restarts (`None`: compiled at every start).
+    pub compile_cache: Option<PathBuf>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { revert_after_faults: 5 }
+        Self {
+            revert_after_faults: 5,
+            compile_cache: super::compile_cache::default_dir(),
+        }
     }
 }
 
@@ -170,7 +180,7 @@ impl PolicyEngine {
         quiet_panics::install();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
         Ok(Self {
-            sandbox: Sandbox::new()?,
+            sandbox: Sandbox::new(options.compile_cache.as_deref())?,
             pool: PolicyPool::new(threads, DECISION_QUEUE)?,
             options,
             active: ArcSwapOption::empty(),
@@ -191,8 +201,17 @@ impl PolicyEngine {
     pub fn upload_component(&self, bytes: Vec<u8>) -> Result<String, PolicyError> {
         let hex = hex::encode(Sha256::digest(&bytes));
         let mut registry = self.registry();
-        if !registry.uploads.contains_key(&hex) && registry.uploads.len() >= MAX_UPLOADS {
-            return Err(PolicyError::TooManyUploads { limit: MAX_UPLOADS });
+        if !registry.uploads.contains_key(&hex) {
+            if registry.uploads.len() >= MAX_UPLOADS {
+                return Err(PolicyError::TooManyUploads { limit: MAX_UPLOADS });
+            }
+            let would = registry.uploads.values().map(|b| b.len()).sum::<usize>() + bytes.len();
+            if would > MAX_UPLOAD_BYTES {
+                return Err(PolicyError::UploadsTooLarge {
+                    would,
+                    limit: MAX_UPLOAD_BYTES,
+                });
+            }
         }
         registry.uploads.insert(hex.clone(), Arc::from(bytes));
         Ok(format!("sha256:{hex}"))
@@ -844,8 +863,11 @@ fn users(loaded: &[Arc<LoadedPolicy>], component: &str) -> Vec<String> {
         .collect()
 }
 
-/// Largest component file read from a policy folder (as for uploads).
-const COMPONENT_FILE_LIMIT: u64 = 16 * 1024 * 1024;
+/// Largest component a policy may use, from a policy folder or uploaded: room for the
+/// interpreters a Python (componentize-py, ~19 MB) or JavaScript (StarlingMonkey, ~12 MB)
+/// policy carries, and still a bound.
+pub const MAX_COMPONENT_BYTES: usize = 48 * 1024 * 1024;
+const COMPONENT_FILE_LIMIT: u64 = MAX_COMPONENT_BYTES as u64;
 
 /// Read a component file that must be a regular file of bounded size inside `base` (after
 /// following links): never a device, a FIFO or a file elsewhere a link points to.

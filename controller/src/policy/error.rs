@@ -55,6 +55,10 @@ pub enum PolicyError {
         "{limit} components are uploaded already: delete unreferenced ones first (GET /admin/components lists them, DELETE /admin/components/sha256:<hex> removes one)"
     )]
     TooManyUploads { limit: usize },
+    #[error(
+        "the uploaded components would take {would} bytes, over the {limit}-byte limit: delete unreferenced ones first (GET /admin/components lists them, DELETE /admin/components/sha256:<hex> removes one)"
+    )]
+    UploadsTooLarge { would: usize, limit: usize },
     #[error("component {component} is used by loaded policies {policies:?}; it stays")]
     ComponentInUse { component: String, policies: Vec<String> },
     #[error("no component {0} was uploaded")]

@@ -3,6 +3,7 @@
 mod bindings;
 pub mod canary;
 mod candidates;
+pub mod compile_cache;
 mod engine;
 mod engine_canary;
 mod error;
@@ -22,7 +23,10 @@ mod spec;
 mod stage;
 mod validate;
 
-pub use engine::{EngineOptions, EngineView, FALLBACK_ID, MAX_UPLOADS, PolicyEngine, PolicyView, Routed, UploadView};
+pub use engine::{
+    EngineOptions, EngineView, FALLBACK_ID, MAX_COMPONENT_BYTES, MAX_UPLOADS, PolicyEngine, PolicyView, Routed,
+    UploadView,
+};
 pub use error::PolicyError;
 pub use fault::{FaultKind, PolicyFault};
 pub use loaded::{LoadedPolicy, StatsView};

@@ -118,7 +118,9 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    pub fn new() -> anyhow::Result<Self> {
+    /// The sandbox; compiled code is cached in `compile_cache` when given (a folder that
+    /// cannot be used is logged and compiling goes on without it).
+    pub fn new(compile_cache: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let mut pooling = PoolingAllocationConfig::new();
         pooling
             .total_component_instances(512)
@@ -135,6 +137,14 @@ impl Sandbox {
         // policies' compiled functions (for profiling a policy; off by default).
         if std::env::var_os("SWITCHYARD_POLICY_PERFMAP").is_some_and(|v| v == "1") {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        if let Some(dir) = compile_cache {
+            match super::compile_cache::cache(dir) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(e) => tracing::warn!("{e:#}; policies are compiled at every start"),
+            }
         }
         let engine = Engine::new(&config)?;
 
