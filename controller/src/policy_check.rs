@@ -42,6 +42,9 @@ pub struct CheckReport {
     pub policy: String,
     pub cases: u32,
     pub violations: Vec<Violation>,
+    /// Cases whose policy call faulted once and then answered well twice on the same input:
+    /// timing on a loaded machine (a deadline), not the rule. Reported, not counted.
+    pub transient: Vec<String>,
 }
 
 const MODELS: [&str; 3] = ["m-a", "m-b", "m-c"];
@@ -163,6 +166,9 @@ fn cannot_serve(node: &NodeSnapshot, req: &RequestInfo) -> Option<String> {
     None
 }
 
+/// How a fault reads among the broken properties.
+const FAULTED: &str = "the policy faulted";
+
 /// The property `req` on `snapshot` breaks under the active policy, if any.
 fn broken(
     engine: &PolicyEngine,
@@ -177,7 +183,7 @@ fn broken(
         Err(e) => return Some(format!("could not be asked: {e}")),
     };
     if let Some(fault) = routed.fault {
-        return Some(format!("the policy faulted: {fault}"));
+        return Some(format!("{FAULTED}: {fault}"));
     }
     match routed.decision {
         Decision::Route(route) => route.targets.iter().find_map(|target| {
@@ -284,11 +290,17 @@ pub fn check(policy: &Path, options: &CheckOptions) -> anyhow::Result<CheckRepor
         let req = request(&mut rng, case);
         report.cases += 1;
         let allow = options.allow_reject;
-        if broken(&engine, &id, &snapshot, &req, allow).is_none() {
+        let Some(first) = broken(&engine, &id, &snapshot, &req, allow) else {
+            continue;
+        };
+        if first.starts_with(FAULTED) && (0..2).all(|_| broken(&engine, &id, &snapshot, &req, allow).is_none()) {
+            report
+                .transient
+                .push(format!("case {case}: {first}; then answered well twice"));
             continue;
         }
         let shrunk = shrink(&engine, &id, &snapshot, &req, allow);
-        let property = broken(&engine, &id, &shrunk, &req, allow).unwrap_or_default();
+        let property = broken(&engine, &id, &shrunk, &req, allow).unwrap_or(first);
         let fixture = write_fixture(&options.out, case, &property, options.seed, &shrunk, &req)?;
         report.violations.push(Violation {
             case,

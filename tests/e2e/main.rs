@@ -20,5 +20,6 @@ mod hostile_clients;
 mod models;
 mod policy_cli;
 mod policy_faults;
+mod policy_languages;
 mod real_cluster;
 mod routing;

@@ -13,6 +13,7 @@ mod nodes_cmd;
 pub use models_cmd::format_models;
 pub use nodes_cmd::format_nodes;
 mod policy_cmd;
+mod policy_project;
 mod table;
 
 use std::net::SocketAddr;

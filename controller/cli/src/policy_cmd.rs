@@ -1,4 +1,4 @@
-//! `switchyard policy list | upload | activate | rollback | shadow | canary | test | replay | check`.
+//! `switchyard policy list | upload | activate | rollback | shadow | canary | test | replay | check | new | build`.
 
 use std::path::{Path, PathBuf};
 
@@ -85,6 +85,25 @@ pub enum PolicyCommand {
     /// that cannot serve the request, answers whenever one can, and never faults. Failures
     /// are shrunk and written as fixtures for `policy test`.
     Check(CheckArgs),
+    /// Write a policy project in its own folder (outside any Switchyard checkout): the
+    /// contract, the language's helpers, a starter rule (least-loaded), fixtures against the
+    /// seed cluster that pass, a policy file and a README of three commands.
+    New {
+        /// The policy's name (1-64 lowercase letters, digits and '-').
+        name: String,
+        /// The language to write the rule in.
+        #[arg(long, value_enum)]
+        lang: crate::policy_project::Lang,
+        /// Where to write it (default: ./NAME); it must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the component of the policy project in DIR (default: here) with its language's
+    /// toolchain (cargo, componentize-py), to the file its policy.toml names.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// `policy canary`'s arguments.
@@ -205,6 +224,10 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
         }
         PolicyCommand::Check(args) => check(args).await?,
         PolicyCommand::Test { policy, fixtures } => test(policy, fixtures).await?,
+        PolicyCommand::New { name, lang, dir } => crate::policy_project::new(&name, lang, dir)?,
+        PolicyCommand::Build { dir } => {
+            tokio::task::spawn_blocking(move || crate::policy_project::build(&dir)).await??;
+        }
     }
     Ok(())
 }
@@ -285,6 +308,9 @@ async fn check(args: CheckArgs) -> anyhow::Result<()> {
     let policy = args.policy;
     let report =
         tokio::task::spawn_blocking(move || switchyard_controller::policy_check::check(&policy, &options)).await??;
+    for note in &report.transient {
+        crate::say(&format!("NOTE {note} (timing on this machine, not counted)"));
+    }
     for v in &report.violations {
         crate::say(&format!(
             "FAIL case {}: {} ({} node(s) after shrinking)\n     fixture: {} (run it with `switchyard policy test`)",

@@ -7,3 +7,4 @@ mod support;
 
 mod messages;
 mod policy_check;
+mod python_policies;
