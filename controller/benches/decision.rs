@@ -7,6 +7,8 @@
 //! (`tests/fixtures/least-loaded-0.2.0.wasm`: candidates as a list of records) and for 0.1.0
 //! (`tests/fixtures/least-loaded-0.1.0.wasm`: every candidate node lowered whole per call);
 //! the native side calls the policy crate's `decide` on the same inputs, already in memory.
+//! The Python port of least-loaded (`plugins/python/least-loaded`, built here with the test
+//! venv's componentize-py; skipped with a note where it is missing) runs on the Wasm path.
 //! Results: BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
@@ -113,6 +115,47 @@ fn seed_params() -> seed_rules::Params {
     serde_json::from_value(serde_json::to_value(params).expect("json")).expect("params")
 }
 
+/// The Python least-loaded, built with the test venv's componentize-py and loaded; `None`
+/// (said on stderr) where componentize-py is missing.
+fn python_least_loaded(engine: &PolicyEngine) -> Option<std::sync::Arc<switchyard_controller::policy::LoadedPolicy>> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tool = repo.join(".venv/bin/componentize-py");
+    if !tool.is_file() {
+        eprintln!(
+            "no {} (tests/runtimes/setup.sh installs it): the Python policy is left out",
+            tool.display()
+        );
+        return None;
+    }
+    let out = repo.join("target/bench-policies");
+    std::fs::create_dir_all(&out).expect("target/bench-policies");
+    let status = std::process::Command::new(tool)
+        .args([
+            "-d",
+            "wit/policy.wit",
+            "-w",
+            "policy",
+            "componentize",
+            "-p",
+            "plugins/python",
+        ])
+        .args(["-p", "plugins/python/least-loaded", "app", "-o"])
+        .arg(out.join("least-loaded-py.wasm"))
+        .current_dir(&repo)
+        .status()
+        .expect("componentize-py");
+    assert!(status.success(), "componentize-py failed");
+    let loaded = engine
+        .load_text(
+            "name = \"least-loaded-py\"\n[[stage]]\ncomponent = \"least-loaded-py.wasm\"\n",
+            "least-loaded-py.toml",
+            Some(&out),
+            &ClusterSnapshot::default(),
+        )
+        .expect("the Python least-loaded loads");
+    Some(loaded)
+}
+
 fn bench_decisions(c: &mut Criterion) {
     let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
     let least = engine
@@ -136,6 +179,7 @@ fn bench_decisions(c: &mut Criterion) {
             )
             .expect("the legacy component loads")
     };
+    let python = python_least_loaded(&engine);
     let legacy_v2 = legacy("0.2.0");
     let legacy_v1 = legacy("0.1.0");
 
@@ -169,6 +213,13 @@ fn bench_decisions(c: &mut Criterion) {
             engine.activate(&policy.id).expect("activate");
             assert!(engine.decide(&req, &snapshot).fault.is_none());
             group.bench_with_input(BenchmarkId::new(kind, n), &n, |b, _| {
+                b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
+            });
+        }
+        if let Some(python) = &python {
+            engine.activate(&python.id).expect("activate");
+            assert!(engine.decide(&req, &snapshot).fault.is_none());
+            group.bench_with_input(BenchmarkId::new("least-loaded/python", n), &n, |b, _| {
                 b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
             });
         }

@@ -11,6 +11,7 @@ Contract: switchyard:policy@0.4.0 (`wit/policy.wit`).
 """
 
 import json
+import struct
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
@@ -23,6 +24,12 @@ MAX_TARGETS = 8
 
 # The load delay assumed for a cold model that was never measured.
 UNMEASURED_LOAD_MS = 30_000
+
+
+def f32(x: float) -> float:
+    """`x` rounded to a 32-bit float, as the Rust SDK computes loads: orderings and ties come
+    out as the Rust policy's exactly."""
+    return struct.unpack("f", struct.pack("f", x))[0]
 
 
 @dataclass
@@ -60,8 +67,8 @@ def ineligibility(c: Candidate, req: types.Request) -> Optional[str]:
 
 
 def load_ratio(c: Candidate) -> float:
-    """`in-flight + queued` relative to `max-concurrency`."""
-    return (c.in_flight + c.queued) / max(c.node.max_concurrency, 1)
+    """`in-flight + queued` relative to `max-concurrency` (an f32, as in Rust)."""
+    return f32(f32(c.in_flight + c.queued) / f32(max(c.node.max_concurrency, 1)))
 
 
 def load_delay_ms(c: Candidate) -> int:
@@ -73,10 +80,10 @@ def load_delay_ms(c: Candidate) -> int:
 
 def effective_load(c: Candidate) -> float:
     """`load_ratio` with the model's warmth counted in: a node that must load the model first
-    counts a quarter node more, plus a full node per 10 s of estimated load time."""
+    counts a quarter node more, plus a full node per 10 s of estimated load time (an f32)."""
     delay = load_delay_ms(c)
-    cold = 0.25 + delay / 10_000.0 if delay > 0 else 0.0
-    return load_ratio(c) + cold
+    cold = f32(0.25 + f32(f32(delay) / 10_000.0)) if delay > 0 else 0.0
+    return f32(load_ratio(c) + cold)
 
 
 def route(targets: Sequence[Candidate], reason: str, wait_for_first: bool = False) -> types.Decision:

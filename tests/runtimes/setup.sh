@@ -31,9 +31,24 @@ ensure_llama_server() {
     rm -rf "$build"
 }
 
+# The JavaScript policy toolchain (jco, componentize-js; ~340 MB) in tests/runtimes/js, for
+# the tests that build JS policies: `npm ci` from its lock file, once per lock file.
+ensure_js_toolchain() {
+    local js="$here/js" lock_hash
+    lock_hash="$(sha256sum "$js/package-lock.json" | cut -d' ' -f1)"
+    [[ -x "$js/node_modules/.bin/jco" && "$(cat "$js/node_modules/.lock-stamp" 2>/dev/null)" == "$lock_hash" ]] && return 0
+    if ! command -v npm >/dev/null 2>&1; then
+        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
+    fi
+    echo "setup.sh: npm ci in $js (jco, componentize-js)"
+    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" >"$js/node_modules/.lock-stamp"
+}
+
 want="$(sha256sum "$req" | cut -d' ' -f1)"
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     ensure_llama_server
+    ensure_js_toolchain
     echo "setup.sh: $venv is up to date"
     exit 0
 fi
@@ -65,4 +80,5 @@ echo "setup.sh: pip install ${args[*]}"
 "$venv/bin/python" -c 'import mlx.core, mlx_lm, llama_cpp, gguf, tokenizers, numpy, safetensors, openai, ollama'
 echo "$want" >"$stamp"
 ensure_llama_server
+ensure_js_toolchain
 echo "setup.sh: done ($venv)"

@@ -99,7 +99,7 @@ pub enum PolicyCommand {
         dir: Option<PathBuf>,
     },
     /// Build the component of the policy project in DIR (default: here) with its language's
-    /// toolchain (cargo, componentize-py), to the file its policy.toml names.
+    /// toolchain (cargo, componentize-py, jco), to the file its policy.toml names.
     Build {
         #[arg(default_value = ".")]
         dir: PathBuf,

@@ -1,5 +1,5 @@
 //! A policy project outside any Switchyard checkout: `switchyard policy new NAME --lang
-//! rust|python` writes one (the contract, the language's helpers, a starter rule, the
+//! rust|python|js` writes one (the contract, the language's helpers, a starter rule, the
 //! seed cluster and fixtures that pass, a policy file and a README of three commands), and
 //! `switchyard policy build` runs the language's own toolchain to turn it into the component
 //! the policy file names.
@@ -17,6 +17,8 @@ pub enum Lang {
     Rust,
     /// Python, built with componentize-py (in a venv).
     Python,
+    /// JavaScript, built with jco's componentize (npm).
+    Js,
 }
 
 impl Lang {
@@ -24,6 +26,7 @@ impl Lang {
         match self {
             Lang::Rust => "Rust",
             Lang::Python => "Python",
+            Lang::Js => "JavaScript",
         }
     }
 
@@ -31,6 +34,7 @@ impl Lang {
         match self {
             Lang::Rust => "src/lib.rs",
             Lang::Python => "app.py",
+            Lang::Js => "app.js",
         }
     }
 
@@ -42,6 +46,7 @@ impl Lang {
                 "componentize-py in a venv here",
                 "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt",
             ),
+            Lang::Js => ("jco and componentize-js from npm, in node_modules here", "npm install"),
         }
     }
 
@@ -51,6 +56,8 @@ impl Lang {
             Some(Lang::Rust)
         } else if dir.join("app.py").is_file() {
             Some(Lang::Python)
+        } else if dir.join("app.js").is_file() {
+            Some(Lang::Js)
         } else {
             None
         }
@@ -73,6 +80,23 @@ const PYTHON: &[(&str, &str)] = &[
         "switchyard_policy.py",
         include_str!("../../../plugins/python/switchyard_policy.py"),
     ),
+];
+
+const JS: &[(&str, &str)] = &[
+    ("app.js", include_str!("../../../plugins/templates/js/app.js")),
+    (
+        "package.json",
+        include_str!("../../../plugins/templates/js/package.json"),
+    ),
+    (
+        "switchyard_policy.js",
+        include_str!("../../../plugins/js/switchyard_policy.js"),
+    ),
+    (
+        "bundle.config.mjs",
+        include_str!("../../../plugins/templates/js/bundle.config.mjs"),
+    ),
+    (".gitignore", "/node_modules\n"),
 ];
 
 const RUST: &[(&str, &str)] = &[
@@ -131,6 +155,7 @@ fn project_files(name: &str, lang: Lang) -> Vec<(String, String)> {
     let language = match lang {
         Lang::Rust => RUST,
         Lang::Python => PYTHON,
+        Lang::Js => JS,
     };
     for (path, text) in language {
         let mut text = fill(text);
@@ -217,6 +242,34 @@ fn build_command(dir: &Path, lang: Lang, out: &Path) -> Command {
             command.arg(out);
             command
         }
+        Lang::Js => {
+            let local = dir.join("node_modules/.bin/jco");
+            let program = if local.is_file() {
+                local.into_os_string()
+            } else {
+                "jco".into()
+            };
+            let mut command = Command::new(program);
+            command.args([
+                "componentize",
+                "app.js",
+                "--wit",
+                "wit/policy.wit",
+                "--world-name",
+                "policy",
+            ]);
+            // No WASI features (a policy is granted none it could use), the helpers bundled.
+            command.args([
+                "--disable",
+                "all",
+                "--bundle",
+                "--bundle-config",
+                "bundle.config.mjs",
+                "-o",
+            ]);
+            command.arg(out);
+            command
+        }
     }
 }
 
@@ -225,7 +278,7 @@ fn build_command(dir: &Path, lang: Lang, out: &Path) -> Command {
 pub fn build(dir: &Path) -> anyhow::Result<()> {
     let lang = Lang::of(dir).with_context(|| {
         format!(
-            "{} holds no Cargo.toml or app.py: run `switchyard policy build` in a folder `switchyard policy new` wrote",
+            "{} holds no Cargo.toml, app.py or app.js: run `switchyard policy build` in a folder `switchyard policy new` wrote",
             dir.display()
         )
     })?;
@@ -257,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_new_project_names_itself_everywhere_and_reads_the_vendored_contract() {
-        for lang in [Lang::Rust, Lang::Python] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
             let files = project_files("my-rule", lang);
             for (path, text) in &files {
                 assert!(!text.contains("{{"), "{path} keeps a placeholder");

@@ -5,6 +5,6 @@
 #[path = "../../../tests/all/support.rs"]
 mod support;
 
+mod interpreted_policies;
 mod messages;
 mod policy_check;
-mod python_policies;

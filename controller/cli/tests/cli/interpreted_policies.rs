@@ -1,6 +1,7 @@
-//! Policies written in Python (componentize-py, from the test venv) are policies like any
-//! other: the Python port of `least-loaded` passes the Rust one's fixtures unchanged and
-//! `policy check` on 1,000 generated clusters; a hostile Python policy (raises, spins,
+//! Policies written in Python (componentize-py, from the test venv) and JavaScript (jco,
+//! from tests/runtimes/js) are policies like any other: the ports of `least-loaded` pass the
+//! Rust one's fixtures unchanged and `policy check` on 1,000 generated clusters; a hostile
+//! Python policy (raises, spins,
 //! allocates without bound, prints without end) is contained as a compiled one is: the
 //! fallback answers, the fault is counted, and repeated faults revert to the last good one.
 
@@ -12,6 +13,34 @@ use switchyard_controller::policy::FaultKind;
 use switchyard_protocol::Decision;
 
 use crate::support::{cluster, engine, repo_path, request, trigger};
+
+/// Build `plugins/js/<app>/app.js` (with the helpers, bundled) into `dir/<app>.wasm`.
+fn build_js(app: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{app}.wasm"));
+    let output = Command::new(repo_path("tests/runtimes/js/node_modules/.bin/jco"))
+        .arg("componentize")
+        .arg(format!("plugins/js/{app}/app.js"))
+        .args([
+            "--wit",
+            "wit/policy.wit",
+            "--world-name",
+            "policy",
+            "--disable",
+            "all",
+            "--bundle",
+        ])
+        .args(["--bundle-config", "plugins/templates/js/bundle.config.mjs", "-o"])
+        .arg(&out)
+        .current_dir(repo_path(""))
+        .output()
+        .expect("jco (tests/runtimes/setup.sh installs it)");
+    assert!(
+        output.status.success(),
+        "jco: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
 
 /// Build `plugins/python/<app>/app.py` (with the helpers) into `dir/<app>.wasm`.
 fn build(app: &str, dir: &Path) -> PathBuf {
@@ -58,34 +87,40 @@ fn switchyard(args: &[&str], dir: &Path) -> String {
     text
 }
 
-#[test]
-fn the_python_least_loaded_passes_the_rust_ones_fixtures_and_the_property_check() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    build("least-loaded", dir.path());
+/// The port in `dir/least-loaded.wasm` passes every least-loaded fixture and the check.
+fn passes_the_fixtures_and_the_check(dir: &Path, name: &str) {
     std::fs::write(
-        dir.path().join("least-loaded-py.toml"),
-        "name = \"least-loaded-py\"\n[[stage]]\ncomponent = \"least-loaded.wasm\"\n",
+        dir.join(format!("{name}.toml")),
+        format!("name = \"{name}\"\n[[stage]]\ncomponent = \"least-loaded.wasm\"\n"),
     )
     .expect("policy file");
     let fixtures = repo_path("policies/fixtures/least-loaded.cases.toml");
-    let tested = switchyard(
-        &[
-            "policy",
-            "test",
-            "least-loaded-py.toml",
-            fixtures.to_str().expect("utf-8"),
-        ],
-        dir.path(),
-    );
-    assert!(tested.contains("6 passed, 0 failed"), "{tested}");
-    let checked = switchyard(
-        &["policy", "check", "least-loaded-py.toml", "--cases", "1000"],
-        dir.path(),
-    );
+    let cases = std::fs::read_to_string(&fixtures)
+        .expect("fixtures")
+        .matches("[[case]]")
+        .count();
+    let policy = format!("{name}.toml");
+    let tested = switchyard(&["policy", "test", &policy, fixtures.to_str().expect("utf-8")], dir);
+    assert!(tested.contains(&format!("{cases} passed, 0 failed")), "{tested}");
+    let checked = switchyard(&["policy", "check", &policy, "--cases", "1000"], dir);
     assert!(
         checked.contains("1000 generated case(s) checked (seed 1), 0 failing"),
         "{checked}"
     );
+}
+
+#[test]
+fn the_python_least_loaded_passes_the_rust_ones_fixtures_and_the_property_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    build("least-loaded", dir.path());
+    passes_the_fixtures_and_the_check(dir.path(), "least-loaded-py");
+}
+
+#[test]
+fn the_javascript_least_loaded_passes_the_rust_ones_fixtures_and_the_property_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    build_js("least-loaded", dir.path());
+    passes_the_fixtures_and_the_check(dir.path(), "least-loaded-js");
 }
 
 fn hostile_text(mode: &str) -> String {
