@@ -7,8 +7,9 @@
 //! (`tests/fixtures/least-loaded-0.2.0.wasm`: candidates as a list of records) and for 0.1.0
 //! (`tests/fixtures/least-loaded-0.1.0.wasm`: every candidate node lowered whole per call);
 //! the native side calls the policy crate's `decide` on the same inputs, already in memory.
-//! The Python port of least-loaded (`plugins/python/least-loaded`, built here with the test
-//! venv's componentize-py; skipped with a note where it is missing) runs on the Wasm path.
+//! The Python and JavaScript ports of least-loaded (`plugins/python/least-loaded`,
+//! `plugins/js/least-loaded`, built here with the toolchains tests/runtimes/setup.sh
+//! installs; each skipped with a note where it is missing) run on the same Wasm path.
 //! Results: BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
@@ -115,14 +116,19 @@ fn seed_params() -> seed_rules::Params {
     serde_json::from_value(serde_json::to_value(params).expect("json")).expect("params")
 }
 
-/// The Python least-loaded, built with the test venv's componentize-py and loaded; `None`
-/// (said on stderr) where componentize-py is missing.
-fn python_least_loaded(engine: &PolicyEngine) -> Option<std::sync::Arc<switchyard_controller::policy::LoadedPolicy>> {
+/// A port of least-loaded built by `tool` (relative to the repository) with `args`, loaded;
+/// `None` (said on stderr) where the tool is missing.
+fn ported_least_loaded(
+    engine: &PolicyEngine,
+    name: &str,
+    tool: &str,
+    args: &[&str],
+) -> Option<std::sync::Arc<switchyard_controller::policy::LoadedPolicy>> {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let tool = repo.join(".venv/bin/componentize-py");
+    let tool = repo.join(tool);
     if !tool.is_file() {
         eprintln!(
-            "no {} (tests/runtimes/setup.sh installs it): the Python policy is left out",
+            "no {} (tests/runtimes/setup.sh installs it): {name} is left out",
             tool.display()
         );
         return None;
@@ -130,29 +136,20 @@ fn python_least_loaded(engine: &PolicyEngine) -> Option<std::sync::Arc<switchyar
     let out = repo.join("target/bench-policies");
     std::fs::create_dir_all(&out).expect("target/bench-policies");
     let status = std::process::Command::new(tool)
-        .args([
-            "-d",
-            "wit/policy.wit",
-            "-w",
-            "policy",
-            "componentize",
-            "-p",
-            "plugins/python",
-        ])
-        .args(["-p", "plugins/python/least-loaded", "app", "-o"])
-        .arg(out.join("least-loaded-py.wasm"))
+        .args(args)
+        .arg(out.join(format!("{name}.wasm")))
         .current_dir(&repo)
         .status()
-        .expect("componentize-py");
-    assert!(status.success(), "componentize-py failed");
+        .expect("the port's toolchain");
+    assert!(status.success(), "building {name} failed");
     let loaded = engine
         .load_text(
-            "name = \"least-loaded-py\"\n[[stage]]\ncomponent = \"least-loaded-py.wasm\"\n",
-            "least-loaded-py.toml",
+            &format!("name = \"{name}\"\n[[stage]]\ncomponent = \"{name}.wasm\"\n"),
+            &format!("{name}.toml"),
             Some(&out),
             &ClusterSnapshot::default(),
         )
-        .expect("the Python least-loaded loads");
+        .expect("the port loads");
     Some(loaded)
 }
 
@@ -179,7 +176,43 @@ fn bench_decisions(c: &mut Criterion) {
             )
             .expect("the legacy component loads")
     };
-    let python = python_least_loaded(&engine);
+    let python = ported_least_loaded(
+        &engine,
+        "least-loaded-py",
+        ".venv/bin/componentize-py",
+        &[
+            "-d",
+            "wit/policy.wit",
+            "-w",
+            "policy",
+            "componentize",
+            "-p",
+            "plugins/python",
+            "-p",
+            "plugins/python/least-loaded",
+            "app",
+            "-o",
+        ],
+    );
+    let js = ported_least_loaded(
+        &engine,
+        "least-loaded-js",
+        "tests/runtimes/js/node_modules/.bin/jco",
+        &[
+            "componentize",
+            "plugins/js/least-loaded/app.js",
+            "--wit",
+            "wit/policy.wit",
+            "--world-name",
+            "policy",
+            "--disable",
+            "all",
+            "--bundle",
+            "--bundle-config",
+            "plugins/templates/js/bundle.config.mjs",
+            "-o",
+        ],
+    );
     let legacy_v2 = legacy("0.2.0");
     let legacy_v1 = legacy("0.1.0");
 
@@ -216,10 +249,11 @@ fn bench_decisions(c: &mut Criterion) {
                 b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
             });
         }
-        if let Some(python) = &python {
-            engine.activate(&python.id).expect("activate");
+        for (port, kind) in [(&python, "least-loaded/python"), (&js, "least-loaded/js")] {
+            let Some(port) = port else { continue };
+            engine.activate(&port.id).expect("activate");
             assert!(engine.decide(&req, &snapshot).fault.is_none());
-            group.bench_with_input(BenchmarkId::new("least-loaded/python", n), &n, |b, _| {
+            group.bench_with_input(BenchmarkId::new(kind, n), &n, |b, _| {
                 b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
             });
         }
