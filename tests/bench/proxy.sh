@@ -17,6 +17,8 @@
 # streamed chat at 16 (examples/sse_load.rs). Reported: added p50 at 1 connection, RPS (and
 # ratio to direct) and p99 at 16 and 64, router CPU per request at 16 (from /proc: controller
 # + agent for Switchyard), SSE first-byte p50 and router CPU per stream at 16.
+#   switchyard-baseline  with BASELINE_BIN=DIR: the controller and agent binaries in DIR (an
+#                earlier commit's release build) on the same path, for before/after in one run
 #   tests/bench/proxy.sh [SECONDS] [ROUNDS]     (release build; installs wrk, nginx, vllm-router)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -53,8 +55,8 @@ runtime=$(sed -n 's/^url=//p' "$work/runtime.out")
 "$bin/switchyard" certs issue --dir "$work/certs" --node bench >/dev/null
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/admin.token"
 declare -A ctl_url ctl_pid agt_pid
-start_switchyard() { # name extra-controller-toml
-  local dir=$work/$1
+start_switchyard() { # name extra-controller-toml [binary folder]
+  local dir=$work/$1 b=${3:-$bin}
   mkdir -p "$dir"
   ln -s "$work/certs" "$dir/certs"
   cp "$work/admin.token" "$dir/admin.token"
@@ -75,7 +77,7 @@ watch = false
 queue_capacity = 1024
 $2
 TOML
-  SWITCHYARD_LOG=warn "$bin/switchyard" serve --config "$dir/controller.toml" >"$dir/controller.out" 2>"$work/$1-controller.err" &
+  SWITCHYARD_LOG=warn "$b/switchyard" serve --config "$dir/controller.toml" >"$dir/controller.out" 2>"$work/$1-controller.err" &
   pids+=($!); ctl_pid[$1]=$!
   wait_for "$dir/controller.out" "agents link to"
   ctl_url[$1]=$(grep -o 'http://[0-9.:]*' "$dir/controller.out" | head -1)
@@ -99,7 +101,7 @@ ca = "certs/nodes/bench/ca.pem"
 cert = "certs/nodes/bench/node.pem"
 key = "certs/nodes/bench/node.key"
 TOML
-  SWITCHYARD_LOG=warn "$bin/switchyard-agent" run --config "$dir/agent.toml" --listen 127.0.0.1:0 >"$dir/agent.out" 2>"$work/$1-agent.err" &
+  SWITCHYARD_LOG=warn "$b/switchyard-agent" run --config "$dir/agent.toml" --listen 127.0.0.1:0 >"$dir/agent.out" 2>"$work/$1-agent.err" &
   pids+=($!); agt_pid[$1]=$!
   for _ in $(seq 1 200); do
     curl -s -H "Authorization: Bearer $(cat "$work/admin.token")" "${ctl_url[$1]}/admin/nodes" | grep -q '"healthy": true' && break; sleep 0.05
@@ -107,6 +109,7 @@ TOML
 }
 start_switchyard switchyard ""
 start_switchyard no-record $'[decisions]\nenabled = false'
+[[ -n ${BASELINE_BIN:-} ]] && start_switchyard baseline "" "$BASELINE_BIN"
 controller=${ctl_url[switchyard]}
 
 # nginx.
@@ -144,6 +147,10 @@ stream_body='{"model": "bench-model", "max_tokens": 16, "stream": true, "message
 export BODY=$body
 declare -A url=([direct]=$runtime [nginx]="http://127.0.0.1:$nginx_port" [vllm-router]="http://127.0.0.1:$vllm_port" [switchyard]=$controller [switchyard+shadow]=$controller [switchyard-no-record]=${ctl_url[no-record]})
 systems=(direct nginx vllm-router switchyard-no-record switchyard switchyard+shadow)
+if [[ -n ${BASELINE_BIN:-} ]]; then
+  url[switchyard-baseline]=${ctl_url[baseline]}
+  systems+=(switchyard-baseline)
+fi
 admin() { curl -s -X "$1" -H "Authorization: Bearer $(cat "$work/admin.token")" -H 'Content-Type: application/json' ${3:+-d "$3"} "$controller/admin/$2"; }
 for system in "${systems[@]}"; do
   for _ in $(seq 1 300); do
@@ -160,6 +167,7 @@ router_pids() {
     vllm-router) echo "$vllm_pid $(pgrep -P "$vllm_pid" | tr '\n' ' ')";;
     switchyard|switchyard+shadow) echo "${ctl_pid[switchyard]} ${agt_pid[switchyard]}";;
     switchyard-no-record) echo "${ctl_pid[no-record]} ${agt_pid[no-record]}";;
+    switchyard-baseline) echo "${ctl_pid[baseline]} ${agt_pid[baseline]}";;
   esac
 }
 cpu_ticks() { # total utime+stime of processes (all threads)

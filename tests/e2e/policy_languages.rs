@@ -1,7 +1,7 @@
 //! A policy written outside this repository, the way its author would: `switchyard policy
 //! new` in an empty folder, `policy build` with the language's own toolchain, `policy test`
-//! with the fixtures it came with, `policy upload --activate` to a running demo, and a
-//! request routed by it. For each language whose toolchain installs here: Rust (cargo and
+//! with the fixtures it came with, uploaded to a running demo, rehearsed as a shadow and as a
+//! canary, promoted, and a request routed by it. For each language whose toolchain installs here: Rust (cargo and
 //! the wasm32-wasip2 target), Python (componentize-py, installed into the test venv by
 //! tests/runtimes/setup.sh) and JavaScript (jco, which setup.sh installs with npm).
 
@@ -54,14 +54,44 @@ fn an_author_writes_builds_tests_and_swaps_in(lang: &str, name: &str, env: &[(&s
     let policies = policies_copy();
     let demo = Controller::demo(policies.path());
     let policy_file = project.join("policy.toml");
-    let uploaded = demo.cli_ok(&["policy", "upload", policy_file.to_str().expect("utf-8"), "--activate"]);
+    let uploaded = demo.cli_ok(&["policy", "upload", policy_file.to_str().expect("utf-8")]);
     assert!(uploaded.contains(&format!("{name}@")), "{uploaded}");
-    assert!(demo.active().starts_with(&format!("{name}@")), "{}", demo.active());
 
     let key = demo.api_key.clone().expect("the demo's key");
     let body = r#"{"model": "qwen25-coder-7b", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}"#;
-    let (status, text) = curl_with_key(&format!("{}/v1/chat/completions", demo.url), &key, &["-d", body]);
-    assert_eq!(status, 200, "{text}");
+    let ask = || {
+        let (status, text) = curl_with_key(&format!("{}/v1/chat/completions", demo.url), &key, &["-d", body]);
+        assert_eq!(status, 200, "{text}");
+        text
+    };
+    // Rehearsed beside the active policy: as a shadow (every request, off the path)...
+    demo.cli_ok(&["policy", "shadow", name]);
+    for _ in 0..4 {
+        ask();
+    }
+    // The shadow decides off the request path: wait (bounded) until it has compared all four.
+    let compared_all = demo.wait_for(std::time::Duration::from_secs(20), |demo| {
+        demo.cli_ok(&["policy", "shadow", "--report"]).contains(": 4 compared")
+    });
+    let shadow = demo.cli_ok(&["policy", "shadow", "--stop"]);
+    assert!(compared_all, "{shadow}");
+    assert!(
+        shadow.contains(&format!("shadow {name}@")) && !shadow.contains(" 0 compared") && !shadow.contains("faults"),
+        "{shadow}"
+    );
+    // ...then as a canary deciding every request, and promoted.
+    demo.cli_ok(&["policy", "canary", name, "--percent", "100"]);
+    for _ in 0..3 {
+        ask();
+    }
+    let promoted = demo.cli_ok(&["policy", "canary", "--promote"]);
+    assert!(
+        promoted.contains("promoted to active") && promoted.contains("decided 3 by the canary"),
+        "{promoted}"
+    );
+    assert!(demo.active().starts_with(&format!("{name}@")), "{}", demo.active());
+
+    let text = ask();
     let header = |name: &str| {
         text.lines()
             .find_map(|l| {

@@ -158,12 +158,12 @@ fn project_files(name: &str, lang: Lang) -> Vec<(String, String)> {
         Lang::Js => JS,
     };
     for (path, text) in language {
-        let mut text = fill(text);
-        if *path == "switchyard-policy-sdk/src/lib.rs" {
-            // In the repository the SDK reads the contract two folders up; here, one.
-            text = text.replace("\"../../wit/policy.wit\"", "\"../wit/policy.wit\"");
-        }
+        let text = fill(text);
         files.push(((*path).to_owned(), text));
+    }
+    if lang == Lang::Rust {
+        // The SDK reads the contract from inside its own folder, as when it is published.
+        files.push(("switchyard-policy-sdk/wit/policy.wit".to_owned(), WIT.to_owned()));
     }
     files
 }
@@ -325,6 +325,10 @@ mod tests {
         }
         let rust = project_files("my-rule", Lang::Rust);
         let sdk = rust.iter().find(|(p, _)| p == "switchyard-policy-sdk/src/lib.rs");
-        assert!(sdk.is_some_and(|(_, t)| t.contains("\"../wit/policy.wit\"")));
+        assert!(sdk.is_some_and(|(_, t)| t.contains("path: \"wit/policy.wit\"")));
+        assert!(
+            rust.iter()
+                .any(|(p, t)| p == "switchyard-policy-sdk/wit/policy.wit" && t == WIT)
+        );
     }
 }

@@ -5,7 +5,7 @@
 
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/policy.wit",
+        path: "wit/policy.wit",
         world: "policy",
         pub_export_macro: true,
         export_macro_name: "export_policy_world",

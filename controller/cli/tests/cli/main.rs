@@ -8,3 +8,4 @@ mod support;
 mod interpreted_policies;
 mod messages;
 mod policy_check;
+mod sdk_package;
