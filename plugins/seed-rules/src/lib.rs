@@ -69,6 +69,12 @@ pub struct Rule {
     pub fall_through: FallThrough,
     /// Preferred nodes, best first; `"*"`: every node no rule names, least loaded first.
     pub nodes: Vec<String>,
+    /// Among this rule's named nodes, those estimated to hold at least this many of the
+    /// prompt's tokens in their prefix cache go first, most first (a coding agent's next turn
+    /// returns to the node that holds its conversation); the others keep their order after
+    /// them. Absent: the listed order.
+    #[serde(default)]
+    pub prefer_cached: Option<u32>,
 }
 
 /// What happens after a matching rule.
@@ -102,6 +108,12 @@ impl Params {
             if rule.wait && !rule.queue {
                 return Err(format!(
                     "[params] rules[{i}] ('{}'): wait needs queue = true (a full node is only accepted with queue)",
+                    rule.name
+                ));
+            }
+            if rule.prefer_cached == Some(0) {
+                return Err(format!(
+                    "[params] rules[{i}] ('{}'): prefer_cached must be at least 1 (tokens held in the cache)",
                     rule.name
                 ));
             }
@@ -203,6 +215,25 @@ impl Params {
 
 /// How long `node` would take for `req`: its tokens over the node's measured speed, plus its
 /// time to first token; without `max_tokens`, as many as the node allows.
+/// How many of the prompt's tokens the node named `name` is estimated to hold (0: none, or
+/// not a candidate).
+fn cached_on(name: &str, nodes: &[Node]) -> u32 {
+    nodes.iter().position(|n| n.name == name).map_or(0, sdk::cached_tokens)
+}
+
+/// `rule`'s nodes in the order they are offered: as listed, or with `prefer_cached` those
+/// holding enough of the prompt first, most first (`"*"` and the rest keep their order).
+fn offered_order<'a>(rule: &'a Rule, nodes: &[Node]) -> Vec<&'a str> {
+    let mut names: Vec<&str> = rule.nodes.iter().map(String::as_str).collect();
+    if let Some(min) = rule.prefer_cached {
+        names.sort_by_key(|name| {
+            let cached = if *name == OTHERS { 0 } else { cached_on(name, nodes) };
+            std::cmp::Reverse(if cached >= min { cached } else { 0 })
+        });
+    }
+    names
+}
+
 fn estimated_minutes(node: &Node, req: &Request) -> f32 {
     let tokens = req.prompt_tokens / 8 + req.max_tokens.unwrap_or(node.max_tokens);
     let speed = node
@@ -239,7 +270,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     let mut others = Others::new(params, req, nodes);
     for rule in params.rules.iter().filter(|r| r.matches(req)) {
         let mut yielded = false;
-        for name in &rule.nodes {
+        for name in offered_order(rule, nodes) {
             if name == OTHERS {
                 let mut index = 0;
                 while targets.len() < sdk::MAX_TARGETS
@@ -249,7 +280,7 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
                     yielded |= offer(rule, node, req, &mut targets, &mut winner);
                 }
             } else if targets.len() < sdk::MAX_TARGETS
-                && let Some(node) = nodes.iter().find(|n| &n.name == name)
+                && let Some(node) = nodes.iter().find(|n| n.name == name)
             {
                 yielded |= offer(rule, node, req, &mut targets, &mut winner);
             }
@@ -297,6 +328,10 @@ pub fn decide(params: &Params, req: &Request, nodes: &[Node]) -> Decision {
     };
     let task = req.task.as_deref().unwrap_or("none");
     let mut reason = format!("rule '{}' (task {task}) -> {node}", rule.name);
+    let cached = cached_on(node, nodes);
+    if rule.prefer_cached.is_some_and(|min| cached >= min) {
+        reason.push_str(&format!(" (holds ~{cached} of the prompt's tokens in its cache)"));
+    }
     if !skipped.is_empty() {
         reason.push_str(&format!("; fell through {}", skipped.join(", ")));
     }
