@@ -65,13 +65,16 @@ impl Lang {
 }
 
 const WIT: &str = include_str!("../../../wit/policy.wit");
+/// The shipped least-loaded in each language: a new project's starter rule is a copy.
+const LEAST_LOADED_RUST: &str = include_str!("../../../plugins/least-loaded/src/lib.rs");
+const LEAST_LOADED_PYTHON: &str = include_str!("../../../plugins/python/least-loaded/app.py");
+const LEAST_LOADED_JS: &str = include_str!("../../../plugins/js/least-loaded/app.js");
 const SEED_CLUSTER: &str = include_str!("../../../policies/fixtures/seed-cluster.toml");
 const CASES: &str = include_str!("../../../policies/fixtures/least-loaded.cases.toml");
 const README: &str = include_str!("../../../plugins/templates/project-readme.md");
 const POLICY: &str = include_str!("../../../plugins/templates/policy.toml");
 
 const PYTHON: &[(&str, &str)] = &[
-    ("app.py", include_str!("../../../plugins/templates/python/app.py")),
     (
         "requirements.txt",
         include_str!("../../../plugins/templates/python/requirements.txt"),
@@ -83,7 +86,6 @@ const PYTHON: &[(&str, &str)] = &[
 ];
 
 const JS: &[(&str, &str)] = &[
-    ("app.js", include_str!("../../../plugins/templates/js/app.js")),
     (
         "package.json",
         include_str!("../../../plugins/templates/js/package.json"),
@@ -101,7 +103,6 @@ const JS: &[(&str, &str)] = &[
 
 const RUST: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("../../../plugins/templates/rust/Cargo.toml")),
-    ("src/lib.rs", include_str!("../../../plugins/templates/rust/src/lib.rs")),
     (".gitignore", "/target\n"),
     (
         "switchyard-policy-sdk/Cargo.toml",
@@ -128,6 +129,37 @@ const RUST: &[(&str, &str)] = &[
         include_str!("../../../plugins/sdk/src/memcmp.rs"),
     ),
 ];
+
+/// The starter rule of a project named `name`: the shipped least-loaded in `lang` (its tests
+/// left out), headed as the project's own.
+fn starter_rule(name: &str, lang: Lang) -> String {
+    match lang {
+        Lang::Rust => {
+            let code = LEAST_LOADED_RUST
+                .split("\n#[cfg(test)]")
+                .next()
+                .unwrap_or(LEAST_LOADED_RUST);
+            code.replacen(
+                "//! `least-loaded`:",
+                &format!("//! `{name}` (a copy of `least-loaded`):"),
+                1,
+            )
+            .replace("LeastLoaded", "Rule")
+        }
+        Lang::Python => LEAST_LOADED_PYTHON.replacen(
+            "\"\"\"least-loaded, in Python:",
+            &format!("\"\"\"{name} (a copy of least-loaded, in Python):"),
+            1,
+        ),
+        Lang::Js => LEAST_LOADED_JS
+            .replacen(
+                "// least-loaded, in JavaScript:",
+                &format!("// {name} (a copy of least-loaded, in JavaScript):"),
+                1,
+            )
+            .replace("from '../switchyard_policy.js'", "from './switchyard_policy.js'"),
+    }
+}
 
 /// Every file of a new project in `lang` named `name`, as (path, text).
 fn project_files(name: &str, lang: Lang) -> Vec<(String, String)> {
@@ -161,6 +193,7 @@ fn project_files(name: &str, lang: Lang) -> Vec<(String, String)> {
         let text = fill(text);
         files.push(((*path).to_owned(), text));
     }
+    files.push((lang.rule_file().to_owned(), starter_rule(name, lang)));
     if lang == Lang::Rust {
         // The SDK reads the contract from inside its own folder, as when it is published.
         files.push(("switchyard-policy-sdk/wit/policy.wit".to_owned(), WIT.to_owned()));
@@ -323,6 +356,19 @@ mod tests {
             ));
             assert!(text(lang.rule_file()).is_some(), "{lang:?}");
         }
+        let rule = |lang| {
+            project_files("my-rule", lang)
+                .into_iter()
+                .find(|(p, _)| p == lang.rule_file())
+        };
+        assert!(rule(Lang::Rust).is_some_and(|(_, t)| t.contains("pub struct Rule;")
+            && t.contains("`my-rule` (a copy of `least-loaded`)")
+            && !t.contains("#[cfg(test)]")));
+        assert!(rule(Lang::Python).is_some_and(|(_, t)| t.starts_with("\"\"\"my-rule (a copy of least-loaded")));
+        assert!(
+            rule(Lang::Js).is_some_and(|(_, t)| t.contains("from './switchyard_policy.js'")
+                && t.starts_with("// my-rule (a copy of least-loaded"))
+        );
         let rust = project_files("my-rule", Lang::Rust);
         let sdk = rust.iter().find(|(p, _)| p == "switchyard-policy-sdk/src/lib.rs");
         assert!(sdk.is_some_and(|(_, t)| t.contains("path: \"wit/policy.wit\"")));
