@@ -18,7 +18,10 @@
 # ratio to direct) and p99 at 16 and 64, router CPU per request at 16 (from /proc: controller
 # + agent for Switchyard), SSE first-byte p50 and router CPU per stream at 16.
 #   switchyard-baseline  with BASELINE_BIN=DIR: the controller and agent binaries in DIR (an
-#                earlier commit's release build) on the same path, for before/after in one run
+#                earlier commit's release build) on the same path, for before/after in one run.
+#                Build them with their own CARGO_TARGET_DIR: cargo gives a checkout at another
+#                path the same build units, and a shared target folder mixes the two commits'
+#                embedded policy components.
 #   tests/bench/proxy.sh [SECONDS] [ROUNDS]     (release build; installs wrk, nginx, vllm-router)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
