@@ -1,7 +1,7 @@
 //! Policies written in Python (componentize-py, from the test venv) and JavaScript (jco,
 //! from tests/runtimes/js) are policies like any other: the ports of `least-loaded` pass the
 //! Rust one's fixtures unchanged and `policy check` on 1,000 generated clusters; a hostile
-//! Python policy (raises, spins,
+//! JavaScript policy (throws, spins, allocates without bound) and a hostile Python policy (raises, spins,
 //! allocates without bound, prints without end) is contained as a compiled one is: the
 //! fallback answers, the fault is counted, and repeated faults revert to the last good one.
 
@@ -125,7 +125,7 @@ fn the_javascript_least_loaded_passes_the_rust_ones_fixtures_and_the_property_ch
 
 fn hostile_text(mode: &str) -> String {
     format!(
-        "name = \"hostile-py-{mode}\"\n[limits]\ndeadline_ms = 100\nmemory_mib = 48\n\
+        "name = \"hostile-{mode}\"\n[limits]\ndeadline_ms = 100\nmemory_mib = 48\n\
          [[stage]]\ncomponent = \"hostile.wasm\"\n[stage.params]\nmode = \"{mode}\"\n"
     )
 }
@@ -135,7 +135,7 @@ fn hostile_text(mode: &str) -> String {
 fn contained(dir: &Path, mode: &str, expected: &[FaultKind]) {
     let engine = engine();
     let policy = engine
-        .load_text(&hostile_text(mode), "hostile python", Some(dir), &cluster())
+        .load_text(&hostile_text(mode), "hostile policy", Some(dir), &cluster())
         .unwrap_or_else(|e| panic!("hostile {mode} should pass validation: {e}"));
     engine.activate(&policy.id).expect("activate");
     let started = Instant::now();
@@ -194,4 +194,14 @@ fn a_hostile_python_policy_is_contained_and_reverted() {
     }
     assert_eq!(engine.view().active.as_deref(), Some(&*good.id));
     assert_eq!(engine.view().reverts, 1);
+}
+
+#[test]
+fn a_hostile_javascript_policy_is_contained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let built = build_js("hostile", dir.path());
+    assert!(built.ends_with("hostile.wasm"));
+    contained(dir.path(), "raise", &[FaultKind::Trap]);
+    contained(dir.path(), "spin", &[FaultKind::Deadline]);
+    contained(dir.path(), "allocate", &[FaultKind::Memory, FaultKind::Trap]);
 }
