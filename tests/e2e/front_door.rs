@@ -652,3 +652,65 @@ fn a_client_that_leaves_an_openai_stream_stops_the_real_runtime_generating() {
         "the runtime spent {spent:.2} CPU seconds in the 2.5 s after its client left"
     );
 }
+
+#[test]
+fn a_key_at_its_max_concurrent_gets_a_429_and_another_key_is_not_held_back() {
+    const LOOP_KEY: &str = "e2e-batch-loop-key-0123456789";
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(
+        &cluster,
+        &format!("[[api_keys]]\nname = \"batch-loop\"\nkey = \"{LOOP_KEY}\"\nmax_concurrent = 1\n"),
+    );
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    let _agent = cluster.agent(
+        "xeon",
+        &address,
+        "max_concurrency = 2\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"simulated\"\nprofile = \"xeon\"\n",
+        "qwen2.5-coder:7b",
+    );
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+    let long = "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 200, \"stream\": true, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
+    let short = "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 2, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
+    let url = format!("{}/v1/chat/completions", controller.url);
+    // The loop's key holds its one place with a long stream.
+    let mut holder = Command::new("curl")
+        .args(["-sS", "-i", "-N", "--max-time", "30", "-H"])
+        .arg(format!("Authorization: Bearer {LOOP_KEY}"))
+        .args(["-d", long])
+        .arg(&url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut first = String::new();
+    BufReader::new(holder.stdout.as_mut().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    // Its next request is refused at once, in OpenAI's shape, with when to retry...
+    let (status, text) = crate::process::curl_with_key(&url, LOOP_KEY, &["-d", short]);
+    assert_eq!(status, 429, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1")
+            && text.contains("\"type\": \"rate_limit_error\"")
+            && text.contains("API key 'batch-loop' has 1 request(s) in flight already, its max_concurrent"),
+        "{text}"
+    );
+    // ...while another key's request is served beside it.
+    let (status, text) = curl(&controller, "/v1/chat/completions", &["-d", short]);
+    assert_eq!(status, 200, "{text}");
+
+    // When the stream ends (here: its client goes away), the place comes back.
+    holder.kill().expect("stop the holder");
+    let _ = holder.wait();
+    assert!(
+        eventually(Duration::from_secs(10), || crate::process::curl_with_key(
+            &url,
+            LOOP_KEY,
+            &["-d", short]
+        )
+        .0 == 200),
+        "the key's place never came back"
+    );
+}

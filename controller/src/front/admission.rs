@@ -40,6 +40,15 @@ pub enum Refusal {
 pub struct Permit {
     pub node: String,
     admission: Arc<Admission>,
+    /// The request's place in its key's share, given back with the slot.
+    key_slot: Option<super::key_share::KeySlot>,
+}
+
+impl Permit {
+    /// Hold the request's place in its key's share until the answer ends.
+    pub fn hold(&mut self, key_slot: Option<super::key_share::KeySlot>) {
+        self.key_slot = key_slot;
+    }
 }
 
 impl Drop for Permit {
@@ -115,6 +124,7 @@ impl Admission {
             let mut state = self.lock();
             if let Some(node) = Self::try_take(&mut state, targets, None) {
                 return Ok(Permit {
+                    key_slot: None,
                     node,
                     admission: self.clone(),
                 });
@@ -147,6 +157,7 @@ impl Admission {
         .await;
         match waited {
             Ok(node) => Ok(Permit {
+                key_slot: None,
                 node,
                 admission: self.clone(),
             }),

@@ -56,6 +56,10 @@ pub enum FrontError {
     Rejected { status: StatusCode, message: String },
     #[error("{0}")]
     QueueFull(String),
+    #[error(
+        "API key '{key}' has {limit} request(s) in flight already, its max_concurrent; send this one when one of them ends"
+    )]
+    KeyBusy { key: String, limit: u32 },
     #[error("{0}")]
     NoSlot(String),
     #[error("no node could serve the request: {0}")]
@@ -77,7 +81,7 @@ impl FrontError {
             FrontError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             FrontError::Forbidden { .. } => StatusCode::FORBIDDEN,
             FrontError::Rejected { status, .. } => *status,
-            FrontError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            FrontError::QueueFull(_) | FrontError::KeyBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             FrontError::NoSlot(_) | FrontError::Exhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
             FrontError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             FrontError::NodeFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -94,7 +98,7 @@ impl FrontError {
             | FrontError::TooManyTokens { .. } => "invalid_request_error",
             FrontError::Forbidden { .. } => "permission_error",
             FrontError::Rejected { status, .. } if *status == StatusCode::NOT_FOUND => "model_not_found",
-            FrontError::QueueFull(_) => "rate_limit_error",
+            FrontError::QueueFull(_) | FrontError::KeyBusy { .. } => "rate_limit_error",
             FrontError::Timeout { .. } => "timeout",
             FrontError::NodeFailed { .. } => "upstream_error",
             FrontError::Rejected { .. } | FrontError::NoSlot(_) | FrontError::Exhausted(_) => "unavailable",
@@ -105,6 +109,7 @@ impl FrontError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             FrontError::QueueFull(_) => Some(2),
+            FrontError::KeyBusy { .. } => Some(1),
             FrontError::NoSlot(_) | FrontError::Exhausted(_) => Some(5),
             FrontError::Rejected { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => Some(5),
             _ => None,
@@ -118,7 +123,8 @@ impl FrontError {
             | FrontError::TooLarge(_)
             | FrontError::BodyTimeout(_)
             | FrontError::TooManyTokens { .. }
-            | FrontError::Forbidden { .. } => Fault::Client,
+            | FrontError::Forbidden { .. }
+            | FrontError::KeyBusy { .. } => Fault::Client,
             FrontError::Timeout { .. } | FrontError::NodeFailed { .. } | FrontError::Exhausted(_) => Fault::Node,
             FrontError::Rejected { .. } | FrontError::QueueFull(_) | FrontError::NoSlot(_) => Fault::Controller,
         }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::ClientApi;
 pub use super::grant::Grant;
+use super::key_share::{KeyFull, KeyShares, KeySlot};
 use super::keyless::{KeylessConfig, KeylessRule};
 
 /// One `[[api_keys]]` entry of the controller config.
@@ -32,6 +33,10 @@ pub struct ApiKeyConfig {
     /// Highest priority (0-9) requests with this key may ask for (default 9).
     #[serde(default = "max_priority")]
     pub max_priority: u8,
+    /// Requests of this key that may be in flight at once (queued or answering); one more
+    /// is refused with 429 and `Retry-After`. Absent: no limit.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
 }
 
 fn all_models() -> Vec<String> {
@@ -46,6 +51,7 @@ fn max_priority() -> u8 {
 pub struct ApiKeys {
     keys: Vec<(String, Grant)>,
     keyless: Vec<KeylessRule>,
+    shares: KeyShares,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -57,6 +63,7 @@ impl ApiKeys {
         Self {
             keys,
             keyless: Vec::new(),
+            shares: KeyShares::default(),
         }
     }
 
@@ -79,6 +86,7 @@ impl ApiKeys {
             "keyless: without any [[api_keys]] the API is open to everyone already; add a key, or remove [[keyless]]"
         );
         let mut keys = Vec::new();
+        let mut shares = KeyShares::default();
         for (i, entry) in entries.iter().enumerate() {
             let key = match (&entry.key, &entry.key_file) {
                 (Some(key), None) => key.clone(),
@@ -107,6 +115,14 @@ impl ApiKeys {
                 "api_keys[{i}] ({}): max_priority must be 0-9",
                 entry.name
             );
+            if let Some(limit) = entry.max_concurrent {
+                anyhow::ensure!(
+                    limit >= 1,
+                    "api_keys[{i}] ({}): max_concurrent must be at least 1 (leave it out for no limit)",
+                    entry.name
+                );
+                shares.limit(&entry.name, limit);
+            }
             keys.push((
                 key,
                 Grant {
@@ -116,7 +132,12 @@ impl ApiKeys {
                 },
             ));
         }
-        Ok(Self { keys, keyless })
+        Ok(Self { keys, keyless, shares })
+    }
+
+    /// A place for one more request of the key `grant` names, within its `max_concurrent`.
+    pub fn enter(&self, grant: &Grant) -> Result<Option<KeySlot>, KeyFull> {
+        self.shares.enter(&grant.name)
     }
 
     pub fn is_open(&self) -> bool {

@@ -16,6 +16,7 @@ pub mod error;
 mod feasible;
 pub mod forward;
 mod grant;
+pub mod key_share;
 pub mod keyless;
 pub mod keys;
 mod log_safe;
@@ -187,6 +188,11 @@ async fn prompt(
 ) -> Result<Response<ResponseBody>, FrontError> {
     let (parts, body) = request.into_parts();
     let grant = authenticate(&front.keys, &parts, request_info::client_api(api))?;
+    // The key's share: counted from here (queueing included) to the answer's last byte.
+    let key_slot = front.keys.enter(&grant).map_err(|full| FrontError::KeyBusy {
+        key: grant.name.clone(),
+        limit: full.limit,
+    })?;
     let patience = front.limits.body_read_timeout;
     let body = tokio::time::timeout(
         patience,
@@ -228,7 +234,7 @@ async fn prompt(
         max_tokens: info.max_tokens,
     };
     let path = parts.uri.path();
-    let upstream = forward(
+    let mut upstream = forward(
         &front.nodes,
         front,
         view.clone(),
@@ -237,6 +243,7 @@ async fn prompt(
         |node, local| plan(api, endpoint, path, node, &body, &value, local),
     )
     .await?;
+    upstream.permit.hold(key_slot);
 
     front.prefixes.record(&upstream.node, &chain);
     outcome.node = Some(upstream.node.clone());
