@@ -220,6 +220,7 @@ fn rooms(
         nodes,
         front: front.metrics.clone(),
         admission: front.admission.clone(),
+        keys: front.keys.shares().clone(),
     };
     Arc::new(App { front, admin, metrics })
 }

@@ -17,6 +17,8 @@ pub struct Sources {
     pub nodes: Arc<NodeTable>,
     pub front: Arc<FrontMetrics>,
     pub admission: Arc<Admission>,
+    /// The API keys' shares (`max_concurrent`), live.
+    pub keys: crate::front::key_share::KeyShares,
 }
 
 pub fn render(sources: &Sources) -> String {
@@ -25,7 +27,58 @@ pub fn render(sources: &Sources) -> String {
     canary(&mut out, &sources.engine);
     nodes(&mut out, &sources.nodes);
     sources.front.render(&mut out, sources.admission.queue_depth());
+    keys(&mut out, &sources.keys);
     out
+}
+
+/// Each limited key's share: its limit, its requests in flight, its refusals.
+fn keys(out: &mut String, shares: &crate::front::key_share::KeyShares) {
+    let figures = shares.figures();
+    if figures.is_empty() {
+        return;
+    }
+    header(
+        out,
+        "switchyard_key_max_concurrent",
+        "gauge",
+        "An API key's max_concurrent: its requests that may be in flight at once.",
+    );
+    for f in &figures {
+        let _ = writeln!(
+            out,
+            "switchyard_key_max_concurrent{{key=\"{}\"}} {}",
+            Label(&f.key),
+            f.limit
+        );
+    }
+    header(
+        out,
+        "switchyard_key_in_flight",
+        "gauge",
+        "An API key's requests in flight (queued or answering).",
+    );
+    for f in &figures {
+        let _ = writeln!(
+            out,
+            "switchyard_key_in_flight{{key=\"{}\"}} {}",
+            Label(&f.key),
+            f.in_flight
+        );
+    }
+    header(
+        out,
+        "switchyard_key_refused_total",
+        "counter",
+        "Requests refused (429) because their API key had max_concurrent in flight.",
+    );
+    for f in &figures {
+        let _ = writeln!(
+            out,
+            "switchyard_key_refused_total{{key=\"{}\"}} {}",
+            Label(&f.key),
+            f.refused
+        );
+    }
 }
 
 /// Each policy version's decisions, faults and whether it is active; fallbacks and reverts.

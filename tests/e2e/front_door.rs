@@ -700,6 +700,14 @@ fn a_key_at_its_max_concurrent_gets_a_429_and_another_key_is_not_held_back() {
     // ...while another key's request is served beside it.
     let (status, text) = curl(&controller, "/v1/chat/completions", &["-d", short]);
     assert_eq!(status, 200, "{text}");
+    let metrics = curl(&controller, "/metrics", &[]).1;
+    for line in [
+        "switchyard_key_max_concurrent{key=\"batch-loop\"} 1",
+        "switchyard_key_in_flight{key=\"batch-loop\"} 1",
+        "switchyard_key_refused_total{key=\"batch-loop\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
 
     // When the stream ends (here: its client goes away), the place comes back.
     holder.kill().expect("stop the holder");

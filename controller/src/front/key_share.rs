@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The keys' limits and their live counts.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +17,17 @@ pub struct KeyShares {
 struct Share {
     limit: u32,
     in_flight: AtomicU32,
+    /// Requests refused for being over the limit, since start.
+    refused: AtomicU64,
+}
+
+/// One limited key's figures, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFigures {
+    pub key: String,
+    pub limit: u32,
+    pub in_flight: u32,
+    pub refused: u64,
 }
 
 /// One request's place in its key's share; dropping it gives the place back.
@@ -43,6 +54,7 @@ impl KeyShares {
             Arc::new(Share {
                 limit,
                 in_flight: AtomicU32::new(0),
+                refused: AtomicU64::new(0),
             }),
         );
     }
@@ -58,7 +70,26 @@ impl KeyShares {
                 (n < share.limit).then_some(n + 1)
             })
             .map(|_| Some(KeySlot(share.clone())))
-            .map_err(|_| KeyFull { limit: share.limit })
+            .map_err(|_| {
+                share.refused.fetch_add(1, Ordering::Relaxed);
+                KeyFull { limit: share.limit }
+            })
+    }
+
+    /// Every limited key's limit, requests in flight and refusals, by key name.
+    pub fn figures(&self) -> Vec<KeyFigures> {
+        let mut figures: Vec<KeyFigures> = self
+            .by_key
+            .iter()
+            .map(|(key, share)| KeyFigures {
+                key: key.clone(),
+                limit: share.limit,
+                in_flight: share.in_flight.load(Ordering::Acquire),
+                refused: share.refused.load(Ordering::Relaxed),
+            })
+            .collect();
+        figures.sort_by(|a, b| a.key.cmp(&b.key));
+        figures
     }
 
     /// Requests of `key` in flight now (0 for a key without a limit).
@@ -83,6 +114,15 @@ mod tests {
         assert!(shares.enter("batch").is_ok_and(|slot| slot.is_some()));
         drop(second);
         assert_eq!(shares.in_flight("batch"), 0, "every place came back");
+        assert_eq!(
+            shares.figures(),
+            vec![KeyFigures {
+                key: "batch".to_owned(),
+                limit: 2,
+                in_flight: 0,
+                refused: 1
+            }]
+        );
         // Another key, and a key without a limit, are not held back by it.
         assert!(shares.enter("interactive").is_ok_and(|slot| slot.is_none()));
     }

@@ -135,6 +135,11 @@ impl ApiKeys {
         Ok(Self { keys, keyless, shares })
     }
 
+    /// The keys' shares (shared counters: a clone sees the live figures).
+    pub fn shares(&self) -> &KeyShares {
+        &self.shares
+    }
+
     /// A place for one more request of the key `grant` names, within its `max_concurrent`.
     pub fn enter(&self, grant: &Grant) -> Result<Option<KeySlot>, KeyFull> {
         self.shares.enter(&grant.name)
