@@ -153,6 +153,57 @@ fn ported_least_loaded(
     Some(loaded)
 }
 
+/// The Python and JavaScript ports of least-loaded, built and loaded, each where its
+/// toolchain is installed.
+fn ports(
+    engine: &PolicyEngine,
+) -> Vec<(
+    &'static str,
+    std::sync::Arc<switchyard_controller::policy::LoadedPolicy>,
+)> {
+    let python = ported_least_loaded(
+        engine,
+        "least-loaded-py",
+        ".venv/bin/componentize-py",
+        &[
+            "-d",
+            "wit/policy.wit",
+            "-w",
+            "policy",
+            "componentize",
+            "-p",
+            "plugins/python",
+            "-p",
+            "plugins/python/least-loaded",
+            "app",
+            "-o",
+        ],
+    );
+    let js = ported_least_loaded(
+        engine,
+        "least-loaded-js",
+        "tests/runtimes/js/node_modules/.bin/jco",
+        &[
+            "componentize",
+            "plugins/js/least-loaded/app.js",
+            "--wit",
+            "wit/policy.wit",
+            "--world-name",
+            "policy",
+            "--disable",
+            "all",
+            "--bundle",
+            "--bundle-config",
+            "plugins/templates/js/bundle.config.mjs",
+            "-o",
+        ],
+    );
+    [("least-loaded/python", python), ("least-loaded/js", js)]
+        .into_iter()
+        .filter_map(|(kind, port)| Some((kind, port?)))
+        .collect()
+}
+
 fn bench_decisions(c: &mut Criterion) {
     let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
     let least = engine
@@ -176,45 +227,14 @@ fn bench_decisions(c: &mut Criterion) {
             )
             .expect("the legacy component loads")
     };
-    let python = ported_least_loaded(
-        &engine,
-        "least-loaded-py",
-        ".venv/bin/componentize-py",
-        &[
-            "-d",
-            "wit/policy.wit",
-            "-w",
-            "policy",
-            "componentize",
-            "-p",
-            "plugins/python",
-            "-p",
-            "plugins/python/least-loaded",
-            "app",
-            "-o",
-        ],
-    );
-    let js = ported_least_loaded(
-        &engine,
-        "least-loaded-js",
-        "tests/runtimes/js/node_modules/.bin/jco",
-        &[
-            "componentize",
-            "plugins/js/least-loaded/app.js",
-            "--wit",
-            "wit/policy.wit",
-            "--world-name",
-            "policy",
-            "--disable",
-            "all",
-            "--bundle",
-            "--bundle-config",
-            "plugins/templates/js/bundle.config.mjs",
-            "-o",
-        ],
-    );
-    let legacy_v2 = legacy("0.2.0");
-    let legacy_v1 = legacy("0.1.0");
+    // Every policy on the Wasm path, by benchmark name.
+    let mut on_wasm = vec![
+        ("least-loaded/wasm", least),
+        ("least-loaded/wasm-0.2.0", legacy("0.2.0")),
+        ("least-loaded/wasm-0.1.0", legacy("0.1.0")),
+    ];
+    on_wasm.extend(ports(&engine));
+    on_wasm.push(("seed-rules/wasm", seed));
 
     let mut group = c.benchmark_group("decision");
     for n in [3usize, 16, 256] {
@@ -234,37 +254,15 @@ fn bench_decisions(c: &mut Criterion) {
             .collect();
         let prepared = PreparedSnapshot::from(snapshot.clone());
 
-        engine.activate(&least.id).expect("activate");
-        assert!(engine.decide(&req, &snapshot).fault.is_none());
-        group.bench_with_input(BenchmarkId::new("least-loaded/wasm", n), &n, |b, _| {
-            b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
-        });
-        for (policy, kind) in [
-            (&legacy_v2, "least-loaded/wasm-0.2.0"),
-            (&legacy_v1, "least-loaded/wasm-0.1.0"),
-        ] {
+        for (kind, policy) in &on_wasm {
             engine.activate(&policy.id).expect("activate");
             assert!(engine.decide(&req, &snapshot).fault.is_none());
-            group.bench_with_input(BenchmarkId::new(kind, n), &n, |b, _| {
-                b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
-            });
-        }
-        for (port, kind) in [(&python, "least-loaded/python"), (&js, "least-loaded/js")] {
-            let Some(port) = port else { continue };
-            engine.activate(&port.id).expect("activate");
-            assert!(engine.decide(&req, &snapshot).fault.is_none());
-            group.bench_with_input(BenchmarkId::new(kind, n), &n, |b, _| {
+            group.bench_with_input(BenchmarkId::new(*kind, n), &n, |b, _| {
                 b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
             });
         }
         group.bench_with_input(BenchmarkId::new("least-loaded/native", n), &n, |b, _| {
             b.iter(|| least_loaded::decide(black_box(&sdk_req), black_box(&sdk_nodes)))
-        });
-
-        engine.activate(&seed.id).expect("activate");
-        assert!(engine.decide(&req, &snapshot).fault.is_none());
-        group.bench_with_input(BenchmarkId::new("seed-rules/wasm", n), &n, |b, _| {
-            b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
         });
         group.bench_with_input(BenchmarkId::new("seed-rules/native", n), &n, |b, _| {
             b.iter(|| seed_rules::decide(black_box(&params), black_box(&sdk_req), black_box(&sdk_nodes)))

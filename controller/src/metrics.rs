@@ -33,51 +33,37 @@ pub fn render(sources: &Sources) -> String {
 
 /// Each limited key's share: its limit, its requests in flight, its refusals.
 fn keys(out: &mut String, shares: &crate::front::key_share::KeyShares) {
+    use crate::front::key_share::KeyFigures;
     let figures = shares.figures();
     if figures.is_empty() {
         return;
     }
-    header(
-        out,
-        "switchyard_key_max_concurrent",
-        "gauge",
-        "An API key's max_concurrent: its requests that may be in flight at once.",
-    );
-    for f in &figures {
-        let _ = writeln!(
-            out,
-            "switchyard_key_max_concurrent{{key=\"{}\"}} {}",
-            Label(&f.key),
-            f.limit
-        );
-    }
-    header(
-        out,
-        "switchyard_key_in_flight",
-        "gauge",
-        "An API key's requests in flight (queued or answering).",
-    );
-    for f in &figures {
-        let _ = writeln!(
-            out,
-            "switchyard_key_in_flight{{key=\"{}\"}} {}",
-            Label(&f.key),
-            f.in_flight
-        );
-    }
-    header(
-        out,
-        "switchyard_key_refused_total",
-        "counter",
-        "Requests refused (429) because their API key had max_concurrent in flight.",
-    );
-    for f in &figures {
-        let _ = writeln!(
-            out,
-            "switchyard_key_refused_total{{key=\"{}\"}} {}",
-            Label(&f.key),
-            f.refused
-        );
+    type Series = (&'static str, &'static str, &'static str, fn(&KeyFigures) -> u64);
+    let series: [Series; 3] = [
+        (
+            "switchyard_key_max_concurrent",
+            "gauge",
+            "An API key's max_concurrent: its requests that may be in flight at once.",
+            |f| u64::from(f.limit),
+        ),
+        (
+            "switchyard_key_in_flight",
+            "gauge",
+            "An API key's requests in flight (queued or answering).",
+            |f| u64::from(f.in_flight),
+        ),
+        (
+            "switchyard_key_refused_total",
+            "counter",
+            "Requests refused (429) because their API key had max_concurrent in flight.",
+            |f| f.refused,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        header(out, name, kind, help);
+        for f in &figures {
+            let _ = writeln!(out, "{name}{{key=\"{}\"}} {}", Label(&f.key), value(f));
+        }
     }
 }
 

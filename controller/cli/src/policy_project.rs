@@ -255,6 +255,16 @@ fn component_of(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     Ok((spec.name.to_string(), dir.join(component)))
 }
 
+/// The project's own copy of a tool (`dir/local`) where it has one, else `name` on `PATH`.
+fn program(dir: &Path, local: &str, name: &str) -> std::ffi::OsString {
+    let local = dir.join(local);
+    if local.is_file() {
+        local.into_os_string()
+    } else {
+        name.into()
+    }
+}
+
 /// The command that builds the project in `dir` (in `dir`), for `lang`.
 fn build_command(dir: &Path, lang: Lang, out: &Path) -> Command {
     match lang {
@@ -264,25 +274,13 @@ fn build_command(dir: &Path, lang: Lang, out: &Path) -> Command {
             command
         }
         Lang::Python => {
-            let venv = dir.join(".venv/bin/componentize-py");
-            let program = if venv.is_file() {
-                venv.into_os_string()
-            } else {
-                "componentize-py".into()
-            };
-            let mut command = Command::new(program);
+            let mut command = Command::new(program(dir, ".venv/bin/componentize-py", "componentize-py"));
             command.args(["-d", "wit/policy.wit", "-w", "policy", "componentize", "app", "-o"]);
             command.arg(out);
             command
         }
         Lang::Js => {
-            let local = dir.join("node_modules/.bin/jco");
-            let program = if local.is_file() {
-                local.into_os_string()
-            } else {
-                "jco".into()
-            };
-            let mut command = Command::new(program);
+            let mut command = Command::new(program(dir, "node_modules/.bin/jco", "jco"));
             command.args([
                 "componentize",
                 "app.js",

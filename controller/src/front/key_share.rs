@@ -91,11 +91,6 @@ impl KeyShares {
         figures.sort_by(|a, b| a.key.cmp(&b.key));
         figures
     }
-
-    /// Requests of `key` in flight now (0 for a key without a limit).
-    pub fn in_flight(&self, key: &str) -> u32 {
-        self.by_key.get(key).map_or(0, |s| s.in_flight.load(Ordering::Acquire))
-    }
 }
 
 #[cfg(test)]
@@ -109,11 +104,10 @@ mod tests {
         let first = shares.enter("batch").expect("room").expect("limited");
         let second = shares.enter("batch").expect("room").expect("limited");
         assert_eq!(shares.enter("batch").err(), Some(KeyFull { limit: 2 }));
-        assert_eq!(shares.in_flight("batch"), 2);
+        assert_eq!(shares.figures()[0].in_flight, 2);
         drop(first);
         assert!(shares.enter("batch").is_ok_and(|slot| slot.is_some()));
         drop(second);
-        assert_eq!(shares.in_flight("batch"), 0, "every place came back");
         assert_eq!(
             shares.figures(),
             vec![KeyFigures {
@@ -121,7 +115,8 @@ mod tests {
                 limit: 2,
                 in_flight: 0,
                 refused: 1
-            }]
+            }],
+            "every place came back; the one refusal is counted"
         );
         // Another key, and a key without a limit, are not held back by it.
         assert!(shares.enter("interactive").is_ok_and(|slot| slot.is_none()));
