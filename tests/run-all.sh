@@ -31,6 +31,15 @@ fi
 # agent's tests drive, in .venv (idempotent; uses ../shared/wheels when present).
 echo "== tests/runtimes/setup.sh"
 bash tests/runtimes/setup.sh
+# A real vLLM on the CPU (~3 GB download the first time on a machine; kept in the user's cache).
+echo "== tests/runtimes/vllm-setup.sh"
+bash tests/runtimes/vllm-setup.sh
+
+# CI builds once from a clean clone: incremental compilation would only add time and several
+# GB of disk.
+if [[ "${CI:-}" == "true" ]]; then
+    export CARGO_INCREMENTAL=0
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -37,6 +37,9 @@ pub struct AgentApi {
     models: Option<Arc<crate::models::ModelManager>>,
     /// Set by `POST /power/sleep`, cleared by `/power/wake`; telemetry reports it.
     sleeping: Arc<std::sync::atomic::AtomicBool>,
+    /// The copy of the runtime's prefix cache `POST /cache/probe` answers from, and the
+    /// client that has prompts tokenized.
+    kv_events: Option<(Arc<crate::kv_events::KvEvents>, reqwest::Client)>,
 }
 
 fn boxed<B>(body: B) -> Body
@@ -84,12 +87,25 @@ impl AgentApi {
             relay,
             models: None,
             sleeping: Arc::default(),
+            kv_events: None,
         })
     }
 
     /// Turn `sleeping` on `POST /power/sleep` and off on `/power/wake`.
     pub fn with_sleep_switch(mut self, sleeping: Arc<std::sync::atomic::AtomicBool>) -> Self {
         self.sleeping = sleeping;
+        self
+    }
+
+    /// Answer `POST /cache/probe` from `events` (vLLM's KV-cache events).
+    pub fn with_kv_events(mut self, events: Option<Arc<crate::kv_events::KvEvents>>) -> Self {
+        self.kv_events = events.map(|events| {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(2))
+                .build()
+                .unwrap_or_default();
+            (events, client)
+        });
         self
     }
 
@@ -165,6 +181,7 @@ impl AgentApi {
             }
             (Method::GET, "/v1/models") => self.models().await,
             (Method::POST, "/models/load" | "/models/unload") => self.load_or_unload(request).await,
+            (Method::POST, "/cache/probe") => self.cache_probe(request).await,
             (Method::POST, "/power/sleep" | "/power/wake") => {
                 let sleeping = path.ends_with("/sleep");
                 self.sleeping.store(sleeping, std::sync::atomic::Ordering::Relaxed);
@@ -223,6 +240,35 @@ impl AgentApi {
 
     /// `POST /models/load` and `/models/unload` with `{"model": NAME}` (the catalog's local or
     /// logical name): the operator's `switchyard models load|unload`.
+    /// `POST /cache/probe`: the runtime's cached tokens for a request's prompt (404 where
+    /// the agent keeps no copy of the runtime's cache, 409 while it is not current).
+    async fn cache_probe(&self, request: Request<Incoming>) -> Response<Body> {
+        use crate::kv_events::probe::{self, ProbeError, ProbeRequest};
+        let Some((events, client)) = &self.kv_events else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "this agent does not follow its runtime's KV-cache events ([runtime.kv_events])",
+            );
+        };
+        let asked = match Limited::new(request.into_body(), 16 * 1024 * 1024).collect().await {
+            Ok(body) => serde_json::from_slice::<ProbeRequest>(&body.to_bytes()),
+            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", e.to_string()),
+        };
+        let asked = match asked {
+            Ok(asked) => asked,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", e.to_string()),
+        };
+        match probe::probe(events, client, &self.driver.base_url(), &asked).await {
+            Ok(answer) => full(StatusCode::OK, &json!(answer)),
+            Err(e @ ProbeError::NoCopy) => error(StatusCode::CONFLICT, "cache_copy_not_current", e.to_string()),
+            Err(e @ ProbeError::NoPrompt) => {
+                error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", e.to_string())
+            }
+            Err(e @ ProbeError::Tokenize(_)) => error(StatusCode::BAD_GATEWAY, "runtime_error", e.to_string()),
+        }
+    }
+
     async fn load_or_unload(&self, request: Request<Incoming>) -> Response<Body> {
         let load = request.uri().path().ends_with("/load");
         let name = match Limited::new(request.into_body(), 64 * 1024).collect().await {

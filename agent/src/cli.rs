@@ -209,6 +209,12 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
     let models =
         crate::models::ModelManager::from_config(&config, machine_memory_mb, Some(estimates_file(&config_path)));
     sampler.set_models(models.clone());
+    let kv_events = config
+        .runtime
+        .kv_events
+        .clone()
+        .map(|kv| crate::kv_events::KvEvents::start(kv, shutdown.clone()));
+    sampler.set_kv_events(kv_events.clone());
     let first = sampler.sample().await;
     let sleep_switch = sampler.sleep_switch();
     let (publish, telemetry) = watch::channel(first);
@@ -226,7 +232,8 @@ async fn run_agent(config_path: PathBuf, listen: SocketAddr) -> anyhow::Result<(
     let api = Arc::new(
         AgentApi::new(config.clone(), driver, performance, telemetry)?
             .with_models(models)
-            .with_sleep_switch(sleep_switch),
+            .with_sleep_switch(sleep_switch)
+            .with_kv_events(kv_events),
     );
     crate::say(&format!("switchyard-agent {} listening on http://{addr}", config.node));
     tokio::spawn(stop_on_signal(shutdown.clone()));

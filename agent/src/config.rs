@@ -132,6 +132,30 @@ pub struct RuntimeConfig {
     /// (default 300).
     #[serde(default = "default_load_timeout")]
     pub load_timeout_s: u64,
+    /// vLLM: subscribe to its KV-cache events (`--kv-events-config`), so the controller's
+    /// cache estimate for this node comes from the runtime's own account.
+    #[serde(default)]
+    pub kv_events: Option<KvEventsConfig>,
+}
+
+/// `[runtime.kv_events]`: where vLLM publishes its KV-cache events. The endpoints are the ones
+/// given to vLLM's `--kv-events-config` (`endpoint`, `replay_endpoint`, `topic`); loopback
+/// only. With a `tcp://` endpoint vLLM connects and the agent binds it; with `ipc://` vLLM
+/// binds and the agent connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvEventsConfig {
+    pub endpoint: String,
+    /// vLLM's replay endpoint: missed batches are fetched again from it (without it, a gap
+    /// throws the agent's copy away).
+    #[serde(default)]
+    pub replay_endpoint: Option<String>,
+    #[serde(default = "default_kv_topic")]
+    pub topic: String,
+}
+
+fn default_kv_topic() -> String {
+    "kv".to_owned()
 }
 
 fn default_load_timeout() -> u64 {
@@ -339,6 +363,42 @@ impl AgentConfig {
                 "runtime.command",
                 "is empty; give the program and its arguments".into(),
             ));
+        }
+        self.validate_kv_events(shown)
+    }
+
+    /// Checks `[runtime.kv_events]`: vLLM only, loopback endpoints only.
+    fn validate_kv_events(&self, shown: &str) -> Result<(), ConfigError> {
+        let Some(kv) = &self.runtime.kv_events else {
+            return Ok(());
+        };
+        if self.runtime.kind != RuntimeKind::Vllm {
+            return Err(invalid_field(
+                shown,
+                "runtime.kv_events",
+                format!(
+                    "is for vLLM's KV-cache events, and this runtime is {}; remove the table",
+                    self.runtime.kind.as_str()
+                ),
+            ));
+        }
+        let endpoints = [
+            ("runtime.kv_events.endpoint", Some(&kv.endpoint)),
+            ("runtime.kv_events.replay_endpoint", kv.replay_endpoint.as_ref()),
+        ];
+        for (field, endpoint) in endpoints {
+            if let Some(endpoint) = endpoint
+                && !crate::kv_events::is_local_endpoint(endpoint)
+            {
+                return Err(invalid_field(
+                    shown,
+                    field,
+                    format!(
+                        "{endpoint:?} is not a loopback endpoint; use the one given to vLLM's --kv-events-config, \
+                         e.g. \"tcp://127.0.0.1:5557\" or \"ipc:///run/vllm/kv-events\""
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod driver;
 pub mod init;
 pub mod join_bundle;
+pub mod kv_events;
 pub mod link;
 pub mod models;
 pub mod node_cert;

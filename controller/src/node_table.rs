@@ -69,6 +69,10 @@ pub struct LinkView {
     /// started, in percent (`None` before any answer reported its prompt).
     #[serde(default)]
     pub prefix_cache_hit_pct: Option<f32>,
+    /// The agent's copy of the runtime's prefix cache (vLLM's KV-cache events), where it
+    /// keeps one.
+    #[serde(default)]
+    pub kv_events: Option<switchyard_protocol::KvEventsTelemetry>,
 }
 
 /// One publication of the node table: the policies' view of the cluster, the links of the
@@ -80,6 +84,9 @@ pub struct Published {
     pub prepared: Arc<PreparedSnapshot>,
     senders: HashMap<String, AgentSender>,
     energy: HashMap<String, switchyard_protocol::EnergyTelemetry>,
+    /// Nodes whose agents keep a current copy of the runtime's prefix cache and answer
+    /// `POST /cache/probe` (the precise cache estimate).
+    cache_probes: std::collections::HashSet<String>,
 }
 
 impl Published {
@@ -90,6 +97,11 @@ impl Published {
     /// The link to `node`, if it was connected at this publication.
     pub fn sender(&self, node: &str) -> Option<AgentSender> {
         self.senders.get(node).cloned()
+    }
+
+    /// Whether `node`'s agent answers cache probes (and is connected) at this publication.
+    pub fn answers_cache_probes(&self, node: &str) -> bool {
+        self.cache_probes.contains(node) && self.senders.contains_key(node)
     }
 
     /// `node`'s energy figures from its last telemetry, if it reports any.
@@ -120,6 +132,7 @@ impl NodeTable {
                 prepared: Arc::new(PreparedSnapshot::from(snapshot.clone())),
                 senders: HashMap::new(),
                 energy: HashMap::new(),
+                cache_probes: Default::default(),
             }),
             static_nodes: snapshot.nodes,
             linked: Mutex::new(HashMap::new()),
@@ -194,10 +207,19 @@ impl NodeTable {
             .iter()
             .filter_map(|(name, e)| Some((name.clone(), e.telemetry.energy.clone()?)))
             .collect();
+        let cache_probes = linked
+            .iter()
+            .filter(|(_, e)| {
+                let kv = e.telemetry.runtime.as_ref().and_then(|r| r.kv_events.as_ref());
+                kv.is_some_and(|kv| kv.current)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         self.published.store(Arc::new(Published {
             prepared: Arc::new(prepared),
             senders,
             energy,
+            cache_probes,
         }));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -373,6 +395,7 @@ impl NodeTable {
                     (p.prompt_tokens_total > 0)
                         .then(|| (p.cached_prompt_tokens_total as f64 * 100.0 / p.prompt_tokens_total as f64) as f32)
                 },
+                kv_events: e.telemetry.runtime.as_ref().and_then(|r| r.kv_events.clone()),
             })
             .collect();
         views.sort_by(|a, b| a.node.cmp(&b.node));
@@ -537,6 +560,7 @@ mod tests {
             kv_cache_usage_pct: None,
             loaded_models: Vec::new(),
             supervisor: None,
+            kv_events: None,
         });
         table
             .connected("xeon", 1, "peer".into(), cert, telemetry.clone(), link().await)

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use switchyard_protocol::{CachedPrefix, ClusterSnapshot};
+use switchyard_protocol::{CacheSource, CachedPrefix, ClusterSnapshot};
 
 /// Boundaries kept per node (about 40 bytes each).
 pub const BOUNDARIES_PER_NODE: usize = 65_536;
@@ -158,6 +158,7 @@ impl PrefixIndex {
                 found.push(CachedPrefix {
                     node: node.name.clone(),
                     tokens,
+                    source: CacheSource::Approximate,
                 });
             }
         }

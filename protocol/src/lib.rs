@@ -15,9 +15,10 @@ pub mod tls;
 pub use decision::{Decision, Reject, Route, Target};
 pub use framing::Framing;
 pub use kinds::{Api, PerformanceSource, RuntimeKind, SupervisorPhase};
-pub use request::{CachedPrefix, RequestInfo};
+pub use request::{CacheSource, CachedPrefix, RequestInfo};
 pub use snapshot::{ClusterSnapshot, GpuSample, ModelVariant, NodeSnapshot};
 pub use telemetry::{
-    AgentTelemetry, EnergySource, EnergyTelemetry, GpuTelemetry, HostInfo, LINK_PROTOCOL, LoadedModel, ModelLoadState,
-    ModelState, NodeLimits, Performance, PowerTelemetry, RuntimeTelemetry, SupervisorState, SystemTelemetry,
+    AgentTelemetry, EnergySource, EnergyTelemetry, GpuTelemetry, HostInfo, KvEventsTelemetry, LINK_PROTOCOL,
+    LoadedModel, ModelLoadState, ModelState, NodeLimits, Performance, PowerTelemetry, RuntimeTelemetry,
+    SupervisorState, SystemTelemetry,
 };

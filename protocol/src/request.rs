@@ -41,6 +41,27 @@ pub struct RequestInfo {
 pub struct CachedPrefix {
     pub node: String,
     pub tokens: u32,
+    /// Where the figure comes from (omitted when approximate).
+    #[serde(default, skip_serializing_if = "CacheSource::is_approximate")]
+    pub source: CacheSource,
+}
+
+/// Where a cache estimate comes from, best first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheSource {
+    /// The runtime's own account (vLLM's KV-cache events), matched against the prompt as the
+    /// runtime tokenizes it.
+    Precise,
+    /// The controller's prefix index: the prompts it sent the node, at message boundaries.
+    #[default]
+    Approximate,
+}
+
+impl CacheSource {
+    pub fn is_approximate(&self) -> bool {
+        *self == CacheSource::Approximate
+    }
 }
 
 pub const DEFAULT_PRIORITY: u8 = 5;

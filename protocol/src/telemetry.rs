@@ -248,6 +248,31 @@ pub struct RuntimeTelemetry {
     /// Supervision state when the agent runs the runtime itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervisor: Option<SupervisorState>,
+    /// The runtime's own account of its prefix cache (vLLM's KV-cache events), where the
+    /// agent subscribes to it: the controller may then ask the agent, per request, how many
+    /// prompt tokens the runtime holds (the precise source of the cache estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_events: Option<KvEventsTelemetry>,
+}
+
+/// The agent's copy of the runtime's prefix cache, built from its KV-cache events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvEventsTelemetry {
+    /// Event batches have arrived since the agent (re)subscribed and the copy is current:
+    /// only then does the agent answer cache probes.
+    pub current: bool,
+    /// Blocks the runtime holds now, as far as its events tell.
+    pub blocks: u64,
+    /// Tokens per block.
+    pub block_size: u32,
+    /// Event batches received (replayed ones included).
+    pub batches: u64,
+    /// Batches missed and fetched again from the runtime's replay endpoint.
+    pub replayed: u64,
+    /// Times the copy was thrown away: a gap that could not be replayed, the runtime
+    /// restarting (its sequence starting again), or its cache cleared.
+    pub purges: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

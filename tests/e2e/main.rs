@@ -23,3 +23,4 @@ mod policy_faults;
 mod policy_languages;
 mod real_cluster;
 mod routing;
+mod vllm;

@@ -3,6 +3,9 @@
 
 Usage: gen_tiny_model.py OUTDIR   (uses <repo>/.venv from setup.sh when it exists)
 
+TINY_MODEL_SHAPE=wide makes the same model wider (4 layers, width 256, head size 64, context
+8192), the smallest shape vLLM's CPU backend serves (its attention wants head size 64).
+
 Writes, deterministically and in well under a second:
   OUTDIR/tiny.gguf    for llama.cpp (llama-cpp-python)
   OUTDIR/tiny-hf/     Hugging Face folder for mlx_lm
@@ -24,11 +27,17 @@ import shutil
 import sys
 from pathlib import Path
 
-# Bump nothing by hand: the stamp is this file's own hash, so any edit regenerates.
-SCRIPT_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+SHAPES = {"small": (2, 64, 4, 128, 256), "wide": (4, 256, 4, 768, 8192)}
+SHAPE = os.environ.get("TINY_MODEL_SHAPE", "small")
+if SHAPE not in SHAPES:
+    sys.exit(f"TINY_MODEL_SHAPE={SHAPE}: use one of {', '.join(SHAPES)}")
+# Bump nothing by hand: the stamp is this file's own hash (and the shape), so any edit
+# regenerates.
+SCRIPT_HASH = hashlib.sha256(Path(__file__).read_bytes() + SHAPE.encode()).hexdigest()[:16]
 
 SEED = 20261126
-N_LAYER, N_EMBD, N_HEAD, N_FF, N_CTX, N_VOCAB = 2, 64, 4, 128, 256, 512
+N_LAYER, N_EMBD, N_HEAD, N_FF, N_CTX = SHAPES[SHAPE]
+N_VOCAB = 512
 RMS_EPS, ROPE_THETA = 1e-5, 10000.0
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2
 CHAT_TEMPLATE = (

@@ -57,6 +57,7 @@ pub struct Sampler {
     supervisor: Option<watch::Receiver<SupervisorState>>,
     models: Option<Arc<crate::models::ModelManager>>,
     energy: energy::EnergyMeter,
+    kv_events: Option<Arc<crate::kv_events::KvEvents>>,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -85,12 +86,19 @@ impl Sampler {
             supervisor,
             models: None,
             energy,
+            kv_events: None,
         }
     }
 
     /// The switch `POST /power/sleep` and `/power/wake` turn.
     pub fn sleep_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.power.sleeping.clone()
+    }
+
+    /// Report the copy of the runtime's prefix cache kept from its KV-cache events (and
+    /// empty it whenever the runtime is unhealthy: a runtime that comes back starts cold).
+    pub fn set_kv_events(&mut self, kv_events: Option<Arc<crate::kv_events::KvEvents>>) {
+        self.kv_events = kv_events;
     }
 
     /// Report the models the agent starts itself (and their memory budget).
@@ -108,7 +116,13 @@ impl Sampler {
             .energy
             .sample(now, &gpus, self.performance.busy_seconds(now), performance.tokens_total);
         let model_states = self.models.as_ref().map(|m| m.states()).unwrap_or_default();
-        let runtime = self.runtime_telemetry(&model_states, &performance, &mut power).await;
+        let mut runtime = self.runtime_telemetry(&model_states, &performance, &mut power).await;
+        if let (Some(runtime), Some(kv)) = (runtime.as_mut(), &self.kv_events) {
+            if !runtime.healthy {
+                kv.forget("the runtime is unhealthy");
+            }
+            runtime.kv_events = Some(kv.figures());
+        }
         if heat_throttled(&gpus) {
             power.thermal_throttled = true;
         }
@@ -232,6 +246,7 @@ fn per_model_runtime(
         kv_cache_usage_pct: None,
         loaded_models: ready,
         supervisor: None,
+        kv_events: None,
     }
 }
 
@@ -259,6 +274,7 @@ async fn shared_runtime(
         kv_cache_usage_pct: probe.kv_cache_usage_pct,
         loaded_models: probe.loaded.into_iter().chain(ready).collect(),
         supervisor: supervisor.map(|rx| rx.borrow().clone()),
+        kv_events: None,
     }
 }
 

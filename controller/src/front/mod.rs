@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod anthropic;
+mod cache_probe;
 mod catalog;
 mod clip;
 pub mod error;
@@ -218,6 +219,9 @@ async fn prompt(
         _ => PromptChain::of(&value, &info.model),
     };
     info.cached = front.prefixes.estimate(&chain, view.snapshot(), &info.model);
+    if !chain.is_empty() {
+        cache_probe::refine(&view, &info.model, &value, info.prompt_tokens, &mut info.cached).await;
+    }
     let previous = match endpoint {
         Endpoint::Responses => previous_response(front, &value, &mut info),
         _ => None,
