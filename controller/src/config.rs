@@ -53,6 +53,18 @@ pub struct ControllerConfig {
     /// When a canary policy is rolled back automatically (each overridable per canary).
     #[serde(default)]
     pub canary: crate::policy::canary::CanaryRules,
+    /// Serve the policies as a gateway's endpoint picker too (Envoy's ext_proc).
+    #[serde(default)]
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// `[gateway]`: the endpoint picker (issue #23).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where the ext_proc gRPC service listens, e.g. `127.0.0.1:9002` (Envoy's `grpc_service`
+    /// cluster points here).
+    pub picker_listen: SocketAddr,
 }
 
 /// `[decisions]`: where the decision record is kept and how much of it.

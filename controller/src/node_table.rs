@@ -73,6 +73,19 @@ pub struct LinkView {
     /// keeps one.
     #[serde(default)]
     pub kv_events: Option<switchyard_protocol::KvEventsTelemetry>,
+    /// The runtime's endpoint (`host:port`) as the agent reports it: where a gateway sends
+    /// what the endpoint picker chose.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// `host:port` of a runtime's base URL (`http://127.0.0.1:8000/v1` → `127.0.0.1:8000`);
+/// `None` without an explicit port (a gateway needs one).
+fn runtime_endpoint(base_url: &str) -> Option<String> {
+    let authority = base_url.split_once("://").map_or(base_url, |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or_default();
+    let (host, port) = authority.rsplit_once(':')?;
+    (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| authority.to_owned())
 }
 
 /// One publication of the node table: the policies' view of the cluster, the links of the
@@ -87,6 +100,9 @@ pub struct Published {
     /// Nodes whose agents keep a current copy of the runtime's prefix cache and answer
     /// `POST /cache/probe` (the precise cache estimate).
     cache_probes: std::collections::HashSet<String>,
+    /// Each linked node's runtime endpoint (`host:port`), as its agent reports it: where a
+    /// gateway sends what the picker chose.
+    endpoints: HashMap<String, String>,
 }
 
 impl Published {
@@ -97,6 +113,11 @@ impl Published {
     /// The link to `node`, if it was connected at this publication.
     pub fn sender(&self, node: &str) -> Option<AgentSender> {
         self.senders.get(node).cloned()
+    }
+
+    /// `node`'s runtime endpoint (`host:port`), if its agent reports one.
+    pub fn endpoint(&self, node: &str) -> Option<&str> {
+        self.endpoints.get(node).map(String::as_str)
     }
 
     /// Whether `node`'s agent answers cache probes (and is connected) at this publication.
@@ -133,6 +154,7 @@ impl NodeTable {
                 senders: HashMap::new(),
                 energy: HashMap::new(),
                 cache_probes: Default::default(),
+                endpoints: HashMap::new(),
             }),
             static_nodes: snapshot.nodes,
             linked: Mutex::new(HashMap::new()),
@@ -215,11 +237,16 @@ impl NodeTable {
             })
             .map(|(name, _)| name.clone())
             .collect();
+        let endpoints = linked
+            .iter()
+            .filter_map(|(name, e)| Some((name.clone(), runtime_endpoint(&e.telemetry.runtime.as_ref()?.base_url)?)))
+            .collect();
         self.published.store(Arc::new(Published {
             prepared: Arc::new(prepared),
             senders,
             energy,
             cache_probes,
+            endpoints,
         }));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -396,6 +423,7 @@ impl NodeTable {
                         .then(|| (p.cached_prompt_tokens_total as f64 * 100.0 / p.prompt_tokens_total as f64) as f32)
                 },
                 kv_events: e.telemetry.runtime.as_ref().and_then(|r| r.kv_events.clone()),
+                endpoint: e.telemetry.runtime.as_ref().and_then(|r| runtime_endpoint(&r.base_url)),
             })
             .collect();
         views.sort_by(|a, b| a.node.cmp(&b.node));

@@ -79,17 +79,46 @@ class Run:
         subprocess.run([os.path.join(self.work, "bin", "switchyard"), *argv], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
 
+    def start_vllm(self, node):
+        """A real vLLM (CPU) with prefix caching and KV-cache events; returns (url, events, replay)."""
+        vllm = os.path.join(REPO, ".venv-vllm", "bin", "vllm")
+        if not os.access(vllm, os.X_OK):
+            raise SystemExit("no .venv-vllm: run tests/runtimes/vllm-setup.sh")
+        port, replay = free_port(), free_port()
+        # Below the ephemeral range: vLLM connects to it until the agent binds it.
+        events = next(p for p in range(20000 + os.getpid() % 5000 + 17 * len(node), 32000) if port_free(p))
+        cache = os.path.join(self.work, f"vllm-{self.policy}-{node}")  # short: vLLM puts IPC sockets in it
+        os.makedirs(cache, exist_ok=True)
+        config = json.dumps({"enable_kv_cache_events": True, "publisher": "zmq", "topic": "kv",
+                             "endpoint": f"tcp://127.0.0.1:{events}", "replay_endpoint": f"tcp://127.0.0.1:{replay}"})
+        log_path = os.path.join(self.dir, f"vllm-{node}.log")
+        p = self.procs.start([vllm, "serve", os.path.join(self.work, "model", "tiny-hf"), "--served-model-name", "tiny",
+                              "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "8192",
+                              "--block-size", "32", "--enable-prefix-caching", "--enable-prompt-tokens-details",
+                              "--enforce-eager", "--kv-events-config", config], log_path,
+                             env={"TMPDIR": cache, "VLLM_CACHE_ROOT": cache, "VLLM_TARGET_DEVICE": "cpu",
+                                  "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                                  "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+                                  "VLLM_CPU_OMP_THREADS_BIND": str(NODES.index(node))})
+        url = f"http://127.0.0.1:{port}"
+        wait_until(f"vllm {node}", lambda: http_get(url + "/health")[0] == 200, 240, proc=p, log_path=log_path)
+        return url, events, replay
+
     def start(self):
         servers = {}
         for node in NODES:
+            if self.args.runtime == "vllm":
+                servers[node] = self.start_vllm(node)
+                continue
             port = free_port()
             log_path = os.path.join(self.dir, f"llama-{node}.log")
             p = self.procs.start([llama_server(), "-m", os.path.join(self.work, "model", "tiny.gguf"), "-a", "tiny",
-                                  "-c", "8192", "--host", "127.0.0.1", "--port", str(port), "-t", "1", "-np", "1",
+                                  "-c", str(8192 * self.args.slots), "--host", "127.0.0.1", "--port", str(port), "-t", "1",
+                                  "-np", str(self.args.slots),
                                   "--metrics"], log_path)
             url = f"http://127.0.0.1:{port}"
             wait_until(f"llama-server {node}", lambda: http_get(url + "/health")[0] == 200, 60, proc=p, log_path=log_path)
-            servers[node] = url
+            servers[node] = (url, None, None)
         config = os.path.join(self.dir, "controller.toml")
         big = 600_000
         with open(config, "w") as f:
@@ -108,9 +137,14 @@ class Run:
         for node in NODES:
             bundle = os.path.join(self.work, "certs", "nodes", node)
             path = os.path.join(self.dir, f"{node}.toml")
+            url, events, replay = servers[node]
+            runtime = f'[runtime]\nkind = "llama-cpp"\nbase_url = "{url}"\n'
+            if events:
+                runtime = (f'[runtime]\nkind = "vllm"\nbase_url = "{url}"\n[runtime.kv_events]\n'
+                           f'endpoint = "tcp://127.0.0.1:{events}"\nreplay_endpoint = "tcp://127.0.0.1:{replay}"\n')
             with open(path, "w") as f:
-                f.write(f'node = "{node}"\nmax_concurrency = 1\nmax_tokens = 4096\ntelemetry_interval_ms = 250\n'
-                        f'[runtime]\nkind = "llama-cpp"\nbase_url = "{servers[node]}"\n'
+                f.write(f'node = "{node}"\nmax_concurrency = {self.args.slots}\nmax_tokens = 4096\ntelemetry_interval_ms = 250\n'
+                        f'{runtime}'
                         f'[[models]]\nlogical = "{MODEL}"\nlocal = "tiny"\ncontext_length = 8192\n'
                         f'[controller]\naddress = "{link}"\nserver_name = "localhost"\n'
                         f'ca = "{bundle}/ca.pem"\ncert = "{bundle}/node.pem"\nkey = "{bundle}/node.key"\n')
@@ -176,6 +210,16 @@ class Run:
         return summarise(self.policy, records, errors, wall)
 
 
+def port_free(port):
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def pct(values, q):
     if not values:
         return float("nan")
@@ -237,6 +281,9 @@ def main():
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--think", type=float, default=0.3, help="seconds between an answer and the next turn")
     parser.add_argument("--stagger", type=float, default=0.4, help="seconds between the sessions' starts")
+    parser.add_argument("--runtime", choices=("llama-server", "vllm"), default="llama-server",
+                        help="the two nodes' runtime (vllm: from .venv-vllm, with its KV-cache events followed)")
+    parser.add_argument("--slots", type=int, default=1, help="requests each agent admits at once (llama-server: -np)")
     parser.add_argument("--bin-dir", default=os.path.join(REPO, "target", "debug"))
     parser.add_argument("--out", default=None)
     parser.add_argument("--report", metavar="RESULTS_JSON", help="print the table of an earlier run")

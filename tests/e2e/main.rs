@@ -16,6 +16,7 @@ mod demo;
 mod fidelity;
 mod first_hour;
 mod front_door;
+mod gateway;
 mod hostile_clients;
 mod models;
 mod policy_cli;

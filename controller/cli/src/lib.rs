@@ -294,6 +294,27 @@ async fn serve(
         crate::say(&format!("agents link to {agents} (mTLS)"));
     }
     let shutdown = CancellationToken::new();
+    if let Some(gateway) = &config.gateway {
+        let listener = tokio::net::TcpListener::bind(gateway.picker_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "{}: field `gateway.picker_listen`: cannot listen on {}",
+                    config_path.display(),
+                    gateway.picker_listen
+                )
+            })?;
+        crate::say(&format!(
+            "endpoint picker (Envoy ext_proc, gRPC) on {}",
+            listener.local_addr()?
+        ));
+        let (front, shutdown) = (running.app.front.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = switchyard_epp::serve(listener, front, shutdown).await {
+                tracing::error!("the endpoint picker stopped: {e}");
+            }
+        });
+    }
     tokio::spawn(switchyard_controller::signals::stop_on_signal(shutdown.clone()));
     running.serve(shutdown).await;
     Ok(())

