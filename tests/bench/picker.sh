@@ -205,7 +205,10 @@ def ms(label):
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 if errors:
     print(f"wrk saw {errors.group(1)} error answers", file=sys.stderr)
-print(f"""{ms("50%"):.3f} {ms("99%"):.3f} {float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)):.0f} {int(re.search(r"(\d+) requests in", text).group(1))}""")'
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+reqs = int(re.search(r"(\d+) requests in", text).group(1))
+p50, p99 = ms("50%"), ms("99%")
+print(f"{p50:.3f} {p99:.3f} {rps:.0f} {reqs}")'
 }
 
 results=$work/results

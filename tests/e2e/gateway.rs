@@ -22,8 +22,26 @@ struct Envoy {
 }
 
 impl Envoy {
-    fn start(dir: &std::path::Path, picker: &str) -> Envoy {
+    /// With `subset`, a set_metadata filter gives every request that subset hint.
+    fn start(dir: &std::path::Path, picker: &str, subset: Option<&[&str]>) -> Envoy {
         let listen = free_port();
+        let hint = match subset {
+            Some(endpoints) => format!(
+                r#"          - name: envoy.filters.http.set_metadata
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
+              metadata:
+              - metadata_namespace: envoy.lb.subset_hint
+                value: {{ x-gateway-destination-endpoint-subset: [{}] }}
+"#,
+                endpoints
+                    .iter()
+                    .map(|e| format!("\"{e}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => String::new(),
+        };
         let (picker_host, picker_port) = picker.rsplit_once(':').expect("host:port");
         let config = format!(
             r#"static_resources:
@@ -47,12 +65,13 @@ impl Envoy {
               - header: {{ key: x-upstream-host, value: "%UPSTREAM_HOST%" }}
               - header: {{ key: x-switchyard-node, value: "%REQ(x-switchyard-node)%" }}
           http_filters:
-          - name: envoy.filters.http.ext_proc
+{hint}          - name: envoy.filters.http.ext_proc
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
               grpc_service: {{ envoy_grpc: {{ cluster_name: picker }}, timeout: 30s }}
               failure_mode_allow: false
               message_timeout: 30s
+              metadata_options: {{ forwarding_namespaces: {{ untyped: [envoy.lb.subset_hint] }} }}
               processing_mode:
                 request_header_mode: SEND
                 response_header_mode: SEND
@@ -84,9 +103,9 @@ impl Envoy {
       http_header_name: x-gateway-destination-endpoint
 "#
         );
-        let path = dir.join("envoy.yaml");
+        let path = dir.join(format!("envoy-{listen}.yaml"));
         std::fs::write(&path, config).expect("envoy.yaml");
-        let log = dir.join("envoy.log");
+        let log = dir.join(format!("envoy-{listen}.log"));
         let envoy = repo().join(".venv/bin/envoy");
         assert!(
             envoy.exists(),
@@ -210,7 +229,7 @@ fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusa
     );
     let endpoints = endpoints(&controller);
     assert_eq!(endpoints.len(), 3, "{endpoints:?}");
-    let envoy = Envoy::start(cluster.dir.path(), &picker);
+    let envoy = Envoy::start(cluster.dir.path(), &picker, None);
     let url = format!("{}/v1/chat/completions", envoy.url);
 
     // seed-rules over the three nodes: development to the m4, production to the ryzen,
@@ -277,6 +296,33 @@ fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusa
 
     // The decision record holds the picks with the runtime's status, and no slot is left
     // held (every node's in-flight count is back to 0).
+    // The gateway's subset hint: least-loaded decides among the nodes it allows only; a
+    // subset naming no node's endpoint, or none, is a 503.
+    controller.cli_ok(&["policy", "activate", "least-loaded"]);
+    let xeon_only = Envoy::start(cluster.dir.path(), &picker, Some(&[endpoints["xeon"].as_str()]));
+    for i in 0..10 {
+        let (status, text) = post(
+            &format!("{}/v1/chat/completions", xeon_only.url),
+            &[],
+            &chat("qwen25-coder-7b", 4, false),
+        );
+        assert_eq!(
+            (status, header(&text, "x-upstream-host")),
+            (200, endpoints["xeon"].as_str()),
+            "prompt {i}: {text}"
+        );
+    }
+    for subset in [&["127.0.0.1:9"][..], &[][..]] {
+        let hinted = Envoy::start(cluster.dir.path(), &picker, Some(subset));
+        let (status, text) = post(
+            &format!("{}/v1/chat/completions", hinted.url),
+            &[],
+            &chat("qwen25-coder-7b", 4, false),
+        );
+        assert_eq!(status, 503, "subset {subset:?}: {text}");
+        assert!(text.contains("subset hint"), "{text}");
+    }
+
     let records = controller.admin("/admin/decisions?limit=200");
     let records = records["records"].as_array().expect("records");
     let served = records.iter().filter(|r| r["outcome"]["status"] == 200).count();
@@ -288,4 +334,16 @@ fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusa
             .as_array()
             .is_some_and(|nodes| nodes.iter().all(|n| n["in_flight"] == 0))
     }));
+
+    // The picker gone (fail closed, `failure_mode_allow: false`): Envoy answers an error
+    // itself rather than sending the prompt anywhere.
+    controller.stop();
+    let (status, text) = post(
+        &url,
+        &["x-switchyard-task: production"],
+        &chat("qwen25-coder-7b", 4, false),
+    );
+    assert!(status >= 500, "{text}");
+    let upstream = header(&text, "x-upstream-host");
+    assert!(!endpoints.values().any(|e| e == upstream), "{text}");
 }

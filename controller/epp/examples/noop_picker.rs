@@ -17,6 +17,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, ProcessingRequest, ProcessingResponse,
 };
+use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -99,7 +100,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     tonic::transport::Server::builder()
         .add_service(ExternalProcessorServer::new(service))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(nodelay(listener))
         .await?;
     Ok(())
+}
+
+/// Accepted connections with `TCP_NODELAY`: each answer of the exchange is one small gRPC
+/// frame, which Nagle's algorithm would hold back until Envoy's delayed ACK (~40 ms).
+fn nodelay(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }

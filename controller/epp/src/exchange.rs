@@ -29,6 +29,8 @@ struct Request {
     path: String,
     headers: http::HeaderMap,
     body: BytesMut,
+    /// The endpoints the gateway allows (its subset hint), where it gives one.
+    subset: Option<Vec<String>>,
     /// The chosen node's slot and record, once picked.
     held: Option<Held>,
 }
@@ -44,6 +46,9 @@ pub async fn run(front: Arc<Front>, mut inbound: Streaming<ProcessingRequest>, a
                 break;
             }
         };
+        if let Some(subset) = headers::subset_hint(message.metadata_context.as_ref()) {
+            request.subset = Some(subset);
+        }
         let Some(answer) = step(&front, &mut request, message.request).await else {
             continue;
         };
@@ -92,10 +97,13 @@ async fn step(front: &Front, request: &mut Request, message: Option<Incoming>) -
                 return Some(immediate(&request.path, &error).await);
             }
             let body = std::mem::take(&mut request.body).freeze();
-            Some(match pick::pick(front, &request.path, &request.headers, &body).await {
-                Ok(picked) => picked_answer(request, picked, &body),
-                Err(error) => immediate(&request.path, &error).await,
-            })
+            let subset = request.subset.as_deref();
+            Some(
+                match pick::pick(front, &request.path, &request.headers, &body, subset).await {
+                    Ok(picked) => picked_answer(request, picked, &body),
+                    Err(error) => immediate(&request.path, &error).await,
+                },
+            )
         }
         Incoming::ResponseHeaders(message) => {
             if let Some(held) = request.held.take() {

@@ -2,7 +2,7 @@
 //! `raw_value` bytes from current Envoys, as `value` from older ones) and building the
 //! mutations and metadata the picker answers with.
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap as EnvoyHeaders, HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap as EnvoyHeaders, HeaderValue, HeaderValueOption, Metadata};
 use envoy_types::pb::envoy::service::ext_proc::v3::HeaderMutation;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
@@ -72,6 +72,35 @@ pub fn set(pairs: &[(&str, String)]) -> HeaderMutation {
         ..Default::default()
     }
 }
+
+/// The gateway's subset hint: the endpoints (`host:port`) it allows, from the filter metadata
+/// namespace `envoy.lb.subset_hint`, key `x-gateway-destination-endpoint-subset` (a list of
+/// strings, or one comma-separated string), as the endpoint-picker protocol puts it.
+pub fn subset_hint(metadata: Option<&Metadata>) -> Option<Vec<String>> {
+    let hint = metadata?
+        .filter_metadata
+        .get(SUBSET_NAMESPACE)?
+        .fields
+        .get(crate::SUBSET_KEY)?;
+    Some(match hint.kind.as_ref()? {
+        Kind::ListValue(list) => list
+            .values
+            .iter()
+            .filter_map(|v| match &v.kind {
+                Some(Kind::StringValue(s)) => Some(s.trim().to_owned()),
+                _ => None,
+            })
+            .collect(),
+        Kind::StringValue(s) => s
+            .split(',')
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+const SUBSET_NAMESPACE: &str = "envoy.lb.subset_hint";
 
 /// `{namespace: {key: value}}` as dynamic metadata.
 pub fn metadata(namespace: &str, key: &str, value: &str) -> Struct {

@@ -28,6 +28,8 @@ use tonic::{Request, Response, Status, Streaming};
 /// The header (and `envoy.lb` metadata key) naming the chosen endpoint, as the endpoint-picker
 /// protocol defines it.
 pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
+/// The key of the gateway's subset hint (in the `envoy.lb.subset_hint` filter metadata).
+pub const SUBSET_KEY: &str = "x-gateway-destination-endpoint-subset";
 
 /// The ext_proc service over the front door.
 #[derive(Debug, Clone)]
@@ -70,6 +72,17 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(ExternalProcessorServer::new(Picker::new(front)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(nodelay(listener), shutdown.cancelled_owned())
         .await
+}
+
+/// Accepted connections with `TCP_NODELAY`: each answer of the exchange is one small gRPC
+/// frame, which Nagle's algorithm would hold back until Envoy's delayed ACK (~40 ms).
+fn nodelay(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }

@@ -15,7 +15,11 @@ use super::admission::Permit;
 use super::grant::Grant;
 use super::request_info::{Endpoint, client_api};
 use super::{FrontError, Outcome, decide, feasible, parse, record};
+use crate::node_table::Published;
+use crate::policy::PreparedSnapshot;
 use crate::prefix_index::PromptChain;
+use std::sync::Arc;
+use switchyard_protocol::ClusterSnapshot;
 
 /// Where the policy sent a prompt.
 #[derive(Debug)]
@@ -64,14 +68,21 @@ pub fn api_of(path: &str) -> Option<Api> {
 }
 
 /// Decide where the prompt `body` sent to `path` goes, and take a slot there (waiting in the
-/// queue as the front door does). The gateway authenticates its clients: every prompt is
-/// decided as the open grant's.
-pub async fn pick(front: &super::Front, path: &str, headers: &HeaderMap, body: &Bytes) -> Result<Picked, FrontError> {
+/// queue as the front door does). With a `subset` (the gateway's hint: the endpoints it
+/// allows), the policy sees only the nodes whose runtime endpoint is in it. The gateway
+/// authenticates its clients: every prompt is decided as the open grant's.
+pub async fn pick(
+    front: &super::Front,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    subset: Option<&[String]>,
+) -> Result<Picked, FrontError> {
     let mut outcome = Outcome {
         arrived_ms: crate::clock::now_ms(),
         ..Outcome::default()
     };
-    let picked = decide_and_hold(front, path, headers, body, &mut outcome).await;
+    let picked = decide_and_hold(front, path, headers, body, subset, &mut outcome).await;
     if let Err(error) = &picked {
         // A refusal is recorded as the front door records it.
         if let Some(mut sink) = outcome.record.take() {
@@ -87,6 +98,7 @@ async fn decide_and_hold(
     path: &str,
     headers: &HeaderMap,
     body: &Bytes,
+    subset: Option<&[String]>,
     outcome: &mut Outcome,
 ) -> Result<Picked, FrontError> {
     let api = api_of(path).ok_or_else(|| FrontError::BadRequest(format!("{path} carries no prompt")))?;
@@ -103,7 +115,11 @@ async fn decide_and_hold(
         _ => PromptChain::of(&value, &info.model),
     };
     info.cached = front.prefixes.estimate(&chain, view.snapshot(), &info.model);
-    let route = decide(front, &view.prepared, &info, started, outcome).await?;
+    let prepared = match subset {
+        None => view.prepared.clone(),
+        Some(subset) => within(front, &view, subset)?,
+    };
+    let route = decide(front, &prepared, &info, started, outcome).await?;
     let endpoints: Vec<(String, String, String)> = route
         .targets
         .iter()
@@ -166,6 +182,28 @@ async fn decide_and_hold(
             record,
         },
     })
+}
+
+/// The nodes of `view` whose runtime endpoint is in the gateway's `subset`, as the policy's
+/// cluster (in-flight counts live, as always); none is a 503.
+fn within(front: &super::Front, view: &Published, subset: &[String]) -> Result<Arc<PreparedSnapshot>, FrontError> {
+    let nodes: Vec<_> = view
+        .snapshot()
+        .nodes
+        .iter()
+        .filter(|node| view.endpoint(&node.name).is_some_and(|e| subset.iter().any(|s| s == e)))
+        .cloned()
+        .collect();
+    if nodes.is_empty() {
+        return Err(FrontError::Exhausted(format!(
+            "no node's endpoint is in the gateway's subset hint [{}]",
+            subset.join(", ")
+        )));
+    }
+    let live: Arc<dyn crate::policy::LiveLoad> = front.admission.clone();
+    Ok(Arc::new(
+        PreparedSnapshot::from(ClusterSnapshot { nodes }).with_live_load(Some(live)),
+    ))
 }
 
 /// The error as the front door would answer it, in the shape of the client's API: status,
