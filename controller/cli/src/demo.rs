@@ -195,6 +195,7 @@ fn demo_settings(
                 name: "demo".into(),
                 models: vec!["*".into()],
                 max_priority: 9,
+                weight: 1,
             },
         )])
         .with_keyless(vec![demo_keyless()?]),

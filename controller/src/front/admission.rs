@@ -1,8 +1,11 @@
 //! Per-node concurrency limits, enforced by the controller, and a bounded priority queue:
 //! a request takes a slot on the first of its targets (in the policy's order) that has one;
 //! when none has, it waits, higher priority first, until a slot frees or its deadline passes.
-//! A full queue or an expired deadline is an explicit answer (429/503 with `Retry-After`),
-//! never an unbounded buffer.
+//! Within a priority, keys share the slots by weight (start-time fair queuing): each key's
+//! requests are stamped with a virtual start that advances by `1 / weight` per request, so
+//! one key's loop of a hundred queued requests cannot keep another key's next request
+//! waiting behind all of them. A full queue or an expired deadline is an explicit answer
+//! (429/503 with `Retry-After`), never an unbounded buffer.
 
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
@@ -14,9 +17,45 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 struct State {
     in_use: HashMap<String, u32>,
-    /// Waiting requests: (255 - priority, arrival) -> the nodes they may use.
-    waiting: BTreeMap<(u8, u64), Vec<String>>,
+    /// Waiting requests: (255 - priority, virtual start, arrival) -> the nodes they may use.
+    waiting: BTreeMap<Place, Vec<String>>,
     arrivals: u64,
+    /// The virtual time: the start of the last request admitted.
+    clock: u64,
+    /// Each key's virtual finish: where its next request starts (at the clock at least).
+    finish: HashMap<Arc<str>, u64>,
+}
+
+/// A waiting request's place in line.
+type Place = (u8, u64, u64);
+
+/// One virtual request of a key of weight 1.
+const COST: u64 = 1_000_000;
+
+/// The key a request is queued under and its weight (`[[api_keys]] weight`, 1 by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow {
+    pub key: Arc<str>,
+    pub weight: u32,
+}
+
+impl Flow {
+    pub fn new(key: &str, weight: u32) -> Self {
+        Self {
+            key: Arc::from(key),
+            weight: weight.max(1),
+        }
+    }
+}
+
+impl State {
+    /// The virtual start of `flow`'s next request, advancing its finish.
+    fn stamp(&mut self, flow: &Flow) -> u64 {
+        let finish = self.finish.entry(flow.key.clone()).or_insert(0);
+        let start = (*finish).max(self.clock);
+        *finish = start + COST / u64::from(flow.weight);
+        start
+    }
 }
 
 #[derive(Debug)]
@@ -92,7 +131,7 @@ impl Admission {
 
     /// The first of `targets` (node, limit) with a free slot, unless an earlier waiter with
     /// at least this priority could take that node.
-    fn try_take(state: &mut State, targets: &[(String, u32)], me: Option<(u8, u64)>) -> Option<String> {
+    fn try_take(state: &mut State, targets: &[(String, u32)], me: Option<Place>) -> Option<String> {
         for (node, limit) in targets {
             let used = state.in_use.get(node).copied().unwrap_or(0);
             if used >= *limit {
@@ -113,16 +152,19 @@ impl Admission {
     }
 
     /// Take a slot on one of `targets` (node, max concurrency), in order, waiting at most
-    /// `deadline` in the queue.
+    /// `deadline` in the queue, in line by priority and then by `flow`'s fair share.
     pub async fn acquire(
         self: &Arc<Self>,
         targets: &[(String, u32)],
         priority: u8,
+        flow: &Flow,
         deadline: Duration,
     ) -> Result<Permit, Refusal> {
         let key = {
             let mut state = self.lock();
             if let Some(node) = Self::try_take(&mut state, targets, None) {
+                let start = state.stamp(flow);
+                state.clock = state.clock.max(start);
                 return Ok(Permit {
                     key_slot: None,
                     node,
@@ -133,7 +175,8 @@ impl Admission {
                 return Err(Refusal::QueueFull(state.waiting.len()));
             }
             state.arrivals += 1;
-            let key = (255 - priority, state.arrivals);
+            let start = state.stamp(flow);
+            let key = (255 - priority, start, state.arrivals);
             state
                 .waiting
                 .insert(key, targets.iter().map(|(n, _)| n.clone()).collect());
@@ -148,6 +191,7 @@ impl Admission {
                     let mut state = self.lock();
                     if let Some(node) = Self::try_take(&mut state, targets, Some(key)) {
                         state.waiting.remove(&key);
+                        state.clock = state.clock.max(key.1);
                         return node;
                     }
                 }
@@ -183,14 +227,20 @@ mod tests {
     async fn slots_are_taken_in_target_order_and_freed_on_drop() {
         let admission = Admission::new(4);
         let t = targets(&[("a", 1), ("b", 2)]);
-        let first = admission.acquire(&t, 5, Duration::from_secs(1)).await.expect("a");
+        let first = admission
+            .acquire(&t, 5, &Flow::new("k", 1), Duration::from_secs(1))
+            .await
+            .expect("a");
         assert_eq!(first.node, "a");
-        let second = admission.acquire(&t, 5, Duration::from_secs(1)).await.expect("b");
+        let second = admission
+            .acquire(&t, 5, &Flow::new("k", 1), Duration::from_secs(1))
+            .await
+            .expect("b");
         assert_eq!(second.node, "b");
         drop(first);
         assert_eq!(
             admission
-                .acquire(&t, 5, Duration::from_secs(1))
+                .acquire(&t, 5, &Flow::new("k", 1), Duration::from_secs(1))
                 .await
                 .expect("a again")
                 .node,
@@ -202,18 +252,25 @@ mod tests {
     async fn a_full_queue_and_an_expired_deadline_are_refusals() {
         let admission = Admission::new(1);
         let t = targets(&[("a", 1)]);
-        let _held = admission.acquire(&t, 5, Duration::from_secs(1)).await.expect("slot");
+        let _held = admission
+            .acquire(&t, 5, &Flow::new("k", 1), Duration::from_secs(1))
+            .await
+            .expect("slot");
         let waiter = {
             let admission = admission.clone();
             let t = t.clone();
-            tokio::spawn(async move { admission.acquire(&t, 5, Duration::from_millis(200)).await })
+            tokio::spawn(async move {
+                admission
+                    .acquire(&t, 5, &Flow::new("k", 1), Duration::from_millis(200))
+                    .await
+            })
         };
         while admission.queue_depth() == 0 {
             tokio::task::yield_now().await;
         }
         assert_eq!(
             admission
-                .acquire(&t, 5, Duration::from_secs(1))
+                .acquire(&t, 5, &Flow::new("k", 1), Duration::from_secs(1))
                 .await
                 .expect_err("full"),
             Refusal::QueueFull(1)
@@ -226,13 +283,16 @@ mod tests {
     async fn a_freed_slot_goes_to_the_highest_priority_waiter() {
         let admission = Admission::new(8);
         let t = targets(&[("a", 1)]);
-        let held = admission.acquire(&t, 5, Duration::from_secs(1)).await.expect("slot");
+        let held = admission
+            .acquire(&t, 5, &Flow::new("k", 1), Duration::from_secs(1))
+            .await
+            .expect("slot");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for (queued, priority) in [1u8, 9, 5].into_iter().enumerate() {
             let (waiter, t, tx) = (admission.clone(), t.clone(), tx.clone());
             tokio::spawn(async move {
                 let permit = waiter
-                    .acquire(&t, priority, Duration::from_secs(5))
+                    .acquire(&t, priority, &Flow::new("k", 1), Duration::from_secs(5))
                     .await
                     .expect("eventually");
                 tx.send(priority).expect("send");
@@ -246,5 +306,61 @@ mod tests {
         drop(held);
         let order = [rx.recv().await, rx.recv().await, rx.recv().await];
         assert_eq!(order, [Some(9), Some(5), Some(1)]);
+    }
+
+    /// Queue `waiters` (key, weight) in order behind a held slot on one node, free it, and
+    /// return the keys in the order they were admitted.
+    async fn admitted_order(waiters: &[(&'static str, u32)]) -> Vec<&'static str> {
+        let admission = Admission::new(64);
+        let t = targets(&[("a", 1)]);
+        let held = admission
+            .acquire(&t, 5, &Flow::new("first", 1), Duration::from_secs(1))
+            .await
+            .expect("slot");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (queued, (key, weight)) in waiters.iter().copied().enumerate() {
+            let (waiter, t, tx) = (admission.clone(), t.clone(), tx.clone());
+            tokio::spawn(async move {
+                let permit = waiter
+                    .acquire(&t, 5, &Flow::new(key, weight), Duration::from_secs(5))
+                    .await
+                    .expect("eventually");
+                tx.send(key).expect("send");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                drop(permit);
+            });
+            while admission.queue_depth() < queued + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(held);
+        let mut order = Vec::new();
+        for _ in waiters {
+            order.push(rx.recv().await.expect("admitted"));
+        }
+        order
+    }
+
+    #[tokio::test]
+    async fn one_keys_queued_loop_does_not_hold_back_another_keys_next_request() {
+        // The batch key queues six before the interactive key's one arrives: the interactive
+        // request goes second, not seventh (first come, first served would put it last).
+        let mut waiters = vec![("batch", 1); 6];
+        waiters.push(("interactive", 1));
+        let order = admitted_order(&waiters).await;
+        let place = order.iter().position(|k| *k == "interactive").expect("admitted");
+        assert!(place <= 1, "the interactive request came {}th: {order:?}", place + 1);
+        // One key alone is served in arrival order.
+        assert_eq!(admitted_order(&[("solo", 1); 4]).await, ["solo"; 4]);
+    }
+
+    #[tokio::test]
+    async fn keys_share_the_queue_by_weight() {
+        // Six each, arriving key by key: weight 3 gets three places to weight 1's one.
+        let mut waiters = vec![("light", 1); 6];
+        waiters.extend(vec![("heavy", 3); 6]);
+        let order = admitted_order(&waiters).await;
+        let heavy_in_first_eight = order[..8].iter().filter(|k| **k == "heavy").count();
+        assert!(heavy_in_first_eight >= 5, "{order:?}");
     }
 }

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use switchyard_protocol::{NodeSnapshot, RuntimeKind, Target};
 
 use super::Front;
-use super::admission::{Permit, Refusal};
+use super::admission::{Flow, Permit, Refusal};
 use super::error::FrontError;
 use crate::node_table::{AgentSender, NodeTable, Published};
 
@@ -80,6 +80,7 @@ pub async fn forward(
     decided_on: Arc<Published>,
     targets: &[Target],
     dispatch: Dispatch,
+    flow: &Flow,
     plan: impl Fn(&NodeSnapshot, &str) -> Result<Outbound, FrontError>,
 ) -> Result<Upstream, FrontError> {
     let mut remaining: Vec<Target> = targets.to_vec();
@@ -96,7 +97,7 @@ pub async fn forward(
             return Err(FrontError::Exhausted(last_error));
         }
         let first_only = std::mem::replace(&mut first_attempt, false) && dispatch.wait_for_first;
-        let permit = acquire(front, candidates, &remaining, dispatch.priority, first_only).await?;
+        let permit = acquire(front, candidates, &remaining, (dispatch.priority, flow), first_only).await?;
         let node = permit.node.clone();
         let local_model = remaining
             .iter()
@@ -158,7 +159,7 @@ async fn acquire(
     front: &Front,
     candidates: Vec<(String, u32)>,
     remaining: &[Target],
-    priority: u8,
+    (priority, flow): (u8, &Flow),
     first_only: bool,
 ) -> Result<Permit, FrontError> {
     let first_is_linked = remaining
@@ -172,7 +173,7 @@ async fn acquire(
     };
     front
         .admission
-        .acquire(&candidates, priority, front.limits.queue_timeout)
+        .acquire(&candidates, priority, flow, front.limits.queue_timeout)
         .await
         .map_err(|refusal| match refusal {
             Refusal::QueueFull(_) => FrontError::QueueFull(refusal.to_string()),

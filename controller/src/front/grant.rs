@@ -7,6 +7,8 @@ pub struct Grant {
     pub name: String,
     pub models: Vec<String>,
     pub max_priority: u8,
+    /// The key's share of the queue beside other keys of the same priority (1 by default).
+    pub weight: u32,
 }
 
 impl Grant {
@@ -15,7 +17,13 @@ impl Grant {
             name: "open".to_owned(),
             models: vec!["*".to_owned()],
             max_priority: 9,
+            weight: 1,
         }
+    }
+
+    /// Where this grant's requests queue, and with what weight.
+    pub fn flow(&self) -> super::admission::Flow {
+        super::admission::Flow::new(&self.name, self.weight)
     }
 
     pub fn allows(&self, model: &str) -> bool {

@@ -116,6 +116,7 @@ impl KeylessRule {
                 name: entry.name.clone(),
                 models: entry.models.clone(),
                 max_priority: entry.max_priority,
+                weight: 1,
             },
         })
     }

@@ -37,6 +37,14 @@ pub struct ApiKeyConfig {
     /// is refused with 429 and `Retry-After`. Absent: no limit.
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+    /// This key's share of the queue beside other keys waiting at the same priority: a key of
+    /// weight 3 is admitted three times as often as one of weight 1 (1-1000, default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 fn all_models() -> Vec<String> {
@@ -115,6 +123,11 @@ impl ApiKeys {
                 "api_keys[{i}] ({}): max_priority must be 0-9",
                 entry.name
             );
+            anyhow::ensure!(
+                (1..=1000).contains(&entry.weight),
+                "api_keys[{i}] ({}): weight must be 1-1000",
+                entry.name
+            );
             if let Some(limit) = entry.max_concurrent {
                 anyhow::ensure!(
                     limit >= 1,
@@ -129,6 +142,7 @@ impl ApiKeys {
                     name: entry.name.clone(),
                     models: entry.models.clone(),
                     max_priority: entry.max_priority,
+                    weight: entry.weight,
                 },
             ));
         }
@@ -194,6 +208,7 @@ mod tests {
                 name: "laptop".to_owned(),
                 models: vec!["*".to_owned()],
                 max_priority: 9,
+                weight: 1,
             },
         )]);
         let with = |name: &str, value: &str| {

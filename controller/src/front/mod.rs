@@ -245,6 +245,7 @@ async fn prompt(
         view.clone(),
         &route.targets,
         dispatch,
+        &grant.flow(),
         |node, local| plan(api, endpoint, path, node, &body, &value, local),
     )
     .await?;

@@ -142,7 +142,12 @@ async fn decide_and_hold(
         .collect();
     let permit = front
         .admission
-        .acquire(&candidates, info.priority, front.limits.queue_timeout)
+        .acquire(
+            &candidates,
+            info.priority,
+            &Grant::open().flow(),
+            front.limits.queue_timeout,
+        )
         .await
         .map_err(|refusal| match refusal {
             super::admission::Refusal::QueueFull(_) => FrontError::QueueFull(refusal.to_string()),

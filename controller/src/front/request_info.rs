@@ -165,6 +165,7 @@ mod tests {
             name: "ci".into(),
             models: vec!["*".into()],
             max_priority: 6,
+            weight: 1,
         };
         let info = request_info(Api::OpenAiChat, "r1", &headers, &body, &grant).expect("valid");
         assert_eq!(info.task.as_deref(), Some("batch"));

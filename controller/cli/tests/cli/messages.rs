@@ -100,6 +100,7 @@ fn client_errors_say_what_to_fix() {
             name: "k".into(),
             models: vec!["*".into()],
             max_priority: 9,
+            weight: 1,
         },
     )]);
     for api in [ClientApi::OpenAi, ClientApi::Ollama] {
