@@ -722,3 +722,60 @@ fn a_key_at_its_max_concurrent_gets_a_429_and_another_key_is_not_held_back() {
         "the key's place never came back"
     );
 }
+
+#[test]
+fn one_keys_queued_loop_does_not_hold_back_another_keys_request() {
+    const LOOP_KEY: &str = "e2e-batch-loop-key-0123456789";
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(
+        &cluster,
+        &format!("[[api_keys]]\nname = \"batch-loop\"\nkey = \"{LOOP_KEY}\"\n"),
+    );
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    // One slot, each answer ~0.15 s: the loop's eight requests queue behind each other.
+    let _agent = cluster.agent(
+        "xeon",
+        &address,
+        "max_concurrency = 1\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"simulated\"\nprofile = \"xeon\"\ntime_scale = 0.25\n",
+        "qwen2.5-coder:7b",
+    );
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+    let url = format!("{}/v1/chat/completions", controller.url);
+    let body = "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 8, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
+    let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let send = |key: &'static str, who: &'static str| {
+        let (url, finished) = (url.clone(), finished.clone());
+        std::thread::spawn(move || {
+            let (status, text) = crate::process::curl_with_key(&url, key, &["-d", body]);
+            assert_eq!(status, 200, "{who}: {text}");
+            finished.lock().expect("lock").push(who);
+        })
+    };
+    let looped: Vec<_> = (0..8).map(|_| send(LOOP_KEY, "loop")).collect();
+    let queued = |depth: usize| {
+        let metrics = curl(&controller, "/metrics", &[]).1;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchyard_queue_depth "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .is_some_and(|d| d >= depth)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || queued(5)),
+        "the loop never queued"
+    );
+    // Another key's request arrives behind five or more of the loop's: it is served next
+    // (first come, first served would put it behind all of them).
+    let other = send(KEY, "other");
+    other.join().expect("the other key's request");
+    for request in looped {
+        request.join().expect("the loop's request");
+    }
+    let order = finished.lock().expect("lock").clone();
+    let after = order.iter().skip_while(|w| **w != "other").skip(1).count();
+    assert!(
+        after >= 4,
+        "only {after} of the loop's requests finished after the other key's: {order:?}"
+    );
+}
