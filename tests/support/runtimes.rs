@@ -35,17 +35,21 @@ pub fn python() -> PathBuf {
 /// being written).
 pub fn model_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-model-{}", std::process::id()));
-        let status = Command::new(python())
-            .arg(repo().join("tests/runtimes/gen_tiny_model.py"))
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run gen_tiny_model.py");
-        assert!(status.success(), "gen_tiny_model.py failed");
-        dir
-    })
+    DIR.get_or_init(|| generate_model("small"))
+}
+
+/// Run gen_tiny_model.py for `shape` into a folder of this test process.
+fn generate_model(shape: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-{shape}-model-{}", std::process::id()));
+    let status = Command::new(python())
+        .arg(repo().join("tests/runtimes/gen_tiny_model.py"))
+        .arg(&dir)
+        .env("TINY_MODEL_SHAPE", shape)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run gen_tiny_model.py");
+    assert!(status.success(), "gen_tiny_model.py ({shape}) failed");
+    dir
 }
 
 fn kill(pid: u32, signal: &str) {
@@ -233,18 +237,7 @@ pub fn ollama_double(backend: &Runtime, pullable: &[&str]) -> Process {
 /// returned folder, generated once per test process.
 pub fn wide_model_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-wide-model-{}", std::process::id()));
-        let status = Command::new(python())
-            .arg(repo().join("tests/runtimes/gen_tiny_model.py"))
-            .arg(&dir)
-            .env("TINY_MODEL_SHAPE", "wide")
-            .stdout(Stdio::null())
-            .status()
-            .expect("run gen_tiny_model.py");
-        assert!(status.success(), "gen_tiny_model.py (wide) failed");
-        dir
-    })
+    DIR.get_or_init(|| generate_model("wide"))
 }
 
 /// A free port on 127.0.0.1 (asked of the kernel and released: a small race, fine in tests).
