@@ -34,6 +34,7 @@ pub fn render(sources: &Sources) -> String {
 /// Each limited key's share: its limit, its requests in flight, its refusals.
 fn keys(out: &mut String, shares: &crate::front::key_share::KeyShares) {
     use crate::front::key_share::KeyFigures;
+    key_budgets(out, shares);
     let figures = shares.figures();
     if figures.is_empty() {
         return;
@@ -63,6 +64,46 @@ fn keys(out: &mut String, shares: &crate::front::key_share::KeyShares) {
         header(out, name, kind, help);
         for f in &figures {
             let _ = writeln!(out, "{name}{{key=\"{}\"}} {}", Label(&f.key), value(f));
+        }
+    }
+}
+
+/// Each budgeted key's tokens a minute, tokens of the last minute, and refusals.
+fn key_budgets(out: &mut String, shares: &crate::front::key_share::KeyShares) {
+    let figures = shares.budget_figures();
+    if figures.is_empty() {
+        return;
+    }
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&(String, u64, u64, u64)) -> u64,
+    );
+    let series: [Series; 3] = [
+        (
+            "switchyard_key_tokens_per_minute",
+            "gauge",
+            "An API key's token budget a minute.",
+            |f| f.1,
+        ),
+        (
+            "switchyard_key_tokens_last_minute",
+            "gauge",
+            "Tokens an API key used (or holds reserved) over the last minute.",
+            |f| f.2,
+        ),
+        (
+            "switchyard_key_over_budget_total",
+            "counter",
+            "Requests refused (429) because their API key's tokens_per_minute had no room.",
+            |f| f.3,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        header(out, name, kind, help);
+        for f in &figures {
+            let _ = writeln!(out, "{name}{{key=\"{}\"}} {}", Label(&f.0), value(f));
         }
     }
 }

@@ -779,3 +779,90 @@ fn one_keys_queued_loop_does_not_hold_back_another_keys_request() {
         "only {after} of the loop's requests finished after the other key's: {order:?}"
     );
 }
+
+#[test]
+fn a_keys_token_budget_refuses_with_429_and_counts_what_answers_used() {
+    const BUDGET_KEY: &str = "e2e-budget-key-0123456789";
+    let cluster = Cluster::new(&[]);
+    with_keys_and_policy(
+        &cluster,
+        &format!("[[api_keys]]\nname = \"budgeted\"\nkey = \"{BUDGET_KEY}\"\ntokens_per_minute = 600\n"),
+    );
+    let controller = cluster.controller("127.0.0.1:0");
+    let address = controller.agents.clone().expect("agents");
+    let _agent = cluster.agent(
+        "xeon",
+        &address,
+        "max_concurrency = 2\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"simulated\"\nprofile = \"xeon\"\ntime_scale = 0.01\n",
+        "qwen2.5-coder:7b",
+    );
+    assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
+    let url = format!("{}/v1/chat/completions", controller.url);
+    let ask = |max_tokens: u32| {
+        let body = format!(
+            "{{\"model\": \"qwen25-coder-7b\", \"max_tokens\": {max_tokens}, \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}"
+        );
+        crate::process::curl_with_key(&url, BUDGET_KEY, &["-d", &body])
+    };
+    // Asking for more than the whole budget can never fit: said so, with a minute to wait.
+    let (status, text) = ask(1000);
+    assert_eq!(status, 429, "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(
+        lower.contains("retry-after: 60") && text.contains("it can never fit"),
+        "{text}"
+    );
+    // Two answers of 250 tokens fit in 600; the third would not: 429 with when to retry.
+    for i in 0..2 {
+        let (status, text) = ask(250);
+        assert_eq!(status, 200, "answer {i}: {text}");
+    }
+    let (status, text) = ask(250);
+    assert_eq!(status, 429, "{text}");
+    assert!(
+        text.contains("API key 'budgeted' may use 600 tokens a minute")
+            && text.contains("\"type\": \"rate_limit_error\""),
+        "{text}"
+    );
+    let retry: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    // The refusals are counted, the minute's tokens are what the two answers' usage said,
+    // and another key is unaffected.
+    let metrics = curl(&controller, "/metrics", &[]).1;
+    assert!(
+        metrics.contains("switchyard_key_tokens_per_minute{key=\"budgeted\"} 600"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_key_over_budget_total{key=\"budgeted\"} 2"),
+        "{metrics}"
+    );
+    let used = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_key_tokens_last_minute{key=\"budgeted\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("tokens of the last minute");
+    assert!(
+        (500..=600).contains(&used),
+        "the two answers used {used} tokens by their usage"
+    );
+    let (status, text) = curl(
+        &controller,
+        "/v1/chat/completions",
+        &[
+            "-d",
+            &format!(
+                "{{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 250, \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}"
+            ),
+        ],
+    );
+    assert_eq!(status, 200, "another key: {text}");
+}

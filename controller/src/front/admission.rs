@@ -81,12 +81,31 @@ pub struct Permit {
     admission: Arc<Admission>,
     /// The request's place in its key's share, given back with the slot.
     key_slot: Option<super::key_share::KeySlot>,
+    /// The tokens it reserved of its key's budget, settled when the answer says its usage.
+    charge: Option<super::key_share::Charge>,
 }
 
 impl Permit {
-    /// Hold the request's place in its key's share until the answer ends.
-    pub fn hold(&mut self, key_slot: Option<super::key_share::KeySlot>) {
+    /// Hold the request's place in its key's share and its reservation of the key's token
+    /// budget until the answer ends.
+    pub fn hold(&mut self, key_slot: Option<super::key_share::KeySlot>, charge: Option<super::key_share::Charge>) {
         self.key_slot = key_slot;
+        self.charge = charge.map(|mut charge| {
+            charge.keep();
+            charge
+        });
+    }
+
+    /// Whether the request holds tokens of its key's budget.
+    pub fn charged(&self) -> bool {
+        self.charge.is_some()
+    }
+
+    /// The answer used `used` tokens: they replace the reservation.
+    pub fn settle(&mut self, used: u64) {
+        if let Some(charge) = self.charge.take() {
+            charge.settle(used);
+        }
     }
 }
 
@@ -167,6 +186,7 @@ impl Admission {
                 state.clock = state.clock.max(start);
                 return Ok(Permit {
                     key_slot: None,
+                    charge: None,
                     node,
                     admission: self.clone(),
                 });
@@ -202,6 +222,7 @@ impl Admission {
         match waited {
             Ok(node) => Ok(Permit {
                 key_slot: None,
+                charge: None,
                 node,
                 admission: self.clone(),
             }),

@@ -60,6 +60,16 @@ pub enum FrontError {
         "API key '{key}' has {limit} request(s) in flight already, its max_concurrent; send this one when one of them ends"
     )]
     KeyBusy { key: String, limit: u32 },
+    #[error(
+        "API key '{key}' may use {per_minute} tokens a minute and this request would reserve {asked} (its prompt and max_tokens) beyond what is left; {advice}"
+    )]
+    OverBudget {
+        key: String,
+        per_minute: u64,
+        asked: u64,
+        retry_after_s: u64,
+        advice: &'static str,
+    },
     #[error("{0}")]
     NoSlot(String),
     #[error("no node could serve the request: {0}")]
@@ -81,7 +91,9 @@ impl FrontError {
             FrontError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             FrontError::Forbidden { .. } => StatusCode::FORBIDDEN,
             FrontError::Rejected { status, .. } => *status,
-            FrontError::QueueFull(_) | FrontError::KeyBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            FrontError::QueueFull(_) | FrontError::KeyBusy { .. } | FrontError::OverBudget { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             FrontError::NoSlot(_) | FrontError::Exhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
             FrontError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             FrontError::NodeFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -98,7 +110,7 @@ impl FrontError {
             | FrontError::TooManyTokens { .. } => "invalid_request_error",
             FrontError::Forbidden { .. } => "permission_error",
             FrontError::Rejected { status, .. } if *status == StatusCode::NOT_FOUND => "model_not_found",
-            FrontError::QueueFull(_) | FrontError::KeyBusy { .. } => "rate_limit_error",
+            FrontError::QueueFull(_) | FrontError::KeyBusy { .. } | FrontError::OverBudget { .. } => "rate_limit_error",
             FrontError::Timeout { .. } => "timeout",
             FrontError::NodeFailed { .. } => "upstream_error",
             FrontError::Rejected { .. } | FrontError::NoSlot(_) | FrontError::Exhausted(_) => "unavailable",
@@ -110,6 +122,7 @@ impl FrontError {
         match self {
             FrontError::QueueFull(_) => Some(2),
             FrontError::KeyBusy { .. } => Some(1),
+            FrontError::OverBudget { retry_after_s, .. } => Some(*retry_after_s),
             FrontError::NoSlot(_) | FrontError::Exhausted(_) => Some(5),
             FrontError::Rejected { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => Some(5),
             _ => None,
@@ -124,7 +137,8 @@ impl FrontError {
             | FrontError::BodyTimeout(_)
             | FrontError::TooManyTokens { .. }
             | FrontError::Forbidden { .. }
-            | FrontError::KeyBusy { .. } => Fault::Client,
+            | FrontError::KeyBusy { .. }
+            | FrontError::OverBudget { .. } => Fault::Client,
             FrontError::Timeout { .. } | FrontError::NodeFailed { .. } | FrontError::Exhausted(_) => Fault::Node,
             FrontError::Rejected { .. } | FrontError::QueueFull(_) | FrontError::NoSlot(_) => Fault::Controller,
         }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::ClientApi;
 pub use super::grant::Grant;
-use super::key_share::{KeyFull, KeyShares, KeySlot};
+use super::key_share::{Charge, KeyFull, KeyShares, KeySlot, OverBudget};
 use super::keyless::{KeylessConfig, KeylessRule};
 
 /// One `[[api_keys]]` entry of the controller config.
@@ -41,6 +41,11 @@ pub struct ApiKeyConfig {
     /// weight 3 is admitted three times as often as one of weight 1 (1-1000, default 1).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Tokens (prompt and answer) this key may use a minute; a request that would go over is
+    /// refused with 429 and `Retry-After` (when enough of the last minute has passed).
+    /// Absent: no budget.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
 }
 
 fn default_weight() -> u32 {
@@ -128,6 +133,14 @@ impl ApiKeys {
                 "api_keys[{i}] ({}): weight must be 1-1000",
                 entry.name
             );
+            if let Some(budget) = entry.tokens_per_minute {
+                anyhow::ensure!(
+                    budget >= 1,
+                    "api_keys[{i}] ({}): tokens_per_minute must be at least 1 (leave it out for no budget)",
+                    entry.name
+                );
+                shares.budget(&entry.name, budget);
+            }
             if let Some(limit) = entry.max_concurrent {
                 anyhow::ensure!(
                     limit >= 1,
@@ -157,6 +170,11 @@ impl ApiKeys {
     /// A place for one more request of the key `grant` names, within its `max_concurrent`.
     pub fn enter(&self, grant: &Grant) -> Result<Option<KeySlot>, KeyFull> {
         self.shares.enter(&grant.name)
+    }
+
+    /// Reserve `tokens` of the budget of the key `grant` names, within its `tokens_per_minute`.
+    pub fn charge(&self, grant: &Grant, tokens: u64) -> Result<Option<Charge>, OverBudget> {
+        self.shares.charge(&grant.name, tokens)
     }
 
     pub fn is_open(&self) -> bool {

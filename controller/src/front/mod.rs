@@ -208,6 +208,23 @@ async fn prompt(
     })?;
     let id = format!("req-{}", front.next_id.fetch_add(1, Ordering::Relaxed));
     let (mut info, value) = parse(api, &id, &parts.headers, &body, &grant)?;
+    // The key's token budget: the prompt (estimated) and the answer it may take, until the
+    // answer says what it used.
+    let reserve = u64::from(info.prompt_tokens) + info.max_tokens.map_or(key_share::DEFAULT_RESERVED_ANSWER, u64::from);
+    let charge = front
+        .keys
+        .charge(&grant, reserve)
+        .map_err(|over| FrontError::OverBudget {
+            key: grant.name.clone(),
+            per_minute: over.per_minute,
+            asked: over.asked,
+            retry_after_s: over.retry_after_s,
+            advice: if over.asked > over.per_minute {
+                "it can never fit: send a smaller prompt or max_tokens, or ask for a larger budget"
+            } else {
+                "send it again after Retry-After"
+            },
+        })?;
 
     // The node table of this moment: what the policy decides on, the links the request is
     // sent over, and the energy it is estimated with.
@@ -249,7 +266,7 @@ async fn prompt(
         |node, local| plan(api, endpoint, path, node, &body, &value, local),
     )
     .await?;
-    upstream.permit.hold(key_slot);
+    upstream.permit.hold(key_slot, charge);
 
     front.prefixes.record(&upstream.node, &chain);
     outcome.node = Some(upstream.node.clone());

@@ -107,18 +107,37 @@ impl CachedCount {
     fn cached_tokens(&self) -> Option<u32> {
         [&b"\"cached_tokens\""[..], b"\"cache_read_input_tokens\""]
             .iter()
-            .filter_map(|key| {
-                let at = memchr::memmem::rfind(&self.tail, key)?;
-                let rest = self.tail[at + key.len()..]
-                    .trim_ascii_start()
-                    .strip_prefix(b":")?
-                    .trim_ascii_start();
-                let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-                let number = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-                Some((at, number))
-            })
+            .filter_map(|key| self.last_number(key))
             .max_by_key(|(at, _)| *at)
-            .map(|(_, number)| number)
+            .map(|(_, number)| number.min(u64::from(u32::MAX)) as u32)
+    }
+
+    /// The tokens the answer used, prompt and completion, as its runtime counted them
+    /// (OpenAI's `usage`, Anthropic's, or Ollama's `prompt_eval_count` and `eval_count`).
+    fn used_tokens(&self) -> Option<u64> {
+        [
+            (&b"\"prompt_tokens\""[..], &b"\"completion_tokens\""[..]),
+            (b"\"input_tokens\"", b"\"output_tokens\""),
+            (b"\"prompt_eval_count\"", b"\"eval_count\""),
+        ]
+        .iter()
+        .find_map(|(prompt, completion)| {
+            let (_, completion) = self.last_number(completion)?;
+            let prompt = self.last_number(prompt).map_or(0, |(_, n)| n);
+            Some(prompt + completion)
+        })
+    }
+
+    /// Where the last `"key": N` of the tail is, and N.
+    fn last_number(&self, key: &[u8]) -> Option<(usize, u64)> {
+        let at = memchr::memmem::rfind(&self.tail, key)?;
+        let rest = self.tail[at + key.len()..]
+            .trim_ascii_start()
+            .strip_prefix(b":")?
+            .trim_ascii_start();
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let number = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+        Some((at, number))
     }
 }
 
@@ -309,13 +328,14 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
     // without being asked for its end: count the bytes so that such an answer is complete.
     let declared = hyper::body::Body::size_hint(&body).exact();
     let stream = async_stream::stream! {
-        let _permit = permit;
+        let mut permit = permit;
         let mut sent: u64 = 0;
         let deadline = tokio::time::sleep(total_timeout);
         tokio::pin!(deadline);
         let mut decoder = SseDecoder::default();
-        // Only an answer whose decision is recorded needs the runtime's cached count.
-        let mut cached_count = finish.record.is_some().then(CachedCount::default);
+        // Only an answer whose decision is recorded needs the runtime's cached count, and
+        // only one charged to a key's token budget its usage.
+        let mut cached_count = (finish.record.is_some() || permit.charged()).then(CachedCount::default);
         loop {
             let step = next_step(&mut body, deadline.as_mut(), &closing, &finish.node, total_timeout).await;
             let data = match step {
@@ -329,6 +349,9 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
                 }
                 Step::Ended => {
                     finish.note_cached(cached_count.as_ref());
+                    if let Some(used) = cached_count.as_ref().and_then(CachedCount::used_tokens) {
+                        permit.settle(used);
+                    }
                     if let Some(last) = end_of_body(&mut finish, &mut shape) {
                         yield last;
                     }
@@ -351,6 +374,9 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
                         let status = finish.status;
                         finish.end(status);
                         finish.note_cached(cached_count.as_ref());
+                        if let Some(used) = cached_count.as_ref().and_then(CachedCount::used_tokens) {
+                            permit.settle(used);
+                        }
                     }
                     yield Ok::<_, BoxError>(Frame::data(data));
                     None
@@ -377,6 +403,28 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answers_usage_is_read_from_its_end_in_each_apis_shape() {
+        let read = |text: &[u8]| {
+            let mut count = CachedCount::default();
+            count.observe(text);
+            count.used_tokens()
+        };
+        assert_eq!(
+            read(b"data: {\"usage\":{\"prompt_tokens\":900,\"completion_tokens\":12,\"prompt_tokens_details\":{\"cached_tokens\":768}}}\n\n"),
+            Some(912)
+        );
+        assert_eq!(
+            read(br#"{"usage": {"input_tokens": 40, "output_tokens": 2}}"#),
+            Some(42)
+        );
+        assert_eq!(
+            read(br#"{"done": true, "prompt_eval_count": 26, "eval_count": 8}"#),
+            Some(34)
+        );
+        assert_eq!(read(b"data: [DONE]"), None);
+    }
 
     #[test]
     fn the_runtimes_cached_count_is_read_from_the_end_of_its_answer() {
