@@ -859,9 +859,7 @@ fn a_keys_token_budget_refuses_with_429_and_counts_what_answers_used() {
         "/v1/chat/completions",
         &[
             "-d",
-            &format!(
-                "{{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 250, \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}"
-            ),
+            r#"{"model": "qwen25-coder-7b", "max_tokens": 250, "messages": [{"role": "user", "content": "hi"}]}"#,
         ],
     );
     assert_eq!(status, 200, "another key: {text}");
