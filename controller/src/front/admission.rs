@@ -183,7 +183,11 @@ impl Admission {
             let mut state = self.lock();
             if let Some(node) = Self::try_take(&mut state, targets, None) {
                 let start = state.stamp(flow);
-                state.clock = state.clock.max(start);
+                // Only with nobody waiting does an immediate admission move the clock: a key
+                // admitted at once to an idle node must not push newcomers behind the queue.
+                if state.waiting.is_empty() {
+                    state.clock = state.clock.max(start);
+                }
                 return Ok(Permit {
                     key_slot: None,
                     charge: None,
@@ -202,6 +206,12 @@ impl Admission {
                 .insert(key, targets.iter().map(|(n, _)| n.clone()).collect());
             key
         };
+        // Leaves the queue however the wait ends: admitted, timed out, or its request dropped
+        // (a client that resets its stream while queued), and lets the next waiter look.
+        let mut place = QueuePlace {
+            admission: self,
+            key: Some(key),
+        };
         let waited = tokio::time::timeout(deadline, async {
             loop {
                 let freed = self.freed.notified();
@@ -211,7 +221,10 @@ impl Admission {
                     let mut state = self.lock();
                     if let Some(node) = Self::try_take(&mut state, targets, Some(key)) {
                         state.waiting.remove(&key);
-                        state.clock = state.clock.max(key.1);
+                        // The clock follows the earliest start still waiting: an admission out
+                        // of turn (its node was free) does not jump it past the others.
+                        let earliest = state.waiting.keys().map(|k| k.1).min().unwrap_or(key.1);
+                        state.clock = state.clock.max(earliest.min(key.1));
                         return node;
                     }
                 }
@@ -220,18 +233,37 @@ impl Admission {
         })
         .await;
         match waited {
-            Ok(node) => Ok(Permit {
-                key_slot: None,
-                charge: None,
-                node,
-                admission: self.clone(),
-            }),
+            Ok(node) => {
+                place.key = None;
+                Ok(Permit {
+                    key_slot: None,
+                    charge: None,
+                    node,
+                    admission: self.clone(),
+                })
+            }
             Err(_) => {
+                place.key = None;
                 self.lock().waiting.remove(&key);
                 // Others may now be first in line.
                 self.freed.notify_waiters();
                 Err(Refusal::Deadline(deadline))
             }
+        }
+    }
+}
+
+/// A waiter's place in the queue, given up when its wait is dropped before it ends.
+struct QueuePlace<'a> {
+    admission: &'a Arc<Admission>,
+    key: Option<Place>,
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.admission.lock().waiting.remove(&key);
+            self.admission.freed.notify_waiters();
         }
     }
 }
@@ -383,5 +415,69 @@ mod tests {
         let order = admitted_order(&waiters).await;
         let heavy_in_first_eight = order[..8].iter().filter(|k| **k == "heavy").count();
         assert!(heavy_in_first_eight >= 5, "{order:?}");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_whose_request_is_dropped_leaves_the_queue() {
+        let admission = Admission::new(8);
+        let t = targets(&[("a", 1)]);
+        let held = admission.acquire(&t, 5, &Flow::new("k", 1), Duration::from_secs(1)).await.expect("slot");
+        let (waiter, wt) = (admission.clone(), t.clone());
+        let task = tokio::spawn(async move { waiter.acquire(&wt, 5, &Flow::new("k", 1), Duration::from_secs(30)).await });
+        while admission.queue_depth() < 1 {
+            tokio::task::yield_now().await;
+        }
+        // The client resets its stream: the request's future is dropped mid-wait.
+        task.abort();
+        let _ = task.await;
+        assert_eq!(admission.queue_depth(), 0, "the dropped waiter left the queue");
+        drop(held);
+        // The node is free to the next request at once (before the fix: blocked for good by
+        // the ghost waiter ahead of it).
+        let next = tokio::time::timeout(
+            Duration::from_millis(500),
+            admission.acquire(&t, 5, &Flow::new("k", 1), Duration::from_millis(400)),
+        )
+        .await
+        .expect("no hang")
+        .expect("the free slot");
+        assert_eq!(next.node, "a");
+    }
+
+    #[tokio::test]
+    async fn a_key_admitted_at_once_elsewhere_does_not_push_newcomers_behind_the_queue() {
+        let admission = Admission::new(64);
+        let busy = targets(&[("busy", 1)]);
+        let idle = targets(&[("idle", 4)]);
+        let held = admission.acquire(&busy, 5, &Flow::new("a", 1), Duration::from_secs(1)).await.expect("slot");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let spawn = |key: &'static str| {
+            let (waiter, t, tx) = (admission.clone(), busy.clone(), tx.clone());
+            tokio::spawn(async move {
+                let permit = waiter.acquire(&t, 5, &Flow::new(key, 1), Duration::from_secs(5)).await.expect("eventually");
+                tx.send(key).expect("send");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                drop(permit);
+            });
+        };
+        for queued in 0..6 {
+            spawn("a");
+            while admission.queue_depth() < queued + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        // Key a also sends to an idle node, admitted at once with a late stamp.
+        let _elsewhere = admission.acquire(&idle, 5, &Flow::new("a", 1), Duration::from_secs(1)).await.expect("idle");
+        spawn("b");
+        while admission.queue_depth() < 7 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        let mut order = Vec::new();
+        for _ in 0..7 {
+            order.push(rx.recv().await.expect("admitted"));
+        }
+        let place = order.iter().position(|k| *k == "b").expect("b");
+        assert!(place <= 1, "b came {}th: {order:?}", place + 1);
     }
 }
