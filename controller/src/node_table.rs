@@ -79,13 +79,55 @@ pub struct LinkView {
     pub endpoint: Option<String>,
 }
 
-/// `host:port` of a runtime's base URL (`http://127.0.0.1:8000/v1` → `127.0.0.1:8000`);
-/// `None` without an explicit port (a gateway needs one).
-fn runtime_endpoint(base_url: &str) -> Option<String> {
+/// Where a gateway reaches a node's runtime: `host:port` of the runtime's base URL
+/// (`http://10.0.0.5:8000/v1` → `10.0.0.5:8000`), with a loopback host (the usual
+/// `http://127.0.0.1:8000`, which means the agent's own machine) replaced by the address the
+/// agent's link comes from (`peer`, `ip:port`). `None` without an explicit port.
+fn runtime_endpoint(base_url: &str, peer: &str) -> Option<String> {
     let authority = base_url.split_once("://").map_or(base_url, |(_, rest)| rest);
     let authority = authority.split('/').next().unwrap_or_default();
     let (host, port) = authority.rsplit_once(':')?;
-    (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| authority.to_owned())
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return None;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let peer_ip = peer
+        .parse::<std::net::SocketAddr>()
+        .map(|p| p.ip())
+        .ok()
+        .filter(|ip| !ip.is_loopback());
+    Some(match (loopback, peer_ip) {
+        (true, Some(std::net::IpAddr::V6(ip))) => format!("[{ip}]:{port}"),
+        (true, Some(ip)) => format!("{ip}:{port}"),
+        _ => authority.to_owned(),
+    })
+}
+
+/// Each linked node's runtime endpoint; endpoints claimed by two nodes are given to neither
+/// (a gateway could not tell them apart).
+fn endpoints_of(linked: &HashMap<String, Linked>) -> HashMap<String, String> {
+    let mut endpoints: HashMap<String, String> = linked
+        .iter()
+        .filter_map(|(name, e)| {
+            Some((
+                name.clone(),
+                runtime_endpoint(&e.telemetry.runtime.as_ref()?.base_url, &e.peer)?,
+            ))
+        })
+        .collect();
+    let mut claimed: HashMap<String, usize> = HashMap::new();
+    for endpoint in endpoints.values() {
+        *claimed.entry(endpoint.clone()).or_default() += 1;
+    }
+    endpoints.retain(|node, endpoint| {
+        let unique = claimed[endpoint.as_str()] == 1;
+        if !unique {
+            tracing::warn!(%node, %endpoint, "two nodes report the same runtime endpoint; the endpoint picker uses neither");
+        }
+        unique
+    });
+    endpoints
 }
 
 /// One publication of the node table: the policies' view of the cluster, the links of the
@@ -237,10 +279,7 @@ impl NodeTable {
             })
             .map(|(name, _)| name.clone())
             .collect();
-        let endpoints = linked
-            .iter()
-            .filter_map(|(name, e)| Some((name.clone(), runtime_endpoint(&e.telemetry.runtime.as_ref()?.base_url)?)))
-            .collect();
+        let endpoints = endpoints_of(linked);
         self.published.store(Arc::new(Published {
             prepared: Arc::new(prepared),
             senders,
@@ -423,7 +462,11 @@ impl NodeTable {
                         .then(|| (p.cached_prompt_tokens_total as f64 * 100.0 / p.prompt_tokens_total as f64) as f32)
                 },
                 kv_events: e.telemetry.runtime.as_ref().and_then(|r| r.kv_events.clone()),
-                endpoint: e.telemetry.runtime.as_ref().and_then(|r| runtime_endpoint(&r.base_url)),
+                endpoint: e
+                    .telemetry
+                    .runtime
+                    .as_ref()
+                    .and_then(|r| runtime_endpoint(&r.base_url, &e.peer)),
             })
             .collect();
         views.sort_by(|a, b| a.node.cmp(&b.node));
@@ -513,6 +556,29 @@ fn to_snapshot(name: &str, entry: &Linked) -> NodeSnapshot {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_runtime_on_the_agents_own_loopback_is_reached_at_the_agents_address() {
+        let at = |url: &str, peer: &str| super::runtime_endpoint(url, peer);
+        assert_eq!(
+            at("http://127.0.0.1:8000", "192.168.1.20:51000").as_deref(),
+            Some("192.168.1.20:8000")
+        );
+        assert_eq!(
+            at("http://localhost:8000/v1", "[fe80::1]:4000").as_deref(),
+            Some("[fe80::1]:8000")
+        );
+        assert_eq!(
+            at("http://10.0.0.5:8000", "192.168.1.20:51000").as_deref(),
+            Some("10.0.0.5:8000")
+        );
+        // Everything on one machine (the tests): loopback stays loopback.
+        assert_eq!(
+            at("http://127.0.0.1:8000", "127.0.0.1:51000").as_deref(),
+            Some("127.0.0.1:8000")
+        );
+        assert_eq!(at("http://127.0.0.1", "192.168.1.20:51000"), None);
+    }
+
     use bytes::Bytes;
     use http_body_util::Full;
     use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -273,6 +273,16 @@ fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusa
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("malformed json"), "{text}");
 
+    // The gateway passes bytes on untranslated: an Ollama client's chat has no node here that
+    // speaks Ollama's API itself (the front door would translate; the picker says so).
+    let (status, text) = post(
+        &format!("{}/api/chat", envoy.url),
+        &[],
+        r#"{"model": "qwen25-coder-7b", "stream": false, "messages": [{"role": "user", "content": "hi"}]}"#,
+    );
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("no node speaks the ollama-chat api itself"), "{text}");
+
     // Hot swaps while prompts flow through Envoy: none fails.
     let flow = {
         let url = url.clone();

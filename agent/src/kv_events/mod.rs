@@ -50,6 +50,10 @@ struct State {
     copy: BlockCopy,
     /// The last sequence number applied.
     last_seq: Option<i64>,
+    /// The copy was emptied without evidence that the runtime's cache was (an unhealthy
+    /// probe, a subscription that ended): the next batch first asks for a replay from the
+    /// start, which gives back what the runtime still holds.
+    resync: bool,
     figures: KvEventsTelemetry,
 }
 
@@ -103,6 +107,7 @@ impl KvEvents {
         }
         state.copy.clear();
         state.last_seq = None;
+        state.resync = true;
     }
 
     /// A batch from the subscription: applied, or a replay of what was missed asked for.
@@ -114,11 +119,13 @@ impl KvEvents {
                 drop(state);
                 self.forget("the runtime's event sequence started again (it restarted)");
                 state = self.state.lock();
+                // A restarted runtime's cache is what its new sequence says, from 0.
+                state.resync = false;
             }
             Some(last) => return Next::Replay { from: last + 1 },
-            // The first batch since subscribing: what came before it is replayed where the
-            // runtime still has it.
-            None if batch.seq > 0 && state.copy.blocks() == 0 && state.figures.batches == 0 => {
+            // The first batch since subscribing, or since the copy was emptied: what came
+            // before it is replayed where the runtime still has it.
+            None if batch.seq > 0 && (state.resync || state.figures.batches == 0) => {
                 return Next::Replay { from: 0 };
             }
             None => {}
@@ -152,6 +159,7 @@ impl KvEvents {
 }
 
 fn apply(state: &mut State, batch: &Batch) {
+    state.resync = false;
     for event in &batch.events {
         state.copy.apply(event);
     }
@@ -216,6 +224,22 @@ mod tests {
             (figures.batches, figures.replayed, figures.purges, figures.blocks),
             (5, 2, 0, 5)
         );
+    }
+
+    #[test]
+    fn after_the_copy_is_emptied_on_a_hunch_the_next_batch_replays_from_the_start() {
+        let events = KvEvents::default();
+        events.set_current(true);
+        events.receive(&batch(0, 1, None, 0));
+        events.receive(&batch(1, 2, Some(1), 4));
+        // An unhealthy probe, but the runtime kept its cache: its next batch (seq 2) brings a
+        // replay of everything it still holds.
+        events.forget("the runtime is unhealthy");
+        let next = batch(2, 3, Some(2), 8);
+        assert_eq!(events.receive(&next), Next::Replay { from: 0 });
+        events.receive_replayed(0, &[batch(0, 1, None, 0), batch(1, 2, Some(1), 4)], &next);
+        let prompt: Vec<u32> = (0..13).collect();
+        assert_eq!(events.cached_tokens(&prompt), Some(12), "the copy is whole again");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One request's exchange with Envoy: its headers (answered at once unless the request has
-//! no body), its buffered body (where the policy decides), and its response's headers (which
-//! close the decision record and free the node's slot). Envoy must send the body buffered
+//! no body), its buffered body (where the policy decides), its response's headers (their
+//! status goes in the decision record) and the exchange's end with the request's (which
+//! frees the node's slot: a streamed answer holds it to its last byte). Envoy must send the body buffered
 //! (`request_body_mode: BUFFERED`); streamed bodies are refused with a clear message.
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request a
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Answer;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     BodyMutation, BodyResponse, CommonResponse, HeadersResponse, ImmediateResponse, ProcessingRequest,
-    ProcessingResponse, body_mutation,
+    ProcessingResponse, TrailersResponse, body_mutation,
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use switchyard_controller::front::pick::{self, Held, Picked};
@@ -33,6 +34,8 @@ struct Request {
     subset: Option<Vec<String>>,
     /// The chosen node's slot and record, once picked.
     held: Option<Held>,
+    /// The response's status, once its headers passed.
+    status: Option<u16>,
 }
 
 pub async fn run(front: Arc<Front>, mut inbound: Streaming<ProcessingRequest>, answers: Answers) {
@@ -56,10 +59,11 @@ pub async fn run(front: Arc<Front>, mut inbound: Streaming<ProcessingRequest>, a
             break;
         }
     }
-    // Envoy never sent the response's headers (the client left, or the upstream failed
-    // before answering): the record says so, and the slot is freed.
+    // The exchange ends with the request (a stream's last byte included): the slot is freed
+    // and the record closed with the response's status (0: the client left, or the upstream
+    // failed before answering).
     if let Some(held) = request.held.take() {
-        held.finish(0);
+        held.finish(request.status.unwrap_or(0));
     }
 }
 
@@ -106,9 +110,8 @@ async fn step(front: &Front, request: &mut Request, message: Option<Incoming>) -
             )
         }
         Incoming::ResponseHeaders(message) => {
-            if let Some(held) = request.held.take() {
-                held.finish(headers::status(message.headers.as_ref()));
-            }
+            // The slot stays held while the answer streams: it is freed when the exchange ends.
+            request.status = Some(headers::status(message.headers.as_ref()));
             Some(respond(Answer::ResponseHeaders(HeadersResponse {
                 response: Some(CommonResponse::default()),
             })))
@@ -116,7 +119,8 @@ async fn step(front: &Front, request: &mut Request, message: Option<Incoming>) -
         Incoming::ResponseBody(_) => Some(respond(Answer::ResponseBody(BodyResponse {
             response: Some(CommonResponse::default()),
         }))),
-        Incoming::RequestTrailers(_) | Incoming::ResponseTrailers(_) => None,
+        Incoming::RequestTrailers(_) => Some(respond(Answer::RequestTrailers(TrailersResponse::default()))),
+        Incoming::ResponseTrailers(_) => Some(respond(Answer::ResponseTrailers(TrailersResponse::default()))),
     }
 }
 

@@ -421,9 +421,16 @@ mod tests {
     async fn a_waiter_whose_request_is_dropped_leaves_the_queue() {
         let admission = Admission::new(8);
         let t = targets(&[("a", 1)]);
-        let held = admission.acquire(&t, 5, &Flow::new("k", 1), Duration::from_secs(1)).await.expect("slot");
+        let held = admission
+            .acquire(&t, 5, &Flow::new("k", 1), Duration::from_secs(1))
+            .await
+            .expect("slot");
         let (waiter, wt) = (admission.clone(), t.clone());
-        let task = tokio::spawn(async move { waiter.acquire(&wt, 5, &Flow::new("k", 1), Duration::from_secs(30)).await });
+        let task = tokio::spawn(async move {
+            waiter
+                .acquire(&wt, 5, &Flow::new("k", 1), Duration::from_secs(30))
+                .await
+        });
         while admission.queue_depth() < 1 {
             tokio::task::yield_now().await;
         }
@@ -449,12 +456,18 @@ mod tests {
         let admission = Admission::new(64);
         let busy = targets(&[("busy", 1)]);
         let idle = targets(&[("idle", 4)]);
-        let held = admission.acquire(&busy, 5, &Flow::new("a", 1), Duration::from_secs(1)).await.expect("slot");
+        let held = admission
+            .acquire(&busy, 5, &Flow::new("a", 1), Duration::from_secs(1))
+            .await
+            .expect("slot");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let spawn = |key: &'static str| {
             let (waiter, t, tx) = (admission.clone(), busy.clone(), tx.clone());
             tokio::spawn(async move {
-                let permit = waiter.acquire(&t, 5, &Flow::new(key, 1), Duration::from_secs(5)).await.expect("eventually");
+                let permit = waiter
+                    .acquire(&t, 5, &Flow::new(key, 1), Duration::from_secs(5))
+                    .await
+                    .expect("eventually");
                 tx.send(key).expect("send");
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 drop(permit);
@@ -467,7 +480,10 @@ mod tests {
             }
         }
         // Key a also sends to an idle node, admitted at once with a late stamp.
-        let _elsewhere = admission.acquire(&idle, 5, &Flow::new("a", 1), Duration::from_secs(1)).await.expect("idle");
+        let _elsewhere = admission
+            .acquire(&idle, 5, &Flow::new("a", 1), Duration::from_secs(1))
+            .await
+            .expect("idle");
         spawn("b");
         while admission.queue_depth() < 7 {
             tokio::task::yield_now().await;

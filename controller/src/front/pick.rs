@@ -19,7 +19,7 @@ use crate::node_table::Published;
 use crate::policy::PreparedSnapshot;
 use crate::prefix_index::PromptChain;
 use std::sync::Arc;
-use switchyard_protocol::ClusterSnapshot;
+use switchyard_protocol::{ClusterSnapshot, NodeSnapshot};
 
 /// Where the policy sent a prompt.
 #[derive(Debug)]
@@ -107,19 +107,31 @@ async fn decide_and_hold(
         "req-{}",
         front.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let (mut info, value) = parse(api, &id, headers, body, &Grant::open())?;
+    let grant = gateway_grant();
+    let (mut info, value) = parse(api, &id, headers, body, &grant)?;
     let view = front.nodes.published();
     feasible::check(view.snapshot(), &info)?;
-    let chain = match (api, Endpoint::of(path)) {
+    let endpoint = Endpoint::of(path);
+    let chain = match (api, endpoint) {
         (Api::OpenAiEmbeddings | Api::OllamaEmbed, _) | (_, Endpoint::CountTokens) => PromptChain::default(),
         _ => PromptChain::of(&value, &info.model),
     };
     info.cached = front.prefixes.estimate(&chain, view.snapshot(), &info.model);
-    let prepared = match subset {
-        None => view.prepared.clone(),
-        Some(subset) => within(front, &view, subset)?,
+    if !chain.is_empty() {
+        super::cache_probe::refine(&view, &info.model, &value, info.prompt_tokens, &mut info.cached).await;
+    }
+    // The gateway sends the client's bytes as they are: only nodes that speak the client's
+    // API themselves (and are in the gateway's subset hint, where it gives one).
+    let prepared = within(front, &view, api, subset)?;
+    let previous = match endpoint {
+        Endpoint::Responses => super::previous_response(front, &value, &mut info),
+        _ => None,
     };
-    let route = decide(front, &prepared, &info, started, outcome).await?;
+    let mut route = decide(front, &prepared, &info, started, outcome).await?;
+    if let Some((id, node)) = &previous {
+        route = super::pinned(route, prepared.snapshot(), &info.model, id, node)?;
+        outcome.reason = Some(route.reason.clone());
+    }
     let endpoints: Vec<(String, String, String)> = route
         .targets
         .iter()
@@ -189,25 +201,62 @@ async fn decide_and_hold(
     })
 }
 
-/// The nodes of `view` whose runtime endpoint is in the gateway's `subset`, as the policy's
-/// cluster (in-flight counts live, as always); none is a 503.
-fn within(front: &super::Front, view: &Published, subset: &[String]) -> Result<Arc<PreparedSnapshot>, FrontError> {
-    let nodes: Vec<_> = view
-        .snapshot()
-        .nodes
+/// What the gateway's requests are decided as: the gateway authenticates its own clients, so
+/// every model and priority are open to them; they queue as one key, `gateway`, of weight 1.
+fn gateway_grant() -> Grant {
+    Grant {
+        name: "gateway".to_owned(),
+        ..Grant::open()
+    }
+}
+
+/// Whether `node` answers `api` itself (the gateway translates nothing).
+fn speaks(node: &NodeSnapshot, api: Api) -> bool {
+    match api {
+        Api::OllamaChat | Api::OllamaGenerate | Api::OllamaEmbed => {
+            super::forward::Dialect::of(node) == super::forward::Dialect::Ollama
+        }
+        Api::AnthropicMessages => super::anthropic::speaks_anthropic(node.runtime),
+        _ => true,
+    }
+}
+
+/// The policy's cluster for a gateway request: the nodes of `view` that speak `api` and, with
+/// a `subset` hint, whose runtime endpoint is in it (in-flight counts live, as always). The
+/// whole view when nothing is left out; none is a 503.
+fn within(
+    front: &super::Front,
+    view: &Published,
+    api: Api,
+    subset: Option<&[String]>,
+) -> Result<Arc<PreparedSnapshot>, FrontError> {
+    let in_subset = |node: &NodeSnapshot| {
+        subset.is_none_or(|subset| view.endpoint(&node.name).is_some_and(|e| subset.iter().any(|s| s == e)))
+    };
+    let nodes = &view.snapshot().nodes;
+    if nodes.iter().all(|n| speaks(n, api) && in_subset(n)) {
+        return Ok(view.prepared.clone());
+    }
+    let kept: Vec<NodeSnapshot> = nodes
         .iter()
-        .filter(|node| view.endpoint(&node.name).is_some_and(|e| subset.iter().any(|s| s == e)))
+        .filter(|n| speaks(n, api) && in_subset(n))
         .cloned()
         .collect();
-    if nodes.is_empty() {
-        return Err(FrontError::Exhausted(format!(
-            "no node's endpoint is in the gateway's subset hint [{}]",
-            subset.join(", ")
-        )));
+    if kept.is_empty() {
+        return Err(FrontError::Exhausted(match subset {
+            Some(subset) if !nodes.iter().any(in_subset) => format!(
+                "no node's endpoint is in the gateway's subset hint [{}]",
+                subset.join(", ")
+            ),
+            _ => format!(
+                "no node speaks the {} API itself, and the gateway passes requests on untranslated",
+                api.as_str()
+            ),
+        }));
     }
     let live: Arc<dyn crate::policy::LiveLoad> = front.admission.clone();
     Ok(Arc::new(
-        PreparedSnapshot::from(ClusterSnapshot { nodes }).with_live_load(Some(live)),
+        PreparedSnapshot::from(ClusterSnapshot { nodes: kept }).with_live_load(Some(live)),
     ))
 }
 
