@@ -71,8 +71,40 @@ pub fn decode(seq: &[u8], payload: &[u8]) -> Result<Batch, WireError> {
     Ok(Batch { seq, events })
 }
 
+/// Positions of the fields in the array layout older vLLM releases send
+/// (`array_like=True`: `["BlockStored", block_hashes, parent_block_hash, token_ids,
+/// block_size, lora_id, medium]`, `["BlockRemoved", block_hashes, medium]`).
+const ARRAY_FIELDS: [(&str, &[&str]); 3] = [
+    (
+        "BlockStored",
+        &["type", "block_hashes", "parent_block_hash", "token_ids", "block_size"],
+    ),
+    ("BlockRemoved", &["type", "block_hashes"]),
+    ("AllBlocksCleared", &["type"]),
+];
+
+/// An event in the array layout as the map layout (the names above); others as they are.
+fn as_map(value: &Value) -> std::borrow::Cow<'_, Value> {
+    let Value::Array(items) = value else {
+        return std::borrow::Cow::Borrowed(value);
+    };
+    let kind = items.first().and_then(Value::as_str).unwrap_or_default();
+    let names = ARRAY_FIELDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&[][..], |(_, names)| *names);
+    std::borrow::Cow::Owned(Value::Map(
+        names
+            .iter()
+            .zip(items)
+            .map(|(name, item)| (Value::from(*name), item.clone()))
+            .collect(),
+    ))
+}
+
 /// One event; `None` for kinds this copy has no use for (e.g. a future one).
 fn event(value: &Value) -> Result<Option<KvEvent>, WireError> {
+    let value = &*as_map(value);
     let kind = field(value, "type").and_then(Value::as_str).unwrap_or_default();
     let missing = |field: &'static str| WireError::Field {
         kind: kind.to_owned(),
@@ -188,6 +220,37 @@ pub(crate) mod tests {
                 },
                 KvEvent::Removed { hashes: vec![big] },
                 KvEvent::AllCleared,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_array_layout_of_older_vllm_releases_decodes_too() {
+        let stored = Value::Array(vec![
+            Value::from("BlockStored"),
+            Value::Array(vec![Value::from(7u64)]),
+            Value::Nil,
+            Value::Array((0..4u32).map(Value::from).collect()),
+            Value::from(4),
+            Value::Nil,
+            Value::from("GPU"),
+        ]);
+        let removed = Value::Array(vec![
+            Value::from("BlockRemoved"),
+            Value::Array(vec![Value::from(7u64)]),
+            Value::from("GPU"),
+        ]);
+        let batch = decode(&1_i64.to_be_bytes(), &payload(vec![stored, removed])).expect("decodes");
+        assert_eq!(
+            batch.events,
+            vec![
+                KvEvent::Stored {
+                    hashes: vec![7],
+                    parent: None,
+                    token_ids: vec![0, 1, 2, 3],
+                    block_size: 4
+                },
+                KvEvent::Removed { hashes: vec![7] },
             ]
         );
     }
