@@ -22,9 +22,16 @@ struct Envoy {
 }
 
 impl Envoy {
-    /// With `subset`, a set_metadata filter gives every request that subset hint.
-    fn start(dir: &std::path::Path, picker: &str, subset: Option<&[&str]>) -> Envoy {
+    /// With `subset`, a set_metadata filter gives every request that subset hint; `duplex`
+    /// streams the body to the picker full duplex (the Inference Extension's mode) instead
+    /// of buffered.
+    fn start(dir: &std::path::Path, picker: &str, subset: Option<&[&str]>, duplex: bool) -> Envoy {
         let listen = free_port();
+        let (body_mode, trailer_mode) = if duplex {
+            ("FULL_DUPLEX_STREAMED", "SEND")
+        } else {
+            ("BUFFERED", "SKIP")
+        };
         let hint = match subset {
             Some(endpoints) => format!(
                 r#"          - name: envoy.filters.http.set_metadata
@@ -75,9 +82,9 @@ impl Envoy {
               processing_mode:
                 request_header_mode: SEND
                 response_header_mode: SEND
-                request_body_mode: BUFFERED
+                request_body_mode: {body_mode}
                 response_body_mode: NONE
-                request_trailer_mode: SKIP
+                request_trailer_mode: {trailer_mode}
                 response_trailer_mode: SKIP
           - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
@@ -229,7 +236,7 @@ fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusa
     );
     let endpoints = endpoints(&controller);
     assert_eq!(endpoints.len(), 3, "{endpoints:?}");
-    let envoy = Envoy::start(cluster.dir.path(), &picker, None);
+    let envoy = Envoy::start(cluster.dir.path(), &picker, None, false);
     let url = format!("{}/v1/chat/completions", envoy.url);
 
     // seed-rules over the three nodes: development to the m4, production to the ryzen,
@@ -252,6 +259,39 @@ fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusa
         );
         assert!(text.contains("\"choices\""), "prompt {i}: {text}");
     }
+
+    // The same with the body streamed to the picker full duplex (the Inference Extension's
+    // mode): the picker answers the headers once the body has ended and sends the body back,
+    // a 20 KB prompt included.
+    let duplex = Envoy::start(cluster.dir.path(), &picker, None, true);
+    let long = chat("qwen25-coder-7b", 4, false).replace("\"hi\"", &format!("\"{}\"", "word ".repeat(4000)));
+    for (i, body) in [chat("qwen25-coder-7b", 4, false), long]
+        .iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+    {
+        let (task, node) = expected[i % 3];
+        let (status, text) = post(
+            &format!("{}/v1/chat/completions", duplex.url),
+            &[&format!("x-switchyard-task: {task}")],
+            body,
+        );
+        assert_eq!(status, 200, "full duplex {i}: {text}");
+        // Long prompts may go where their prefix is cached (seed-rules' prefer_cached): the
+        // runtime reached is always the picked node's.
+        let picked = header(&text, "x-switchyard-node");
+        assert_eq!(
+            header(&text, "x-upstream-host"),
+            endpoints[picked],
+            "full duplex {i}: {text}"
+        );
+        if i % 2 == 0 {
+            assert_eq!(picked, node, "full duplex {i} ({task}): {text}");
+        }
+        assert!(text.contains("\"choices\""), "full duplex {i}: {text}");
+    }
+    drop(duplex);
 
     // A streamed answer comes through whole.
     let (status, text) = post(
@@ -309,7 +349,7 @@ fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusa
     // The gateway's subset hint: least-loaded decides among the nodes it allows only; a
     // subset naming no node's endpoint, or none, is a 503.
     controller.cli_ok(&["policy", "activate", "least-loaded"]);
-    let xeon_only = Envoy::start(cluster.dir.path(), &picker, Some(&[endpoints["xeon"].as_str()]));
+    let xeon_only = Envoy::start(cluster.dir.path(), &picker, Some(&[endpoints["xeon"].as_str()]), false);
     for i in 0..10 {
         let (status, text) = post(
             &format!("{}/v1/chat/completions", xeon_only.url),
@@ -323,7 +363,7 @@ fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusa
         );
     }
     for subset in [&["127.0.0.1:9"][..], &[][..]] {
-        let hinted = Envoy::start(cluster.dir.path(), &picker, Some(subset));
+        let hinted = Envoy::start(cluster.dir.path(), &picker, Some(subset), false);
         let (status, text) = post(
             &format!("{}/v1/chat/completions", hinted.url),
             &[],

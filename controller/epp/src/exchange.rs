@@ -1,8 +1,13 @@
-//! One request's exchange with Envoy: its headers (answered at once unless the request has
-//! no body), its buffered body (where the policy decides), its response's headers (their
-//! status goes in the decision record) and the exchange's end with the request's (which
-//! frees the node's slot: a streamed answer holds it to its last byte). Envoy must send the body buffered
-//! (`request_body_mode: BUFFERED`); streamed bodies are refused with a clear message.
+//! One request's exchange with Envoy: its headers, its body (where the policy decides), its
+//! response's headers (their status goes in the decision record) and the exchange's end with
+//! the request's (which frees the node's slot: a streamed answer holds it to its last byte).
+//! Two body modes, as Envoy's `request_body_mode` says in the first message:
+//! - `BUFFERED`: headers are answered at once; the whole body comes in one message, answered
+//!   with the pick (and the body rewritten where the node names the model otherwise);
+//! - `FULL_DUPLEX_STREAMED` (the Gateway API Inference Extension's mode): body chunks arrive
+//!   without waiting for answers; the picker holds its answer to the headers until the body
+//!   has ended (its last chunk, or trailers), then answers the headers with the pick and sends
+//!   the body back in chunks of at most 64 KiB, as that mode requires.
 
 use std::sync::Arc;
 
@@ -11,7 +16,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request a
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Answer;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     BodyMutation, BodyResponse, CommonResponse, HeadersResponse, ImmediateResponse, ProcessingRequest,
-    ProcessingResponse, TrailersResponse, body_mutation,
+    ProcessingResponse, StreamedBodyResponse, TrailersResponse, body_mutation,
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use switchyard_controller::front::pick::{self, Held, Picked};
@@ -24,12 +29,21 @@ use crate::{DESTINATION_HEADER, headers};
 /// Where the stream's answers go.
 type Answers = Sender<Result<ProcessingResponse, Status>>;
 
+/// Envoy's `FULL_DUPLEX_STREAMED` body mode (`ProcessingMode.BodySendMode`).
+const FULL_DUPLEX_STREAMED: i32 = 4;
+/// The largest body chunk sent back in full-duplex mode (Envoy's recommendation).
+const CHUNK: usize = 64 * 1024;
+
 /// What one stream has seen so far.
 #[derive(Default)]
 struct Request {
     path: String,
     headers: http::HeaderMap,
     body: BytesMut,
+    /// Envoy streams the body full duplex: the headers' answer waits for the body's end.
+    duplex: bool,
+    /// The body ended and the pick was answered (so trailers only need their own answer).
+    decided: bool,
     /// The endpoints the gateway allows (its subset hint), where it gives one.
     subset: Option<Vec<String>>,
     /// The chosen node's slot and record, once picked.
@@ -40,7 +54,7 @@ struct Request {
 
 pub async fn run(front: Arc<Front>, mut inbound: Streaming<ProcessingRequest>, answers: Answers) {
     let mut request = Request::default();
-    loop {
+    'exchange: loop {
         let message = match inbound.message().await {
             Ok(Some(message)) => message,
             Ok(None) => break,
@@ -52,11 +66,13 @@ pub async fn run(front: Arc<Front>, mut inbound: Streaming<ProcessingRequest>, a
         if let Some(subset) = headers::subset_hint(message.metadata_context.as_ref()) {
             request.subset = Some(subset);
         }
-        let Some(answer) = step(&front, &mut request, message.request).await else {
-            continue;
-        };
-        if answers.send(Ok(answer)).await.is_err() {
-            break;
+        if let Some(config) = &message.protocol_config {
+            request.duplex = config.request_body_mode == FULL_DUPLEX_STREAMED;
+        }
+        for answer in step(&front, &mut request, message.request).await {
+            if answers.send(Ok(answer)).await.is_err() {
+                break 'exchange;
+            }
         }
     }
     // The exchange ends with the request (a stream's last byte included): the slot is freed
@@ -67,9 +83,12 @@ pub async fn run(front: Arc<Front>, mut inbound: Streaming<ProcessingRequest>, a
     }
 }
 
-/// The answer to one message (`None` for messages that need none).
-async fn step(front: &Front, request: &mut Request, message: Option<Incoming>) -> Option<ProcessingResponse> {
-    match message? {
+/// The answers to one message (none for a full-duplex message that waits for more).
+async fn step(front: &Front, request: &mut Request, message: Option<Incoming>) -> Vec<ProcessingResponse> {
+    let Some(message) = message else {
+        return Vec::new();
+    };
+    match message {
         Incoming::RequestHeaders(message) => {
             let (map, path) = headers::read(message.headers.as_ref());
             request.headers = map;
@@ -80,67 +99,125 @@ async fn step(front: &Front, request: &mut Request, message: Option<Incoming>) -
                     "the endpoint picker decides prompts: {} came without a body",
                     request.path
                 ));
-                return Some(immediate(&request.path, &error).await);
+                return vec![immediate(&request.path, &error).await];
             }
-            Some(respond(Answer::RequestHeaders(HeadersResponse {
+            if request.duplex {
+                return Vec::new();
+            }
+            vec![respond(Answer::RequestHeaders(HeadersResponse {
                 response: Some(CommonResponse::default()),
-            })))
+            }))]
         }
         Incoming::RequestBody(chunk) => {
             let limit = front.limits.max_body_bytes;
             if request.body.len() + chunk.body.len() > limit {
-                return Some(immediate(&request.path, &FrontError::TooLarge(limit)).await);
+                return vec![immediate(&request.path, &FrontError::TooLarge(limit)).await];
             }
             request.body.extend_from_slice(&chunk.body);
-            if !chunk.end_of_stream {
-                let error = FrontError::BadRequest(
-                    "the endpoint picker needs the whole body at once: set the ext_proc filter's \
-                     request_body_mode to BUFFERED"
-                        .into(),
-                );
-                return Some(immediate(&request.path, &error).await);
+            match (chunk.end_of_stream, request.duplex) {
+                (true, _) => decide(front, request).await,
+                (false, true) => Vec::new(),
+                (false, false) => {
+                    let error = FrontError::BadRequest(
+                        "the endpoint picker needs the whole body: set the ext_proc filter's request_body_mode \
+                         to BUFFERED or FULL_DUPLEX_STREAMED"
+                            .into(),
+                    );
+                    vec![immediate(&request.path, &error).await]
+                }
             }
-            let body = std::mem::take(&mut request.body).freeze();
-            let subset = request.subset.as_deref();
-            Some(
-                match pick::pick(front, &request.path, &request.headers, &body, subset).await {
-                    Ok(picked) => picked_answer(request, picked, &body),
-                    Err(error) => immediate(&request.path, &error).await,
-                },
-            )
+        }
+        Incoming::RequestTrailers(_) => {
+            // In full-duplex mode, trailers (where the client sends any) end the body.
+            let mut answers = if request.duplex && !request.decided {
+                decide(front, request).await
+            } else {
+                Vec::new()
+            };
+            answers.push(respond(Answer::RequestTrailers(TrailersResponse::default())));
+            answers
         }
         Incoming::ResponseHeaders(message) => {
             // The slot stays held while the answer streams: it is freed when the exchange ends.
             request.status = Some(headers::status(message.headers.as_ref()));
-            Some(respond(Answer::ResponseHeaders(HeadersResponse {
+            vec![respond(Answer::ResponseHeaders(HeadersResponse {
                 response: Some(CommonResponse::default()),
-            })))
+            }))]
         }
-        Incoming::ResponseBody(_) => Some(respond(Answer::ResponseBody(BodyResponse {
+        Incoming::ResponseBody(_) => vec![respond(Answer::ResponseBody(BodyResponse {
             response: Some(CommonResponse::default()),
-        }))),
-        Incoming::RequestTrailers(_) => Some(respond(Answer::RequestTrailers(TrailersResponse::default()))),
-        Incoming::ResponseTrailers(_) => Some(respond(Answer::ResponseTrailers(TrailersResponse::default()))),
+        }))],
+        Incoming::ResponseTrailers(_) => vec![respond(Answer::ResponseTrailers(TrailersResponse::default()))],
+    }
+}
+
+/// The body has ended: the policy decides, and the answers say where (or why not).
+async fn decide(front: &Front, request: &mut Request) -> Vec<ProcessingResponse> {
+    request.decided = true;
+    let body = std::mem::take(&mut request.body).freeze();
+    match pick::pick(front, &request.path, &request.headers, &body, request.subset.as_deref()).await {
+        Ok(picked) => picked_answers(request, picked, body),
+        Err(error) => vec![immediate(&request.path, &error).await],
     }
 }
 
 /// The chosen endpoint in the header and `envoy.lb` metadata, the body rewritten where the
-/// node calls the model otherwise.
-fn picked_answer(request: &mut Request, picked: Picked, original: &Bytes) -> ProcessingResponse {
+/// node calls the model otherwise; in full-duplex mode the headers' answer and then the body.
+fn picked_answers(request: &mut Request, picked: Picked, original: Bytes) -> Vec<ProcessingResponse> {
     let mut set = vec![
         (DESTINATION_HEADER, picked.endpoint.clone()),
         ("x-switchyard-node", picked.node.clone()),
         ("x-switchyard-policy", picked.policy.clone()),
     ];
-    let body_mutation = picked.body.as_ref().map(|body| {
+    tracing::debug!(node = %picked.node, endpoint = %picked.endpoint, bytes = original.len(), "picked");
+    let metadata = Some(headers::metadata("envoy.lb", DESTINATION_HEADER, &picked.endpoint));
+    let rewritten = picked.body.clone();
+    request.held = Some(picked.held);
+    if request.duplex {
+        // Envoy drops the content length itself in this mode; the body must come back whole.
+        let headers = ProcessingResponse {
+            dynamic_metadata: metadata,
+            response: Some(Answer::RequestHeaders(HeadersResponse {
+                response: Some(CommonResponse {
+                    header_mutation: Some(headers::set(&set)),
+                    clear_route_cache: true,
+                    ..Default::default()
+                }),
+            })),
+            ..Default::default()
+        };
+        let body = rewritten.unwrap_or(original);
+        let chunks: Vec<&[u8]> = if body.is_empty() {
+            vec![&[][..]]
+        } else {
+            body.chunks(CHUNK).collect()
+        };
+        let last = chunks.len() - 1;
+        let mut answers = vec![headers];
+        answers.extend(chunks.into_iter().enumerate().map(|(i, chunk)| {
+            respond(Answer::RequestBody(BodyResponse {
+                response: Some(CommonResponse {
+                    body_mutation: Some(BodyMutation {
+                        mutation: Some(body_mutation::Mutation::StreamedResponse(StreamedBodyResponse {
+                            body: chunk.to_vec(),
+                            end_of_stream: i == last,
+                            ..Default::default()
+                        })),
+                    }),
+                    ..Default::default()
+                }),
+            }))
+        }));
+        return answers;
+    }
+    let body_mutation = rewritten.map(|body| {
         set.push(("content-length", body.len().to_string()));
         BodyMutation {
             mutation: Some(body_mutation::Mutation::Body(body.to_vec())),
         }
     });
-    tracing::debug!(node = %picked.node, endpoint = %picked.endpoint, bytes = original.len(), "picked");
-    let answer = ProcessingResponse {
-        dynamic_metadata: Some(headers::metadata("envoy.lb", DESTINATION_HEADER, &picked.endpoint)),
+    vec![ProcessingResponse {
+        dynamic_metadata: metadata,
         response: Some(Answer::RequestBody(BodyResponse {
             response: Some(CommonResponse {
                 header_mutation: Some(headers::set(&set)),
@@ -150,9 +227,7 @@ fn picked_answer(request: &mut Request, picked: Picked, original: &Bytes) -> Pro
             }),
         })),
         ..Default::default()
-    };
-    request.held = Some(picked.held);
-    answer
+    }]
 }
 
 fn respond(response: Answer) -> ProcessingResponse {
