@@ -165,6 +165,11 @@ impl PrefixIndex {
         found
     }
 
+    /// Forget everything `node` was thought to hold.
+    pub fn forget_node(&self, node: &str) {
+        self.nodes.lock().remove(node);
+    }
+
     /// `node` was sent the prompt: it holds its boundaries now.
     pub fn record(&self, node: &str, chain: &PromptChain) {
         if chain.is_empty() {
@@ -182,6 +187,43 @@ impl PrefixIndex {
                 break;
             };
             index.last_used.remove(&oldest);
+        }
+    }
+}
+
+/// The runtime's own count, checked against the estimate a request was sent on: a node that
+/// found far less of the prompt cached than the index claimed (under a quarter of an estimate
+/// of 256 tokens or more) started cold since (a restarted runtime, an evicted model) without
+/// the controller seeing it unhealthy, so everything else the index holds for it is stale
+/// too. It is forgotten, and the node keeps only the prompt it was just sent.
+#[derive(Debug)]
+pub struct ColdCheck {
+    index: std::sync::Arc<PrefixIndex>,
+    node: String,
+    chain: PromptChain,
+    estimated: u32,
+}
+
+/// Estimates below this are not checked (a short prompt's miss says little).
+const CHECKED_FROM: u32 = 256;
+
+impl ColdCheck {
+    /// A check for a request sent to `node` on an (approximate) estimate of `estimated` tokens.
+    pub fn new(index: std::sync::Arc<PrefixIndex>, node: &str, chain: &PromptChain, estimated: u32) -> Option<Self> {
+        (estimated >= CHECKED_FROM).then(|| Self {
+            index,
+            node: node.to_owned(),
+            chain: chain.clone(),
+            estimated,
+        })
+    }
+
+    /// The runtime reported `cached` prompt tokens for the request.
+    pub fn observe(self, cached: u32) {
+        if u64::from(cached) * 4 < u64::from(self.estimated) {
+            tracing::info!(node = %self.node, estimated = self.estimated, cached, "the node's prefix cache was cold: its prefix index starts again");
+            self.index.forget_node(&self.node);
+            self.index.record(&self.node, &self.chain);
         }
     }
 }
@@ -300,6 +342,46 @@ mod tests {
         assert_eq!(
             oldest[0].tokens, shared_tokens,
             "only the shared beginning is left: {oldest:?}"
+        );
+    }
+
+    #[test]
+    fn a_node_found_cold_by_its_runtime_keeps_only_the_prompt_it_was_just_sent() {
+        let index = std::sync::Arc::new(PrefixIndex::default());
+        let snapshot = ClusterSnapshot {
+            nodes: vec![node("xeon", true, true)],
+        };
+        let long = |text: &str| {
+            PromptChain::of(
+                &json!({"messages": [{"role": "user", "content": text.repeat(400)}]}),
+                "coder",
+            )
+        };
+        let (old, new) = (long("old session "), long("new session "));
+        index.record("xeon", &old);
+        index.record("xeon", &new);
+        let held = |chain: &PromptChain| {
+            index
+                .estimate(chain, &snapshot, "coder")
+                .first()
+                .map_or(0, |c| c.tokens)
+        };
+        let estimated = held(&new);
+        assert!(estimated >= 1000, "{estimated}");
+        // The runtime found as much as claimed: nothing changes.
+        ColdCheck::new(index.clone(), "xeon", &new, estimated)
+            .expect("checked")
+            .observe(estimated);
+        assert!(held(&old) > 0);
+        // It found nothing: it restarted unseen. Only the prompt just sent is held now.
+        ColdCheck::new(index.clone(), "xeon", &new, estimated)
+            .expect("checked")
+            .observe(0);
+        assert_eq!(held(&old), 0, "the stale session is forgotten");
+        assert_eq!(held(&new), estimated, "the prompt just sent is held");
+        assert!(
+            ColdCheck::new(index.clone(), "xeon", &new, 100).is_none(),
+            "short prompts are not checked"
         );
     }
 }

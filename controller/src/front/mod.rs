@@ -269,6 +269,13 @@ async fn prompt(
     upstream.permit.hold(key_slot, charge);
 
     front.prefixes.record(&upstream.node, &chain);
+    // The index's own guess for the node, checked against the runtime's count at the end.
+    let guessed = info
+        .cached
+        .iter()
+        .find(|c| c.node == upstream.node && c.source == switchyard_protocol::CacheSource::Approximate)
+        .map_or(0, |c| c.tokens);
+    let cold_check = crate::prefix_index::ColdCheck::new(front.prefixes.clone(), &upstream.node, &chain, guessed);
     outcome.node = Some(upstream.node.clone());
     outcome.model_label = info.model.clone();
     let energy = energy_estimate(view.energy(&upstream.node), &info);
@@ -297,7 +304,11 @@ async fn prompt(
         ));
     }
     let node = upstream.node.clone();
-    let mut response = respond::respond(front, api, &info, upstream, started, sink, endpoint).await;
+    let afterwards = respond::Afterwards {
+        record: sink,
+        cold_check,
+    };
+    let mut response = respond::respond(front, api, &info, upstream, started, afterwards, endpoint).await;
     routing_headers(response.headers_mut(), &node, &policy, &reason);
     if let Some(estimate) = energy {
         front.metrics.energy(&node, estimate.joules);

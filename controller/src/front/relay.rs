@@ -157,6 +157,8 @@ pub struct Relayed {
     pub record: Option<super::record::RecordSink>,
     /// Remembers the answer's response id with its node (the Responses API).
     pub learner: Option<super::responses::Learner>,
+    /// Checks the prefix index's estimate against the runtime's own cached count.
+    pub cold_check: Option<crate::prefix_index::ColdCheck>,
 }
 
 /// Bookkeeping when the relay ends.
@@ -168,6 +170,7 @@ struct Finish {
     started: Instant,
     completed: bool,
     record: Option<super::record::RecordSink>,
+    cold_check: Option<crate::prefix_index::ColdCheck>,
 }
 
 impl Finish {
@@ -175,6 +178,9 @@ impl Finish {
     fn note_cached(&mut self, count: Option<&CachedCount>) {
         if let (Some(record), Some(count)) = (self.record.as_mut(), count) {
             record.outcome().cached_tokens = count.cached_tokens();
+        }
+        if let (Some(check), Some(cached)) = (self.cold_check.take(), count.and_then(CachedCount::cached_tokens)) {
+            check.observe(cached);
         }
     }
 }
@@ -223,6 +229,7 @@ impl Finish {
             started: relayed.started,
             completed: false,
             record: relayed.record.take(),
+            cold_check: relayed.cold_check.take(),
         }
     }
 
@@ -335,7 +342,8 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
         let mut decoder = SseDecoder::default();
         // Only an answer whose decision is recorded needs the runtime's cached count, and
         // only one charged to a key's token budget its usage.
-        let mut cached_count = (finish.record.is_some() || permit.charged()).then(CachedCount::default);
+        let mut cached_count =
+            (finish.record.is_some() || finish.cold_check.is_some() || permit.charged()).then(CachedCount::default);
         loop {
             let step = next_step(&mut body, deadline.as_mut(), &closing, &finish.node, total_timeout).await;
             let data = match step {

@@ -22,15 +22,24 @@ use super::request_info::{Api, Endpoint};
 use super::responses::Learner;
 use crate::http::{ResponseBody, json};
 
+/// What is settled once the answer has ended: the decision record, and the check of the
+/// prefix index's estimate against the runtime's own cached count.
+#[derive(Debug)]
+pub struct Afterwards {
+    pub record: Option<RecordSink>,
+    pub cold_check: Option<crate::prefix_index::ColdCheck>,
+}
+
 pub async fn respond(
     front: &super::Front,
     api: Api,
     info: &RequestInfo,
     upstream: Upstream,
     started: Instant,
-    record: Option<RecordSink>,
+    afterwards: Afterwards,
     endpoint: Endpoint,
 ) -> Response<ResponseBody> {
+    let Afterwards { record, cold_check } = afterwards;
     let count_only = endpoint == Endpoint::CountTokens;
     let translate = api.is_ollama() && upstream.dialect == Dialect::OpenAi;
     let to_anthropic = api == Api::AnthropicMessages && !anthropic::speaks_anthropic(upstream.runtime);
@@ -51,6 +60,7 @@ pub async fn respond(
         record,
         learner: (endpoint == Endpoint::Responses && head.status.is_success())
             .then(|| Learner::new(front.responses.clone(), &node_name)),
+        cold_check,
     };
     if to_anthropic {
         to_anthropic_answer(info, count_only, head.status, body, permit, relayed).await
