@@ -346,6 +346,28 @@ fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusa
 
     // The decision record holds the picks with the runtime's status, and no slot is left
     // held (every node's in-flight count is back to 0).
+    // Picks are counted in /metrics as the front door's requests are.
+    let metrics = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("{}/metrics", controller.url))
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let counted = |node: &str, model: &str, status: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "switchyard_requests_total{{node=\"{node}\",model=\"{model}\",status=\"{status}\"}} "
+                ))
+            })
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(counted("m4", "qwen25-coder-7b", "200") >= 34, "{metrics}");
+    // Refusals before a node was chosen carry no model label, as at the front door.
+    assert!(counted("none", "-", "503") >= 1, "{metrics}");
+
     // The gateway's subset hint: least-loaded decides among the nodes it allows only; a
     // subset naming no node's endpoint, or none, is a 503.
     controller.cli_ok(&["policy", "activate", "least-loaded"]);

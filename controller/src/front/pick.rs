@@ -43,22 +43,34 @@ pub struct Picked {
 pub struct Held {
     _permit: Permit,
     record: Option<record::RecordSink>,
+    /// Counted in `/metrics` as the front door's requests are (node, model, status; 499 for
+    /// one that ended without an answer).
+    metrics: Arc<super::metrics::FrontMetrics>,
+    node: String,
+    model: String,
+    counted: bool,
 }
 
 impl Held {
     /// The request ended with `status` (0: the gateway never said).
     pub fn finish(mut self, status: u16) {
+        self.end(status);
+    }
+
+    fn end(&mut self, status: u16) {
         if let Some(sink) = self.record.take() {
             sink.finish(status, status == 0);
+        }
+        if !std::mem::replace(&mut self.counted, true) {
+            let status = if status == 0 { 499 } else { status };
+            self.metrics.request(&self.node, &self.model, status);
         }
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(sink) = self.record.take() {
-            sink.finish(0, true);
-        }
+        self.end(0);
     }
 }
 
@@ -84,11 +96,15 @@ pub async fn pick(
     };
     let picked = decide_and_hold(front, path, headers, body, subset, &mut outcome).await;
     if let Err(error) = &picked {
-        // A refusal is recorded as the front door records it.
+        // A refusal is recorded and counted as the front door records and counts it.
+        let status = error.status().as_u16();
         if let Some(mut sink) = outcome.record.take() {
             sink.outcome().node = outcome.node.clone();
-            sink.finish(error.status().as_u16(), false);
+            sink.finish(status, false);
         }
+        front
+            .metrics
+            .request(outcome.node.as_deref().unwrap_or("none"), &outcome.model_label, status);
     }
     picked
 }
@@ -182,6 +198,7 @@ async fn decide_and_hold(
         value["model"] = Value::String(local_model.clone());
         Bytes::from(value.to_string())
     });
+    let permit_node = permit.node.clone();
     Ok(Picked {
         fallbacks: endpoints
             .iter()
@@ -193,10 +210,14 @@ async fn decide_and_hold(
         local_model,
         body,
         policy: outcome.policy.clone().unwrap_or_default(),
-        reason: super::served_reason(&route, &permit.node),
+        reason: super::served_reason(&route, &permit_node),
         held: Held {
             _permit: permit,
             record,
+            metrics: front.metrics.clone(),
+            node: permit_node,
+            model: info.model.clone(),
+            counted: false,
         },
     })
 }
