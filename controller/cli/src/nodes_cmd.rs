@@ -129,6 +129,9 @@ pub fn format_nodes(view: &NodesView) -> String {
     if rows.iter().any(|cells| cells[7].starts_with('~')) {
         out.push_str("~ energy from declared watts or the seed's figures, not measured\n");
     }
+    if rows.iter().any(|cells| cells[6].ends_with('*')) {
+        out.push_str("* its cache estimates are the runtime's own (vLLM's KV-cache events), not guessed\n");
+    }
     if !view.unhealthy.is_empty() {
         out.push_str("\nwhy:\n");
         for (node, reason) in &view.unhealthy {
@@ -186,9 +189,7 @@ fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 1
         node.tokens_per_sec
             .map(|t| format!("{t:.1}"))
             .unwrap_or_else(|| "-".into()),
-        link.and_then(|l| l.prefix_cache_hit_pct)
-            .map(|pct| format!("{pct:.0}%"))
-            .unwrap_or_else(|| "-".into()),
+        cache_cell(link),
         energy_cell(link.and_then(|l| l.energy.as_ref())),
         hottest.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into()),
         if heat.is_empty() {
@@ -199,6 +200,17 @@ fn row(view: &NodesView, node: &switchyard_protocol::NodeSnapshot) -> [String; 1
         format!("{}ms", node.last_seen_ms),
         link_text,
     ]
+}
+
+/// The runtime's prefix-cache hit rate, `*` marking a node whose agent follows the runtime's
+/// own cache (the precise estimate).
+fn cache_cell(link: Option<&switchyard_controller::node_table::LinkView>) -> String {
+    let rate = link
+        .and_then(|l| l.prefix_cache_hit_pct)
+        .map(|pct| format!("{pct:.0}%"))
+        .unwrap_or_else(|| "-".into());
+    let precise = link.and_then(|l| l.kv_events.as_ref()).is_some_and(|kv| kv.current);
+    if precise { format!("{rate}*") } else { rate }
 }
 
 /// Joules per token, `~` marking a figure that is assumed rather than measured.

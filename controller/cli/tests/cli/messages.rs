@@ -163,7 +163,13 @@ fn the_node_table_reads_as_an_operator_needs() {
         resident: Vec::new(),
         // The xeon's runtime found 62.5 % of its prompt tokens in its prefix cache.
         prefix_cache_hit_pct: (node == "xeon").then_some(62.5),
-        kv_events: None,
+        // The ryzen's agent follows vLLM's KV-cache events (the precise estimate).
+        kv_events: (node == "ryzen").then(|| switchyard_protocol::KvEventsTelemetry {
+            current: true,
+            blocks: 1200,
+            block_size: 16,
+            ..Default::default()
+        }),
         endpoint: None,
         // The m4's figure is the seed's (assumed); the xeon's is measured by NVML.
         energy: match node {
