@@ -65,6 +65,44 @@ pub struct GatewayConfig {
     /// Where the ext_proc gRPC service listens, e.g. `127.0.0.1:9002` (Envoy's `grpc_service`
     /// cluster points here).
     pub picker_listen: SocketAddr,
+    /// The highest `x-switchyard-priority` the gateway's clients may ask for (0-9, default 9:
+    /// the gateway authenticates them).
+    #[serde(default = "gateway_max_priority")]
+    pub max_priority: u8,
+    /// The gateway's share of the queue beside the API keys waiting at the same priority
+    /// (1-1000, default 1).
+    #[serde(default = "gateway_weight")]
+    pub weight: u32,
+}
+
+fn gateway_max_priority() -> u8 {
+    9
+}
+
+fn gateway_weight() -> u32 {
+    1
+}
+
+impl GatewayConfig {
+    /// What the gateway's requests are decided as: every model, this priority cap and weight,
+    /// queued as one key, `gateway`; `Err` says which field is out of range.
+    pub fn grant(&self) -> Result<crate::front::keys::Grant, String> {
+        if self.max_priority > 9 {
+            return Err(format!(
+                "field `gateway.max_priority`: {} is not 0-9",
+                self.max_priority
+            ));
+        }
+        if !(1..=1000).contains(&self.weight) {
+            return Err(format!("field `gateway.weight`: {} is not 1-1000", self.weight));
+        }
+        Ok(crate::front::keys::Grant {
+            name: "gateway".to_owned(),
+            models: vec!["*".to_owned()],
+            max_priority: self.max_priority,
+            weight: self.weight,
+        })
+    }
 }
 
 /// `[decisions]`: where the decision record is kept and how much of it.

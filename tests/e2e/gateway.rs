@@ -191,7 +191,10 @@ fn endpoints(controller: &Controller) -> std::collections::BTreeMap<String, Stri
 #[test]
 fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusals() {
     let cluster = Cluster::new(&[]);
-    let controller = controller(&cluster, "[gateway]\npicker_listen = \"127.0.0.1:0\"\n");
+    let controller = controller(
+        &cluster,
+        "[gateway]\npicker_listen = \"127.0.0.1:0\"\nmax_priority = 6\n",
+    );
     let picker_line = "endpoint picker (Envoy ext_proc, gRPC) on ";
     assert!(eventually(Duration::from_secs(10), || controller
         .stdout_text()
@@ -292,6 +295,22 @@ fn a_real_envoy_sends_every_prompt_where_the_policy_picks_and_answers_its_refusa
         assert!(text.contains("\"choices\""), "full duplex {i}: {text}");
     }
     drop(duplex);
+
+    // The gateway's clients get at most `[gateway] max_priority`: 9 asked, 6 decided.
+    let (status, text) = post(
+        &url,
+        &["x-switchyard-task: production", "x-switchyard-priority: 9"],
+        &chat("qwen25-coder-7b", 4, false),
+    );
+    assert_eq!(status, 200, "{text}");
+    // (The record is written when Envoy ends the exchange, just after the answer.)
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            controller.admin("/admin/decisions?limit=1")["records"][0]["request"]["priority"] == 6
+        }),
+        "{:#}",
+        controller.admin("/admin/decisions?limit=1")
+    );
 
     // A streamed answer comes through whole.
     let (status, text) = post(

@@ -295,6 +295,9 @@ async fn serve(
     }
     let shutdown = CancellationToken::new();
     if let Some(gateway) = &config.gateway {
+        let grant = gateway
+            .grant()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
         let listener = tokio::net::TcpListener::bind(gateway.picker_listen)
             .await
             .with_context(|| {
@@ -310,7 +313,7 @@ async fn serve(
         ));
         let (front, shutdown) = (running.app.front.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = switchyard_epp::serve(listener, front, shutdown).await {
+            if let Err(e) = switchyard_epp::serve(listener, front, grant, shutdown).await {
                 tracing::error!("the endpoint picker stopped: {e}");
             }
         });

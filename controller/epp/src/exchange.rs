@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     ProcessingResponse, StreamedBodyResponse, TrailersResponse, body_mutation,
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use switchyard_controller::front::keys::Grant;
 use switchyard_controller::front::pick::{self, Held, Picked};
 use switchyard_controller::front::{Front, FrontError};
 use tokio::sync::mpsc::Sender;
@@ -52,7 +53,7 @@ struct Request {
     status: Option<u16>,
 }
 
-pub async fn run(front: Arc<Front>, mut inbound: Streaming<ProcessingRequest>, answers: Answers) {
+pub async fn run(front: Arc<Front>, grant: Arc<Grant>, mut inbound: Streaming<ProcessingRequest>, answers: Answers) {
     let mut request = Request::default();
     'exchange: loop {
         let message = match inbound.message().await {
@@ -69,7 +70,7 @@ pub async fn run(front: Arc<Front>, mut inbound: Streaming<ProcessingRequest>, a
         if let Some(config) = &message.protocol_config {
             request.duplex = config.request_body_mode == FULL_DUPLEX_STREAMED;
         }
-        for answer in step(&front, &mut request, message.request).await {
+        for answer in step(&front, &grant, &mut request, message.request).await {
             if answers.send(Ok(answer)).await.is_err() {
                 break 'exchange;
             }
@@ -84,7 +85,12 @@ pub async fn run(front: Arc<Front>, mut inbound: Streaming<ProcessingRequest>, a
 }
 
 /// The answers to one message (none for a full-duplex message that waits for more).
-async fn step(front: &Front, request: &mut Request, message: Option<Incoming>) -> Vec<ProcessingResponse> {
+async fn step(
+    front: &Front,
+    grant: &Grant,
+    request: &mut Request,
+    message: Option<Incoming>,
+) -> Vec<ProcessingResponse> {
     let Some(message) = message else {
         return Vec::new();
     };
@@ -115,7 +121,7 @@ async fn step(front: &Front, request: &mut Request, message: Option<Incoming>) -
             }
             request.body.extend_from_slice(&chunk.body);
             match (chunk.end_of_stream, request.duplex) {
-                (true, _) => decide(front, request).await,
+                (true, _) => decide(front, grant, request).await,
                 (false, true) => Vec::new(),
                 (false, false) => {
                     let error = FrontError::BadRequest(
@@ -130,7 +136,7 @@ async fn step(front: &Front, request: &mut Request, message: Option<Incoming>) -
         Incoming::RequestTrailers(_) => {
             // In full-duplex mode, trailers (where the client sends any) end the body.
             let mut answers = if request.duplex && !request.decided {
-                decide(front, request).await
+                decide(front, grant, request).await
             } else {
                 Vec::new()
             };
@@ -152,10 +158,19 @@ async fn step(front: &Front, request: &mut Request, message: Option<Incoming>) -
 }
 
 /// The body has ended: the policy decides, and the answers say where (or why not).
-async fn decide(front: &Front, request: &mut Request) -> Vec<ProcessingResponse> {
+async fn decide(front: &Front, grant: &Grant, request: &mut Request) -> Vec<ProcessingResponse> {
     request.decided = true;
     let body = std::mem::take(&mut request.body).freeze();
-    match pick::pick(front, &request.path, &request.headers, &body, request.subset.as_deref()).await {
+    match pick::pick(
+        front,
+        grant,
+        &request.path,
+        &request.headers,
+        &body,
+        request.subset.as_deref(),
+    )
+    .await
+    {
         Ok(picked) => picked_answers(request, picked, body),
         Err(error) => vec![immediate(&request.path, &error).await],
     }

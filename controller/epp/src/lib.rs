@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::{
 };
 use envoy_types::pb::envoy::service::ext_proc::v3::{ProcessingRequest, ProcessingResponse};
 use switchyard_controller::front::Front;
+use switchyard_controller::front::keys::Grant;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
@@ -35,11 +36,16 @@ pub const SUBSET_KEY: &str = "x-gateway-destination-endpoint-subset";
 #[derive(Debug, Clone)]
 pub struct Picker {
     front: Arc<Front>,
+    /// What the gateway's requests are decided as (`[gateway]`: priority cap and weight).
+    grant: Arc<Grant>,
 }
 
 impl Picker {
-    pub fn new(front: Arc<Front>) -> Self {
-        Self { front }
+    pub fn new(front: Arc<Front>, grant: Grant) -> Self {
+        Self {
+            front,
+            grant: Arc::new(grant),
+        }
     }
 }
 
@@ -52,7 +58,12 @@ impl ExternalProcessor for Picker {
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
         let (answers, stream) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(exchange::run(self.front.clone(), request.into_inner(), answers));
+        tokio::spawn(exchange::run(
+            self.front.clone(),
+            self.grant.clone(),
+            request.into_inner(),
+            answers,
+        ));
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 }
@@ -61,6 +72,7 @@ impl ExternalProcessor for Picker {
 pub async fn serve(
     listener: TcpListener,
     front: Arc<Front>,
+    grant: Grant,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -71,7 +83,7 @@ pub async fn serve(
         .await;
     tonic::transport::Server::builder()
         .add_service(health)
-        .add_service(ExternalProcessorServer::new(Picker::new(front)))
+        .add_service(ExternalProcessorServer::new(Picker::new(front, grant)))
         .serve_with_incoming_shutdown(nodelay(listener), shutdown.cancelled_owned())
         .await
 }

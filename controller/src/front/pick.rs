@@ -80,11 +80,12 @@ pub fn api_of(path: &str) -> Option<Api> {
 }
 
 /// Decide where the prompt `body` sent to `path` goes, and take a slot there (waiting in the
-/// queue as the front door does). With a `subset` (the gateway's hint: the endpoints it
-/// allows), the policy sees only the nodes whose runtime endpoint is in it. The gateway
-/// authenticates its clients: every prompt is decided as the open grant's.
+/// queue as the front door does), as `grant` allows (the gateway's: `[gateway]`). With a
+/// `subset` (the gateway's hint: the endpoints it allows), the policy sees only the nodes
+/// whose runtime endpoint is in it.
 pub async fn pick(
     front: &super::Front,
+    grant: &Grant,
     path: &str,
     headers: &HeaderMap,
     body: &Bytes,
@@ -94,7 +95,7 @@ pub async fn pick(
         arrived_ms: crate::clock::now_ms(),
         ..Outcome::default()
     };
-    let picked = decide_and_hold(front, path, headers, body, subset, &mut outcome).await;
+    let picked = decide_and_hold(front, grant, path, headers, body, subset, &mut outcome).await;
     if let Err(error) = &picked {
         // A refusal is recorded and counted as the front door records and counts it.
         let status = error.status().as_u16();
@@ -111,6 +112,7 @@ pub async fn pick(
 
 async fn decide_and_hold(
     front: &super::Front,
+    grant: &Grant,
     path: &str,
     headers: &HeaderMap,
     body: &Bytes,
@@ -123,8 +125,7 @@ async fn decide_and_hold(
         "req-{}",
         front.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let grant = gateway_grant();
-    let (mut info, value) = parse(api, &id, headers, body, &grant)?;
+    let (mut info, value) = parse(api, &id, headers, body, grant)?;
     let view = front.nodes.published();
     feasible::check(view.snapshot(), &info)?;
     let endpoint = Endpoint::of(path);
@@ -220,15 +221,6 @@ async fn decide_and_hold(
             counted: false,
         },
     })
-}
-
-/// What the gateway's requests are decided as: the gateway authenticates its own clients, so
-/// every model and priority are open to them; they queue as one key, `gateway`, of weight 1.
-fn gateway_grant() -> Grant {
-    Grant {
-        name: "gateway".to_owned(),
-        ..Grant::open()
-    }
 }
 
 /// Whether `node` answers `api` itself (the gateway translates nothing).
