@@ -26,6 +26,18 @@ impl Envoy {
     /// streams the body to the picker full duplex (the Inference Extension's mode) instead
     /// of buffered.
     fn start(dir: &std::path::Path, picker: &str, subset: Option<&[&str]>, duplex: bool) -> Envoy {
+        Self::start_with(dir, picker, subset, duplex, false)
+    }
+
+    /// With `fail_open`, Envoy goes on without a pick when the picker cannot be reached
+    /// (`failure_mode_allow: true`).
+    fn start_with(
+        dir: &std::path::Path,
+        picker: &str,
+        subset: Option<&[&str]>,
+        duplex: bool,
+        fail_open: bool,
+    ) -> Envoy {
         let listen = free_port();
         let (body_mode, trailer_mode) = if duplex {
             ("FULL_DUPLEX_STREAMED", "SEND")
@@ -76,7 +88,7 @@ impl Envoy {
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
               grpc_service: {{ envoy_grpc: {{ cluster_name: picker }}, timeout: 30s }}
-              failure_mode_allow: false
+              failure_mode_allow: {fail_open}
               message_timeout: 30s
               metadata_options: {{ forwarding_namespaces: {{ untyped: [envoy.lb.subset_hint] }} }}
               processing_mode:
