@@ -130,14 +130,7 @@ pub async fn handle(front: Arc<Front>, request: Request<Incoming>) -> Option<Res
     let response = match prompt(&front, api, request, started, &mut outcome).await {
         Ok(response) => response,
         Err(error) => {
-            let status = error.status().as_u16();
-            if let Some(mut sink) = outcome.record.take() {
-                sink.outcome().node = outcome.node.clone();
-                sink.finish(status, false);
-            }
-            front
-                .metrics
-                .request(outcome.node.as_deref().unwrap_or("none"), &outcome.model_label, status);
+            outcome.refused(&front, &error);
             let mut response = client.render(&error);
             if let Some(policy) = &outcome.policy {
                 routing_headers(
@@ -166,6 +159,20 @@ struct Outcome {
     arrived_ms: u64,
     /// The decision record's draft, once the policy decided (when a record is kept).
     record: Option<record::RecordSink>,
+}
+
+impl Outcome {
+    /// The request ends refused: its record (if a policy decided) and its count in `/metrics`.
+    fn refused(&mut self, front: &Front, error: &FrontError) {
+        let status = error.status().as_u16();
+        if let Some(mut sink) = self.record.take() {
+            sink.outcome().node = self.node.clone();
+            sink.finish(status, false);
+        }
+        front
+            .metrics
+            .request(self.node.as_deref().unwrap_or("none"), &self.model_label, status);
+    }
 }
 
 impl Default for Outcome {

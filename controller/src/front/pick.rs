@@ -98,14 +98,7 @@ pub async fn pick(
     let picked = decide_and_hold(front, grant, path, headers, body, subset, &mut outcome).await;
     if let Err(error) = &picked {
         // A refusal is recorded and counted as the front door records and counts it.
-        let status = error.status().as_u16();
-        if let Some(mut sink) = outcome.record.take() {
-            sink.outcome().node = outcome.node.clone();
-            sink.finish(status, false);
-        }
-        front
-            .metrics
-            .request(outcome.node.as_deref().unwrap_or("none"), &outcome.model_label, status);
+        outcome.refused(front, error);
     }
     picked
 }
