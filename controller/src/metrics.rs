@@ -78,32 +78,32 @@ fn key_budgets(out: &mut String, shares: &crate::front::key_share::KeyShares) {
         &'static str,
         &'static str,
         &'static str,
-        fn(&(String, u64, u64, u64)) -> u64,
+        fn(&crate::front::key_share::BudgetFigures) -> u64,
     );
     let series: [Series; 3] = [
         (
             "switchyard_key_tokens_per_minute",
             "gauge",
             "An API key's token budget a minute.",
-            |f| f.1,
+            |f| f.per_minute,
         ),
         (
             "switchyard_key_tokens_last_minute",
             "gauge",
             "Tokens an API key used (or holds reserved) over the last minute.",
-            |f| f.2,
+            |f| f.last_minute,
         ),
         (
             "switchyard_key_over_budget_total",
             "counter",
             "Requests refused (429) because their API key's tokens_per_minute had no room.",
-            |f| f.3,
+            |f| f.refused,
         ),
     ];
     for (name, kind, help, value) in series {
         header(out, name, kind, help);
         for f in &figures {
-            let _ = writeln!(out, "{name}{{key=\"{}\"}} {}", Label(&f.0), value(f));
+            let _ = writeln!(out, "{name}{{key=\"{}\"}} {}", Label(&f.key), value(f));
         }
     }
 }

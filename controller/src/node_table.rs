@@ -433,6 +433,8 @@ impl NodeTable {
 
     pub fn links(&self) -> Vec<LinkView> {
         let linked = self.linked();
+        // The endpoints the picker uses (one claimed by two nodes is shown for neither).
+        let mut endpoints = endpoints_of(&linked);
         let mut views: Vec<LinkView> = linked
             .iter()
             .map(|(name, e)| LinkView {
@@ -462,11 +464,7 @@ impl NodeTable {
                         .then(|| (p.cached_prompt_tokens_total as f64 * 100.0 / p.prompt_tokens_total as f64) as f32)
                 },
                 kv_events: e.telemetry.runtime.as_ref().and_then(|r| r.kv_events.clone()),
-                endpoint: e
-                    .telemetry
-                    .runtime
-                    .as_ref()
-                    .and_then(|r| runtime_endpoint(&r.base_url, &e.peer)),
+                endpoint: endpoints.remove(name),
             })
             .collect();
         views.sort_by(|a, b| a.node.cmp(&b.node));

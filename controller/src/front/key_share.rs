@@ -134,6 +134,16 @@ pub struct KeyFigures {
     pub refused: u64,
 }
 
+/// One budgeted key's figures, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetFigures {
+    pub key: String,
+    pub per_minute: u64,
+    /// Tokens used (or held reserved) over the last minute.
+    pub last_minute: u64,
+    pub refused: u64,
+}
+
 /// One request's place in its key's share; dropping it gives the place back.
 #[derive(Debug)]
 pub struct KeySlot(Arc<Share>);
@@ -211,21 +221,18 @@ impl KeyShares {
     }
 
     /// Every budgeted key's budget, tokens of the last minute and refusals, by key name.
-    pub fn budget_figures(&self) -> Vec<(String, u64, u64, u64)> {
+    pub fn budget_figures(&self) -> Vec<BudgetFigures> {
         let mut figures: Vec<_> = self
             .budgets
             .iter()
-            .map(|(key, budget)| {
-                let used = Budget::used(&budget.buckets.lock(), budget.now());
-                (
-                    key.clone(),
-                    budget.per_minute,
-                    used,
-                    budget.refused.load(Ordering::Relaxed),
-                )
+            .map(|(key, budget)| BudgetFigures {
+                key: key.clone(),
+                per_minute: budget.per_minute,
+                last_minute: Budget::used(&budget.buckets.lock(), budget.now()),
+                refused: budget.refused.load(Ordering::Relaxed),
             })
             .collect();
-        figures.sort();
+        figures.sort_by(|a, b| a.key.cmp(&b.key));
         figures
     }
 
@@ -303,14 +310,22 @@ mod tests {
         // The answer used only 100 of its 600: the rest comes back at once.
         first.settle(100);
         let mut second = shares.charge("batch", 600).expect("room now").expect("budgeted");
-        assert_eq!(shares.budget_figures(), vec![("batch".to_owned(), 1000, 700, 1)]);
+        assert_eq!(
+            shares.budget_figures(),
+            vec![BudgetFigures {
+                key: "batch".to_owned(),
+                per_minute: 1000,
+                last_minute: 700,
+                refused: 1
+            }]
+        );
         // A request refused before it was sent gives its reservation back; a sent one whose
         // answer says no usage keeps it.
         drop(shares.charge("batch", 300).expect("room").expect("budgeted"));
-        assert_eq!(shares.budget_figures()[0].2, 700);
+        assert_eq!(shares.budget_figures()[0].last_minute, 700);
         second.keep();
         drop(second);
-        assert_eq!(shares.budget_figures()[0].2, 700);
+        assert_eq!(shares.budget_figures()[0].last_minute, 700);
         // Larger than the whole budget: never, so 60 s (and the message says why).
         assert_eq!(shares.charge("batch", 5000).expect_err("too big").retry_after_s, 60);
         // Keys without a budget are not counted.

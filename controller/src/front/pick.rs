@@ -74,11 +74,6 @@ impl Drop for Held {
     }
 }
 
-/// A prompt's API from its path; `None` for paths that carry no prompt.
-pub fn api_of(path: &str) -> Option<Api> {
-    Api::from_path(path)
-}
-
 /// Decide where the prompt `body` sent to `path` goes, and take a slot there (waiting in the
 /// queue as the front door does), as `grant` allows (the gateway's: `[gateway]`). With a
 /// `subset` (the gateway's hint: the endpoints it allows), the policy sees only the nodes
@@ -112,7 +107,7 @@ async fn decide_and_hold(
     subset: Option<&[String]>,
     outcome: &mut Outcome,
 ) -> Result<Picked, FrontError> {
-    let api = api_of(path).ok_or_else(|| FrontError::BadRequest(format!("{path} carries no prompt")))?;
+    let api = Api::from_path(path).ok_or_else(|| FrontError::BadRequest(format!("{path} carries no prompt")))?;
     let started = Instant::now();
     let id = format!(
         "req-{}",
@@ -271,7 +266,7 @@ fn within(
 /// response.
 pub async fn render(path: &str, error: &FrontError) -> (u16, HeaderMap, Bytes) {
     use http_body_util::BodyExt;
-    let client = api_of(path).map(client_api).unwrap_or(super::ClientApi::OpenAi);
+    let client = Api::from_path(path).map(client_api).unwrap_or(super::ClientApi::OpenAi);
     let (parts, body) = client.render(error).into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     (parts.status.as_u16(), parts.headers, body)
