@@ -28,13 +28,10 @@ cargo build --release -p switchyard-epp --example noop_picker >&2
 bin=target/release
 work=$(mktemp -d)
 pids=()
+# shellcheck source=lib.sh
+source tests/bench/lib.sh
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for() { # file pattern
-  for _ in $(seq 1 400); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-  echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
-}
 
 "$bin/switchyard" certs init --dir "$work/certs" >/dev/null
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/admin.token"
@@ -57,7 +54,7 @@ picker_listen = "127.0.0.1:0"
 TOML
 SWITCHYARD_LOG=warn "$bin/switchyard" serve --config "$work/controller.toml" >"$work/controller.out" 2>"$work/controller.err" &
 pids+=($!); controller_pid=$!
-wait_for "$work/controller.out" "endpoint picker"
+wait_for "$work/controller.out" "endpoint picker" 400
 controller=$(grep -o 'http://[0-9.:]*' "$work/controller.out" | head -1)
 link=$(grep -o 'agents link to [0-9.:]*' "$work/controller.out" | awk '{print $4}')
 picker=$(sed -n 's/.*endpoint picker (Envoy ext_proc, gRPC) on //p' "$work/controller.out")
@@ -100,7 +97,7 @@ done
 
 "$bin/examples/noop_picker" $endpoints 2>"$work/noop.out" &
 pids+=($!); noop_pid=$!
-wait_for "$work/noop.out" "listening on"
+wait_for "$work/noop.out" "listening on" 400
 noop=$(sed -n 's/^listening on //p' "$work/noop.out")
 
 start_envoy() { # name [picker host:port]
@@ -187,36 +184,13 @@ router_pids() {
     switchyard-front-door) echo "$controller_pid ${agent_pids[*]}";;
   esac
 }
-cpu_ticks() {
-  local total=0
-  for p in "$@"; do
-    for t in /proc/"$p"/task/*/stat; do total=$((total + $(awk '{print $14 + $15}' "$t" 2>/dev/null || echo 0))); done
-  done
-  echo "$total"
-}
-run_wrk() { # url -> "p50_ms p99_ms rps requests"
-  wrk -t1 -c1 -d"${seconds}s" --latency -s tests/bench/post.lua "$1/v1/chat/completions" 2>/dev/null | python3 -c '
-import re, sys
-text = sys.stdin.read()
-def ms(label):
-    m = re.search(r"\s" + label + r"\s+([\d.]+)(us|ms|s)", text)
-    v, unit = float(m.group(1)), m.group(2)
-    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-if errors:
-    print(f"wrk saw {errors.group(1)} error answers", file=sys.stderr)
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-reqs = int(re.search(r"(\d+) requests in", text).group(1))
-p50, p99 = ms("50%"), ms("99%")
-print(f"{p50:.3f} {p99:.3f} {rps:.0f} {reqs}")'
-}
 
 results=$work/results
 for round in $(seq 1 "$rounds"); do
   for system in "${systems[@]}"; do
     procs=$(router_pids "$system")
     before=$(cpu_ticks $procs)
-    read -r p50 p99 rps reqs < <(run_wrk "${url[$(target "$system")]}")
+    read -r p50 p99 rps reqs < <(run_wrk "${url[$(target "$system")]}" 1)
     cpu=$(python3 -c "print(f'{($(cpu_ticks $procs) - $before) / $(getconf CLK_TCK) / $reqs * 1e6:.0f}')")
     echo "$round $system $p50 $p99 $rps $cpu" >>"$results"
     echo "round $round $system: p50 $p50 ms, p99 $p99 ms, $rps req/s, router CPU $cpu µs/request" >&2

@@ -39,13 +39,10 @@ cargo build --release -p switchyard-controller --example canned_runtime --exampl
 bin=target/release
 work=$(mktemp -d)
 pids=()
+# shellcheck source=lib.sh
+source tests/bench/lib.sh
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for() { # file pattern
-  for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-  echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
-}
 
 # The runtime: one worker thread, like the peers' single-worker canned backends.
 "$bin/examples/canned_runtime" 1 >"$work/runtime.out" &
@@ -173,31 +170,8 @@ router_pids() {
     switchyard-baseline) echo "${ctl_pid[baseline]} ${agt_pid[baseline]}";;
   esac
 }
-cpu_ticks() { # total utime+stime of processes (all threads)
-  local total=0
-  for p in "$@"; do
-    for t in /proc/"$p"/task/*/stat; do total=$((total + $(awk '{print $14 + $15}' "$t" 2>/dev/null || echo 0))); done
-  done
-  echo "$total"
-}
 per_request() { python3 -c "import sys; t, n = $1, $2; print(f'{t / $(getconf CLK_TCK) / n * 1e6:.0f}' if n else '-')"; }
 
-run_wrk() { # url connections -> "p50_ms p99_ms rps requests"
-  wrk -t1 -c"$2" -d"${seconds}s" --latency -s tests/bench/post.lua "$1/v1/chat/completions" 2>/dev/null | python3 -c '
-import re, sys
-text = sys.stdin.read()
-def ms(label):
-    m = re.search(r"\s" + label + r"\s+([\d.]+)(us|ms|s)", text)
-    v, unit = float(m.group(1)), m.group(2)
-    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-reqs = int(re.search(r"(\d+) requests in", text).group(1))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-if errors:
-    print(f"wrk saw {errors.group(1)} error answers", file=sys.stderr)
-p50, p99 = ms("50%"), ms("99%")
-print(f"{p50:.3f} {p99:.3f} {rps:.0f} {reqs}")'
-}
 
 results=$work/results
 for round in $(seq 1 "$rounds"); do
