@@ -1,5 +1,5 @@
 //! One routing decision through the Wasm sandbox versus the same policy code compiled
-//! natively, for 3, 16 and 256 nodes. The Wasm side is the engine's full request-path
+//! natively, for 3, 16 and 256 nodes. The Wasm side is the policies's full request-path
 //! decision (`decide_prepared`: lowering the request and its candidates into the guest, the
 //! sandboxed call, lifting and validating the decision), for the current contract (0.4.0:
 //! the cluster handed to each instance once per snapshot version, candidates as one list of
@@ -13,7 +13,7 @@
 //! Results: BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
-use switchyard_controller::policy::{EngineOptions, PolicyEngine, PreparedSnapshot};
+use switchyard_controller::policy::{EngineOptions, Policies, PreparedSnapshot};
 use switchyard_controller::seed_cluster::seed_cluster;
 use switchyard_policy_sdk as sdk;
 use switchyard_protocol::{ClusterSnapshot, NodeSnapshot, RequestInfo};
@@ -119,7 +119,7 @@ fn seed_params() -> seed_rules::Params {
 /// A port of least-loaded built by `tool` (relative to the repository) with `args`, loaded;
 /// `None` (said on stderr) where the tool is missing.
 fn ported_least_loaded(
-    engine: &PolicyEngine,
+    policies: &Policies,
     name: &str,
     tool: &str,
     args: &[&str],
@@ -142,7 +142,8 @@ fn ported_least_loaded(
         .status()
         .expect("the port's toolchain");
     assert!(status.success(), "building {name} failed");
-    let loaded = engine
+    let loaded = policies
+        .registry
         .load_text(
             &format!("name = \"{name}\"\n[[stage]]\ncomponent = \"{name}.wasm\"\n"),
             &format!("{name}.toml"),
@@ -156,13 +157,13 @@ fn ported_least_loaded(
 /// The Python and JavaScript ports of least-loaded, built and loaded, each where its
 /// toolchain is installed.
 fn ports(
-    engine: &PolicyEngine,
+    policies: &Policies,
 ) -> Vec<(
     &'static str,
     std::sync::Arc<switchyard_controller::policy::LoadedPolicy>,
 )> {
     let python = ported_least_loaded(
-        engine,
+        policies,
         "least-loaded-py",
         ".venv/bin/componentize-py",
         &[
@@ -180,7 +181,7 @@ fn ports(
         ],
     );
     let js = ported_least_loaded(
-        engine,
+        policies,
         "least-loaded-js",
         "tests/runtimes/js/node_modules/.bin/jco",
         &[
@@ -205,17 +206,20 @@ fn ports(
 }
 
 fn bench_decisions(c: &mut Criterion) {
-    let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
-    let least = engine
+    let policies = Policies::new(EngineOptions::default()).expect("policies");
+    let least = policies
+        .registry
         .load_file(&policies_dir().join("least-loaded.toml"), &ClusterSnapshot::default())
         .expect("least-loaded");
-    let seed = engine
+    let seed = policies
+        .registry
         .load_file(&policies_dir().join("seed-rules.toml"), &ClusterSnapshot::default())
         .expect("seed-rules");
     let params = seed_params();
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let legacy = |version: &str| {
-        engine
+        policies
+            .registry
             .load_text(
                 &format!(
                     "name = \"least-loaded-{}\"\n[[stage]]\ncomponent = \"least-loaded-{version}.wasm\"\n",
@@ -233,7 +237,7 @@ fn bench_decisions(c: &mut Criterion) {
         ("least-loaded/wasm-0.2.0", legacy("0.2.0")),
         ("least-loaded/wasm-0.1.0", legacy("0.1.0")),
     ];
-    on_wasm.extend(ports(&engine));
+    on_wasm.extend(ports(&policies));
     on_wasm.push(("seed-rules/wasm", seed));
 
     let mut group = c.benchmark_group("decision");
@@ -255,10 +259,10 @@ fn bench_decisions(c: &mut Criterion) {
         let prepared = PreparedSnapshot::from(snapshot.clone());
 
         for (kind, policy) in &on_wasm {
-            engine.activate(&policy.id).expect("activate");
-            assert!(engine.decide(&req, &snapshot).fault.is_none());
+            policies.registry.activate(&policy.id).expect("activate");
+            assert!(policies.engine.decide_snapshot(&req, &snapshot).fault.is_none());
             group.bench_with_input(BenchmarkId::new(*kind, n), &n, |b, _| {
-                b.iter(|| engine.decide_prepared(black_box(&req), black_box(&prepared)))
+                b.iter(|| policies.engine.decide_blocking(black_box(&req), black_box(&prepared)))
             });
         }
         group.bench_with_input(BenchmarkId::new("least-loaded/native", n), &n, |b, _| {

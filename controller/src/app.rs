@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{Handler, ResponseBody, error_json, json, text};
 use crate::node_table::NodeTable;
-use crate::policy::{EngineOptions, PolicyEngine};
+use crate::policy::{EngineOptions, Policies};
 use crate::watch::PolicyDirWatcher;
 
 /// How long answers in flight may drain after a shutdown signal.
@@ -113,9 +113,9 @@ pub struct Running {
 /// Load policies, activate, bind. Errors here are start-up errors (bad config, bad policy
 /// named active, port taken); nothing is served yet.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
-    let engine = Arc::new(PolicyEngine::new(settings.engine.clone())?);
+    let policies = Policies::new(settings.engine.clone())?;
     let nodes = Arc::new(NodeTable::new(settings.snapshot.clone()));
-    let watcher = load_policies(&settings, &engine, &nodes).await?;
+    let watcher = load_policies(&settings, &policies, &nodes).await?;
     let open_files = crate::http::open_files::ensure_for(settings.limits.max_connections)?;
     tracing::debug!(open_files, "open-file limit");
     let listener = TcpListener::bind(settings.listen)
@@ -135,7 +135,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             let store = crate::decisions::DecisionStore::open(options.clone())?;
             tracing::info!(path = %store.path().display(), "decision record kept");
             let events = store.clone();
-            engine.on_policy_event(Box::new(move |event| events.event(event.clone())));
+            policies
+                .rehearsal
+                .on_policy_event(Box::new(move |event| events.event(event.clone())));
             Some(store)
         }
         None => None,
@@ -143,7 +145,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let watcher = if settings.watch { watcher } else { None };
     Ok(Running {
         addr,
-        app: rooms(settings, engine, nodes, decisions),
+        app: rooms(settings, policies, nodes, decisions),
         agents_addr,
         listener,
         watcher,
@@ -154,20 +156,26 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 /// Load the policy folder (each refused file is logged) and activate the configured policy.
 async fn load_policies(
     settings: &Settings,
-    engine: &Arc<PolicyEngine>,
+    policies: &Policies,
     nodes: &Arc<NodeTable>,
 ) -> anyhow::Result<Option<PolicyDirWatcher>> {
     let Some(dir) = &settings.policy_dir else {
         return Ok(None);
     };
-    let mut watcher = PolicyDirWatcher::new(dir.clone(), engine.clone(), nodes.clone(), settings.watch_interval);
+    let mut watcher = PolicyDirWatcher::new(
+        dir.clone(),
+        policies.registry.clone(),
+        nodes.clone(),
+        settings.watch_interval,
+    );
     let watcher = tokio::task::spawn_blocking(move || {
         watcher.scan();
         watcher
     })
     .await?;
     if let Some(active) = &settings.active_policy {
-        engine
+        policies
+            .registry
             .activate(active)
             .map_err(|e| anyhow::anyhow!("cannot activate policy {active:?} from {}: {e}", dir.display()))?;
     }
@@ -195,12 +203,12 @@ async fn agent_listener(
 /// The rooms, each with the handles it uses, behind the router.
 fn rooms(
     settings: Settings,
-    engine: Arc<PolicyEngine>,
+    policies: Policies,
     nodes: Arc<NodeTable>,
     decisions: Option<Arc<crate::decisions::DecisionStore>>,
 ) -> Arc<App> {
     let front = Arc::new(crate::front::Front::new(
-        engine.clone(),
+        policies.engine.clone(),
         nodes.clone(),
         decisions.clone(),
         settings.keys,
@@ -209,14 +217,17 @@ fn rooms(
     nodes.use_live_load(front.admission.clone());
     let admin = Arc::new(crate::admin::Admin {
         token: settings.admin_token,
-        engine: engine.clone(),
+        registry: policies.registry.clone(),
+        engine: policies.engine.clone(),
+        rehearsal: policies.rehearsal.clone(),
         nodes: nodes.clone(),
         admission: front.admission.clone(),
         decisions,
         canary_rules: settings.canary,
     });
     let metrics = crate::metrics::Sources {
-        engine,
+        registry: policies.registry,
+        rehearsal: policies.rehearsal,
         nodes,
         front: front.metrics.clone(),
         admission: front.admission.clone(),

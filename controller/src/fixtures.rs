@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use switchyard_protocol::{ClusterSnapshot, Decision, RequestInfo};
 
-use crate::policy::PolicyEngine;
+use crate::policy::Policies;
 
 /// A fixture file.
 #[derive(Debug, Deserialize)]
@@ -127,12 +127,12 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, FixtureEr
 
 /// Load `policy` into a fresh engine and run every case of every fixture file.
 pub fn run(policy: &Path, fixtures: &[PathBuf]) -> Result<Report, FixtureError> {
-    let engine = PolicyEngine::new(Default::default()).map_err(|e| FixtureError::Parse {
+    let policies = Policies::new(Default::default()).map_err(|e| FixtureError::Parse {
         path: policy.display().to_string(),
         message: format!("sandbox failed to start: {e:#}"),
     })?;
-    let loaded = engine.load_file(policy, &ClusterSnapshot::default())?;
-    engine.activate(&loaded.id)?;
+    let loaded = policies.registry.load_file(policy, &ClusterSnapshot::default())?;
+    policies.registry.activate(&loaded.id)?;
     let mut report = Report::default();
     for fixture_path in fixtures {
         let file: FixtureFile = read_toml(fixture_path)?;
@@ -146,7 +146,7 @@ pub fn run(policy: &Path, fixtures: &[PathBuf]) -> Result<Report, FixtureError> 
                     node,
                 })?;
             }
-            let routed = engine.decide(&case.request, &snapshot);
+            let routed = policies.engine.decide_snapshot(&case.request, &snapshot);
             let failure = check(
                 &case.expect,
                 &routed.decision,

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use crate::front::admission::Admission;
 use crate::front::metrics::FrontMetrics;
 use crate::node_table::NodeTable;
-use crate::policy::PolicyEngine;
+use crate::policy::{PolicyRegistry, Rehearsal};
 use crate::prometheus_text::{Label, header};
 
 /// What `/metrics` reads, handed to it by the composition root (`app.rs`).
 #[derive(Debug, Clone)]
 pub struct Sources {
-    pub engine: Arc<PolicyEngine>,
+    pub registry: PolicyRegistry,
+    pub rehearsal: Rehearsal,
     pub nodes: Arc<NodeTable>,
     pub front: Arc<FrontMetrics>,
     pub admission: Arc<Admission>,
@@ -23,8 +24,8 @@ pub struct Sources {
 
 pub fn render(sources: &Sources) -> String {
     let mut out = String::new();
-    policies(&mut out, &sources.engine.view());
-    canary(&mut out, &sources.engine);
+    policies(&mut out, &sources.registry.view());
+    canary(&mut out, &sources.rehearsal);
     nodes(&mut out, &sources.nodes);
     sources.front.render(&mut out, sources.admission.queue_depth());
     keys(&mut out, &sources.keys);
@@ -170,21 +171,25 @@ fn policies(out: &mut String, view: &crate::policy::EngineView) {
 }
 
 /// The canary's rollbacks and share.
-fn canary(out: &mut String, engine: &PolicyEngine) {
+fn canary(out: &mut String, rehearsal: &Rehearsal) {
     header(
         out,
         "switchyard_canary_rollbacks_total",
         "counter",
         "Canaries stopped automatically for doing worse than the active policy.",
     );
-    let _ = writeln!(out, "switchyard_canary_rollbacks_total {}", engine.canary_rollbacks());
+    let _ = writeln!(
+        out,
+        "switchyard_canary_rollbacks_total {}",
+        rehearsal.canary_rollbacks()
+    );
     header(
         out,
         "switchyard_canary_percent",
         "gauge",
         "The share of requests the running canary decides (0: none runs).",
     );
-    let _ = writeln!(out, "switchyard_canary_percent {}", engine.canary_percent());
+    let _ = writeln!(out, "switchyard_canary_percent {}", rehearsal.canary_percent());
 }
 
 /// Each node's health, load and energy.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use switchyard_protocol::{ClusterSnapshot, Decision, GpuSample, ModelVariant, NodeSnapshot, RequestInfo};
 
-use crate::policy::{PolicyEngine, PreparedSnapshot};
+use crate::policy::{Policies, PreparedSnapshot, Rehearsal};
 use crate::rng::Rng;
 
 /// How many cases, from which seed, and where failures go.
@@ -171,14 +171,14 @@ const FAULTED: &str = "the policy faulted";
 
 /// The property `req` on `snapshot` breaks under the active policy, if any.
 fn broken(
-    engine: &PolicyEngine,
+    rehearsal: &Rehearsal,
     policy: &str,
     snapshot: &ClusterSnapshot,
     req: &RequestInfo,
     allow_reject: bool,
 ) -> Option<String> {
     let prepared = PreparedSnapshot::from(snapshot.clone());
-    let routed = match engine.explain_with(policy, req, &prepared) {
+    let routed = match rehearsal.explain_with(policy, req, &prepared) {
         Ok(routed) => routed,
         Err(e) => return Some(format!("could not be asked: {e}")),
     };
@@ -201,7 +201,7 @@ fn broken(
 
 /// The smallest cluster found (nodes removed one at a time) that still breaks a property.
 fn shrink(
-    engine: &PolicyEngine,
+    rehearsal: &Rehearsal,
     policy: &str,
     snapshot: &ClusterSnapshot,
     req: &RequestInfo,
@@ -212,7 +212,7 @@ fn shrink(
         let smaller = (0..current.nodes.len()).find_map(|i| {
             let mut candidate = current.clone();
             candidate.nodes.remove(i);
-            (!candidate.nodes.is_empty() && broken(engine, policy, &candidate, req, allow_reject).is_some())
+            (!candidate.nodes.is_empty() && broken(rehearsal, policy, &candidate, req, allow_reject).is_some())
                 .then_some(candidate)
         });
         match smaller {
@@ -277,8 +277,8 @@ fn write_fixture(
 
 /// Check the policy file at `policy` with `options`.
 pub fn check(policy: &Path, options: &CheckOptions) -> anyhow::Result<CheckReport> {
-    let engine = PolicyEngine::new(Default::default())?;
-    let loaded = engine.load_file(policy, &ClusterSnapshot::default())?;
+    let policies = Policies::new(Default::default())?;
+    let loaded = policies.registry.load_file(policy, &ClusterSnapshot::default())?;
     let id = loaded.id.to_string();
     let mut report = CheckReport {
         policy: id.clone(),
@@ -290,17 +290,19 @@ pub fn check(policy: &Path, options: &CheckOptions) -> anyhow::Result<CheckRepor
         let req = request(&mut rng, case);
         report.cases += 1;
         let allow = options.allow_reject;
-        let Some(first) = broken(&engine, &id, &snapshot, &req, allow) else {
+        let Some(first) = broken(&policies.rehearsal, &id, &snapshot, &req, allow) else {
             continue;
         };
-        if first.starts_with(FAULTED) && (0..2).all(|_| broken(&engine, &id, &snapshot, &req, allow).is_none()) {
+        if first.starts_with(FAULTED)
+            && (0..2).all(|_| broken(&policies.rehearsal, &id, &snapshot, &req, allow).is_none())
+        {
             report
                 .transient
                 .push(format!("case {case}: {first}; then answered well twice"));
             continue;
         }
-        let shrunk = shrink(&engine, &id, &snapshot, &req, allow);
-        let property = broken(&engine, &id, &shrunk, &req, allow).unwrap_or(first);
+        let shrunk = shrink(&policies.rehearsal, &id, &snapshot, &req, allow);
+        let property = broken(&policies.rehearsal, &id, &shrunk, &req, allow).unwrap_or(first);
         let fixture = write_fixture(&options.out, case, &property, options.seed, &shrunk, &req)?;
         report.violations.push(Violation {
             case,

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::node_table::NodeTable;
-use crate::policy::PolicyEngine;
+use crate::policy::PolicyRegistry;
 
 #[derive(Debug, Default)]
 pub struct ScanReport {
@@ -26,7 +26,7 @@ pub struct ScanReport {
 #[derive(Debug)]
 pub struct PolicyDirWatcher {
     dir: PathBuf,
-    engine: Arc<PolicyEngine>,
+    registry: PolicyRegistry,
     nodes: Arc<NodeTable>,
     interval: Duration,
     /// Last seen (modified time, length) of each file.
@@ -36,10 +36,10 @@ pub struct PolicyDirWatcher {
 }
 
 impl PolicyDirWatcher {
-    pub fn new(dir: PathBuf, engine: Arc<PolicyEngine>, nodes: Arc<NodeTable>, interval: Duration) -> Self {
+    pub fn new(dir: PathBuf, registry: PolicyRegistry, nodes: Arc<NodeTable>, interval: Duration) -> Self {
         Self {
             dir,
-            engine,
+            registry,
             nodes,
             interval,
             seen: HashMap::new(),
@@ -79,17 +79,17 @@ impl PolicyDirWatcher {
             }
             self.seen.insert(path.clone(), stamp);
             let first_time = !self.names.contains_key(&path);
-            match self.engine.load_file(&path, &self.nodes.snapshot()) {
+            match self.registry.load_file(&path, &self.nodes.snapshot()) {
                 Ok(policy) => {
                     report.loaded.push((path.clone(), policy.id.to_string()));
                     self.names.insert(path.clone(), policy.name().to_owned());
-                    let active = self.engine.active();
+                    let active = self.registry.active();
                     let replaces_active = !first_time
                         && active
                             .as_ref()
                             .is_some_and(|a| a.name() == policy.name() && a.id != policy.id);
                     if replaces_active {
-                        match self.engine.activate(&policy.id) {
+                        match self.registry.activate(&policy.id) {
                             Ok(_) => {
                                 tracing::info!(file = %path.display(), policy = %policy.id, "policy file changed; new version active");
                                 report.activated.push(policy.id.to_string());

@@ -24,15 +24,17 @@ use crate::decisions::DecisionStore;
 use crate::front::admission::Admission;
 use crate::http::ResponseBody;
 use crate::node_table::NodeTable;
-use crate::policy::PolicyEngine;
 use crate::policy::canary::CanaryRules;
+use crate::policy::{PolicyEngine, PolicyRegistry, Rehearsal};
 
 /// The admin API and the handles it uses, handed to it by the composition root (`app.rs`).
 #[derive(Debug)]
 pub struct Admin {
     /// The bearer token every admin request must carry.
     pub token: String,
-    pub engine: Arc<PolicyEngine>,
+    pub registry: PolicyRegistry,
+    pub engine: PolicyEngine,
+    pub rehearsal: Rehearsal,
     pub nodes: Arc<NodeTable>,
     /// The front door's admission (what the controller has in flight on each node).
     pub admission: Arc<Admission>,

@@ -13,25 +13,25 @@ const COMPONENT_LIMIT: usize = crate::policy::MAX_COMPONENT_BYTES;
 
 pub(super) async fn handle(admin: &Admin, route: &Route<'_>, request: Request<Incoming>) -> Option<Answer> {
     Some(match (route.method, route.segments.as_slice()) {
-        (&Method::GET, ["policies"]) => Ok(json(StatusCode::OK, &admin.engine.view())),
+        (&Method::GET, ["policies"]) => Ok(json(StatusCode::OK, &admin.registry.view())),
         (&Method::POST, ["policies"]) => upload(admin, route.query, request).await,
         (&Method::POST, ["policies", id, "activate"]) => admin
-            .engine
+            .registry
             .activate(id)
             .map(|policy| json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })))
             .map_err(AdminError::from),
         (&Method::POST, ["rollback"]) => admin
-            .engine
+            .registry
             .rollback()
             .map(|policy| json(StatusCode::OK, &serde_json::json!({ "active": &*policy.id })))
             .map_err(AdminError::from),
         (&Method::POST, ["components"]) => upload_component(admin, request).await,
         (&Method::GET, ["components"]) => Ok(json(
             StatusCode::OK,
-            &serde_json::json!({ "components": admin.engine.uploads() }),
+            &serde_json::json!({ "components": admin.registry.uploads() }),
         )),
         (&Method::DELETE, ["components", component]) => admin
-            .engine
+            .registry
             .delete_upload(component)
             .map(|()| json(StatusCode::OK, &serde_json::json!({ "deleted": component })))
             .map_err(AdminError::from),
@@ -44,12 +44,12 @@ pub(super) async fn handle(admin: &Admin, route: &Route<'_>, request: Request<In
 async fn upload(admin: &Admin, query: &str, request: Request<Incoming>) -> Answer {
     let text = body::text(request, body::SMALL_LIMIT, "the policy document (TOML)").await?;
     let activate = query.split('&').any(|kv| kv == "activate=true" || kv == "activate");
-    let engine = admin.engine.clone();
+    let registry = admin.registry.clone();
     let live = admin.nodes.snapshot();
     let policy = tokio::task::spawn_blocking(move || {
-        let policy = engine.load_text(&text, "upload", None, &live)?;
+        let policy = registry.load_text(&text, "upload", None, &live)?;
         if activate {
-            engine.activate(&policy.id)?;
+            registry.activate(&policy.id)?;
         }
         Ok::<_, PolicyError>(policy)
     })
@@ -62,7 +62,7 @@ async fn upload(admin: &Admin, query: &str, request: Request<Incoming>) -> Answe
 
 async fn upload_component(admin: &Admin, request: Request<Incoming>) -> Answer {
     let bytes = body::bytes(request, COMPONENT_LIMIT).await?;
-    let reference = admin.engine.upload_component(bytes.to_vec())?;
+    let reference = admin.registry.upload_component(bytes.to_vec())?;
     Ok(json(
         StatusCode::CREATED,
         &serde_json::json!({ "component": reference }),

@@ -79,24 +79,24 @@ pub(super) async fn handle(admin: &Admin, route: &Route<'_>, request: Request<In
     Some(match (route.method, route.segments.as_slice()) {
         (&Method::POST, ["shadow"]) => start_shadow(admin, request).await,
         (&Method::GET, ["shadow"]) => admin
-            .engine
+            .rehearsal
             .shadow_report()
             .map(|report| json(StatusCode::OK, &report))
             .ok_or_else(|| none_running("shadow")),
         (&Method::DELETE, ["shadow"]) => admin
-            .engine
+            .rehearsal
             .stop_shadow()
             .map(|report| json(StatusCode::OK, &report))
             .ok_or_else(|| none_running("shadow")),
         (&Method::POST, ["canary"]) => start_canary(admin, request).await,
-        (&Method::GET, ["canary"]) => Ok(json(StatusCode::OK, &admin.engine.canary_view())),
+        (&Method::GET, ["canary"]) => Ok(json(StatusCode::OK, &admin.rehearsal.canary_view())),
         (&Method::DELETE, ["canary"]) => admin
-            .engine
+            .rehearsal
             .stop_canary()
             .map(|report| json(StatusCode::OK, &report))
             .ok_or_else(|| none_running("canary")),
         (&Method::POST, ["canary", "promote"]) => admin
-            .engine
+            .rehearsal
             .promote_canary()
             .map(|report| json(StatusCode::OK, &report))
             .map_err(AdminError::from),
@@ -107,7 +107,7 @@ pub(super) async fn handle(admin: &Admin, route: &Route<'_>, request: Request<In
 
 async fn start_shadow(admin: &Admin, request: Request<Incoming>) -> Answer {
     let named: PolicyNamed = body::json(request, "send {\"policy\": ID or NAME} (a loaded policy)").await?;
-    let report = admin.engine.start_shadow(&named.policy)?;
+    let report = admin.rehearsal.start_shadow(&named.policy)?;
     Ok(json(StatusCode::CREATED, &report))
 }
 
@@ -116,7 +116,7 @@ async fn start_canary(admin: &Admin, request: Request<Incoming>) -> Answer {
                     max_error_rate_increase, max_ttft_p95_ratio, ttft_slack_ms, max_faults";
     let start: CanaryStart = body::json(request, expected).await?;
     let rules = start.rules(admin.canary_rules);
-    let report = admin.engine.start_canary(&start.policy, start.percent, rules)?;
+    let report = admin.rehearsal.start_canary(&start.policy, start.percent, rules)?;
     Ok(json(StatusCode::CREATED, &report))
 }
 
@@ -130,9 +130,9 @@ async fn explain(admin: &Admin, request: Request<Incoming>) -> Answer {
         None => admin.nodes.prepared(),
     };
     // Off the async worker: a policy call may block (a guest that prints).
-    let engine = admin.engine.clone();
+    let (engine, rehearsal) = (admin.engine.clone(), admin.rehearsal.clone());
     let routed = tokio::task::spawn_blocking(move || match &query.policy {
-        Some(policy) => engine.explain_with(policy, &query.request, &prepared),
+        Some(policy) => rehearsal.explain_with(policy, &query.request, &prepared),
         None => Ok(engine.explain(&query.request, &prepared)),
     })
     .await??;

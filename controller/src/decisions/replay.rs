@@ -13,7 +13,7 @@ use switchyard_protocol::{ClusterSnapshot, Decision};
 
 use super::record::DecisionRecord;
 use super::store::ExportLine;
-use crate::policy::{LiveLoad, PolicyEngine, PreparedSnapshot, Routed};
+use crate::policy::{LiveLoad, Policies, PreparedSnapshot, Routed};
 
 /// A node that failed a request (5xx) this close in time counts as failed for a replayed
 /// decision that would have gone to it.
@@ -70,11 +70,15 @@ fn reason_kind(decision: &Decision) -> String {
 
 /// Replay `lines` (an export) through the policy in `policy_file`.
 pub fn replay_lines(policy_file: &Path, lines: Vec<ExportLine>) -> anyhow::Result<ReplayReport> {
-    let engine = PolicyEngine::new(Default::default())?;
-    let loaded = engine
+    let policies = Policies::new(Default::default())?;
+    let loaded = policies
+        .registry
         .load_file(policy_file, &ClusterSnapshot::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    engine.activate(&loaded.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    policies
+        .registry
+        .activate(&loaded.id)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (snapshots, records) = split_export(lines);
     let failures = FailureTimes::of(&records);
     let live = Arc::new(Recorded::default());
@@ -100,7 +104,7 @@ pub fn replay_lines(policy_file: &Path, lines: Vec<ExportLine>) -> anyhow::Resul
             loads.clear();
             loads.extend(record.in_flight.iter().cloned());
         }
-        let routed = engine.decide_prepared(&record.request, &view);
+        let routed = policies.engine.decide_blocking(&record.request, &view);
         report.count(record, &routed, &failures);
     }
     Ok(report)

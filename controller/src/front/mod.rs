@@ -61,7 +61,7 @@ use crate::prefix_index::{PrefixIndex, PromptChain};
 /// table, the decision record), handed to it by the composition root (`app.rs`).
 #[derive(Debug)]
 pub struct Front {
-    pub engine: Arc<PolicyEngine>,
+    pub engine: PolicyEngine,
     pub nodes: Arc<NodeTable>,
     /// The decision record, when kept.
     pub decisions: Option<Arc<DecisionStore>>,
@@ -83,7 +83,7 @@ pub struct Front {
 
 impl Front {
     pub fn new(
-        engine: Arc<PolicyEngine>,
+        engine: PolicyEngine,
         nodes: Arc<NodeTable>,
         decisions: Option<Arc<DecisionStore>>,
         keys: ApiKeys,
@@ -374,9 +374,8 @@ async fn decide(
 ) -> Result<Route, FrontError> {
     let engine = &front.engine;
     let decided = Instant::now();
-    let routed = engine.decide_off_worker(info, view.clone()).await;
+    let routed = engine.decide(info, view.clone()).await;
     front.metrics.decision.observe(decided.elapsed());
-    engine.offer_shadow(info, view, &routed.decision);
     outcome.policy = Some(routed.policy_id.to_string());
     let canary = engine.canary_share(&routed.policy_id);
     if front.decisions.is_some() || canary.is_some() {

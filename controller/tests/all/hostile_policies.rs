@@ -1,6 +1,6 @@
 //! Each hostile component, built from source by `plugins/artifacts`, passes validation and
 //! then misbehaves on a tagged request. Routing must still answer, through the fallback,
-//! within a bounded time; the engine keeps serving; the fault shows in logs and counters.
+//! within a bounded time; the policies keeps serving; the fault shows in logs and counters.
 
 use std::time::{Duration, Instant};
 
@@ -13,14 +13,15 @@ use crate::support::*;
 const BOUND: Duration = Duration::from_secs(5);
 
 fn assert_contained(mode: &str, expected: FaultKind) {
-    let engine = engine();
-    let policy = engine
-        .load_text(&hostile_policy(&engine, mode), "hostile test", None, &cluster())
+    let policies = policies();
+    let policy = policies
+        .registry
+        .load_text(&hostile_policy(&policies, mode), "hostile test", None, &cluster())
         .unwrap_or_else(|e| panic!("hostile {mode} should pass validation: {e}"));
-    engine.activate(&policy.id).expect("activate");
+    policies.registry.activate(&policy.id).expect("activate");
 
     let started = Instant::now();
-    let (routed, logs) = with_captured_logs(|| engine.decide(&trigger(), &cluster()));
+    let (routed, logs) = with_captured_logs(|| policies.engine.decide_snapshot(&trigger(), &cluster()));
     let elapsed = started.elapsed();
 
     assert!(elapsed < BOUND, "{mode}: decision took {elapsed:?}");
@@ -49,13 +50,13 @@ fn assert_contained(mode: &str, expected: FaultKind) {
         "{mode}: log names the policy version:\n{logs}"
     );
 
-    let view = engine.view();
+    let view = policies.registry.view();
     let stats = &view.policies[0].stats;
     assert_eq!(stats.faults[expected.as_str()], 1, "{mode}: {stats:?}");
     assert_eq!(view.fallback_decisions, 1);
 
     // The host is unharmed: the same policy still answers an ordinary request itself.
-    let routed = engine.decide(&request(Some("batch")), &cluster());
+    let routed = policies.engine.decide_snapshot(&request(Some("batch")), &cluster());
     assert!(routed.fault.is_none(), "{mode}: {:?}", routed.fault);
     assert_eq!(
         routed.decision.first_node(),
@@ -88,11 +89,12 @@ fn a_sleeping_policy_traps_at_once_instead_of_waiting() {
 
 #[test]
 fn a_policy_that_sleeps_while_loading_is_refused_at_once() {
-    let engine = engine();
+    let policies = policies();
     let started = Instant::now();
-    let refused = engine
+    let refused = policies
+        .registry
         .load_text(
-            &hostile_policy(&engine, "sleep-in-configure"),
+            &hostile_policy(&policies, "sleep-in-configure"),
             "hostile test",
             None,
             &cluster(),
@@ -124,65 +126,67 @@ fn endless_printing_is_bounded_and_then_stopped_by_the_deadline() {
 
 /// least-loaded activated, then a policy that panics on triggered requests activated over it.
 fn good_then_panicking(
-    engine: &switchyard_controller::policy::PolicyEngine,
+    policies: &switchyard_controller::policy::Policies,
 ) -> (
     std::sync::Arc<switchyard_controller::policy::LoadedPolicy>,
     std::sync::Arc<switchyard_controller::policy::LoadedPolicy>,
 ) {
-    let good = engine
+    let good = policies
+        .registry
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("least-loaded loads");
-    engine.activate(&good.id).expect("activate good");
-    let bad = engine
-        .load_text(&hostile_policy(engine, "panic"), "hostile test", None, &cluster())
+    policies.registry.activate(&good.id).expect("activate good");
+    let bad = policies
+        .registry
+        .load_text(&hostile_policy(policies, "panic"), "hostile test", None, &cluster())
         .expect("loads");
-    engine.activate(&bad.id).expect("activate bad");
+    policies.registry.activate(&bad.id).expect("activate bad");
     (good, bad)
 }
 
 #[test]
 fn repeated_faults_revert_to_the_last_known_good_policy() {
-    let engine = engine();
-    let (good, bad) = good_then_panicking(&engine);
+    let policies = policies();
+    let (good, bad) = good_then_panicking(&policies);
 
     let revert_after = 5;
     for i in 0..revert_after {
-        let routed = engine.decide(&trigger(), &cluster());
+        let routed = policies.engine.decide_snapshot(&trigger(), &cluster());
         assert!(routed.fault.is_some(), "fault {i}");
         assert_eq!(&*routed.policy_id, &*bad.id);
     }
-    let view = engine.view();
+    let view = policies.registry.view();
     assert_eq!(view.active.as_deref(), Some(&*good.id), "{view:?}");
     assert_eq!(view.reverts, 1);
-    let routed = engine.decide(&trigger(), &cluster());
+    let routed = policies.engine.decide_snapshot(&trigger(), &cluster());
     assert!(routed.fault.is_none());
     assert_eq!(&*routed.policy_id, &*good.id);
 }
 
 #[test]
 fn a_policy_faulting_on_every_other_request_is_reverted_and_explaining_never_reverts() {
-    let engine = engine();
-    let (good, bad) = good_then_panicking(&engine);
+    let policies = policies();
+    let (good, bad) = good_then_panicking(&policies);
 
     // Explaining a faulting request, any number of times, leaves the live policy alone.
     let prepared = switchyard_controller::policy::PreparedSnapshot::from(cluster());
     for _ in 0..20 {
-        assert!(engine.explain(&trigger(), &prepared).fault.is_some());
+        assert!(policies.engine.explain(&trigger(), &prepared).fault.is_some());
     }
-    assert_eq!(engine.view().active.as_deref(), Some(&*bad.id));
-    assert_eq!(engine.view().reverts, 0);
+    assert_eq!(policies.registry.view().active.as_deref(), Some(&*bad.id));
+    assert_eq!(policies.registry.view().reverts, 0);
 
     // Faults on half the live requests (never five in a row) revert it.
     for i in 0..10 {
         let request = if i % 2 == 0 { trigger() } else { request(None) };
-        engine.decide(&request, &cluster());
+        policies.engine.decide_snapshot(&request, &cluster());
     }
-    let view = engine.view();
+    let view = policies.registry.view();
     assert_eq!(view.active.as_deref(), Some(&*good.id), "{view:?}");
     assert_eq!(view.reverts, 1);
 }
 
-/// What this shows is the engine's bookkeeping (probation, off-worker flag) and the answers;
+/// What this shows is the policies's bookkeeping (probation, off-worker flag) and the answers;
 /// that the async worker is really free is observed by
 /// `a_version_in_place_that_turns_slow_holds_the_async_worker_for_milliseconds_not_its_deadline`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,26 +196,27 @@ async fn a_slow_policys_probation_keeps_it_on_the_policy_threads_and_it_keeps_ge
 
     use switchyard_controller::policy::PreparedSnapshot;
 
-    let engine = Arc::new(engine());
+    let policies = Arc::new(policies());
     let prepared = Arc::new(PreparedSnapshot::from(cluster()));
-    let quick = least_loaded(&engine);
-    engine.activate(&quick.id).expect("activate");
+    let quick = least_loaded(&policies);
+    policies.registry.activate(&quick.id).expect("activate");
     assert!(!quick.stats.in_place(), "a new version starts on the policy threads");
     // (Whether it then moves in place depends on the machine not pausing a policy thread
     // for 2 ms; only its answers are asserted.)
     for _ in 0..50 {
-        let routed = engine.decide_off_worker(&trigger(), prepared.clone()).await;
+        let routed = policies.engine.decide(&trigger(), prepared.clone()).await;
         assert!(routed.fault.is_none());
     }
 
     // A version whose calls spin to their deadline never runs in place (its probation fails
     // on the policy threads), and its requests still get the fallback's answer.
-    let slow = engine
-        .load_text(&hostile_policy(&engine, "spin"), "test", None, &cluster())
+    let slow = policies
+        .registry
+        .load_text(&hostile_policy(&policies, "spin"), "test", None, &cluster())
         .expect("hostile spin passes validation");
-    engine.activate(&slow.id).expect("activate");
+    policies.registry.activate(&slow.id).expect("activate");
     for _ in 0..3 {
-        let routed = engine.decide_off_worker(&trigger(), prepared.clone()).await;
+        let routed = policies.engine.decide(&trigger(), prepared.clone()).await;
         assert_eq!(routed.fault.map(|f| f.kind()), Some(FaultKind::Deadline));
     }
     assert!(
@@ -226,19 +231,23 @@ async fn waiting_for_a_busy_policy_thread_is_not_the_policys_fault_and_nothing_i
 
     use switchyard_controller::policy::PreparedSnapshot;
 
-    let engine = Arc::new(engine());
+    let policies = Arc::new(policies());
     let prepared = Arc::new(PreparedSnapshot::from(cluster()));
-    let earlier = least_loaded(&engine);
-    engine.activate(&earlier.id).expect("activate");
+    let earlier = least_loaded(&policies);
+    policies.registry.activate(&earlier.id).expect("activate");
     // Some milliseconds a call, within its 100 ms deadline.
-    let slow = engine
-        .load_text(&hostile_policy(&engine, "slow"), "test", None, &cluster())
+    let slow = policies
+        .registry
+        .load_text(&hostile_policy(&policies, "slow"), "test", None, &cluster())
         .expect("hostile slow passes validation");
-    engine.activate(&slow.id).expect("activate");
+    policies.registry.activate(&slow.id).expect("activate");
     // How long one call takes here (explaining counts nothing against the policy).
-    assert!(engine.explain(&trigger(), &prepared).fault.is_none(), "a warm instance");
+    assert!(
+        policies.engine.explain(&trigger(), &prepared).fault.is_none(),
+        "a warm instance"
+    );
     let started = Instant::now();
-    assert!(engine.explain(&trigger(), &prepared).fault.is_none());
+    assert!(policies.engine.explain(&trigger(), &prepared).fault.is_none());
     let call = started.elapsed().max(Duration::from_millis(1));
     // Enough at once (within the policy threads' queue of 256) that the last wait for a
     // thread longer than the policy's deadline and grace (200 ms), through no fault of the
@@ -247,9 +256,9 @@ async fn waiting_for_a_busy_policy_thread_is_not_the_policys_fault_and_nothing_i
     let at_once = (threads * (Duration::from_millis(600).as_micros() / call.as_micros()) as u32).clamp(32, 250);
     let calls: Vec<_> = (0..at_once)
         .map(|_| {
-            let engine = engine.clone();
+            let policies = policies.clone();
             let prepared = prepared.clone();
-            tokio::spawn(async move { engine.decide_on_pool(&trigger(), prepared).await })
+            tokio::spawn(async move { policies.engine.decide_on_pool(&trigger(), prepared).await })
         })
         .collect();
     let mut busy = 0;
@@ -262,7 +271,7 @@ async fn waiting_for_a_busy_policy_thread_is_not_the_policys_fault_and_nothing_i
         }
         assert_eq!(&*routed.policy_id, &*slow.id);
     }
-    let view = engine.view();
+    let view = policies.registry.view();
     assert_eq!(view.active.as_deref(), Some(&*slow.id), "{view:?}");
     assert_eq!(view.reverts, 0);
     let stats = slow.stats.view();
@@ -282,14 +291,15 @@ fn a_version_in_place_that_turns_slow_holds_the_async_worker_for_milliseconds_no
         .enable_all()
         .build()
         .expect("runtime");
-    let engine = Arc::new(engine());
+    let policies = Arc::new(policies());
     let prepared = Arc::new(PreparedSnapshot::from(cluster()));
     // Spins to a 1 s deadline on a tagged request, quick otherwise.
-    let text = hostile_policy(&engine, "spin").replace("deadline_ms = 100", "deadline_ms = 1000");
-    let policy = engine
+    let text = hostile_policy(&policies, "spin").replace("deadline_ms = 100", "deadline_ms = 1000");
+    let policy = policies
+        .registry
         .load_text(&text, "test", None, &cluster())
         .expect("hostile spin passes validation");
-    engine.activate(&policy.id).expect("activate");
+    policies.registry.activate(&policy.id).expect("activate");
     // As if its probation had passed: its calls now run in place on the one worker.
     policy.stats.quick_calls.store(1000, Ordering::Relaxed);
     assert!(policy.stats.in_place());
@@ -313,7 +323,7 @@ fn a_version_in_place_that_turns_slow_holds_the_async_worker_for_milliseconds_no
             }
         });
         tokio::task::yield_now().await;
-        let routed = engine.decide_off_worker(&trigger(), prepared.clone()).await;
+        let routed = policies.engine.decide(&trigger(), prepared.clone()).await;
         stop.store(true, Ordering::Relaxed);
         ticker.await.expect("ticker");
         // The policy's own deadline, reached on a policy thread, is its fault, counted once.
@@ -336,11 +346,12 @@ fn a_version_in_place_that_turns_slow_holds_the_async_worker_for_milliseconds_no
     });
 }
 
-/// The shipped `least-loaded` policy, loaded into `engine` (not activated).
+/// The shipped `least-loaded` policy, loaded into `policies` (not activated).
 fn least_loaded(
-    engine: &switchyard_controller::policy::PolicyEngine,
+    policies: &switchyard_controller::policy::Policies,
 ) -> std::sync::Arc<switchyard_controller::policy::LoadedPolicy> {
-    engine
+    policies
+        .registry
         .load_text(
             &std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("policy"),
             "test",

@@ -11,9 +11,10 @@ use crate::support::*;
 
 #[test]
 fn every_shipped_policy_loads_validates_and_routes_the_seed_cluster() {
-    let engine = engine();
+    let policies = policies();
     for name in ["seed-rules", "least-loaded", "thermal-guard", "seed-then-thermal"] {
-        let policy = engine
+        let policy = policies
+            .registry
             .load_file(&repo_path(&format!("policies/{name}.toml")), &cluster())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(policy.name(), name);
@@ -22,8 +23,8 @@ fn every_shipped_policy_loads_validates_and_routes_the_seed_cluster() {
             "{}",
             policy.id
         );
-        engine.activate(&policy.id).expect("activate");
-        let routed = engine.decide(&request(Some("batch")), &cluster());
+        policies.registry.activate(&policy.id).expect("activate");
+        let routed = policies.engine.decide_snapshot(&request(Some("batch")), &cluster());
         assert!(routed.fault.is_none(), "{name}: {:?}", routed.fault);
         assert!(
             matches!(routed.decision, Decision::Route(_)),
@@ -35,18 +36,19 @@ fn every_shipped_policy_loads_validates_and_routes_the_seed_cluster() {
 
 #[test]
 fn seed_rules_sends_each_task_class_where_the_seed_says() {
-    let engine = engine();
-    engine
+    let policies = policies();
+    policies
+        .registry
         .load_file(&repo_path("policies/seed-rules.toml"), &cluster())
         .expect("loads");
-    engine.activate("seed-rules").expect("activate by name");
+    policies.registry.activate("seed-rules").expect("activate by name");
     for (task, node) in [
         (Some("development"), "m4"),
         (Some("production"), "ryzen"),
         (Some("batch"), "xeon"),
         (None, "ryzen"),
     ] {
-        let routed = engine.decide(&request(task), &cluster());
+        let routed = policies.engine.decide_snapshot(&request(task), &cluster());
         assert_eq!(
             routed.decision.first_node(),
             Some(node),
@@ -58,15 +60,16 @@ fn seed_rules_sends_each_task_class_where_the_seed_says() {
 
 #[test]
 fn a_chain_narrows_with_the_first_stage_and_orders_with_the_second() {
-    let engine = engine();
-    let policy = engine
+    let policies = policies();
+    let policy = policies
+        .registry
         .load_file(&repo_path("policies/seed-then-thermal.toml"), &cluster())
         .expect("loads");
-    engine.activate(&policy.id).expect("activate");
+    policies.registry.activate(&policy.id).expect("activate");
     let mut hot = cluster();
     // The xeon's GPU overheats: thermal-guard moves it behind the ryzen for batch work.
     hot.nodes[2].gpus[0].temp_c = Some(91.0);
-    let routed = engine.decide(&request(Some("batch")), &hot);
+    let routed = policies.engine.decide_snapshot(&request(Some("batch")), &hot);
     let Decision::Route(route) = routed.decision else {
         panic!("{:?}", routed.decision)
     };
@@ -82,42 +85,54 @@ fn a_chain_narrows_with_the_first_stage_and_orders_with_the_second() {
 
 #[test]
 fn rollback_restores_the_previous_policy_and_fails_with_no_history() {
-    let engine = engine();
-    assert!(matches!(engine.rollback(), Err(PolicyError::NoPrevious)));
-    let least = engine
+    let policies = policies();
+    assert!(matches!(policies.registry.rollback(), Err(PolicyError::NoPrevious)));
+    let least = policies
+        .registry
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("loads");
-    let seed = engine
+    let seed = policies
+        .registry
         .load_file(&repo_path("policies/seed-rules.toml"), &cluster())
         .expect("loads");
-    engine.activate(&least.id).expect("activate");
-    engine.activate(&seed.id).expect("activate");
-    assert_eq!(engine.view().previous, vec![least.id.to_string()]);
-    let back = engine.rollback().expect("rollback");
+    policies.registry.activate(&least.id).expect("activate");
+    policies.registry.activate(&seed.id).expect("activate");
+    assert_eq!(policies.registry.view().previous, vec![least.id.to_string()]);
+    let back = policies.registry.rollback().expect("rollback");
     assert_eq!(back.id, least.id);
-    assert_eq!(engine.view().active.as_deref(), Some(&*least.id));
+    assert_eq!(policies.registry.view().active.as_deref(), Some(&*least.id));
 }
 
 #[test]
 fn the_same_document_loads_to_the_same_id_and_an_edit_to_a_new_one() {
-    let engine = engine();
+    let policies = policies();
     let text = std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("read");
-    let a = engine.load_text(&text, "a", None, &cluster()).expect("loads");
-    let b = engine.load_text(&text, "b", None, &cluster()).expect("loads");
+    let a = policies
+        .registry
+        .load_text(&text, "a", None, &cluster())
+        .expect("loads");
+    let b = policies
+        .registry
+        .load_text(&text, "b", None, &cluster())
+        .expect("loads");
     assert_eq!(a.id, b.id);
     let edited = text.replace("ties go to the faster node", "edited");
-    let c = engine.load_text(&edited, "c", None, &cluster()).expect("loads");
+    let c = policies
+        .registry
+        .load_text(&edited, "c", None, &cluster())
+        .expect("loads");
     assert_ne!(a.id, c.id);
-    assert_eq!(engine.view().policies.len(), 2);
+    assert_eq!(policies.registry.view().policies.len(), 2);
 }
 
 #[test]
 fn bad_policies_are_refused_with_the_reviewed_message_and_the_active_policy_stays() {
-    let engine = engine();
-    let good = engine
+    let policies = policies();
+    let good = policies
+        .registry
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("loads");
-    engine.activate(&good.id).expect("activate");
+    policies.registry.activate(&good.id).expect("activate");
     let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
     let bless = std::env::var_os("BLESS").is_some();
     let mut cases: Vec<_> = std::fs::read_dir(&ui)
@@ -134,7 +149,7 @@ fn bad_policies_are_refused_with_the_reviewed_message_and_the_active_policy_stay
             case.file_name().and_then(|n| n.to_str()).unwrap_or_default()
         );
         let text = std::fs::read_to_string(&case).expect("read case");
-        let error = match engine.load_text(&text, &relative, case.parent(), &cluster()) {
+        let error = match policies.registry.load_text(&text, &relative, case.parent(), &cluster()) {
             Ok(policy) => panic!("{relative} was accepted as {}", policy.id),
             Err(e) => format!("{e}\n"),
         };
@@ -153,12 +168,12 @@ fn bad_policies_are_refused_with_the_reviewed_message_and_the_active_policy_stay
         "messages changed (BLESS=1 to accept):\n{}",
         mismatches.join("\n")
     );
-    assert_eq!(engine.view().active.as_deref(), Some(&*good.id));
+    assert_eq!(policies.registry.view().active.as_deref(), Some(&*good.id));
 }
 
 #[test]
 fn a_component_link_pointing_outside_the_policys_folder_is_not_read() {
-    let engine = engine();
+    let policies = policies();
     let dir = tempfile::tempdir().expect("tempdir");
     std::os::unix::fs::symlink(
         switchyard_policy_artifacts::LEAST_LOADED,
@@ -170,7 +185,8 @@ fn a_component_link_pointing_outside_the_policys_folder_is_not_read() {
         "name = \"linked\"\n[[stage]]\ncomponent = \"linked.wasm\"\n",
     )
     .expect("policy");
-    let refused = engine
+    let refused = policies
+        .registry
         .load_file(&dir.path().join("linked.toml"), &cluster())
         .expect_err("a link out of the folder must not be followed");
     assert!(refused.to_string().contains("outside the policy's folder"), "{refused}");
@@ -181,18 +197,21 @@ fn a_component_link_pointing_outside_the_policys_folder_is_not_read() {
         dir.path().join("linked.wasm"),
     )
     .expect("copy");
-    engine
+    policies
+        .registry
         .load_file(&dir.path().join("linked.toml"), &cluster())
         .expect("a component inside the folder loads");
 }
 
 #[test]
 fn only_the_active_version_keeps_instances_warm() {
-    let engine = engine();
-    let seed = engine
+    let policies = policies();
+    let seed = policies
+        .registry
         .load_file(&repo_path("policies/seed-rules.toml"), &cluster())
         .expect("seed-rules");
-    let least = engine
+    let least = policies
+        .registry
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("least-loaded");
     assert_eq!(
@@ -200,35 +219,40 @@ fn only_the_active_version_keeps_instances_warm() {
         (0, 0),
         "loaded, not active: nothing warm"
     );
-    engine.activate(&seed.id).expect("activate");
+    policies.registry.activate(&seed.id).expect("activate");
     for _ in 0..5 {
-        engine.decide(&request(None), &cluster());
+        policies.engine.decide_snapshot(&request(None), &cluster());
     }
     assert!(seed.warm_instances() > 0);
-    engine.activate(&least.id).expect("activate");
+    policies.registry.activate(&least.id).expect("activate");
     assert_eq!(
         seed.warm_instances(),
         0,
         "the version swapped out released its instances"
     );
     for _ in 0..5 {
-        engine.decide(&request(None), &cluster());
+        policies.engine.decide_snapshot(&request(None), &cluster());
     }
     assert!(least.warm_instances() > 0);
-    engine.rollback().expect("rollback");
+    policies.registry.rollback().expect("rollback");
     assert_eq!(least.warm_instances(), 0);
-    assert_eq!(&*engine.decide(&request(None), &cluster()).policy_id, &*seed.id);
+    assert_eq!(
+        &*policies.engine.decide_snapshot(&request(None), &cluster()).policy_id,
+        &*seed.id
+    );
 }
 
 #[test]
 fn uploads_are_capped_listed_and_deleted_unless_a_loaded_policy_uses_them() {
     use switchyard_controller::policy::MAX_UPLOADS;
 
-    let engine = engine();
-    let used = engine
+    let policies = policies();
+    let used = policies
+        .registry
         .upload_component(std::fs::read(switchyard_policy_artifacts::LEAST_LOADED).expect("wasm"))
         .expect("upload");
-    let policy = engine
+    let policy = policies
+        .registry
         .load_text(
             &format!("name = \"uploaded\"\n[[stage]]\ncomponent = \"{used}\"\n"),
             "upload",
@@ -237,27 +261,38 @@ fn uploads_are_capped_listed_and_deleted_unless_a_loaded_policy_uses_them() {
         )
         .expect("loads");
     let spare: Vec<String> = (1..MAX_UPLOADS)
-        .map(|i| engine.upload_component(vec![i as u8; 16]).expect("under the cap"))
+        .map(|i| {
+            policies
+                .registry
+                .upload_component(vec![i as u8; 16])
+                .expect("under the cap")
+        })
         .collect();
-    let refused = engine.upload_component(vec![0xff; 16]).expect_err("over the cap");
+    let refused = policies
+        .registry
+        .upload_component(vec![0xff; 16])
+        .expect_err("over the cap");
     assert!(matches!(refused, PolicyError::TooManyUploads { .. }), "{refused}");
     assert!(refused.to_string().contains("DELETE /admin/components"), "{refused}");
     // The same bytes again are not a new upload.
-    assert_eq!(engine.upload_component(vec![1u8; 16]).expect("same bytes"), spare[0]);
+    assert_eq!(
+        policies.registry.upload_component(vec![1u8; 16]).expect("same bytes"),
+        spare[0]
+    );
 
-    let listed = engine.uploads();
+    let listed = policies.registry.uploads();
     assert_eq!(listed.len(), MAX_UPLOADS);
     let entry = listed.iter().find(|u| u.component == used).expect("listed");
     assert_eq!(entry.used_by, vec![policy.id.to_string()]);
 
-    let in_use = engine.delete_upload(&used).expect_err("in use");
+    let in_use = policies.registry.delete_upload(&used).expect_err("in use");
     assert!(matches!(in_use, PolicyError::ComponentInUse { .. }), "{in_use}");
-    engine.delete_upload(&spare[0]).expect("unused: deleted");
+    policies.registry.delete_upload(&spare[0]).expect("unused: deleted");
     assert!(matches!(
-        engine.delete_upload(&spare[0]),
+        policies.registry.delete_upload(&spare[0]),
         Err(PolicyError::UnknownComponent(_))
     ));
-    engine.upload_component(vec![0xff; 16]).expect("room again");
+    policies.registry.upload_component(vec![0xff; 16]).expect("room again");
 }
 
 #[test]
@@ -266,10 +301,11 @@ fn components_built_for_the_0_1_0_0_2_0_and_0_3_0_contracts_still_load_and_route
     // candidate node lowered whole per call; 0.2.0: candidates as a list of records; 0.3.0:
     // four numbers per candidate, no cache estimate): users' existing .wasm files keep
     // working, each on a new snapshot too.
-    let engine = engine();
+    let policies = policies();
     let fixtures = repo_path("controller/tests/fixtures");
     for version in ["0.1.0", "0.2.0", "0.3.0"] {
-        let policy = engine
+        let policy = policies
+            .registry
             .load_text(
                 &format!(
                     "name = \"least-loaded-{}\"\n[[stage]]\ncomponent = \"least-loaded-{version}.wasm\"\n",
@@ -281,14 +317,14 @@ fn components_built_for_the_0_1_0_0_2_0_and_0_3_0_contracts_still_load_and_route
             )
             .unwrap_or_else(|e| panic!("a {version} component loads: {e}"));
         assert_eq!(policy.stages[0].contract(), format!("switchyard:policy@{version}"));
-        engine.activate(&policy.id).expect("activate");
+        policies.registry.activate(&policy.id).expect("activate");
         for free in ["xeon", "ryzen", "xeon"] {
             let mut snapshot = cluster();
             for node in &mut snapshot.nodes {
                 node.in_flight = if node.name == free { 0 } else { 1 };
                 node.models.iter_mut().for_each(|m| m.loaded = true);
             }
-            let routed = engine.decide(&request(None), &snapshot);
+            let routed = policies.engine.decide_snapshot(&request(None), &snapshot);
             assert!(routed.fault.is_none(), "{version}: {:?}", routed.fault);
             assert_eq!(
                 routed.decision.first_node(),
@@ -299,7 +335,8 @@ fn components_built_for_the_0_1_0_0_2_0_and_0_3_0_contracts_still_load_and_route
         }
     }
 
-    let current = engine
+    let current = policies
+        .registry
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("loads");
     assert_eq!(current.stages[0].contract(), "switchyard:policy@0.4.0");
@@ -307,11 +344,12 @@ fn components_built_for_the_0_1_0_0_2_0_and_0_3_0_contracts_still_load_and_route
 
 #[test]
 fn each_warm_instance_sees_every_new_snapshot_before_it_decides_on_it() {
-    let engine = engine();
-    let policy = engine
+    let policies = policies();
+    let policy = policies
+        .registry
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("loads");
-    engine.activate(&policy.id).expect("activate");
+    policies.registry.activate(&policy.id).expect("activate");
     let mut healthy = cluster();
     for node in &mut healthy.nodes {
         node.models.iter_mut().for_each(|m| m.loaded = true);
@@ -327,7 +365,7 @@ fn each_warm_instance_sees_every_new_snapshot_before_it_decides_on_it() {
         } else {
             (&ryzen_down, "xeon")
         };
-        let routed = engine.decide(&request(Some("batch")), snapshot);
+        let routed = policies.engine.decide_snapshot(&request(Some("batch")), snapshot);
         assert!(routed.fault.is_none(), "round {round}: {:?}", routed.fault);
         assert_eq!(routed.decision.first_node(), Some(expected), "round {round}");
     }
@@ -335,45 +373,56 @@ fn each_warm_instance_sees_every_new_snapshot_before_it_decides_on_it() {
 
 #[test]
 fn a_document_loaded_again_becomes_the_version_its_name_activates() {
-    let engine = engine();
+    let policies = policies();
     let text = std::fs::read_to_string(repo_path("policies/least-loaded.toml")).expect("policy");
-    let first = engine
+    let first = policies
+        .registry
         .load_text(&text, "a.toml", Some(&repo_path("policies")), &cluster())
         .expect("first");
     let edited = text.replace("description = ", "# edited\ndescription = ");
-    let second = engine
+    let second = policies
+        .registry
         .load_text(&edited, "a.toml", Some(&repo_path("policies")), &cluster())
         .expect("second");
     assert_ne!(first.id, second.id);
-    assert_eq!(engine.activate("least-loaded").expect("by name").id, second.id);
+    assert_eq!(
+        policies.registry.activate("least-loaded").expect("by name").id,
+        second.id
+    );
     // The file is edited back: the first version is loaded again, and is now the newest.
-    let again = engine
+    let again = policies
+        .registry
         .load_text(&text, "a.toml", Some(&repo_path("policies")), &cluster())
         .expect("again");
     assert_eq!(again.id, first.id);
-    assert_eq!(engine.activate("least-loaded").expect("by name").id, first.id);
+    assert_eq!(
+        policies.registry.activate("least-loaded").expect("by name").id,
+        first.id
+    );
 }
 
 #[test]
 fn a_shadow_never_blocks_the_request_path_and_accounts_for_every_request() {
-    let engine = engine();
-    let active = engine
+    let policies = policies();
+    let active = policies
+        .registry
         .load_file(&repo_path("policies/seed-rules.toml"), &cluster())
         .expect("seed-rules");
-    engine.activate(&active.id).expect("activate");
-    engine
+    policies.registry.activate(&active.id).expect("activate");
+    policies
+        .registry
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("least-loaded");
-    engine.start_shadow("least-loaded").expect("shadow");
+    policies.rehearsal.start_shadow("least-loaded").expect("shadow");
     let prepared = std::sync::Arc::new(switchyard_controller::policy::PreparedSnapshot::from(cluster()));
     let req = request(Some("batch"));
-    let decision = engine.decide(&req, &cluster()).decision;
+    let decision = policies.engine.decide_snapshot(&req, &cluster()).decision;
     for _ in 0..5000 {
-        engine.offer_shadow(&req, &prepared, &decision);
+        policies.rehearsal.offer_shadow(&req, &prepared, &decision);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let settled = loop {
-        let report = engine.shadow_report().expect("running");
+        let report = policies.rehearsal.shadow_report().expect("running");
         let seen = report.compared + report.dropped + report.faults.values().sum::<u64>();
         if seen == 5000 || std::time::Instant::now() > deadline {
             break report;
@@ -385,9 +434,9 @@ fn a_shadow_never_blocks_the_request_path_and_accounts_for_every_request() {
         settled.dropped > 0,
         "5000 offers at once overflow the 1024-deep queue: {settled:?}"
     );
-    let last = engine.stop_shadow().expect("stopped");
+    let last = policies.rehearsal.stop_shadow().expect("stopped");
     assert_eq!(last.compared, settled.compared);
-    assert!(engine.shadow_report().is_none());
+    assert!(policies.rehearsal.shadow_report().is_none());
 }
 
 #[test]
@@ -397,17 +446,19 @@ fn a_policy_still_shadowing_keeps_its_instances_and_activating_the_canary_ends_i
     use switchyard_controller::policy::PreparedSnapshot;
     use switchyard_controller::policy::canary::CanaryRules;
 
-    let engine = Arc::new(engine());
+    let policies = Arc::new(policies());
     let load = |name: &str| {
-        engine
+        policies
+            .registry
             .load_file(&repo_path(&format!("policies/{name}.toml")), &cluster())
             .unwrap_or_else(|e| panic!("{name}: {e}"))
     };
     let active = load("seed-rules");
-    engine.activate(&active.id).expect("activate");
+    policies.registry.activate(&active.id).expect("activate");
     let candidate = load("least-loaded");
-    engine.start_shadow(&candidate.id).expect("shadow");
-    engine
+    policies.rehearsal.start_shadow(&candidate.id).expect("shadow");
+    policies
+        .rehearsal
         .start_canary(&candidate.id, 50, CanaryRules::default())
         .expect("canary");
     let prepared = PreparedSnapshot::from(cluster());
@@ -415,7 +466,7 @@ fn a_policy_still_shadowing_keeps_its_instances_and_activating_the_canary_ends_i
     assert!(candidate.warm_instances() > 0);
 
     // The canary stops; the same policy still shadows: its instances stay warm.
-    engine.stop_canary().expect("a canary ran");
+    policies.rehearsal.stop_canary().expect("a canary ran");
     candidate.decide(&request(Some("batch")), &prepared).expect("decides");
     assert!(
         candidate.warm_instances() > 0,
@@ -424,14 +475,15 @@ fn a_policy_still_shadowing_keeps_its_instances_and_activating_the_canary_ends_i
 
     // Activating the policy that runs as the canary ends the canary (and the shadow): it
     // would only compare the active policy with itself.
-    engine
+    policies
+        .rehearsal
         .start_canary(&candidate.id, 50, CanaryRules::default())
         .expect("canary again");
-    assert_eq!(engine.canary_percent(), 50);
-    engine.activate(&candidate.id).expect("activate");
-    assert_eq!(engine.canary_percent(), 0, "the canary ended");
-    assert!(engine.shadow_report().is_none(), "the shadow ended");
-    let view = engine.canary_view();
+    assert_eq!(policies.rehearsal.canary_percent(), 50);
+    policies.registry.activate(&candidate.id).expect("activate");
+    assert_eq!(policies.rehearsal.canary_percent(), 0, "the canary ended");
+    assert!(policies.rehearsal.shadow_report().is_none(), "the shadow ended");
+    let view = policies.rehearsal.canary_view();
     assert!(
         view.events
             .iter()

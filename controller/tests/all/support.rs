@@ -1,15 +1,15 @@
-//! Shared helpers: an engine, the seed cluster, requests, hostile policy documents, and a
+//! Shared helpers: an policies, the seed cluster, requests, hostile policy documents, and a
 //! log capture for asserting what operators would see.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use switchyard_controller::policy::{EngineOptions, PolicyEngine};
+use switchyard_controller::policy::{EngineOptions, Policies};
 use switchyard_controller::seed_cluster::seed_cluster;
 use switchyard_protocol::{ClusterSnapshot, RequestInfo};
 
-pub fn engine() -> PolicyEngine {
-    PolicyEngine::new(EngineOptions::default()).expect("engine starts")
+pub fn policies() -> Policies {
+    Policies::new(EngineOptions::default()).expect("policies starts")
 }
 
 pub fn cluster() -> ClusterSnapshot {
@@ -40,9 +40,10 @@ pub fn trigger() -> RequestInfo {
     req
 }
 
-/// A hostile policy in `mode`, its component uploaded to `engine` (as the admin API would).
-pub fn hostile_policy(engine: &PolicyEngine, mode: &str) -> String {
-    let component = engine
+/// A hostile policy in `mode`, its component uploaded to `policies` (as the admin API would).
+pub fn hostile_policy(policies: &Policies, mode: &str) -> String {
+    let component = policies
+        .registry
         .upload_component(std::fs::read(switchyard_policy_artifacts::HOSTILE).expect("hostile.wasm"))
         .expect("upload");
     format!(

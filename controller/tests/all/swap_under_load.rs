@@ -11,20 +11,22 @@ use crate::support::*;
 
 #[test]
 fn swapping_the_active_policy_200_times_under_load_fails_no_decision() {
-    let engine = Arc::new(engine());
-    let least = engine
+    let policies = Arc::new(policies());
+    let least = policies
+        .registry
         .load_file(&repo_path("policies/least-loaded.toml"), &cluster())
         .expect("least-loaded");
-    let seed = engine
+    let seed = policies
+        .registry
         .load_file(&repo_path("policies/seed-rules.toml"), &cluster())
         .expect("seed-rules");
-    engine.activate(&least.id).expect("activate");
+    policies.registry.activate(&least.id).expect("activate");
 
     let stop = Arc::new(AtomicBool::new(false));
     let decided = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..4)
         .map(|worker| {
-            let (engine, stop, decided) = (engine.clone(), stop.clone(), decided.clone());
+            let (policies, stop, decided) = (policies.clone(), stop.clone(), decided.clone());
             let (least_id, seed_id) = (least.id.clone(), seed.id.clone());
             std::thread::spawn(move || {
                 let snapshot = cluster();
@@ -36,7 +38,7 @@ fn swapping_the_active_policy_200_times_under_load_fails_no_decision() {
                         break;
                     }
                     req.id = format!("w{worker}-{i}");
-                    let routed = engine.decide(&req, &snapshot);
+                    let routed = policies.engine.decide_snapshot(&req, &snapshot);
                     assert!(
                         routed.fault.is_none(),
                         "decision {} faulted: {:?}",
@@ -80,7 +82,7 @@ fn swapping_the_active_policy_200_times_under_load_fails_no_decision() {
     let swaps = 200;
     for i in 0..swaps {
         let next = if i % 2 == 0 { &seed.id } else { &least.id };
-        engine.activate(next).expect("swap");
+        policies.registry.activate(next).expect("swap");
         // Let some decisions land on each version.
         let mark = decided.load(Ordering::Relaxed);
         while decided.load(Ordering::Relaxed) < mark + 20 {
@@ -95,7 +97,7 @@ fn swapping_the_active_policy_200_times_under_load_fails_no_decision() {
         totals[1] += seen[1];
     }
     assert!(totals[0] > 0 && totals[1] > 0, "both versions decided: {totals:?}");
-    let view = engine.view();
+    let view = policies.registry.view();
     assert_eq!(view.fallback_decisions, 0);
     let counted: u64 = view.policies.iter().map(|p| p.stats.decisions).sum();
     assert_eq!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use switchyard_controller::policy::FaultKind;
 use switchyard_protocol::Decision;
 
-use crate::support::{cluster, engine, repo_path, request, trigger};
+use crate::support::{cluster, policies, repo_path, request, trigger};
 
 /// Build `plugins/js/<app>/app.js` (with the helpers, bundled) into `dir/<app>.wasm`.
 fn build_js(app: &str, dir: &Path) -> PathBuf {
@@ -133,13 +133,14 @@ fn hostile_text(mode: &str) -> String {
 /// `mode` misbehaves on the tagged request: the fallback decides within a bound, the fault
 /// is counted as `expected`, and the policy still answers an ordinary request itself.
 fn contained(dir: &Path, mode: &str, expected: &[FaultKind]) {
-    let engine = engine();
-    let policy = engine
+    let policies = policies();
+    let policy = policies
+        .registry
         .load_text(&hostile_text(mode), "hostile policy", Some(dir), &cluster())
         .unwrap_or_else(|e| panic!("hostile {mode} should pass validation: {e}"));
-    engine.activate(&policy.id).expect("activate");
+    policies.registry.activate(&policy.id).expect("activate");
     let started = Instant::now();
-    let routed = engine.decide(&trigger(), &cluster());
+    let routed = policies.engine.decide_snapshot(&trigger(), &cluster());
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{mode}: {:?}",
@@ -151,10 +152,10 @@ fn contained(dir: &Path, mode: &str, expected: &[FaultKind]) {
         Decision::Route(route) => assert!(route.reason.starts_with("fallback least-loaded"), "{}", route.reason),
         Decision::Reject(r) => panic!("{mode}: the fallback should route, got {r:?}"),
     }
-    let view = engine.view();
+    let view = policies.registry.view();
     assert_eq!(view.fallback_decisions, 1, "{mode}");
     assert_eq!(view.policies[0].stats.faults.values().sum::<u64>(), 1, "{mode}");
-    let routed = engine.decide(&request(Some("batch")), &cluster());
+    let routed = policies.engine.decide_snapshot(&request(Some("batch")), &cluster());
     assert!(routed.fault.is_none(), "{mode}: {:?}", routed.fault);
     match &routed.decision {
         Decision::Route(route) => assert!(
@@ -175,8 +176,9 @@ fn a_hostile_python_policy_is_contained_and_reverted() {
     contained(dir.path(), "print", &[FaultKind::Deadline, FaultKind::Trap]);
 
     // Repeated faults put the previous policy back.
-    let engine = engine();
-    let good = engine
+    let policies = policies();
+    let good = policies
+        .registry
         .load_text(
             "name = \"least-loaded\"\n[[stage]]\ncomponent = \"builtin:least-loaded\"\n",
             "good",
@@ -184,16 +186,17 @@ fn a_hostile_python_policy_is_contained_and_reverted() {
             &cluster(),
         )
         .expect("least-loaded");
-    engine.activate(&good.id).expect("activate");
-    let bad = engine
+    policies.registry.activate(&good.id).expect("activate");
+    let bad = policies
+        .registry
         .load_text(&hostile_text("raise"), "hostile python", Some(dir.path()), &cluster())
         .expect("hostile");
-    engine.activate(&bad.id).expect("activate");
+    policies.registry.activate(&bad.id).expect("activate");
     for _ in 0..5 {
-        engine.decide(&trigger(), &cluster());
+        policies.engine.decide_snapshot(&trigger(), &cluster());
     }
-    assert_eq!(engine.view().active.as_deref(), Some(&*good.id));
-    assert_eq!(engine.view().reverts, 1);
+    assert_eq!(policies.registry.view().active.as_deref(), Some(&*good.id));
+    assert_eq!(policies.registry.view().reverts, 1);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use switchyard_controller::policy::PreparedSnapshot;
 use switchyard_protocol::tls::CertInfo;
 use switchyard_protocol::{ClusterSnapshot, Decision};
 
-use crate::support::{cluster, engine, repo_path, request};
+use crate::support::{cluster, policies, repo_path, request};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -54,11 +54,12 @@ fn run(args: &[&str], dir: &Path) -> String {
 
 #[test]
 fn a_healthy_node_that_no_rule_names_is_named_in_the_503() {
-    let engine = engine();
+    let policies = policies();
     let text = std::fs::read_to_string(repo_path("policies/seed-rules.toml"))
         .expect("policy")
         .replace(", \"*\"", "");
-    let policy = engine
+    let policy = policies
+        .registry
         .load_text(&text, "no-wildcard.toml", Some(&repo_path("policies")), &cluster())
         .expect("loads");
     let mut snapshot: ClusterSnapshot = cluster();
@@ -68,8 +69,10 @@ fn a_healthy_node_that_no_rule_names_is_named_in_the_503() {
         node.healthy = false;
     }
     snapshot.nodes.push(gpu4);
-    engine.activate(&policy.id).expect("activate");
-    let routed = engine.explain(&request(None), &PreparedSnapshot::from(snapshot));
+    policies.registry.activate(&policy.id).expect("activate");
+    let routed = policies
+        .engine
+        .explain(&request(None), &PreparedSnapshot::from(snapshot));
     let Decision::Reject(reject) = routed.decision else {
         panic!("{:?}", routed.decision)
     };

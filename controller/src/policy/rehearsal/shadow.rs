@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use serde::Serialize;
 use switchyard_protocol::{Decision, RequestInfo};
 
-use super::{LoadedPolicy, PreparedSnapshot};
+use crate::policy::{LoadedPolicy, PreparedSnapshot};
 
 /// Requests waiting for the shadow at most; beyond, shadow work is dropped.
 pub const SHADOW_QUEUE: usize = 1024;

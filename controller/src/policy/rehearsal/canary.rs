@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use serde::{Deserialize, Serialize};
 use switchyard_protocol::RequestInfo;
 
-use super::LoadedPolicy;
+use crate::policy::LoadedPolicy;
 
 /// Outcomes kept per share at most (older ones leave the window early).
 const KEPT: usize = 20_000;
@@ -282,7 +282,7 @@ impl std::fmt::Debug for Canary {
     }
 }
 
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(in crate::policy) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock()
 }
 
@@ -294,7 +294,7 @@ fn stable_hash(text: &str) -> u64 {
 }
 
 impl Canary {
-    pub(super) fn new(
+    pub(in crate::policy) fn new(
         policy: Arc<LoadedPolicy>,
         active_id: String,
         percent: u8,
@@ -388,7 +388,7 @@ impl Canary {
     }
 
     /// Mark the canary ended with `state`; false when it had already ended.
-    pub(super) fn end(&self, state: CanaryState) -> bool {
+    pub(in crate::policy) fn end(&self, state: CanaryState) -> bool {
         if self.ended.swap(true, Ordering::AcqRel) {
             return false;
         }
@@ -433,11 +433,11 @@ pub type EventSink = Box<dyn Fn(&PolicyEvent) + Send + Sync>;
 /// The engine's canary: the running one, the last one (running or ended) and its events.
 #[derive(Default)]
 pub struct CanarySlot {
-    pub(super) running: ArcSwapOption<Canary>,
-    pub(super) last: Mutex<Option<Arc<Canary>>>,
-    pub(super) rollbacks: AtomicU64,
-    pub(super) events: Mutex<VecDeque<PolicyEvent>>,
-    pub(super) sink: OnceLock<EventSink>,
+    pub(in crate::policy) running: ArcSwapOption<Canary>,
+    pub(in crate::policy) last: Mutex<Option<Arc<Canary>>>,
+    pub(in crate::policy) rollbacks: AtomicU64,
+    pub(in crate::policy) events: Mutex<VecDeque<PolicyEvent>>,
+    pub(in crate::policy) sink: OnceLock<EventSink>,
 }
 
 impl std::fmt::Debug for CanarySlot {
@@ -449,6 +449,17 @@ impl std::fmt::Debug for CanarySlot {
 }
 
 impl CanarySlot {
+    /// End the running canary as promoted if it runs `policy` (just made active).
+    pub(in crate::policy) fn end_if_runs(&self, policy: &Arc<LoadedPolicy>, why: &str) {
+        let Some(canary) = self.running.load_full() else {
+            return;
+        };
+        if Arc::ptr_eq(&canary.policy, policy) && self.take(&canary, CanaryState::Promoted) {
+            tracing::info!(policy = %policy.id, "canary ended: {why}");
+            self.emit(PolicyEventKind::CanaryPromoted, &policy.id, why.to_owned());
+        }
+    }
+
     /// The running canary when it decides `req`; otherwise counts `req` for the active share.
     pub fn deciding(&self, req: &RequestInfo) -> Option<Arc<Canary>> {
         let guard = self.running.load();
@@ -474,7 +485,7 @@ impl CanarySlot {
         Some((canary.clone(), share))
     }
 
-    pub(super) fn emit(&self, kind: PolicyEventKind, policy: &str, detail: String) {
+    pub(in crate::policy) fn emit(&self, kind: PolicyEventKind, policy: &str, detail: String) {
         let event = PolicyEvent {
             at_ms: now_ms(),
             kind,
@@ -492,7 +503,7 @@ impl CanarySlot {
     }
 
     /// Stop `canary` if it is the running one: true when this call ended it.
-    pub(super) fn take(&self, canary: &Canary, state: CanaryState) -> bool {
+    pub(in crate::policy) fn take(&self, canary: &Canary, state: CanaryState) -> bool {
         if !canary.end(state) {
             return false;
         }
