@@ -13,19 +13,8 @@ use switchyard_controller::decisions::store::parse_export;
 use switchyard_controller::decisions::{DecisionRecord, ExportLine, Outcome, RecordedDecision};
 use switchyard_protocol::{ClusterSnapshot, Decision, Reject, RequestInfo};
 
-fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let count: u64 = args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(1_000_000);
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let policy = args
-        .get(2)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo.join("policies/seed-rules.toml"));
-    let seed: ClusterSnapshot = toml::from_str(&std::fs::read_to_string(
-        repo.join("policies/fixtures/seed-cluster.toml"),
-    )?)?;
-
-    let generated = Instant::now();
+/// An export of `count` records over 64 snapshots of the seed cluster, as NDJSON.
+fn generate(seed: &ClusterSnapshot, count: u64) -> anyhow::Result<String> {
     let mut text = String::new();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {
@@ -87,6 +76,23 @@ fn main() -> anyhow::Result<()> {
         text.push_str(&serde_json::to_string(&ExportLine::Record(Box::new(record)))?);
         text.push('\n');
     }
+    Ok(text)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let count: u64 = args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(1_000_000);
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let policy = args
+        .get(2)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo.join("policies/seed-rules.toml"));
+    let seed: ClusterSnapshot = toml::from_str(&std::fs::read_to_string(
+        repo.join("policies/fixtures/seed-cluster.toml"),
+    )?)?;
+
+    let generated = Instant::now();
+    let text = generate(&seed, count)?;
     println!(
         "generated {count} records ({:.0} MB of NDJSON) in {:.1} s",
         text.len() as f64 / 1e6,

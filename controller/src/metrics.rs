@@ -8,7 +8,7 @@ use crate::front::admission::Admission;
 use crate::front::metrics::FrontMetrics;
 use crate::node_table::NodeTable;
 use crate::policy::{PolicyRegistry, Rehearsal};
-use crate::prometheus_text::{Label, header};
+use crate::prometheus_text::{Label, header, scalar, series};
 
 /// What `/metrics` reads, handed to it by the composition root (`app.rs`).
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ fn keys(out: &mut String, shares: &crate::front::key_share::KeyShares) {
         return;
     }
     type Series = (&'static str, &'static str, &'static str, fn(&KeyFigures) -> u64);
-    let series: [Series; 3] = [
+    let metrics: [Series; 3] = [
         (
             "switchyard_key_max_concurrent",
             "gauge",
@@ -61,11 +61,13 @@ fn keys(out: &mut String, shares: &crate::front::key_share::KeyShares) {
             |f| f.refused,
         ),
     ];
-    for (name, kind, help, value) in series {
-        header(out, name, kind, help);
-        for f in &figures {
-            let _ = writeln!(out, "{name}{{key=\"{}\"}} {}", Label(&f.key), value(f));
-        }
+    for (name, kind, help, value) in metrics {
+        series(
+            out,
+            (name, kind, help),
+            "key",
+            figures.iter().map(|f| (f.key.as_str(), value(f))),
+        );
     }
 }
 
@@ -81,7 +83,7 @@ fn key_budgets(out: &mut String, shares: &crate::front::key_share::KeyShares) {
         &'static str,
         fn(&crate::front::key_share::BudgetFigures) -> u64,
     );
-    let series: [Series; 3] = [
+    let metrics: [Series; 3] = [
         (
             "switchyard_key_tokens_per_minute",
             "gauge",
@@ -101,30 +103,28 @@ fn key_budgets(out: &mut String, shares: &crate::front::key_share::KeyShares) {
             |f| f.refused,
         ),
     ];
-    for (name, kind, help, value) in series {
-        header(out, name, kind, help);
-        for f in &figures {
-            let _ = writeln!(out, "{name}{{key=\"{}\"}} {}", Label(&f.key), value(f));
-        }
+    for (name, kind, help, value) in metrics {
+        series(
+            out,
+            (name, kind, help),
+            "key",
+            figures.iter().map(|f| (f.key.as_str(), value(f))),
+        );
     }
 }
 
 /// Each policy version's decisions, faults and whether it is active; fallbacks and reverts.
 fn policies(out: &mut String, view: &crate::policy::EngineView) {
-    header(
+    series(
         out,
-        "switchyard_policy_decisions_total",
-        "counter",
-        "Decisions a policy version made without a fault.",
+        (
+            "switchyard_policy_decisions_total",
+            "counter",
+            "Decisions a policy version made without a fault.",
+        ),
+        "policy",
+        view.policies.iter().map(|p| (p.id.as_str(), p.stats.decisions)),
     );
-    for p in &view.policies {
-        let _ = writeln!(
-            out,
-            "switchyard_policy_decisions_total{{policy=\"{}\"}} {}",
-            Label(&p.id),
-            p.stats.decisions
-        );
-    }
     header(
         out,
         "switchyard_policy_faults_total",
@@ -140,90 +140,66 @@ fn policies(out: &mut String, view: &crate::policy::EngineView) {
             );
         }
     }
-    header(
+    series(
         out,
-        "switchyard_policy_active",
-        "gauge",
-        "Whether a policy version is the active one.",
+        (
+            "switchyard_policy_active",
+            "gauge",
+            "Whether a policy version is the active one.",
+        ),
+        "policy",
+        view.policies.iter().map(|p| (p.id.as_str(), u8::from(p.active))),
     );
-    for p in &view.policies {
-        let _ = writeln!(
-            out,
-            "switchyard_policy_active{{policy=\"{}\"}} {}",
-            Label(&p.id),
-            u8::from(p.active)
-        );
-    }
-    header(
+    scalar(
         out,
         "switchyard_fallback_decisions_total",
         "counter",
         "Decisions made by the built-in fallback.",
+        view.fallback_decisions,
     );
-    let _ = writeln!(out, "switchyard_fallback_decisions_total {}", view.fallback_decisions);
-    header(
+    scalar(
         out,
         "switchyard_policy_reverts_total",
         "counter",
         "Reverts to the last known good policy after repeated faults.",
+        view.reverts,
     );
-    let _ = writeln!(out, "switchyard_policy_reverts_total {}", view.reverts);
 }
 
 /// The canary's rollbacks and share.
 fn canary(out: &mut String, rehearsal: &Rehearsal) {
-    header(
+    scalar(
         out,
         "switchyard_canary_rollbacks_total",
         "counter",
         "Canaries stopped automatically for doing worse than the active policy.",
+        rehearsal.canary_rollbacks(),
     );
-    let _ = writeln!(
-        out,
-        "switchyard_canary_rollbacks_total {}",
-        rehearsal.canary_rollbacks()
-    );
-    header(
+    scalar(
         out,
         "switchyard_canary_percent",
         "gauge",
         "The share of requests the running canary decides (0: none runs).",
+        rehearsal.canary_percent(),
     );
-    let _ = writeln!(out, "switchyard_canary_percent {}", rehearsal.canary_percent());
 }
 
 /// Each node's health, load and energy.
 fn nodes(out: &mut String, table: &NodeTable) {
     let published = table.published();
     let snapshot = published.snapshot();
-    header(
+    series(
         out,
-        "switchyard_node_healthy",
-        "gauge",
-        "Whether the node is in rotation.",
+        ("switchyard_node_healthy", "gauge", "Whether the node is in rotation."),
+        "node",
+        snapshot.nodes.iter().map(|n| (n.name.as_str(), u8::from(n.healthy))),
     );
-    for n in &snapshot.nodes {
-        let _ = writeln!(
-            out,
-            "switchyard_node_healthy{{node=\"{}\"}} {}",
-            Label(&n.name),
-            u8::from(n.healthy)
-        );
-    }
-    header(
+    series(
         out,
-        "switchyard_node_in_flight",
-        "gauge",
-        "Requests running on the node.",
+        ("switchyard_node_in_flight", "gauge", "Requests running on the node."),
+        "node",
+        snapshot.nodes.iter().map(|n| (n.name.as_str(), n.in_flight)),
     );
-    for n in &snapshot.nodes {
-        let _ = writeln!(
-            out,
-            "switchyard_node_in_flight{{node=\"{}\"}} {}",
-            Label(&n.name),
-            n.in_flight
-        );
-    }
     let energy: Vec<_> = snapshot
         .nodes
         .iter()

@@ -1,5 +1,6 @@
-//! The Prometheus text exposition's two helpers: a metric's `# HELP` and `# TYPE` lines, and
-//! label values escaped so that no name can break the exposition.
+//! The Prometheus text exposition's helpers: a metric's `# HELP` and `# TYPE` lines, a metric
+//! of one value, a metric with a series per label value, and label values escaped so that no
+//! name can break the exposition.
 
 use std::fmt::Write;
 
@@ -7,6 +8,25 @@ use std::fmt::Write;
 pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A metric with one value and no labels.
+pub fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A metric with one series per value of `label`: `(label value, value)` pairs.
+pub fn series<'a, V: std::fmt::Display>(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, V)>,
+) {
+    header(out, name, kind, help);
+    for (value_of_label, value) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", Label(value_of_label));
+    }
 }
 
 /// A Prometheus label value, escaped (`\\`, `\"` and `\n`): a name from a certificate, a

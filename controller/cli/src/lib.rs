@@ -230,32 +230,31 @@ async fn serve(
     agents_listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let config = ControllerConfig::load(&config_path)?;
-    let admin_token = std::fs::read_to_string(&config.admin.token_file)
-        .with_context(|| {
-            format!(
-                "{}: field `admin.token_file`: cannot read {}",
-                config_path.display(),
-                config.admin.token_file.display()
-            )
-        })?
-        .trim()
-        .to_owned();
-    if admin_token.len() < 16 {
-        anyhow::bail!(
-            "{}: the admin token must be at least 16 characters",
-            config.admin.token_file.display()
-        );
+    let settings = settings(&config, &config_path, listen, agents_listen)?;
+    let running = app::start(settings).await?;
+    crate::say(&format!("switchyard listening on http://{}", running.addr));
+    if let Some(agents) = running.agents_addr {
+        crate::say(&format!("agents link to {agents} (mTLS)"));
     }
-    let snapshot = match &config.cluster.static_snapshot {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("{}: invalid snapshot", path.display()))?
-        }
-        None => Default::default(),
-    };
-    let settings = Settings {
+    let shutdown = CancellationToken::new();
+    if let Some(gateway) = &config.gateway {
+        serve_picker(gateway, &config_path, running.app.front.clone(), shutdown.clone()).await?;
+    }
+    tokio::spawn(switchyard_controller::signals::stop_on_signal(shutdown.clone()));
+    running.serve(shutdown).await;
+    Ok(())
+}
+
+/// What `serve` needs from the config file, each value resolved (files read, defaults filled).
+fn settings(
+    config: &ControllerConfig,
+    config_path: &std::path::Path,
+    listen: Option<SocketAddr>,
+    agents_listen: Option<SocketAddr>,
+) -> anyhow::Result<Settings> {
+    Ok(Settings {
         listen: listen.unwrap_or(config.listen),
-        admin_token,
+        admin_token: admin_token(config, config_path)?,
         policy_dir: config.policy.dir.clone(),
         active_policy: config.policy.active.clone(),
         watch: config.policy.watch,
@@ -267,7 +266,7 @@ async fn serve(
                 None => switchyard_controller::policy::compile_cache::default_dir(),
             },
         },
-        snapshot,
+        snapshot: static_snapshot(config)?,
         agents: config.agents.as_ref().map(|a| {
             (
                 agents_listen.unwrap_or(a.listen),
@@ -287,39 +286,69 @@ async fn serve(
         limits: config.limits.limits(),
         decisions: config.decisions.options(),
         canary: config.canary,
-    };
-    let running = app::start(settings).await?;
-    crate::say(&format!("switchyard listening on http://{}", running.addr));
-    if let Some(agents) = running.agents_addr {
-        crate::say(&format!("agents link to {agents} (mTLS)"));
+    })
+}
+
+/// The admin token from `admin.token_file`: at least 16 characters.
+fn admin_token(config: &ControllerConfig, config_path: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(&config.admin.token_file)
+        .with_context(|| {
+            format!(
+                "{}: field `admin.token_file`: cannot read {}",
+                config_path.display(),
+                config.admin.token_file.display()
+            )
+        })?
+        .trim()
+        .to_owned();
+    if token.len() < 16 {
+        anyhow::bail!(
+            "{}: the admin token must be at least 16 characters",
+            config.admin.token_file.display()
+        );
     }
-    let shutdown = CancellationToken::new();
-    if let Some(gateway) = &config.gateway {
-        let grant = gateway
-            .grant()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
-        let listener = tokio::net::TcpListener::bind(gateway.picker_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "{}: field `gateway.picker_listen`: cannot listen on {}",
-                    config_path.display(),
-                    gateway.picker_listen
-                )
-            })?;
-        crate::say(&format!(
-            "endpoint picker (Envoy ext_proc, gRPC) on {}",
-            listener.local_addr()?
-        ));
-        let (front, shutdown) = (running.app.front.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            if let Err(e) = switchyard_epp::serve(listener, front, grant, shutdown).await {
-                tracing::error!("the endpoint picker stopped: {e}");
-            }
-        });
-    }
-    tokio::spawn(switchyard_controller::signals::stop_on_signal(shutdown.clone()));
-    running.serve(shutdown).await;
+    Ok(token)
+}
+
+/// The node table to start from: `cluster.static_snapshot`'s, or empty.
+fn static_snapshot(config: &ControllerConfig) -> anyhow::Result<switchyard_protocol::ClusterSnapshot> {
+    Ok(match &config.cluster.static_snapshot {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("{}: invalid snapshot", path.display()))?
+        }
+        None => Default::default(),
+    })
+}
+
+/// The endpoint picker (`[gateway]`), bound and served beside the front door until `shutdown`.
+async fn serve_picker(
+    gateway: &switchyard_controller::config::GatewayConfig,
+    config_path: &std::path::Path,
+    front: std::sync::Arc<switchyard_controller::front::Front>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let grant = gateway
+        .grant()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let listener = tokio::net::TcpListener::bind(gateway.picker_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "{}: field `gateway.picker_listen`: cannot listen on {}",
+                config_path.display(),
+                gateway.picker_listen
+            )
+        })?;
+    crate::say(&format!(
+        "endpoint picker (Envoy ext_proc, gRPC) on {}",
+        listener.local_addr()?
+    ));
+    tokio::spawn(async move {
+        if let Err(e) = switchyard_epp::serve(listener, front, grant, shutdown).await {
+            tracing::error!("the endpoint picker stopped: {e}");
+        }
+    });
     Ok(())
 }
 

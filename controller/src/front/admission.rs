@@ -334,36 +334,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_freed_slot_goes_to_the_highest_priority_waiter() {
-        let admission = Admission::new(8);
-        let t = targets(&[("a", 1)]);
-        let held = admission
-            .acquire(&t, 5, &Flow::new("k", 1), Duration::from_secs(1))
-            .await
-            .expect("slot");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for (queued, priority) in [1u8, 9, 5].into_iter().enumerate() {
-            let (waiter, t, tx) = (admission.clone(), t.clone(), tx.clone());
-            tokio::spawn(async move {
-                let permit = waiter
-                    .acquire(&t, priority, &Flow::new("k", 1), Duration::from_secs(5))
-                    .await
-                    .expect("eventually");
-                tx.send(priority).expect("send");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                drop(permit);
-            });
-            while admission.queue_depth() < queued + 1 {
-                tokio::task::yield_now().await;
-            }
-        }
-        drop(held);
-        let order = [rx.recv().await, rx.recv().await, rx.recv().await];
-        assert_eq!(order, [Some(9), Some(5), Some(1)]);
+        let waiters = [("k", 1, 1), ("k", 1, 9), ("k", 1, 5)];
+        let order = admitted_in_order(&waiters).await;
+        let priorities: Vec<u8> = order.iter().map(|&i| waiters[i].2).collect();
+        assert_eq!(priorities, [9, 5, 1]);
     }
 
-    /// Queue `waiters` (key, weight) in order behind a held slot on one node, free it, and
-    /// return the keys in the order they were admitted.
+    /// Queue `waiters` (key, weight) at priority 5 in order behind a held slot on one node,
+    /// free it, and return the keys in the order they were admitted.
     async fn admitted_order(waiters: &[(&'static str, u32)]) -> Vec<&'static str> {
+        let queued: Vec<_> = waiters.iter().map(|&(key, weight)| (key, weight, 5)).collect();
+        let order = admitted_in_order(&queued).await;
+        order.into_iter().map(|i| waiters[i].0).collect()
+    }
+
+    /// Queue `waiters` (key, weight, priority) in order behind a held slot on one node, free
+    /// it, and return their indexes in the order they were admitted.
+    async fn admitted_in_order(waiters: &[(&'static str, u32, u8)]) -> Vec<usize> {
         let admission = Admission::new(64);
         let t = targets(&[("a", 1)]);
         let held = admission
@@ -371,18 +358,18 @@ mod tests {
             .await
             .expect("slot");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for (queued, (key, weight)) in waiters.iter().copied().enumerate() {
+        for (index, (key, weight, priority)) in waiters.iter().copied().enumerate() {
             let (waiter, t, tx) = (admission.clone(), t.clone(), tx.clone());
             tokio::spawn(async move {
                 let permit = waiter
-                    .acquire(&t, 5, &Flow::new(key, weight), Duration::from_secs(5))
+                    .acquire(&t, priority, &Flow::new(key, weight), Duration::from_secs(5))
                     .await
                     .expect("eventually");
-                tx.send(key).expect("send");
+                tx.send(index).expect("send");
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 drop(permit);
             });
-            while admission.queue_depth() < queued + 1 {
+            while admission.queue_depth() < index + 1 {
                 tokio::task::yield_now().await;
             }
         }

@@ -137,39 +137,8 @@ async fn decide_and_hold(
         route = super::pinned(route, prepared.snapshot(), &info.model, id, node)?;
         outcome.reason = Some(route.reason.clone());
     }
-    let endpoints: Vec<(String, String, String)> = route
-        .targets
-        .iter()
-        .filter_map(|t| {
-            Some((
-                t.node.to_string(),
-                t.model.to_string(),
-                view.endpoint(&t.node)?.to_owned(),
-            ))
-        })
-        .collect();
-    if endpoints.is_empty() {
-        return Err(FrontError::Exhausted(
-            "no target of the policy's has a runtime endpoint the gateway can reach".into(),
-        ));
-    }
-    let candidates: Vec<(String, u32)> = endpoints
-        .iter()
-        .filter_map(|(node, _, _)| Some((node.clone(), view.snapshot().node(node)?.max_concurrency.max(1))))
-        .collect();
-    let permit = front
-        .admission
-        .acquire(
-            &candidates,
-            info.priority,
-            &Grant::open().flow(),
-            front.limits.queue_timeout,
-        )
-        .await
-        .map_err(|refusal| match refusal {
-            super::admission::Refusal::QueueFull(_) => FrontError::QueueFull(refusal.to_string()),
-            super::admission::Refusal::Deadline(_) => FrontError::NoSlot(refusal.to_string()),
-        })?;
+    let endpoints = reachable_endpoints(&route, &view)?;
+    let permit = take_slot(front, &endpoints, &view, info.priority).await?;
     let (node, local_model, endpoint) = endpoints
         .iter()
         .find(|(node, _, _)| *node == permit.node)
@@ -209,6 +178,49 @@ async fn decide_and_hold(
             counted: false,
         },
     })
+}
+
+/// The policy's targets as (node, node-local model, runtime endpoint), those with an endpoint
+/// the gateway can reach, in the policy's order.
+fn reachable_endpoints(route: &super::Route, view: &Published) -> Result<Vec<(String, String, String)>, FrontError> {
+    let endpoints: Vec<(String, String, String)> = route
+        .targets
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.node.to_string(),
+                t.model.to_string(),
+                view.endpoint(&t.node)?.to_owned(),
+            ))
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err(FrontError::Exhausted(
+            "no target of the policy's has a runtime endpoint the gateway can reach".into(),
+        ));
+    }
+    Ok(endpoints)
+}
+
+/// A slot on one of `endpoints`' nodes, waiting in the queue as the front door does.
+async fn take_slot(
+    front: &super::Front,
+    endpoints: &[(String, String, String)],
+    view: &Published,
+    priority: u8,
+) -> Result<Permit, FrontError> {
+    let candidates: Vec<(String, u32)> = endpoints
+        .iter()
+        .filter_map(|(node, _, _)| Some((node.clone(), view.snapshot().node(node)?.max_concurrency.max(1))))
+        .collect();
+    front
+        .admission
+        .acquire(&candidates, priority, &Grant::open().flow(), front.limits.queue_timeout)
+        .await
+        .map_err(|refusal| match refusal {
+            super::admission::Refusal::QueueFull(_) => FrontError::QueueFull(refusal.to_string()),
+            super::admission::Refusal::Deadline(_) => FrontError::NoSlot(refusal.to_string()),
+        })
 }
 
 /// Whether `node` answers `api` itself (the gateway translates nothing).

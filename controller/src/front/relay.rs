@@ -322,6 +322,15 @@ async fn next_step(
     }
 }
 
+/// The answer is whole: note the runtime's cached count, and settle the key's token budget by
+/// the answer's usage.
+fn account(finish: &mut Finish, cached_count: Option<&CachedCount>, permit: &mut Permit) {
+    finish.note_cached(cached_count);
+    if let Some(used) = cached_count.and_then(CachedCount::used_tokens) {
+        permit.settle(used);
+    }
+}
+
 pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> ResponseBody {
     let mut finish = Finish::new(&mut relayed);
     let Relayed {
@@ -356,10 +365,7 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
                     break;
                 }
                 Step::Ended => {
-                    finish.note_cached(cached_count.as_ref());
-                    if let Some(used) = cached_count.as_ref().and_then(CachedCount::used_tokens) {
-                        permit.settle(used);
-                    }
+                    account(&mut finish, cached_count.as_ref(), &mut permit);
                     if let Some(last) = end_of_body(&mut finish, &mut shape) {
                         yield last;
                     }
@@ -381,10 +387,7 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
                         }
                         let status = finish.status;
                         finish.end(status);
-                        finish.note_cached(cached_count.as_ref());
-                        if let Some(used) = cached_count.as_ref().and_then(CachedCount::used_tokens) {
-                            permit.settle(used);
-                        }
+                        account(&mut finish, cached_count.as_ref(), &mut permit);
                     }
                     yield Ok::<_, BoxError>(Frame::data(data));
                     None
