@@ -101,6 +101,7 @@ impl GatewayConfig {
             models: vec!["*".to_owned()],
             max_priority: self.max_priority,
             weight: self.weight,
+            continue_streams: true,
         })
     }
 }
@@ -174,6 +175,9 @@ pub struct LimitsConfig {
     /// The longest a prompt's body may take to arrive after its headers, in ms (default
     /// 30000); a slower one is answered 408.
     pub body_read_timeout_ms: u64,
+    /// How many times one stream may continue on another node when its node is lost
+    /// mid-answer (default 2; 0 turns continuation off).
+    pub max_continuations: u32,
 }
 
 impl Default for LimitsConfig {
@@ -190,6 +194,7 @@ impl Default for LimitsConfig {
             max_connections_per_address: d.max_connections_per_address,
             idle_timeout_ms: d.idle_timeout.as_millis() as u64,
             body_read_timeout_ms: d.body_read_timeout.as_millis() as u64,
+            max_continuations: d.max_continuations,
         }
     }
 }
@@ -208,6 +213,7 @@ impl LimitsConfig {
             max_connections_per_address: self.max_connections_per_address.max(1),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms.max(1)),
+            max_continuations: self.max_continuations,
         }
     }
 }

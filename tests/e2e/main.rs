@@ -10,6 +10,7 @@ mod agent_link;
 mod browser;
 mod canary;
 mod coding_agents;
+mod continuation;
 mod dashboard;
 mod decisions;
 mod demo;

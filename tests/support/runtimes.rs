@@ -74,12 +74,17 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn start(kind: &'static str) -> Runtime {
+        Runtime::start_with(kind, model_dir())
+    }
+
+    /// A runtime serving the model generated into `models` (say [`wide_model_dir`]).
+    pub fn start_with(kind: &'static str, models: &Path) -> Runtime {
         let dir = tempfile::tempdir().expect("tempdir");
         let output = Command::new("bash")
             .arg(repo().join("tests/runtimes/start.sh"))
             .arg(kind)
             .arg(dir.path())
-            .arg(model_dir())
+            .arg(models)
             .output()
             .expect("run start.sh");
         let stdout = String::from_utf8_lossy(&output.stdout);

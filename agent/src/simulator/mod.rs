@@ -91,6 +91,18 @@ impl Simulator {
     }
 
     pub fn generate(&self, model: &str, prompt_text: &str, sampling: &Sampling) -> Result<EventStream, DriverError> {
+        self.generate_from(model, prompt_text, sampling, None)
+    }
+
+    /// Generate for `prompt_text`; with `prefill`, continue that partial answer instead of
+    /// starting one: no label, and the words the same prompt would have gone on with.
+    fn generate_from(
+        &self,
+        model: &str,
+        prompt_text: &str,
+        sampling: &Sampling,
+        prefill: Option<&str>,
+    ) -> Result<EventStream, DriverError> {
         if !self.models.iter().any(|m| m == model) {
             return Err(DriverError::ModelNotFound(model.to_owned()));
         }
@@ -103,6 +115,17 @@ impl Simulator {
         let mut seed = prompt_text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
+        // The words a partial answer already holds (after its label, when it has one).
+        let words_done = prefill.map(|text| {
+            let after_label = match text.strip_prefix("[simulated ") {
+                Some(rest) => rest.split_once(']').map_or("", |(_, words)| words),
+                None => text,
+            };
+            after_label.split_whitespace().count()
+        });
+        for _ in 0..words_done.unwrap_or(0) {
+            seed = next_seed(seed);
+        }
         let slots = self.slots.clone();
         let waiting = self.waiting.clone();
         let name = self.profile.name;
@@ -124,25 +147,34 @@ impl Simulator {
                 tokio::time::sleep(Duration::from_secs_f32(first_token_s * driver.time_scale)).await;
             }
             cache.lock().insert(&blocks);
-            yield Event::Delta(format!("[simulated {name}]"));
+            // A continued answer has its label already; a new one starts with it.
+            let words = if words_done.is_some() { max_tokens } else { max_tokens - 1 };
+            if words_done.is_none() {
+                yield Event::Delta(format!("[simulated {name}]"));
+            }
             // Each token is due at a point in time, not after a fixed sleep: sleeps round up
             // to the timer's millisecond, which at small time scales would slow generation
             // (and the heat it makes) several times over.
             let mut due = tokio::time::Instant::now();
-            for _ in 1..max_tokens {
+            for _ in 0..words {
                 let throttled = driver.tick(1);
                 let effective = if throttled { speed * driver.throttled_speed() } else { speed };
                 if !instant {
                     due += Duration::from_secs_f32(driver.time_scale / effective);
                     tokio::time::sleep_until(due).await;
                 }
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = next_seed(seed);
                 yield Event::Delta(format!(" {}", WORDS[(seed >> 33) as usize % WORDS.len()]));
             }
             yield Event::Done { finish_reason: "length".to_owned(), usage: Usage { prompt_tokens, completion_tokens: max_tokens, cached_tokens } };
         };
         Ok(Box::pin(stream))
     }
+}
+
+/// The generator's next state: one word of simulated text per step.
+fn next_seed(seed: u64) -> u64 {
+    seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407)
 }
 
 /// What a running generation needs of the driver.
@@ -179,9 +211,19 @@ const WORDS: &[&str] = &[
 
 impl Simulator {
     /// A chat: its messages' text, one per line, as the prompt.
+    /// A chat generation. A conversation that ends with an assistant message is a prefill,
+    /// as vLLM's `continue_final_message` and llama.cpp's assistant prefill treat it: the
+    /// answer continues that message (a stream continued on this node after its first node
+    /// was lost).
     pub fn chat(&self, request: &crate::driver::ChatRequest) -> Result<EventStream, DriverError> {
-        let text: Vec<&str> = request.messages.iter().map(|m| m.content.as_str()).collect();
-        self.generate(&request.model, &text.join("\n"), &request.sampling)
+        let (messages, prefill) = match request.messages.split_last() {
+            Some((last, earlier)) if last.role == "assistant" && !last.content.is_empty() => {
+                (earlier, Some(last.content.as_str()))
+            }
+            _ => (request.messages.as_slice(), None),
+        };
+        let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+        self.generate_from(&request.model, &text.join("\n"), &request.sampling, prefill)
     }
 
     pub fn models(&self) -> &[String] {
@@ -260,6 +302,44 @@ mod tests {
             simulator.generate("other", "hello", &hello()),
             Err(DriverError::ModelNotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_final_assistant_message_is_continued_with_the_words_the_answer_would_have_had() {
+        use crate::driver::{ChatMessage, ChatRequest};
+        let simulator = Simulator::with_time_scale(Profile::xeon(), vec!["q".into()], 0.0);
+        let chat = |messages: Vec<ChatMessage>, max_tokens| ChatRequest {
+            model: "q".into(),
+            messages,
+            sampling: Sampling {
+                max_tokens: Some(max_tokens),
+                ..Default::default()
+            },
+        };
+        let user = ChatMessage {
+            role: "user".into(),
+            content: "tell me a story".into(),
+        };
+        let (whole, _, _) = collect(simulator.chat(&chat(vec![user.clone()], 12)).expect("starts"))
+            .await
+            .expect("completes");
+        // Cut after the label and four words: the rest comes from the prefill.
+        let cut: String = whole
+            .split_inclusive(' ')
+            .take(6)
+            .collect::<String>()
+            .trim_end()
+            .to_owned();
+        let prefill = ChatMessage {
+            role: "assistant".into(),
+            content: cut.clone(),
+        };
+        let (rest, _, usage) = collect(simulator.chat(&chat(vec![user, prefill], 7)).expect("starts"))
+            .await
+            .expect("completes");
+        assert!(!rest.contains("[simulated"), "{rest}");
+        assert_eq!(format!("{cut}{rest}"), whole);
+        assert_eq!(usage.completion_tokens, 7);
     }
 
     #[tokio::test]

@@ -196,6 +196,7 @@ fn demo_settings(
                 models: vec!["*".into()],
                 max_priority: 9,
                 weight: 1,
+                continue_streams: true,
             },
         )])
         .with_keyless(vec![demo_keyless()?]),

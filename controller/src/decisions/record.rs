@@ -47,6 +47,9 @@ pub struct Outcome {
     /// from the answer's `usage`), beside the controller's estimate in `request.cached`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u32>,
+    /// Where a streamed answer continued when its node was lost, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continued: Vec<crate::front::continuation::Handoff>,
 }
 
 /// One routed request.

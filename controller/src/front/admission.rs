@@ -97,6 +97,13 @@ impl Permit {
     }
 
     /// Whether the request holds tokens of its key's budget.
+    /// Give this request's place in its key's share and its budget charge to `next` (the
+    /// permit of the node its answer continues on).
+    pub fn hand_over_to(&mut self, next: &mut Permit) {
+        next.key_slot = self.key_slot.take();
+        next.charge = self.charge.take();
+    }
+
     pub fn charged(&self) -> bool {
         self.charge.is_some()
     }

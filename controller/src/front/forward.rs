@@ -1,10 +1,11 @@
 //! Sending a request to the decision's targets: a slot through admission, the request over
 //! the node's link, and the next target only while no runtime can have started on it: the
 //! link was down or the request never left, or the agent says the runtime refused it before
-//! any work (`x-switchyard-retryable`: unreachable, 429, 503). Once a runtime may have
-//! accepted a request it is never sent again: a timeout is a 504 naming the node, a broken
-//! link a 502. Whole (non-streamed) answers get a wait that fits their size, not a
-//! first-byte limit.
+//! any work (`x-switchyard-retryable`: unreachable, 429, 503), or while the node is lost
+//! before its answer began (its link broke: nothing reached the client, and the lost node
+//! can finish nothing). A timeout is not a loss (the work may still be running): it is a 504
+//! naming the node, never sent again. Whole (non-streamed) answers get a wait that fits their
+//! size, not a first-byte limit.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -60,6 +61,8 @@ pub struct Upstream {
     pub response: Response<Incoming>,
     pub permit: Permit,
     pub retries: u32,
+    /// Nodes lost before their answer began, in order (the request went on to the next).
+    pub lost: Vec<String>,
 }
 
 /// What the request needs from the forwarder besides its targets.
@@ -86,6 +89,7 @@ pub async fn forward(
     let mut remaining: Vec<Target> = targets.to_vec();
     let mut last_error = "no target node".to_owned();
     let mut retries = 0;
+    let mut lost = Vec::new();
     let mut first_attempt = true;
     // The node table as the policy saw it; a retry reads it afresh.
     let mut view = Some(decided_on);
@@ -127,9 +131,15 @@ pub async fn forward(
                     response,
                     permit,
                     retries,
+                    lost,
                 });
             }
             Attempt::Untouched(why) => last_error = why,
+            Attempt::Lost(why) => {
+                last_error = why;
+                lost.push(node.clone());
+                front.metrics.continuations.fetch_add(1, Ordering::Relaxed);
+            }
         }
         tracing::warn!(%node, "{last_error}; trying the next target");
         drop(permit);
@@ -187,6 +197,8 @@ enum Attempt {
     Answered(Response<Incoming>),
     /// No runtime can have started on it: why, for the next target.
     Untouched(String),
+    /// The node was lost (its link broke) before its answer began: why, for the next target.
+    Lost(String),
 }
 
 /// Send `outbound` over `node`'s link and wait up to `wait` for the answer head. A refusal
@@ -219,6 +231,11 @@ async fn attempt(
         Ok(Err(e)) if e.is_canceled() => {
             return Ok(Attempt::Untouched(format!(
                 "node {node} closed its link before the request was sent: {e}"
+            )));
+        }
+        Ok(Err(e)) if another_target => {
+            return Ok(Attempt::Lost(format!(
+                "node {node} was lost before its answer began: {e}"
             )));
         }
         Ok(Err(e)) => {
@@ -283,6 +300,8 @@ pub struct FrontLimits {
     pub idle_timeout: Duration,
     /// The longest a prompt's body may take to arrive once its headers have.
     pub body_read_timeout: Duration,
+    /// How many times one stream may continue on another node when its node is lost.
+    pub max_continuations: u32,
 }
 
 impl Default for FrontLimits {
@@ -298,6 +317,7 @@ impl Default for FrontLimits {
             max_connections_per_address: 256,
             idle_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
+            max_continuations: 2,
         }
     }
 }

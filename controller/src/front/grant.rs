@@ -9,6 +9,8 @@ pub struct Grant {
     pub max_priority: u8,
     /// The key's share of the queue beside other keys of the same priority (1 by default).
     pub weight: u32,
+    /// Whether the key's streams continue on another node when their node is lost.
+    pub continue_streams: bool,
 }
 
 impl Grant {
@@ -18,6 +20,7 @@ impl Grant {
             models: vec!["*".to_owned()],
             max_priority: 9,
             weight: 1,
+            continue_streams: true,
         }
     }
 

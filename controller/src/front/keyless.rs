@@ -117,6 +117,7 @@ impl KeylessRule {
                 models: entry.models.clone(),
                 max_priority: entry.max_priority,
                 weight: 1,
+                continue_streams: true,
             },
         })
     }

@@ -46,6 +46,14 @@ pub struct ApiKeyConfig {
     /// Absent: no budget.
     #[serde(default)]
     pub tokens_per_minute: Option<u64>,
+    /// Whether this key's streams continue on another node when their node is lost mid-answer
+    /// (default true; `false` for a client that would rather see the error and retry itself).
+    #[serde(default = "continue_streams")]
+    pub continue_streams: bool,
+}
+
+fn continue_streams() -> bool {
+    true
 }
 
 fn default_weight() -> u32 {
@@ -156,6 +164,7 @@ impl ApiKeys {
                     models: entry.models.clone(),
                     max_priority: entry.max_priority,
                     weight: entry.weight,
+                    continue_streams: entry.continue_streams,
                 },
             ));
         }
@@ -227,6 +236,7 @@ mod tests {
                 models: vec!["*".to_owned()],
                 max_priority: 9,
                 weight: 1,
+                continue_streams: true,
             },
         )]);
         let with = |name: &str, value: &str| {

@@ -68,6 +68,10 @@ pub struct FrontMetrics {
     pub total: Histogram,
     pub decision: Histogram,
     pub retries: AtomicU64,
+    /// Streams continued on another node after their node was lost.
+    pub continuations: AtomicU64,
+    /// Streams whose node was lost and that no other node could continue.
+    pub continuation_failures: AtomicU64,
     pub cancelled: AtomicU64,
     /// Per node: the requests' estimated joules (`x-switchyard-energy-mj`) and how many.
     energy: Mutex<HashMap<String, (f64, u64)>>,
@@ -81,6 +85,8 @@ impl Default for FrontMetrics {
             total: Histogram::new(LATENCY),
             decision: Histogram::new(DECISION),
             retries: AtomicU64::new(0),
+            continuations: AtomicU64::new(0),
+            continuation_failures: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             energy: Mutex::new(HashMap::new()),
         }
@@ -180,6 +186,20 @@ impl FrontMetrics {
         );
         let _ = writeln!(out, "# TYPE switchyard_retries_total counter");
         let _ = writeln!(out, "switchyard_retries_total {}", self.retries.load(Ordering::Relaxed));
+        crate::prometheus_text::scalar(
+            out,
+            "switchyard_stream_continuations_total",
+            "counter",
+            "Streams continued on another node after their node was lost mid-answer.",
+            self.continuations.load(Ordering::Relaxed),
+        );
+        crate::prometheus_text::scalar(
+            out,
+            "switchyard_stream_continuation_failures_total",
+            "counter",
+            "Streams whose node was lost mid-answer and that no other node could continue.",
+            self.continuation_failures.load(Ordering::Relaxed),
+        );
         let _ = writeln!(
             out,
             "# HELP switchyard_cancelled_total Responses cancelled by the client before their end."

@@ -13,6 +13,7 @@ pub mod anthropic;
 mod cache_probe;
 mod catalog;
 mod clip;
+pub mod continuation;
 pub mod error;
 mod feasible;
 pub mod forward;
@@ -189,7 +190,7 @@ impl Default for Outcome {
 }
 
 async fn prompt(
-    front: &Front,
+    front: &Arc<Front>,
     api: Api,
     request: Request<Incoming>,
     started: Instant,
@@ -292,6 +293,15 @@ async fn prompt(
         recorded.node = Some(upstream.node.clone());
         recorded.ttft_ms = Some(started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32);
         recorded.retries = upstream.retries;
+        recorded.continued = upstream
+            .lost
+            .iter()
+            .map(|from| continuation::Handoff {
+                from: from.clone(),
+                to: upstream.node.clone(),
+                after_tokens: 0,
+            })
+            .collect();
         recorded.energy_mj = energy.map(|e| (e.joules * 1000.0).round() as u64);
     }
     let reason = served_reason(&route, &upstream.node);
@@ -311,12 +321,35 @@ async fn prompt(
         ));
     }
     let node = upstream.node.clone();
+    let lost = upstream.lost.join(",");
+    let continuation = continues(api, endpoint, &upstream, &info, &value, &front.limits, &grant).then(|| {
+        let path = path.to_owned();
+        Box::new(continuation::Continuation::new(
+            front.clone(),
+            continuation::Request {
+                plan: Box::new(move |node, local| plan(api, endpoint, &path, node, &body, &value, local)),
+                eligible: continuation_eligible(api),
+                targets: route.targets.clone(),
+                model: info.model.clone(),
+                dispatch,
+                flow: grant.flow(),
+                max_continuations: front.limits.max_continuations,
+            },
+        ))
+    });
     let afterwards = respond::Afterwards {
         record: sink,
         cold_check,
+        continuation,
     };
     let mut response = respond::respond(front, api, &info, upstream, started, afterwards, endpoint).await;
     routing_headers(response.headers_mut(), &node, &policy, &reason);
+    if !lost.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&lost)
+    {
+        // The nodes lost before this answer began: it was sent on to the next target.
+        response.headers_mut().insert("x-switchyard-continued-from", value);
+    }
     if let Some(estimate) = energy {
         front.metrics.energy(&node, estimate.joules);
         estimate.write(response.headers_mut());
@@ -461,6 +494,42 @@ fn plan(
             body: model_field::replace_model(raw, local).map_err(|e| FrontError::BadRequest(e.to_string()))?,
         },
     })
+}
+
+/// Whether a stream may continue on another node if its node is lost: a streamed chat whose
+/// node answers OpenAI chat SSE (an OpenAI client's, or an Ollama or Anthropic client's the
+/// controller translates), one choice, continuations allowed by `[limits]` and the key.
+fn continues(
+    api: Api,
+    endpoint: Endpoint,
+    upstream: &forward::Upstream,
+    info: &RequestInfo,
+    value: &Value,
+    limits: &FrontLimits,
+    grant: &Grant,
+) -> bool {
+    let openai_chat_stream = match api {
+        Api::OpenAiChat => true,
+        Api::OllamaChat | Api::OllamaGenerate => upstream.dialect == Dialect::OpenAi,
+        Api::AnthropicMessages => endpoint != Endpoint::CountTokens && !anthropic::speaks_anthropic(upstream.runtime),
+        _ => false,
+    };
+    openai_chat_stream
+        && info.stream
+        && limits.max_continuations > 0
+        && grant.continue_streams
+        && value["n"].as_u64().is_none_or(|n| n == 1)
+        && upstream.response.status().is_success()
+}
+
+/// The nodes a continuation of `api`'s stream may go to: those that answer it as OpenAI chat
+/// SSE.
+fn continuation_eligible(api: Api) -> fn(&NodeSnapshot) -> bool {
+    match api {
+        Api::OllamaChat | Api::OllamaGenerate => |node| Dialect::of(node) == Dialect::OpenAi,
+        Api::AnthropicMessages => |node| !anthropic::speaks_anthropic(node.runtime),
+        _ => |_| true,
+    }
 }
 
 /// The node that produced the response a Responses request continues, when the controller

@@ -159,6 +159,8 @@ pub struct Relayed {
     pub learner: Option<super::responses::Learner>,
     /// Checks the prefix index's estimate against the runtime's own cached count.
     pub cold_check: Option<crate::prefix_index::ColdCheck>,
+    /// How a streamed chat answer continues on another node when its node is lost.
+    pub continuation: Option<Box<super::continuation::Continuation>>,
 }
 
 /// Bookkeeping when the relay ends.
@@ -233,6 +235,20 @@ impl Finish {
         }
     }
 
+    /// The answer continues on another node: its hand-off recorded and counted, the new node
+    /// named in what the relay's end reports.
+    fn handed_off(&mut self, continuation: &super::continuation::Continuation) {
+        let Some(handoff) = continuation.handoffs.last() else {
+            return;
+        };
+        tracing::warn!(from = %handoff.from, to = %handoff.to, after_tokens = handoff.after_tokens, "the stream's node was lost; the answer continues on another node");
+        self.metrics.continuations.fetch_add(1, Ordering::Relaxed);
+        if let Some(record) = self.record.as_mut() {
+            record.outcome().continued.push(handoff.clone());
+        }
+        self.node = handoff.to.clone();
+    }
+
     /// The answer ended with `status` (a failure after its head, or a clean end).
     fn end(&mut self, status: u16) {
         self.status = status;
@@ -246,16 +262,72 @@ fn translate_chunk(
     translation: &mut Box<dyn Translation>,
     decoder: &mut SseDecoder,
     data: &[u8],
+    mut continuation: Option<&mut super::continuation::Continuation>,
 ) -> (Option<Bytes>, Option<String>) {
     let mut out = Vec::new();
     let mut failed = None;
     for event in decoder.push(data) {
+        let event = match continuation.as_deref_mut() {
+            Some(continuation) => match continuation.splice(&event) {
+                Some(event) => event.into_owned(),
+                None => continue,
+            },
+            None => event,
+        };
         match translation.event(&event) {
             Ok(bytes) => out.extend_from_slice(&bytes),
             Err(message) => failed = Some(message),
         }
     }
     ((!out.is_empty()).then(|| Bytes::from(out)), failed)
+}
+
+/// An OpenAI stream passed to an OpenAI client that may continue on another node: whole
+/// events only (a node lost mid-event leaves no half event before the continuation), each
+/// read on the way; after a hand-off, the continuing node's events spliced in.
+fn pass_events(
+    continuation: &mut super::continuation::Continuation,
+    decoder: &mut SseDecoder,
+    boundary: &mut EventBoundary,
+    data: Bytes,
+) -> Option<Bytes> {
+    let events = decoder.push(&data);
+    if continuation.handoffs.is_empty() {
+        for event in &events {
+            continuation.observe(event);
+        }
+        return boundary.push(&data);
+    }
+    let mut out = String::new();
+    for event in events {
+        if let Some(event) = continuation.splice(&event) {
+            out.push_str("data: ");
+            out.push_str(&event);
+            out.push_str("\n\n");
+        }
+    }
+    (!out.is_empty()).then(|| Bytes::from(out))
+}
+
+/// Holds back the bytes of an event not yet whole.
+#[derive(Debug, Default)]
+struct EventBoundary {
+    pending: Vec<u8>,
+}
+
+impl EventBoundary {
+    /// The bytes up to the end of the last whole event so far.
+    fn push(&mut self, data: &[u8]) -> Option<Bytes> {
+        self.pending.extend_from_slice(data);
+        let end = memchr::memmem::rfind(&self.pending, b"\n\n").map(|at| at + 2)?;
+        let whole: Vec<u8> = self.pending.drain(..end).collect();
+        Some(Bytes::from(whole))
+    }
+
+    /// What is left when the stream ends.
+    fn rest(&mut self) -> Option<Bytes> {
+        (!self.pending.is_empty()).then(|| Bytes::from(std::mem::take(&mut self.pending)))
+    }
 }
 
 /// The node's body ended: a translated stream's closing events (or the failure of one that
@@ -338,17 +410,19 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
         total_timeout,
         mut shape,
         mut learner,
+        mut continuation,
         ..
     } = relayed;
     // A body with a declared length may be dropped by the server right after its last byte,
     // without being asked for its end: count the bytes so that such an answer is complete.
-    let declared = hyper::body::Body::size_hint(&body).exact();
+    let mut declared = hyper::body::Body::size_hint(&body).exact();
     let stream = async_stream::stream! {
         let mut permit = permit;
         let mut sent: u64 = 0;
         let deadline = tokio::time::sleep(total_timeout);
         tokio::pin!(deadline);
         let mut decoder = SseDecoder::default();
+        let mut boundary = EventBoundary::default();
         // Only an answer whose decision is recorded needs the runtime's cached count, and
         // only one charged to a key's token budget its usage.
         let mut cached_count =
@@ -358,14 +432,42 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
             let data = match step {
                 Step::Data(Some(data)) => data,
                 Step::Data(None) => continue,
-                Step::Failed(status, message) => {
+                Step::Failed(status, mut message) => {
                     tracing::warn!(node = %finish.node, "{message}");
+                    if status == 502
+                        && let Some(continuation) = continuation.as_deref_mut().filter(|c| c.possible())
+                    {
+                        match continuation.resume(&finish.node).await {
+                            Ok(next) => {
+                                finish.handed_off(continuation);
+                                let mut next_permit = next.permit;
+                                permit.hand_over_to(&mut next_permit);
+                                permit = next_permit;
+                                body = next.response.into_body();
+                                declared = None;
+                                decoder = SseDecoder::default();
+                                boundary = EventBoundary::default();
+                                continue;
+                            }
+                            Err(why) => {
+                                finish.metrics.continuation_failures.fetch_add(1, Ordering::Relaxed);
+                                message = format!("{message}; it could not continue on another node: {why}");
+                            }
+                        }
+                    }
+                    if let Some(handoffs) = continuation.as_ref().map(|c| &c.handoffs).filter(|h| !h.is_empty()) {
+                        let lost: Vec<&str> = handoffs.iter().map(|h| h.from.as_str()).collect();
+                        message = format!("{message} (it had continued there after node {} was lost)", lost.join(" and then "));
+                    }
                     yield failure(&shape, &message);
                     finish.end(status);
                     break;
                 }
                 Step::Ended => {
                     account(&mut finish, cached_count.as_ref(), &mut permit);
+                    if let Some(rest) = boundary.rest() {
+                        yield Ok(Frame::data(rest));
+                    }
                     if let Some(last) = end_of_body(&mut finish, &mut shape) {
                         yield last;
                     }
@@ -374,6 +476,14 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
             };
             observe(&data, cached_count.as_mut(), learner.as_mut());
             let failed = match &mut shape {
+                Shape::Pass(Framing::Sse) if continuation.is_some() => {
+                    if let Some(continuation) = continuation.as_deref_mut()
+                        && let Some(out) = pass_events(continuation, &mut decoder, &mut boundary, data)
+                    {
+                        yield Ok::<_, BoxError>(Frame::data(out));
+                    }
+                    None
+                }
                 Shape::Pass(_) => {
                     sent += data.len() as u64;
                     if declared == Some(sent) {
@@ -393,7 +503,7 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
                     None
                 }
                 Shape::Translated(translation) => {
-                    let (out, failed) = translate_chunk(translation, &mut decoder, &data);
+                    let (out, failed) = translate_chunk(translation, &mut decoder, &data, continuation.as_deref_mut());
                     if let Some(out) = out {
                         yield Ok(Frame::data(out));
                     }

@@ -166,6 +166,7 @@ mod tests {
             models: vec!["*".into()],
             max_priority: 6,
             weight: 1,
+            continue_streams: true,
         };
         let info = request_info(Api::OpenAiChat, "r1", &headers, &body, &grant).expect("valid");
         assert_eq!(info.task.as_deref(), Some("batch"));

@@ -22,12 +22,15 @@ use super::request_info::{Api, Endpoint};
 use super::responses::Learner;
 use crate::http::{ResponseBody, json};
 
-/// What is settled once the answer has ended: the decision record, and the check of the
-/// prefix index's estimate against the runtime's own cached count.
+/// What the answer carries to its end: the decision record, the check of the prefix index's
+/// estimate against the runtime's own cached count, and the way to continue a stream whose
+/// node is lost.
 #[derive(Debug)]
 pub struct Afterwards {
     pub record: Option<RecordSink>,
     pub cold_check: Option<crate::prefix_index::ColdCheck>,
+    /// How a streamed chat answer continues if its node is lost.
+    pub continuation: Option<Box<super::continuation::Continuation>>,
 }
 
 pub async fn respond(
@@ -39,7 +42,11 @@ pub async fn respond(
     afterwards: Afterwards,
     endpoint: Endpoint,
 ) -> Response<ResponseBody> {
-    let Afterwards { record, cold_check } = afterwards;
+    let Afterwards {
+        record,
+        cold_check,
+        continuation,
+    } = afterwards;
     let count_only = endpoint == Endpoint::CountTokens;
     let translate = api.is_ollama() && upstream.dialect == Dialect::OpenAi;
     let to_anthropic = api == Api::AnthropicMessages && !anthropic::speaks_anthropic(upstream.runtime);
@@ -61,6 +68,7 @@ pub async fn respond(
         learner: (endpoint == Endpoint::Responses && head.status.is_success())
             .then(|| Learner::new(front.responses.clone(), &node_name)),
         cold_check,
+        continuation,
     };
     if to_anthropic {
         to_anthropic_answer(info, count_only, head.status, body, permit, relayed).await

@@ -104,6 +104,7 @@ fn client_errors_say_what_to_fix() {
             models: vec!["*".into()],
             max_priority: 9,
             weight: 1,
+            continue_streams: true,
         },
     )]);
     for api in [ClientApi::OpenAi, ClientApi::Ollama] {
