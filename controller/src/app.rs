@@ -262,7 +262,13 @@ impl Running {
             max_connections_per_address: self.app.front.limits.max_connections_per_address,
             idle_timeout: self.app.front.limits.idle_timeout,
         };
+        let decisions = self.app.front.decisions.clone();
         crate::http::serve(self.listener, self.app, shutdown, SHUTDOWN_GRACE, limits).await;
         links_down.cancel();
+        // Every answer has ended: what the record holds of them is written before the process
+        // ends (the writer commits in batches on its own thread).
+        if let Some(store) = decisions {
+            let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+        }
     }
 }

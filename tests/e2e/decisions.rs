@@ -139,3 +139,37 @@ fn every_routed_request_leaves_a_record_that_exports_imports_once_and_replays_th
 fn controller_elsewhere(cluster: &Cluster) -> crate::process::Controller {
     controller(cluster, "")
 }
+
+#[test]
+fn answers_that_end_while_the_controller_drains_are_in_the_record_after_it_starts_again() {
+    let cluster = Cluster::new(&[]);
+    let first = controller(&cluster, "");
+    let xeon = simulated(&cluster, &first, "xeon", "xeon", &["qwen25-coder-7b"]);
+    let url = format!("{}/v1/chat/completions", first.url);
+    // Two streams of about 2 s (the xeon streams 22 tokens/s), in flight when SIGTERM comes:
+    // they end during the drain, and the controller exits right after the last one.
+    let streams: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let body = chat("qwen25-coder-7b", 40, true);
+                curl_with_key(&url, KEY, &["-H", "x-switchyard-task: batch", "-d", &body])
+            })
+        })
+        .collect();
+    assert!(crate::process::eventually(std::time::Duration::from_secs(10), || {
+        first.admin("/admin/nodes")["snapshot"]["nodes"][0]["in_flight"].as_u64() == Some(2)
+    }));
+    let exit = first.stop();
+    assert!(exit.success(), "{exit:?}");
+    for stream in streams {
+        let (status, text) = stream.join().expect("client");
+        assert_eq!(status, 200);
+        assert!(text.contains("[DONE]"), "the drain lets it finish: {text}");
+    }
+    drop(xeon);
+    let again = cluster.controller("127.0.0.1:0");
+    let view = again.admin("/admin/decisions?limit=100");
+    let records = view["records"].as_array().expect("records");
+    assert_eq!(records.len(), 2, "{view:#}");
+}
