@@ -260,10 +260,11 @@ def sample(pid):
         return None
 
 
-def faults(cluster, stop, log, interval):
-    """One fault every `interval` seconds, in turn; the controller restarted every eighth."""
+def faults(cluster, stop, log, interval, restarts):
+    """One fault every `interval` seconds, in turn; the controller restarted every eighth
+    (with `restarts`; otherwise an agent is killed in its place)."""
     plan = ["kill-agent", "swap-policy", "stop-agent", "bad-input", "sleep-laptop", "canary", "kill-agent",
-            "restart-controller"]
+            "restart-controller" if restarts else "kill-agent"]
     policies = ["least-loaded", "finish-time", "seed-rules"]
     turn = 0
     while not stop.wait(interval):
@@ -342,6 +343,8 @@ def main():
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults")
+    parser.add_argument("--no-controller-restart", action="store_true",
+                        help="keep one controller process (to watch its memory over the whole run)")
     parser.add_argument("--bin-dir", default=os.path.join(REPO, "target", "debug"))
     args = parser.parse_args()
     if not 0 < args.minutes <= 30:
@@ -358,7 +361,8 @@ def main():
         clients = [threading.Thread(target=client, args=(cluster, stop_load, results, lock)) for _ in range(args.clients)]
         for c in clients:
             c.start()
-        chaos = threading.Thread(target=faults, args=(cluster, stop_faults, fault_log, args.fault_every))
+        chaos = threading.Thread(target=faults, args=(cluster, stop_faults, fault_log, args.fault_every,
+                                                  not args.no_controller_restart))
         started = time.monotonic()
         chaos.start()
         end = started + args.minutes * 60
@@ -410,7 +414,8 @@ def report(args, results, records, fault_log, samples):
                 mismatched += 1
     truncated = by_outcome.get("truncated", 0)
     continued = sum(1 for r in results if r["continued"])
-    print(f"## Chaos run: {args.minutes:g} min, {args.clients} clients, a fault every {args.fault_every:g} s\n")
+    restarts = "no controller restart" if args.no_controller_restart else "the controller restarted every eighth fault"
+    print(f"## Chaos run: {args.minutes:g} min, {args.clients} clients, a fault every {args.fault_every:g} s, {restarts}\n")
     print("| requests | complete | error status | error event | broken body | connection refused/reset | "
           "silently truncated | continued on another node |")
     print("|---|---|---|---|---|---|---|---|")
@@ -444,6 +449,8 @@ def report(args, results, records, fault_log, samples):
                 print(f"| {name} | {a[0]:.0f} | {b[0]:.0f} | {a[1]} | {b[1]} |")
         print("\n(the controller and killed agents restart during the run: their figures are those of the "
               "process running at each sample)")
+        series = [f"{s['t']}s {s['controller'][0]:.0f}" for s in samples if s.get("controller")]
+        print("\ncontroller RSS (MiB) over the run: " + ", ".join(series[::max(1, len(series) // 20)]))
     for r in results:
         if r["outcome"] == "truncated":
             print("TRUNCATED", json.dumps(r)[:600])
