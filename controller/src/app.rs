@@ -222,6 +222,7 @@ fn rooms(
         rehearsal: policies.rehearsal.clone(),
         nodes: nodes.clone(),
         admission: front.admission.clone(),
+        handover: front.handover.clone(),
         decisions,
         canary_rules: settings.canary,
     });

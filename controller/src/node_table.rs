@@ -370,6 +370,11 @@ impl NodeTable {
         self.rebuild(&linked);
     }
 
+    /// Whether the operator drained `node`.
+    pub fn is_drained(&self, node: &str) -> bool {
+        self.drained.lock().contains(node)
+    }
+
     /// Drain `node` (no new work; in-flight requests finish) or undrain it. `Err` names the
     /// nodes there are when `node` is not one of them.
     pub fn set_drained(&self, node: &str, drained: bool) -> Result<(), String> {

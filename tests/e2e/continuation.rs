@@ -165,6 +165,50 @@ fn a_stream_whose_agent_is_killed_continues_on_the_other_node_with_the_same_word
     assert!(metrics.contains("switchyard_stream_continuations_total 1"), "{metrics}");
 }
 
+/// A node that stops answering without breaking anything (its agent stopped, as a laptop
+/// that sleeps): the link's pings go unanswered, the link ends, and the stream goes on.
+#[test]
+fn a_stream_whose_agent_is_stopped_continues_once_the_links_pings_go_unanswered() {
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    let nodes = two_nodes(&cluster, &controller);
+    let bearer = format!("Authorization: Bearer {KEY}");
+    let mut stream = Stream::start(&controller, "/v1/chat/completions", &chat(80), &["-H", &bearer]);
+    let lost = usize::from(stream.header("x-switchyard-node") == "xeon");
+    let mut events: Vec<String> = Vec::new();
+    while events.iter().filter(|e| !content(e).is_empty()).count() < 10 {
+        events.push(stream.next_event().expect("an event before the stop"));
+    }
+    let pid = nodes[lost].1.pid().to_string();
+    let stopped = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let mut gap = None;
+    while let Some(event) = stream.next_event() {
+        if gap.is_none() && event.contains("\"switchyard\"") {
+            gap = Some(stopped.elapsed());
+        }
+        events.push(event);
+    }
+    let _ = stream.curl.wait();
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:#?}");
+    let text: String = events.iter().map(|e| content(e)).collect();
+    assert_eq!(text, whole_answer(&controller, &bearer, 80));
+    // Within the link's ping timeout (1 s after a ping every 0.8 s), not a request's time limit.
+    let gap = gap.expect("the hand-off is marked");
+    eprintln!("the stream went on {} ms after the agent stopped", gap.as_millis());
+    assert!(
+        gap < Duration::from_secs(10),
+        "the stream went on {gap:?} after the agent stopped"
+    );
+}
+
 #[test]
 fn with_no_other_node_or_with_continuation_off_the_stream_ends_with_an_explicit_error() {
     let cluster = Cluster::new(&[]);
@@ -419,4 +463,44 @@ fn post_whole(url: &str, headers: &[&str], body: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("{value}"))
         .to_owned()
+}
+
+/// A node drained with a deadline: its streams still running when the deadline passes go on
+/// on another node, and the client sees one stream.
+#[test]
+fn a_drain_with_a_deadline_moves_the_nodes_streams_to_another_node() {
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    let _nodes = two_nodes(&cluster, &controller);
+    let bearer = format!("Authorization: Bearer {KEY}");
+    // 200 tokens at the xeon's 22 tokens/s: about 9 s, far past the 1 s deadline.
+    let mut stream = Stream::start(&controller, "/v1/chat/completions", &chat(200), &["-H", &bearer]);
+    let drained = stream.header("x-switchyard-node");
+    stream.next_event().expect("the stream started");
+    let said = controller.cli_ok(&["node", "drain", &drained, "--deadline-s", "1"]);
+    assert!(said.contains("move to other nodes after 1 s"), "{said}");
+    let events = stream.rest();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:#?}");
+    let marks: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| c.get("switchyard").cloned())
+        .collect();
+    assert_eq!(marks.len(), 1, "{events:#?}");
+    assert_eq!(marks[0]["continued"]["from"], drained.as_str());
+    let view = controller.admin("/admin/nodes");
+    let nodes = view["snapshot"]["nodes"].as_array().expect("nodes");
+    let left = nodes
+        .iter()
+        .find(|n| n["name"] == drained.as_str())
+        .expect("the drained node");
+    assert_eq!(left["in_flight"], 0, "{left}");
+    // A bad deadline is refused, saying what to send.
+    let (status, text) = crate::process::curl_with_key(
+        &format!("{}/admin/nodes/{drained}/drain", controller.url),
+        &cluster.token,
+        &["-d", "{\"deadline\": 5}"],
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("deadline_s"), "{text}");
 }

@@ -22,6 +22,10 @@ pub enum NodeCommand {
         /// How long --wait waits, in seconds.
         #[arg(long, default_value_t = 600)]
         timeout_s: u64,
+        /// Streams still running on the node after this many seconds continue on other nodes
+        /// (without it, they finish where they are).
+        #[arg(long)]
+        deadline_s: Option<u32>,
         #[command(flatten)]
         controller: Remote,
     },
@@ -51,22 +55,26 @@ pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
             node,
             wait,
             timeout_s,
+            deadline_s,
             controller,
         } => {
             let client = AdminClient::new(&controller)?;
+            let body = match deadline_s {
+                Some(seconds) => serde_json::json!({ "deadline_s": seconds }).to_string().into_bytes(),
+                None => Vec::new(),
+            };
             let reply = client
-                .call(
-                    "POST",
-                    &format!("/admin/nodes/{node}/drain"),
-                    Vec::new(),
-                    "application/json",
-                )
+                .call("POST", &format!("/admin/nodes/{node}/drain"), body, "application/json")
                 .await?;
             let in_flight = serde_json::from_slice::<serde_json::Value>(&reply)?["in_flight"]
                 .as_u64()
                 .unwrap_or(0);
+            let fate = match deadline_s {
+                Some(seconds) => format!("finish, or move to other nodes after {seconds} s"),
+                None => "finish".to_owned(),
+            };
             crate::say(&format!(
-                "node {node} drained: no new work goes there; {in_flight} request(s) in flight finish (`switchyard node undrain {node}` ends it)"
+                "node {node} drained: no new work goes there; {in_flight} request(s) in flight {fate} (`switchyard node undrain {node}` ends it)"
             ));
             if wait {
                 let deadline = Instant::now() + Duration::from_secs(timeout_s);

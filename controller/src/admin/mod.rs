@@ -38,6 +38,8 @@ pub struct Admin {
     pub nodes: Arc<NodeTable>,
     /// The front door's admission (what the controller has in flight on each node).
     pub admission: Arc<Admission>,
+    /// Moves a drained node's answers off it when its deadline passes.
+    pub handover: Arc<crate::front::handover::Handover>,
     /// The decision record, when kept.
     pub decisions: Option<Arc<DecisionStore>>,
     /// A canary's rollback rules unless its start says otherwise (`[canary]`).

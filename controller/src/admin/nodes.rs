@@ -39,7 +39,8 @@ pub(super) async fn handle(admin: &Admin, route: &Route<'_>, request: Request<In
         (&Method::POST, ["nodes", node, "models", action @ ("load" | "unload")]) => {
             model_command(admin, node, action, request).await
         }
-        (&Method::POST, ["nodes", node, action @ ("drain" | "undrain")]) => drain(admin, node, *action == "drain"),
+        (&Method::POST, ["nodes", node, "drain"]) => drain(admin, node, request).await,
+        (&Method::POST, ["nodes", node, "undrain"]) => undrain(admin, node),
         (&Method::GET, ["certs"]) => {
             let links: Vec<_> = admin
                 .nodes
@@ -81,11 +82,53 @@ async fn model_command(admin: &Admin, node: &str, action: &str, request: Request
     Ok(json(StatusCode::OK, &answer))
 }
 
-fn drain(admin: &Admin, node: &str, drain: bool) -> Answer {
-    admin.nodes.set_drained(node, drain).map_err(AdminError::NotFound)?;
-    tracing::info!(%node, "{}", if drain { "drained: no new work; in-flight requests finish" } else { "undrained: takes work again" });
+/// `POST /admin/nodes/NODE/drain`, with an optional `{"deadline_s": N}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    /// When the node's streams still running move to other nodes (absent: they finish there).
+    #[serde(default)]
+    deadline_s: Option<u32>,
+}
+
+/// No new work for `node`; with a deadline, the streams still running on it when the deadline
+/// passes continue on other nodes (those that cannot end with an explicit error).
+async fn drain(admin: &Admin, node: &str, request: Request<Incoming>) -> Answer {
+    let raw = body::bytes(request, body::SMALL_LIMIT).await?;
+    let asked: DrainBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        DrainBody::default()
+    } else {
+        serde_json::from_slice(&raw)
+            .map_err(|e| AdminError::BadRequest(format!("{e}; send nothing, or {{\"deadline_s\": SECONDS}}")))?
+    };
+    admin.nodes.set_drained(node, true).map_err(AdminError::NotFound)?;
+    match asked.deadline_s {
+        Some(seconds) => {
+            tracing::info!(%node, seconds, "drained: no new work; streams still running in {seconds} s move to other nodes");
+            let (nodes, handover, name) = (admin.nodes.clone(), admin.handover.clone(), node.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(u64::from(seconds))).await;
+                if nodes.is_drained(&name) {
+                    tracing::info!(node = %name, "the drain's deadline passed: its answers move to other nodes");
+                    handover.move_off(&name);
+                }
+            });
+        }
+        None => tracing::info!(%node, "drained: no new work; in-flight requests finish"),
+    }
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "node": node, "drained": drain, "in_flight": admin.admission.in_use(node) }),
+        &serde_json::json!({
+            "node": node, "drained": true, "in_flight": admin.admission.in_use(node), "deadline_s": asked.deadline_s,
+        }),
+    ))
+}
+
+fn undrain(admin: &Admin, node: &str) -> Answer {
+    admin.nodes.set_drained(node, false).map_err(AdminError::NotFound)?;
+    tracing::info!(%node, "undrained: takes work again");
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "node": node, "drained": false, "in_flight": admin.admission.in_use(node) }),
     ))
 }

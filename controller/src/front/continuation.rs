@@ -208,6 +208,11 @@ impl Continuation {
         }
     }
 
+    /// What an answer on `node` watches to learn that it must move off it.
+    pub fn watch(&self, node: &str) -> tokio_util::sync::CancellationToken {
+        self.front.handover.watch(node)
+    }
+
     /// Read one event of the stream on its way to the client (before any hand-off).
     pub fn observe(&mut self, data: &str) {
         self.received.observe(data);

@@ -18,6 +18,7 @@ pub mod error;
 mod feasible;
 pub mod forward;
 mod grant;
+pub mod handover;
 pub mod key_share;
 pub mod keyless;
 pub mod keys;
@@ -79,6 +80,8 @@ pub struct Front {
     pub prefixes: Arc<PrefixIndex>,
     /// Which node produced each Responses API response (for `previous_response_id`).
     pub responses: Arc<responses::ResponseOrigins>,
+    /// Answers to move off a node that is going away (a drain's deadline).
+    pub handover: Arc<handover::Handover>,
     next_id: AtomicU64,
 }
 
@@ -102,6 +105,7 @@ impl Front {
             closing: tokio_util::sync::CancellationToken::new(),
             prefixes: Arc::default(),
             responses: Arc::default(),
+            handover: Arc::default(),
             next_id: AtomicU64::new(1),
         }
     }

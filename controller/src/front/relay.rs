@@ -161,6 +161,8 @@ pub struct Relayed {
     pub cold_check: Option<crate::prefix_index::ColdCheck>,
     /// How a streamed chat answer continues on another node when its node is lost.
     pub continuation: Option<Box<super::continuation::Continuation>>,
+    /// Cancelled when the answer must move off its node (a drain's deadline passed).
+    pub moved_off: tokio_util::sync::CancellationToken,
 }
 
 /// Bookkeeping when the relay ends.
@@ -369,14 +371,29 @@ enum Step {
     Failed(u16, String),
 }
 
-/// Wait for the node's next frame, the answer's time limit, or the controller's closing.
+/// What else than the node's body may end an answer.
+struct Ends<'a> {
+    /// The controller's shutdown grace is ending.
+    closing: &'a tokio_util::sync::CancellationToken,
+    /// The answer must move off its node.
+    moved_off: &'a tokio_util::sync::CancellationToken,
+    /// The answer's time limit.
+    limit: Duration,
+}
+
+/// Wait for the node's next frame, the answer's time limit, the controller's closing, or the
+/// answer's move off its node.
 async fn next_step(
     body: &mut Incoming,
     deadline: std::pin::Pin<&mut tokio::time::Sleep>,
-    closing: &tokio_util::sync::CancellationToken,
+    ends: Ends<'_>,
     node: &str,
-    limit: Duration,
 ) -> Step {
+    let Ends {
+        closing,
+        moved_off,
+        limit,
+    } = ends;
     tokio::select! {
         frame = body.frame() => match frame {
             Some(Ok(frame)) => Step::Data(frame.into_data().ok()),
@@ -390,6 +407,10 @@ async fn next_step(
         _ = closing.cancelled() => Step::Failed(
             503,
             "the controller is shutting down and its grace period ended before this answer did".to_owned(),
+        ),
+        _ = moved_off.cancelled() => Step::Failed(
+            502,
+            format!("node {node} was drained and its deadline passed before this answer ended"),
         ),
     }
 }
@@ -411,6 +432,7 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
         mut shape,
         mut learner,
         mut continuation,
+        mut moved_off,
         ..
     } = relayed;
     // A body with a declared length may be dropped by the server right after its last byte,
@@ -428,7 +450,8 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
         let mut cached_count =
             (finish.record.is_some() || finish.cold_check.is_some() || permit.charged()).then(CachedCount::default);
         loop {
-            let step = next_step(&mut body, deadline.as_mut(), &closing, &finish.node, total_timeout).await;
+            let ends = Ends { closing: &closing, moved_off: &moved_off, limit: total_timeout };
+            let step = next_step(&mut body, deadline.as_mut(), ends, &finish.node).await;
             let data = match step {
                 Step::Data(Some(data)) => data,
                 Step::Data(None) => continue,
@@ -444,6 +467,7 @@ pub fn relay(mut relayed: Relayed, mut body: Incoming, permit: Permit) -> Respon
                                 permit.hand_over_to(&mut next_permit);
                                 permit = next_permit;
                                 body = next.response.into_body();
+                                moved_off = continuation.watch(&next.node);
                                 declared = None;
                                 decoder = SseDecoder::default();
                                 boundary = EventBoundary::default();

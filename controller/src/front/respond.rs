@@ -69,6 +69,7 @@ pub async fn respond(
             .then(|| Learner::new(front.responses.clone(), &node_name)),
         cold_check,
         continuation,
+        moved_off: front.handover.watch(&node_name),
     };
     if to_anthropic {
         to_anthropic_answer(info, count_only, head.status, body, permit, relayed).await
