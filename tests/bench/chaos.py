@@ -10,9 +10,10 @@ Ollama chats (streamed and whole), Anthropic messages (streamed and whole), some
 coding agent's session header, each tagged with its own id (`metadata.chaos`). Meanwhile,
 one fault every few seconds, in turn: an agent killed (SIGKILL) and restarted, an agent
 stopped (SIGSTOP) and continued, the laptop put to sleep and woken (`POST /power/sleep`),
-the active policy swapped, a canary started and stopped, bad input sent (malformed JSON, a
-100 KB model name, a wrong key, an unknown model), and now and then the controller itself
-restarted (SIGTERM, then started again on the same ports).
+the active policy swapped, a canary started and stopped, a node drained with a 1-s deadline
+(its streams move) and undrained, bad input sent (malformed JSON, a 100 KB model name, a
+wrong key, an unknown model), and every ninth fault the controller itself restarted
+(SIGTERM, then started again on the same ports).
 
 Checked at the end
 ------------------
@@ -261,10 +262,10 @@ def sample(pid):
 
 
 def faults(cluster, stop, log, interval, restarts):
-    """One fault every `interval` seconds, in turn; the controller restarted every eighth
+    """One fault every `interval` seconds, in turn; the controller restarted every ninth
     (with `restarts`; otherwise an agent is killed in its place)."""
-    plan = ["kill-agent", "swap-policy", "stop-agent", "bad-input", "sleep-laptop", "canary", "kill-agent",
-            "restart-controller" if restarts else "kill-agent"]
+    plan = ["kill-agent", "swap-policy", "stop-agent", "bad-input", "sleep-laptop", "canary", "drain-deadline",
+            "kill-agent", "restart-controller" if restarts else "kill-agent"]
     policies = ["least-loaded", "finish-time", "seed-rules"]
     turn = 0
     while not stop.wait(interval):
@@ -300,6 +301,12 @@ def faults(cluster, stop, log, interval, restarts):
             stop.wait(3)
             stopped, _ = cluster.admin("DELETE", "/admin/canary")
             detail = f"start {status}, stop {stopped}"
+        elif fault == "drain-deadline":
+            node = random.choice(NODES)
+            status, _ = cluster.admin("POST", f"/admin/nodes/{node}/drain", {"deadline_s": 1})
+            stop.wait(3)
+            undrained, _ = cluster.admin("POST", f"/admin/nodes/{node}/undrain")
+            detail = f"{node}: {status}, undrain {undrained}"
         elif fault == "bad-input":
             statuses = bad_input(cluster.url)
             detail = ",".join(map(str, statuses))
@@ -414,7 +421,7 @@ def report(args, results, records, fault_log, samples):
                 mismatched += 1
     truncated = by_outcome.get("truncated", 0)
     continued = sum(1 for r in results if r["continued"])
-    restarts = "no controller restart" if args.no_controller_restart else "the controller restarted every eighth fault"
+    restarts = "no controller restart" if args.no_controller_restart else "the controller restarted every ninth fault"
     print(f"## Chaos run: {args.minutes:g} min, {args.clients} clients, a fault every {args.fault_every:g} s, {restarts}\n")
     print("| requests | complete | error status | error event | broken body | connection refused/reset | "
           "silently truncated | continued on another node |")

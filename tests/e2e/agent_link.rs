@@ -50,18 +50,21 @@ fn assert_refused_on_both_sides(
     }
 }
 
+/// The xeon's simulated agent with a certificate of this cluster, started towards
+/// `controller`; its config's path, to start it again.
+fn xeon_agent(cluster: &Cluster, controller: &crate::process::Controller) -> (std::path::PathBuf, Agent) {
+    let bundle = cluster.issue("xeon", &[]);
+    let address = controller.agents.as_deref().expect("agents");
+    let config = cluster.agent_config("xeon.toml", "xeon", &bundle, address);
+    let agent = Agent::start(&config, None);
+    (config, agent)
+}
+
 #[test]
 fn an_agent_with_a_cluster_certificate_joins_and_its_telemetry_reaches_the_node_table() {
     let cluster = Cluster::new(&[]);
     let controller = cluster.controller("127.0.0.1:0");
-    let bundle = cluster.issue("xeon", &[]);
-    let config = cluster.agent_config(
-        "xeon.toml",
-        "xeon",
-        &bundle,
-        controller.agents.as_deref().expect("agents"),
-    );
-    let agent = Agent::start(&config, None);
+    let (_, agent) = xeon_agent(&cluster, &controller);
     assert!(
         eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)),
         "never joined; controller log:\n{}\nagent log:\n{}",
@@ -211,14 +214,7 @@ fn plaintext_on_the_agent_port_is_refused() {
 fn a_killed_agent_is_out_of_rotation_within_3_s_and_back_when_restarted() {
     let cluster = Cluster::new(&[]);
     let controller = cluster.controller("127.0.0.1:0");
-    let bundle = cluster.issue("xeon", &[]);
-    let config = cluster.agent_config(
-        "xeon.toml",
-        "xeon",
-        &bundle,
-        controller.agents.as_deref().expect("agents"),
-    );
-    let mut agent = Agent::start(&config, None);
+    let (config, mut agent) = xeon_agent(&cluster, &controller);
     assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
 
     agent.kill_hard();

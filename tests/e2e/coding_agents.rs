@@ -228,21 +228,11 @@ fn the_anthropic_messages_api_reaches_a_real_llama_server_and_switchyards_own_er
 
 #[test]
 fn a_coding_agents_turns_stay_on_the_node_that_holds_its_prefix_under_finish_time() {
-    use crate::first_hour::simulated_full;
     let cluster = Cluster::new(&[]);
     let controller = controller(&cluster, "");
     // Real time: the prefill the nodes measure is the seed's (xeon 2000, ryzen 4000 tok/s).
-    let _xeon = simulated_full(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"], 2, "", &[]);
-    let _ryzen = simulated_full(
-        &cluster,
-        &controller,
-        "ryzen",
-        "ryzen",
-        &["qwen25-coder-7b"],
-        2,
-        "",
-        &[],
-    );
+    let _xeon = crate::first_hour::simulated(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"]);
+    let _ryzen = crate::first_hour::simulated(&cluster, &controller, "ryzen", "ryzen", &["qwen25-coder-7b"]);
     assert!(crate::process::eventually(std::time::Duration::from_secs(30), || {
         controller.node_healthy("xeon") == Some(true) && controller.node_healthy("ryzen") == Some(true)
     }));

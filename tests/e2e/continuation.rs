@@ -286,16 +286,11 @@ fn an_anthropic_clients_translated_stream_continues_too() {
 fn whole_answer(controller: &Controller, bearer: &str, max_tokens: u32) -> String {
     let mut body = chat(max_tokens);
     body["stream"] = json!(false);
-    let output = Command::new("curl")
-        .args(["-sS", "--max-time", "60", "-H", bearer, "-d", &body.to_string()])
-        .arg(format!("{}/v1/chat/completions", controller.url))
-        .output()
-        .expect("curl");
-    let value: Value = serde_json::from_slice(&output.stdout).expect("json");
-    value["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{value}"))
-        .to_owned()
+    post_whole(
+        &format!("{}/v1/chat/completions", controller.url),
+        &["-H", bearer],
+        &body,
+    )
 }
 
 /// Two real llama.cpp servers (the same tiny model) behind agents: a stream at temperature 0

@@ -110,6 +110,17 @@ pub(crate) fn chat(model: &str, max_tokens: u32, stream: bool) -> String {
     )
 }
 
+/// A whole chat of `max_tokens` for `qwen25-coder-7b` as `task` work: its status and the
+/// answer with its headers.
+pub(crate) fn chat_as(url: &str, task: &str, max_tokens: u32) -> (u16, String) {
+    let hint = format!("x-switchyard-task: {task}");
+    curl_with_key(
+        url,
+        KEY,
+        &["-H", &hint, "-d", &chat("qwen25-coder-7b", max_tokens, false)],
+    )
+}
+
 /// A streamed chat for `qwen25-coder-7b` with `headers`, read up to its first event.
 pub(crate) fn stream_started(
     url: &str,
@@ -466,16 +477,7 @@ fn a_new_node_joins_with_its_bundle_and_serves_under_the_default_policy() {
         controller.log_text()
     );
     // No rule of the shipped seed-rules names gpu4; the batch rule's "*" reaches it.
-    let (status, text) = curl_with_key(
-        &format!("{}/v1/chat/completions", controller.url),
-        KEY,
-        &[
-            "-H",
-            "x-switchyard-task: batch",
-            "-d",
-            &chat("qwen25-coder-7b", 4, false),
-        ],
-    );
+    let (status, text) = chat_as(&format!("{}/v1/chat/completions", controller.url), "batch", 4);
     assert_eq!(status, 200, "{text}");
     let lower = text.to_ascii_lowercase();
     assert!(lower.contains("x-switchyard-node: gpu4"), "{text}");

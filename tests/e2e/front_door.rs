@@ -291,17 +291,8 @@ fn a_node_that_dies_mid_stream_ends_the_stream_with_an_explicit_error_event() {
     assert!(eventually(JOIN_WITHIN, || controller.node_healthy("xeon") == Some(true)));
 
     // The simulated xeon streams 22 tokens/s: 200 tokens take about 9 s.
-    let mut child = Command::new("curl")
-        .args(["-sS", "-N", "--max-time", "30", "-H", &format!("Authorization: Bearer {KEY}")])
-        .args(["-d", "{\"model\": \"qwen25-coder-7b\", \"max_tokens\": 200, \"stream\": true, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}"])
-        .arg(format!("{}/v1/chat/completions", controller.url))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("curl");
-    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    reader.read_line(&mut first).expect("first line");
-    assert!(first.starts_with("data: "), "{first}");
+    let url = format!("{}/v1/chat/completions", controller.url);
+    let (mut child, mut reader) = crate::first_hour::stream_started(&url, &[], 200);
     agent.kill_hard();
     let mut rest = String::new();
     reader.read_to_string(&mut rest).expect("rest");

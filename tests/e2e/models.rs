@@ -7,18 +7,14 @@ use std::time::Duration;
 
 use crate::cluster::Cluster;
 use crate::process::{Agent, curl_with_key, eventually};
-use crate::runtimes::{python, repo};
+use crate::runtimes::python;
 
 const KEY: &str = "e2e-prompt-key-0123456789";
 
 #[test]
 fn models_load_on_demand_behind_the_controller_and_the_operator_sees_and_moves_them() {
     let cluster = Cluster::new(&[]);
-    cluster.configure(&format!(
-        "[policy]\ndir = {:?}\nactive = \"seed-rules\"\nwatch = false\n[[api_keys]]\nname = \"e2e\"\nkey = \"{KEY}\"\n",
-        repo().join("policies").display().to_string()
-    ));
-    let controller = cluster.controller("127.0.0.1:0");
+    let controller = crate::first_hour::controller(&cluster, "");
     let address = controller.agents.clone().expect("agents");
     let bundle = cluster.issue("xeon", &[]);
 

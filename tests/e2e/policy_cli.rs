@@ -17,14 +17,7 @@ fn activate_and_rollback_through_the_cli_swap_the_running_policy() {
     let out = demo.cli_ok(&["policy", "activate", "least-loaded"]);
     assert!(out.contains("least-loaded@"), "{out}");
     assert!(demo.active().starts_with("least-loaded@"));
-    let explained = demo.cli_ok(&[
-        "route",
-        "explain",
-        "--model",
-        "qwen25-coder-7b",
-        "--task",
-        "development",
-    ]);
+    let explained = explain_development(&demo);
     assert!(explained.contains("least loaded"), "{explained}");
     demo.cli_ok(&["policy", "rollback"]);
     assert_eq!(demo.active(), seed);
@@ -142,14 +135,7 @@ fn editing_the_active_policy_file_swaps_it_in_and_a_broken_edit_is_refused() {
     );
     let after = demo.active();
     assert!(after.starts_with("seed-rules@"), "{after}");
-    let explained = demo.cli_ok(&[
-        "route",
-        "explain",
-        "--model",
-        "qwen25-coder-7b",
-        "--task",
-        "development",
-    ]);
+    let explained = explain_development(&demo);
     assert!(explained.contains("\"node\": \"xeon\""), "{explained}");
 
     std::fs::write(
@@ -294,4 +280,16 @@ fn a_shadow_decides_beside_the_active_policy_and_reports_where_it_differs() {
     assert_eq!(demo.active(), active, "the active policy served throughout");
     let none = demo.cli(&["policy", "shadow", "--report"]);
     assert!(!none.status.success());
+}
+
+/// What the active policy decides for a development request for `qwen25-coder-7b`.
+fn explain_development(demo: &Controller) -> String {
+    demo.cli_ok(&[
+        "route",
+        "explain",
+        "--model",
+        "qwen25-coder-7b",
+        "--task",
+        "development",
+    ])
 }

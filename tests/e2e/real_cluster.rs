@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::cluster::Cluster;
 use crate::process::{Agent, Controller, eventually, served_by};
-use crate::runtimes::{Runtime, repo};
+use crate::runtimes::Runtime;
 
 const KEY: &str = "e2e-prompt-key-0123456789";
 
@@ -34,11 +34,7 @@ fn prompts_keep_flowing_on_real_runtimes_through_a_policy_swap_an_agent_kill_and
     let mlx = Runtime::start("mlx");
     let llama = Runtime::start("llama-cpp");
     let cluster = Cluster::new(&[]);
-    cluster.configure(&format!(
-        "[policy]\ndir = {:?}\nactive = \"seed-rules\"\nwatch = false\n[[api_keys]]\nname = \"e2e\"\nkey = \"{KEY}\"\n",
-        repo().join("policies").display().to_string()
-    ));
-    let controller = cluster.controller("127.0.0.1:0");
+    let controller = crate::first_hour::controller(&cluster, "");
     let address = controller.agents.clone().expect("agents");
     let head = |kind: &str, url: &str| {
         format!(

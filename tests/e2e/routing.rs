@@ -6,7 +6,6 @@ use std::io::Read;
 
 use crate::cluster::Cluster;
 use crate::first_hour::{KEY, chat, controller, simulated, simulated_with};
-use crate::process::curl_with_key;
 
 fn node_of(text: &str) -> String {
     text.lines()
@@ -28,16 +27,7 @@ fn production_waits_for_a_full_ryzen_and_goes_to_the_xeon_only_when_the_ryzen_is
 
     // The ryzen's one slot taken by a production stream (45 tokens/s: 90 tokens take ~2 s).
     let (mut first, mut reader) = crate::first_hour::stream_started(&url, &["-H", "x-switchyard-task: production"], 90);
-    let (status, text) = curl_with_key(
-        &url,
-        KEY,
-        &[
-            "-H",
-            "x-switchyard-task: production",
-            "-d",
-            &chat("qwen25-coder-7b", 4, false),
-        ],
-    );
+    let (status, text) = crate::first_hour::chat_as(&url, "production", 4);
     assert_eq!(status, 200, "{text}");
     assert_eq!(
         node_of(&text),
@@ -54,31 +44,13 @@ fn production_waits_for_a_full_ryzen_and_goes_to_the_xeon_only_when_the_ryzen_is
     assert!(crate::process::eventually(std::time::Duration::from_secs(5), || {
         controller.node_healthy("ryzen") == Some(false)
     }));
-    let (status, text) = curl_with_key(
-        &url,
-        KEY,
-        &[
-            "-H",
-            "x-switchyard-task: production",
-            "-d",
-            &chat("qwen25-coder-7b", 4, false),
-        ],
-    );
+    let (status, text) = crate::first_hour::chat_as(&url, "production", 4);
     assert_eq!((status, node_of(&text).as_str()), (200, "xeon"), "{text}");
 }
 
 /// The node a short development prompt goes to now (it must be answered).
 fn development_goes_to(url: &str) -> String {
-    let (status, text) = curl_with_key(
-        url,
-        KEY,
-        &[
-            "-H",
-            "x-switchyard-task: development",
-            "-d",
-            &chat("qwen25-coder-7b", 2, false),
-        ],
-    );
+    let (status, text) = crate::first_hour::chat_as(url, "development", 2);
     assert_eq!(status, 200, "no request may fail: {text}");
     node_of(&text)
 }
@@ -177,16 +149,7 @@ fn answers_carry_their_energy_estimate_and_metrics_count_it_labelled_by_source()
     let _xeon = simulated(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"]);
     let url = format!("{}/v1/chat/completions", controller.url);
     let ask = || {
-        let (status, text) = curl_with_key(
-            &url,
-            KEY,
-            &[
-                "-H",
-                "x-switchyard-task: batch",
-                "-d",
-                &chat("qwen25-coder-7b", 20, false),
-            ],
-        );
+        let (status, text) = crate::first_hour::chat_as(&url, "batch", 20);
         assert_eq!(status, 200, "{text}");
         text
     };

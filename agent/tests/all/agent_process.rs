@@ -16,17 +16,6 @@ fn llama_config(url: &str) -> String {
     )
 }
 
-async fn telemetry(client: &reqwest::Client, agent: &Process) -> Value {
-    client
-        .get(format!("{}/telemetry", agent.url))
-        .send()
-        .await
-        .expect("telemetry")
-        .json()
-        .await
-        .expect("json")
-}
-
 #[tokio::test]
 async fn the_agent_serves_chat_whole_and_streamed_and_reports_what_it_measured() {
     let runtime = Runtime::start("llama-cpp");
@@ -94,12 +83,12 @@ async fn the_agent_serves_chat_whole_and_streamed_and_reports_what_it_measured()
 
     // Telemetry: the runtime's state, the catalog, and speeds from the requests above.
     let seen = eventually(Duration::from_secs(10), || async {
-        let t = telemetry(&client, &agent).await;
+        let t = telemetry(&client, &agent.url).await;
         t["performance"]["samples"].as_u64() == Some(2)
     })
     .await;
     assert!(seen);
-    let t = telemetry(&client, &agent).await;
+    let t = telemetry(&client, &agent.url).await;
     assert_eq!(t["node"], "xeon");
     assert_eq!(t["runtime"]["kind"], "llama-cpp");
     assert_eq!(t["runtime"]["healthy"], true);
@@ -189,7 +178,7 @@ async fn the_simulated_m4_labels_its_replies_and_its_telemetry() {
             .starts_with("[simulated m4]"),
         "{body}"
     );
-    let t = telemetry(&client, &agent).await;
+    let t = telemetry(&client, &agent.url).await;
     assert_eq!(t["runtime"]["simulated"], true);
     assert_eq!(t["runtime"]["kind"], "simulated");
 }
@@ -241,7 +230,7 @@ async fn bench_times_each_model_and_run_reports_its_figures_until_it_serves() {
         .args(["run", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config);
     let agent = Process::spawn(command, Duration::from_secs(60));
-    let t = telemetry(&reqwest::Client::new(), &agent).await;
+    let t = telemetry(&reqwest::Client::new(), &agent.url).await;
     assert_eq!(t["performance"]["source"], "bench", "{t}");
     let reported = t["performance"]["tokens_per_sec"].as_f64().expect("reported");
     assert!(

@@ -7,35 +7,15 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use switchyard_agent::config::AgentConfig;
 
+use crate::shared_bundle::{JOIN, bundle};
 use crate::support::*;
-
-const JOIN: &str = "# Written by `switchyard certs issue`: what `switchyard-agent init --bundle` needs to join.\n\
-                    node = \"xeon\"\naddress = \"controller.lan:7443\"\nserver_name = \"controller.lan\"\n";
 
 /// `dir/{ca.pem,node.pem,node.key,join.toml}` for `node`, valid for `days` more days.
 fn node_bundle(dir: &Path, node: &str, days: i64) {
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name
-        .push(DnType::CommonName, "Switchyard cluster CA test");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    let ca_pem = ca.self_signed(&ca_key).expect("ca").pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let mut params = CertificateParams::new(vec![node.to_owned()]).expect("params");
-    params.distinguished_name.push(DnType::CommonName, node);
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(days.abs() + 2);
-    params.not_after = now + time::Duration::days(days);
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &issuer).expect("sign");
-    std::fs::create_dir_all(dir).expect("mkdir");
-    std::fs::write(dir.join("ca.pem"), ca_pem).expect("ca.pem");
-    std::fs::write(dir.join("node.pem"), cert.pem()).expect("node.pem");
-    std::fs::write(dir.join("node.key"), key.serialize_pem()).expect("node.key");
-    std::fs::write(dir.join("join.toml"), JOIN.replace("\"xeon\"", &format!("{node:?}"))).expect("join.toml");
+    let join = JOIN.replace("\"xeon\"", &format!("{node:?}"));
+    bundle(dir, node, days, Some(&join));
 }
 
 fn agent_cli(args: &[&str], paths: &[&Path]) -> Output {

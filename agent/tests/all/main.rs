@@ -3,6 +3,8 @@
 //! Ollama's documented API backed by llama.cpp, and the real `switchyard-agent` process.
 //! `tests/runtimes/setup.sh` (run by the test command) installs the runtimes.
 
+#[path = "../shared/bundle.rs"]
+mod shared_bundle;
 mod support;
 
 mod agent_process;

@@ -83,17 +83,6 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value,
     (status, value, headers)
 }
 
-async fn telemetry(client: &reqwest::Client, agent: &str) -> Value {
-    client
-        .get(format!("{agent}/telemetry"))
-        .send()
-        .await
-        .expect("telemetry")
-        .json()
-        .await
-        .expect("json")
-}
-
 /// The first telemetry sample (published every 200 ms) for which `holds` is true, or the last
 /// one after 10 s.
 async fn telemetry_when(client: &reqwest::Client, agent: &str, holds: impl Fn(&Value) -> bool) -> Value {

@@ -30,14 +30,7 @@ async fn a_supervised_runtime_is_restarted_after_it_is_killed_and_stopped_with_t
     let (mut agent, _dir) = agent(&config);
     let client = reqwest::Client::new();
     let supervisor = || async {
-        let t: Value = client
-            .get(format!("{}/telemetry", agent.url))
-            .send()
-            .await
-            .expect("telemetry")
-            .json()
-            .await
-            .expect("json");
+        let t: Value = telemetry(&client, &agent.url).await;
         (
             t["runtime"]["supervisor"].clone(),
             t["runtime"]["healthy"].as_bool() == Some(true),

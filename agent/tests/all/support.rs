@@ -39,3 +39,15 @@ where
 pub fn printable(text: &str) -> bool {
     !text.is_empty() && text.chars().all(|c| c == '\n' || (' '..='~').contains(&c))
 }
+
+/// The agent's `/telemetry`, served at `url`.
+pub async fn telemetry(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(format!("{url}/telemetry"))
+        .send()
+        .await
+        .expect("telemetry")
+        .json()
+        .await
+        .expect("json")
+}
