@@ -40,8 +40,7 @@ fn keys(out: &mut String, shares: &crate::front::key_share::KeyShares) {
     if figures.is_empty() {
         return;
     }
-    type Series = (&'static str, &'static str, &'static str, fn(&KeyFigures) -> u64);
-    let metrics: [Series; 3] = [
+    let metrics: [KeyMetric<KeyFigures>; 3] = [
         (
             "switchyard_key_max_concurrent",
             "gauge",
@@ -61,12 +60,20 @@ fn keys(out: &mut String, shares: &crate::front::key_share::KeyShares) {
             |f| f.refused,
         ),
     ];
+    per_key(out, &metrics, &figures, |f| &f.key);
+}
+
+/// A per-key metric: its name, kind, help, and the figure of one key.
+type KeyMetric<F> = (&'static str, &'static str, &'static str, fn(&F) -> u64);
+
+/// One series per key of each of `metrics`: (name, kind, help, the figure).
+fn per_key<F>(out: &mut String, metrics: &[KeyMetric<F>], figures: &[F], key: fn(&F) -> &String) {
     for (name, kind, help, value) in metrics {
         series(
             out,
             (name, kind, help),
             "key",
-            figures.iter().map(|f| (f.key.as_str(), value(f))),
+            figures.iter().map(|f| (key(f).as_str(), value(f))),
         );
     }
 }
@@ -77,13 +84,7 @@ fn key_budgets(out: &mut String, shares: &crate::front::key_share::KeyShares) {
     if figures.is_empty() {
         return;
     }
-    type Series = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&crate::front::key_share::BudgetFigures) -> u64,
-    );
-    let metrics: [Series; 3] = [
+    let metrics: [KeyMetric<crate::front::key_share::BudgetFigures>; 3] = [
         (
             "switchyard_key_tokens_per_minute",
             "gauge",
@@ -103,14 +104,7 @@ fn key_budgets(out: &mut String, shares: &crate::front::key_share::KeyShares) {
             |f| f.refused,
         ),
     ];
-    for (name, kind, help, value) in metrics {
-        series(
-            out,
-            (name, kind, help),
-            "key",
-            figures.iter().map(|f| (f.key.as_str(), value(f))),
-        );
-    }
+    per_key(out, &metrics, &figures, |f| &f.key);
 }
 
 /// Each policy version's decisions, faults and whether it is active; fallbacks and reverts.

@@ -17,7 +17,7 @@ fn activate_and_rollback_through_the_cli_swap_the_running_policy() {
     let out = demo.cli_ok(&["policy", "activate", "least-loaded"]);
     assert!(out.contains("least-loaded@"), "{out}");
     assert!(demo.active().starts_with("least-loaded@"));
-    let explained = explain_development(&demo);
+    let explained = explain_development(&demo, &[]);
     assert!(explained.contains("least loaded"), "{explained}");
     demo.cli_ok(&["policy", "rollback"]);
     assert_eq!(demo.active(), seed);
@@ -31,16 +31,7 @@ fn any_loaded_policy_can_be_asked_before_it_serves_and_the_active_one_stays() {
     let demo = Controller::demo(policies.path());
     let active = demo.active();
     let ask = |extra: &[&str]| {
-        let mut args = vec![
-            "route",
-            "explain",
-            "--model",
-            "qwen25-coder-7b",
-            "--task",
-            "development",
-        ];
-        args.extend_from_slice(extra);
-        let out = demo.cli_ok(&args);
+        let out = explain_development(&demo, extra);
         serde_json::from_str::<serde_json::Value>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
     };
     let candidate = ask(&["--policy", "least-loaded"]);
@@ -135,7 +126,7 @@ fn editing_the_active_policy_file_swaps_it_in_and_a_broken_edit_is_refused() {
     );
     let after = demo.active();
     assert!(after.starts_with("seed-rules@"), "{after}");
-    let explained = explain_development(&demo);
+    let explained = explain_development(&demo, &[]);
     assert!(explained.contains("\"node\": \"xeon\""), "{explained}");
 
     std::fs::write(
@@ -282,14 +273,17 @@ fn a_shadow_decides_beside_the_active_policy_and_reports_where_it_differs() {
     assert!(!none.status.success());
 }
 
-/// What the active policy decides for a development request for `qwen25-coder-7b`.
-fn explain_development(demo: &Controller) -> String {
-    demo.cli_ok(&[
+/// What the active policy (or the one `extra` names) decides for a development request for
+/// `qwen25-coder-7b`.
+fn explain_development(demo: &Controller, extra: &[&str]) -> String {
+    let mut args = vec![
         "route",
         "explain",
         "--model",
         "qwen25-coder-7b",
         "--task",
         "development",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    demo.cli_ok(&args)
 }
