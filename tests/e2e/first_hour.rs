@@ -167,6 +167,14 @@ fn max_tokens_no_node_accepts_is_a_400_and_models_list_only_what_the_key_may_use
     );
     let url = format!("{}/v1/chat/completions", controller.url);
 
+    // A model no node serves: 404 in OpenAI's shape, naming it.
+    let (status, text) = curl_with_key(&url, KEY, &["-d", &chat("gpt-5", 4, false)]);
+    assert_eq!(status, 404, "{text}");
+    assert!(
+        text.contains("\"type\": \"model_not_found\"") && text.contains("gpt-5"),
+        "{text}"
+    );
+
     let (status, text) = curl_with_key(&url, KEY, &["-d", &chat("qwen25-coder-7b", 5000, false)]);
     assert_eq!(status, 400, "{text}");
     assert!(

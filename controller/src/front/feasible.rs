@@ -1,6 +1,7 @@
-//! Requests no node could ever serve, refused before the policy is asked: a `max_tokens`
-//! above every limit of the nodes serving the model is the client's to fix (400), not a
-//! capacity problem to retry (503).
+//! Requests no node could serve, refused before the policy is asked: a `max_tokens` above
+//! every limit of the nodes serving the model is the client's to fix (400), not a capacity
+//! problem to retry (503); with no node joined at all (the controller has just started and
+//! its agents are linking), any request is a 503 to retry, not a model that does not exist.
 
 use switchyard_protocol::{ClusterSnapshot, RequestInfo};
 
@@ -9,6 +10,11 @@ use super::FrontError;
 /// `Err` when `max_tokens` exceeds, on every node that serves the model (healthy or not: a node
 /// coming back does not raise its limit), the node's `max_tokens` or the model's context.
 pub fn check(snapshot: &ClusterSnapshot, info: &RequestInfo) -> Result<(), FrontError> {
+    if snapshot.nodes.is_empty() {
+        return Err(FrontError::NoSlot(
+            "no node has joined this controller yet (it has just started and its agents are linking, or none links to it); retry shortly".to_owned(),
+        ));
+    }
     let Some(requested) = info.max_tokens else {
         return Ok(());
     };
@@ -95,5 +101,13 @@ mod tests {
         );
         info.model = "unknown".into();
         assert_eq!(check(&snapshot, &info), Ok(()), "the policy says 404");
+    }
+
+    #[test]
+    fn with_no_node_joined_a_request_is_a_503_to_retry_not_an_unknown_model() {
+        let error = check(&ClusterSnapshot::default(), &RequestInfo::for_model("m".to_owned())).expect_err("no node");
+        assert_eq!(error.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(error.retry_after().is_some());
+        assert!(error.to_string().contains("no node has joined"), "{error}");
     }
 }
