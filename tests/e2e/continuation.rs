@@ -293,6 +293,63 @@ fn whole_answer(controller: &Controller, bearer: &str, max_tokens: u32) -> Strin
     )
 }
 
+/// An agent in front of a llama.cpp server at `url` serving the wide tiny model as `tiny`.
+fn llama_server_agent(cluster: &Cluster, address: &str, node: &str, url: &str) -> Agent {
+    let head = format!(
+        "max_concurrency = 1\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"openai\"\nbase_url = \"{url}\"\n"
+    );
+    let bundle = cluster.issue(node, &[]);
+    let config = cluster.agent_config_with(&format!("{node}.toml"), node, &bundle, address, &head, "tiny");
+    // The wide model's context.
+    let text = std::fs::read_to_string(&config).expect("agent config");
+    std::fs::write(&config, text.replace("context_length = 256", "context_length = 8192")).expect("agent config");
+    Agent::start(&config, None)
+}
+
+/// Across runtimes: a stream from a real llama.cpp server whose agent is killed continues on
+/// a simulated node (or the other way round, as the policy chose), marked, in one stream.
+#[test]
+fn a_stream_continues_across_runtimes_between_llama_cpp_and_the_simulator() {
+    let server = crate::runtimes::Runtime::start_with("llama-server", crate::runtimes::wide_model_dir());
+    let cluster = Cluster::new(&[]);
+    let controller = controller(&cluster, "");
+    let address = controller.agents.clone().expect("agents");
+    let llama = llama_server_agent(&cluster, &address, "ryzen", &server.url);
+    let simulated = simulated(&cluster, &controller, "xeon", "xeon", &["qwen25-coder-7b"]);
+    assert!(eventually(Duration::from_secs(30), || controller.node_healthy("ryzen")
+        == Some(true)));
+    let mut agents = [("ryzen", llama), ("xeon", simulated)];
+    let bearer = format!("Authorization: Bearer {KEY}");
+    // Long enough on either: 2,000 tokens of llama.cpp (~1 s), of the simulated xeon (~90 s).
+    let mut stream = Stream::start(&controller, "/v1/chat/completions", &chat(2000), &["-H", &bearer]);
+    let lost = usize::from(stream.header("x-switchyard-node") == "xeon");
+    let mut events: Vec<String> = Vec::new();
+    while events.iter().filter(|e| !content(e).is_empty()).count() < 10 {
+        events.push(stream.next_event().expect("an event before the cut"));
+    }
+    agents[lost].1.kill_hard();
+    // Enough of the other runtime's answer to see it go on, then leave (the client hangs up).
+    let mut after = String::new();
+    let mut mark = None;
+    while let Some(event) = stream.next_event() {
+        if mark.is_none() && event.contains("\"switchyard\"") {
+            mark = Some(serde_json::from_str::<Value>(&event).expect("json"));
+        }
+        if mark.is_some() {
+            after.push_str(&content(&event));
+        }
+        assert!(!event.contains("\"error\""), "{event}");
+        if after.split_whitespace().count() >= 20 || event == "[DONE]" {
+            break;
+        }
+    }
+    let _ = stream.curl.kill();
+    let mark = mark.expect("the hand-off is marked");
+    assert_eq!(mark["switchyard"]["continued"]["from"], agents[lost].0);
+    assert_eq!(mark["switchyard"]["continued"]["to"], agents[1 - lost].0);
+    assert!(!after.trim().is_empty(), "the other runtime went on");
+}
+
 /// Two real llama.cpp servers (the same tiny model) behind agents: a stream at temperature 0
 /// whose agent is killed after about 100 tokens continues on the other node from a prefilled
 /// assistant turn. The client receives, byte for byte, what it had plus exactly what the
@@ -331,17 +388,10 @@ fn continues_after(fault: Fault) {
         .into_iter()
         .zip(&servers)
         .map(|(node, server)| {
-            let head = format!(
-                "max_concurrency = 1\ntelemetry_interval_ms = 250\n[runtime]\nkind = \"openai\"\nbase_url = \"{}\"\n",
-                server.url
-            );
-            let bundle = cluster.issue(node, &[]);
-            let config = cluster.agent_config_with(&format!("{node}.toml"), node, &bundle, &address, &head, "tiny");
-            // The wide model's context.
-            let text = std::fs::read_to_string(&config).expect("agent config");
-            std::fs::write(&config, text.replace("context_length = 256", "context_length = 8192"))
-                .expect("agent config");
-            (node.to_owned(), Agent::start(&config, None))
+            (
+                node.to_owned(),
+                llama_server_agent(&cluster, &address, node, &server.url),
+            )
         })
         .collect();
     assert!(eventually(Duration::from_secs(30), || {
