@@ -549,3 +549,32 @@ fn a_drain_with_a_deadline_moves_the_nodes_streams_to_another_node() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("deadline_s"), "{text}");
 }
+
+/// A policy may keep its streams from continuing (`continue_streams = false` in its
+/// document): a lost node's stream then ends with the explicit error, as before.
+#[test]
+fn a_policy_that_says_continue_streams_false_keeps_its_streams_where_they_are() {
+    let policies = crate::process::policies_copy();
+    let seed = policies.path().join("seed-rules.toml");
+    let text = std::fs::read_to_string(&seed).expect("seed-rules.toml");
+    std::fs::write(&seed, format!("continue_streams = false\n{text}")).expect("seed-rules.toml");
+    let cluster = Cluster::new(&[]);
+    cluster.configure(&format!(
+        "[policy]\ndir = {:?}\nactive = \"seed-rules\"\nwatch = false\n[[api_keys]]\nname = \"e2e\"\nkey = \"{KEY}\"\n",
+        policies.path().display().to_string()
+    ));
+    let controller = cluster.controller("127.0.0.1:0");
+    let mut nodes = two_nodes(&cluster, &controller);
+    let bearer = format!("Authorization: Bearer {KEY}");
+    let mut stream = Stream::start(&controller, "/v1/chat/completions", &chat(120), &["-H", &bearer]);
+    let lost = usize::from(stream.header("x-switchyard-node") == "xeon");
+    stream.next_event().expect("the stream started");
+    nodes[lost].1.kill_hard();
+    let rest = stream.rest();
+    assert!(
+        rest.last()
+            .is_some_and(|e| e.contains("\"error\"") && e.contains("failed mid-response")),
+        "{rest:#?}"
+    );
+    assert!(!rest.iter().any(|e| e.contains("\"switchyard\"")), "{rest:#?}");
+}

@@ -164,6 +164,8 @@ struct Outcome {
     arrived_ms: u64,
     /// The decision record's draft, once the policy decided (when a record is kept).
     record: Option<record::RecordSink>,
+    /// Whether the deciding policy lets a stream continue on another node.
+    policy_continues: bool,
 }
 
 impl Outcome {
@@ -189,6 +191,7 @@ impl Default for Outcome {
             model_label: "-".to_owned(),
             arrived_ms: 0,
             record: None,
+            policy_continues: true,
         }
     }
 }
@@ -326,7 +329,8 @@ async fn prompt(
     }
     let node = upstream.node.clone();
     let lost = upstream.lost.join(",");
-    let continuation = continues(api, endpoint, &upstream, &info, &value, &front.limits, &grant).then(|| {
+    let allowed = outcome.policy_continues && grant.continue_streams;
+    let continuation = continues(api, endpoint, &upstream, &info, &value, &front.limits, allowed).then(|| {
         let path = path.to_owned();
         Box::new(continuation::Continuation::new(
             front.clone(),
@@ -414,6 +418,7 @@ async fn decide(
     let routed = engine.decide(info, view.clone()).await;
     front.metrics.decision.observe(decided.elapsed());
     outcome.policy = Some(routed.policy_id.to_string());
+    outcome.policy_continues = engine.continues_streams(&routed.policy_id);
     let canary = engine.canary_share(&routed.policy_id);
     if front.decisions.is_some() || canary.is_some() {
         // What the policy saw in place of the snapshot's in-flight counts (for the record;
@@ -502,7 +507,8 @@ fn plan(
 
 /// Whether a stream may continue on another node if its node is lost: a streamed chat whose
 /// node answers OpenAI chat SSE (an OpenAI client's, or an Ollama or Anthropic client's the
-/// controller translates), one choice, continuations allowed by `[limits]` and the key.
+/// controller translates), one choice, continuations allowed by `[limits]` and (`allowed`) by
+/// the key and the deciding policy.
 fn continues(
     api: Api,
     endpoint: Endpoint,
@@ -510,7 +516,7 @@ fn continues(
     info: &RequestInfo,
     value: &Value,
     limits: &FrontLimits,
-    grant: &Grant,
+    allowed: bool,
 ) -> bool {
     let openai_chat_stream = match api {
         Api::OpenAiChat => true,
@@ -521,7 +527,7 @@ fn continues(
     openai_chat_stream
         && info.stream
         && limits.max_continuations > 0
-        && grant.continue_streams
+        && allowed
         && value["n"].as_u64().is_none_or(|n| n == 1)
         && upstream.response.status().is_success()
 }

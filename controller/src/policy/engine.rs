@@ -103,6 +103,20 @@ impl PolicyEngine {
         self.shared.active.load_full()
     }
 
+    /// Whether the policy that made a decision (`policy_id`: the active one, the canary, or the
+    /// fallback) lets its streams continue on another node.
+    pub fn continues_streams(&self, policy_id: &str) -> bool {
+        let active = self.shared.active.load();
+        if let Some(policy) = active.as_ref().filter(|p| *p.id == *policy_id) {
+            return policy.spec.continue_streams;
+        }
+        let canary = self.shared.canaries.running.load();
+        match canary.as_ref().filter(|c| *c.policy.id == *policy_id) {
+            Some(canary) => canary.policy.spec.continue_streams,
+            None => true,
+        }
+    }
+
     /// The running canary and the share a decision by `policy_id` belongs to, for the
     /// request's outcome.
     pub fn canary_share(&self, policy_id: &str) -> Option<(Arc<Canary>, Share)> {

@@ -18,10 +18,18 @@ pub struct PolicySpec {
     pub description: String,
     #[serde(default)]
     pub limits: Limits,
+    /// Whether a stream this policy routed continues on another node when its node is lost
+    /// mid-answer (default true; `[limits] max_continuations` and the key may still forbid it).
+    #[serde(default = "continue_streams")]
+    pub continue_streams: bool,
     /// Components called in order; each later stage sees only the targets the previous
     /// stage chose (a router narrows and maps models, a balancer orders).
     #[serde(rename = "stage")]
     pub stages: Vec<StageSpec>,
+}
+
+fn continue_streams() -> bool {
+    true
 }
 
 /// One component of the chain.
