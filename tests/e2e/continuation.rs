@@ -63,6 +63,21 @@ impl Stream {
         }
     }
 
+    /// The rest of the stream, and how long after `fault` its hand-off (the first event
+    /// marked `switchyard`) came, if it came.
+    fn rest_and_handoff_after(&mut self, fault: std::time::Instant) -> (Vec<String>, Option<Duration>) {
+        let mut gap = None;
+        let mut events = Vec::new();
+        while let Some(event) = self.next_event() {
+            if gap.is_none() && event.contains("\"switchyard\"") {
+                gap = Some(fault.elapsed());
+            }
+            events.push(event);
+        }
+        let _ = self.curl.wait();
+        (events, gap)
+    }
+
     fn rest(&mut self) -> Vec<String> {
         let events: Vec<String> = std::iter::from_fn(|| self.next_event()).collect();
         let _ = self.curl.wait();
@@ -188,14 +203,8 @@ fn a_stream_whose_agent_is_stopped_continues_once_the_links_pings_go_unanswered(
             .expect("kill")
             .success()
     );
-    let mut gap = None;
-    while let Some(event) = stream.next_event() {
-        if gap.is_none() && event.contains("\"switchyard\"") {
-            gap = Some(stopped.elapsed());
-        }
-        events.push(event);
-    }
-    let _ = stream.curl.wait();
+    let (rest, gap) = stream.rest_and_handoff_after(stopped);
+    events.extend(rest);
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:#?}");
     let text: String = events.iter().map(|e| content(e)).collect();
@@ -432,14 +441,8 @@ fn continues_after(fault: Fault) {
         }
     }
     // The gap the client sees: from the fault to the first token from the other node.
-    let mut gap = None;
-    while let Some(event) = stream.next_event() {
-        if gap.is_none() && event.contains("\"switchyard\"") {
-            gap = Some(killed.elapsed());
-        }
-        events.push(event);
-    }
-    let _ = stream.curl.wait();
+    let (rest, gap) = stream.rest_and_handoff_after(killed);
+    events.extend(rest);
     let gap = gap.unwrap_or_else(|| panic!("{fault:?}: no hand-off: {events:#?}\n{}", controller.log_text()));
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:#?}");
     let marked = events

@@ -1,7 +1,7 @@
 //! Request metrics for `/metrics`: requests by node, model and status; time to first byte
 //! and total latency histograms; policy decision latency.
 
-use crate::prometheus_text::Label;
+use crate::prometheus_text::{Label, scalar};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -180,38 +180,40 @@ impl FrontMetrics {
             "switchyard_policy_decision_seconds",
             "Time the policy (or fallback) took to decide.",
         );
-        let _ = writeln!(
+        scalar(
             out,
-            "# HELP switchyard_retries_total Requests retried on the next target before the first byte."
+            "switchyard_retries_total",
+            "counter",
+            "Requests retried on the next target before the first byte.",
+            self.retries.load(Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# TYPE switchyard_retries_total counter");
-        let _ = writeln!(out, "switchyard_retries_total {}", self.retries.load(Ordering::Relaxed));
-        crate::prometheus_text::scalar(
+        scalar(
             out,
             "switchyard_stream_continuations_total",
             "counter",
             "Streams continued on another node after their node was lost mid-answer.",
             self.continuations.load(Ordering::Relaxed),
         );
-        crate::prometheus_text::scalar(
+        scalar(
             out,
             "switchyard_stream_continuation_failures_total",
             "counter",
             "Streams whose node was lost mid-answer and that no other node could continue.",
             self.continuation_failures.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
+        scalar(
             out,
-            "# HELP switchyard_cancelled_total Responses cancelled by the client before their end."
+            "switchyard_cancelled_total",
+            "counter",
+            "Responses cancelled by the client before their end.",
+            self.cancelled.load(Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# TYPE switchyard_cancelled_total counter");
-        let _ = writeln!(
+        scalar(
             out,
-            "switchyard_cancelled_total {}",
-            self.cancelled.load(Ordering::Relaxed)
+            "switchyard_queue_depth",
+            "gauge",
+            "Requests waiting for a node slot.",
+            queue_depth,
         );
-        let _ = writeln!(out, "# HELP switchyard_queue_depth Requests waiting for a node slot.");
-        let _ = writeln!(out, "# TYPE switchyard_queue_depth gauge");
-        let _ = writeln!(out, "switchyard_queue_depth {queue_depth}");
     }
 }
